@@ -1,0 +1,23 @@
+import { Command } from 'commander';
+import { doctorCommand } from '../src/commands/doctor';
+import { finetuneCommand } from '../src/commands/finetune';
+import { hierarchyCommand } from '../src/commands/hierarchy';
+import { pretrainCommand } from '../src/commands/pretrain';
+import { quickstartCommand } from '../src/commands/quickstart';
+
+// Only assembles the commands; each lives in src/commands/<verb>.ts.
+const program = new Command('granular')
+  .description('transfer-learning experiments across label granularities: pretrain at any level of a class hierarchy, fine-tune on coarse labels, measure')
+  .version(require('../../package.json').version)
+  .showHelpAfterError('(run with --help for usage)')
+  .configureOutput({ outputError: (s, write) => write(`granular: ${s}`) });
+
+for (const cmd of [pretrainCommand(), finetuneCommand(), hierarchyCommand(), quickstartCommand(), doctorCommand()]) {
+  program.addCommand(cmd.showHelpAfterError('(run with --help for usage)'));
+}
+// commander's own usage errors (unknown option, missing argument) exit 2, as every usage error does.
+for (const cmd of [program, ...program.commands]) {
+  cmd.exitOverride((err) => process.exit(err.exitCode === 0 ? 0 : 2));
+}
+
+program.parseAsync(process.argv);

@@ -1,0 +1,80 @@
+import { Command } from 'commander';
+import { parseSets, readConfigFile, resolveConfig } from '../config/load';
+import { loadDataset } from '../data';
+import { Hierarchy, Level } from '../hierarchy/tree';
+import { action, collect } from './common';
+
+export interface LevelStats {
+  name: string;
+  depth_spec: string;
+  classes: number;
+  images_min: number;
+  images_median: number;
+  images_max: number;
+  /** Class names that occur more than once at this level (told apart by path). */
+  ambiguous_names: number;
+}
+
+export function levelStats(h: Hierarchy, level: Level, trainY: Int32Array): LevelStats {
+  const counts = new Array(level.classes.length).fill(0);
+  for (const y of trainY) if (level.classOf[y] >= 0) counts[level.classOf[y]]++;
+  const sorted = [...counts].sort((a, b) => a - b);
+  const names = new Map<string, number>();
+  for (const c of level.classes) names.set(h.node(c).name, (names.get(h.node(c).name) ?? 0) + 1);
+  return {
+    name: level.name,
+    depth_spec: level.spec,
+    classes: level.classes.length,
+    images_min: sorted[0] ?? 0,
+    images_median: sorted.length ? sorted[Math.floor((sorted.length - 1) / 2)] : 0,
+    images_max: sorted[sorted.length - 1] ?? 0,
+    ambiguous_names: [...names.values()].filter((n) => n > 1).length,
+  };
+}
+
+export function hierarchyCommand(): Command {
+  return new Command('hierarchy')
+    .description('print every level of the configured hierarchy: classes, training images per class, ambiguous names')
+    .option('--config <file>', 'YAML config')
+    .option('--set <key=value>', 'override a config key (repeatable)', collect, [])
+    .option('--json', 'machine-readable output', false)
+    .action(
+      action(async (o: Record<string, unknown>) => {
+        const layers = [];
+        if (o.config) layers.push(readConfigFile(o.config as string));
+        layers.push(parseSets(o.set as string[]));
+        const cfg = resolveConfig(layers);
+        const data = await loadDataset(cfg);
+        const h = data.hierarchy;
+        const levels = h.levels().map((l) => levelStats(h, l, data.train.y));
+        const report = {
+          format: cfg.data.format,
+          classes: h.classes.length,
+          max_depth: h.maxDepth,
+          train_images: data.train.y.length,
+          test_images: data.test.y.length,
+          skipped_images: data.skipped,
+          nodes_with_several_parents: h.dag?.multiParentNodes ?? 0,
+          levels,
+          valid_level_specs: h.validLevelSpecs(),
+        };
+        if (o.json) {
+          process.stdout.write(JSON.stringify(report, null, 2) + '\n');
+          return 0;
+        }
+        process.stdout.write(`${cfg.data.format}: ${report.classes} classes, depth ${report.max_depth}, ${report.train_images} training / ${report.test_images} test images\n`);
+        if (h.dag) process.stdout.write(`DAG turned into a tree: ${h.dag.multiParentNodes} node(s) had several parents (longest path from the root kept)\n`);
+        const rows = [['level', 'spec', 'classes', 'img/class min', 'median', 'max', 'ambiguous names']];
+        for (const l of levels) rows.push([l.name, l.depth_spec, String(l.classes), String(l.images_min), String(l.images_median), String(l.images_max), String(l.ambiguous_names)]);
+        process.stdout.write(formatTable(rows) + '\n');
+        process.stdout.write(`valid --level values: ${report.valid_level_specs.join(', ')}\n`);
+        return 0;
+      }),
+    );
+}
+
+/** A plain aligned text table (first row is the header). */
+export function formatTable(rows: string[][]): string {
+  const widths = rows[0].map((_, j) => Math.max(...rows.map((r) => r[j].length)));
+  return rows.map((r, i) => r.map((c, j) => c.padEnd(widths[j])).join('  ').trimEnd() + (i === 0 ? '\n' + widths.map((w) => '-'.repeat(w)).join('  ') : '')).join('\n');
+}

@@ -1,0 +1,117 @@
+import { createHash } from 'node:crypto';
+import { Config } from '../config/schema';
+import { Level } from '../hierarchy/tree';
+import { UsageError } from '../util/errors';
+import { Rng } from '../util/rng';
+import { Dataset, Examples } from './types';
+
+/** Indices into a dataset's train and test examples for one run. */
+export interface Split {
+  train: number[];
+  val: number[];
+  test: number[];
+}
+
+/**
+ * Order examples so that any prefix is stratified: rank within class first
+ * (by a seeded permutation), then permutation position. Taking the first n of
+ * this order gives nested subsets: a smaller one lies inside a larger one.
+ */
+export function stratifiedOrder(labels: Int32Array, rng: Rng): number[] {
+  const perm = Array.from(labels, (_, i) => i);
+  rng.shuffle(perm);
+  const seen = new Map<number, number>();
+  const rank = new Int32Array(labels.length);
+  const pos = new Int32Array(labels.length);
+  perm.forEach((idx, p) => {
+    const c = labels[idx];
+    const r = seen.get(c) ?? 0;
+    seen.set(c, r + 1);
+    rank[idx] = r;
+    pos[idx] = p;
+  });
+  return perm.slice().sort((a, b) => rank[a] - rank[b] || pos[a] - pos[b]);
+}
+
+/**
+ * Validation is taken from the front of the stratified order (so it does not
+ * move when data.train_size changes); training subsets come from the rest.
+ */
+export function makeSplit(ds: Dataset, cfg: Config): Split {
+  const seed = cfg.data.seed!;
+  const order = stratifiedOrder(ds.train.y, new Rng(seed, 401));
+  const nVal = Math.round(cfg.data.val_fraction * order.length);
+  const val = order.slice(0, nVal);
+  let pool = order.slice(nVal);
+  if (cfg.data.train_per_class !== null) {
+    const k = cfg.data.train_per_class;
+    const count = new Map<number, number>();
+    pool = pool.filter((i) => {
+      const c = ds.train.y[i];
+      const n = count.get(c) ?? 0;
+      count.set(c, n + 1);
+      return n < k;
+    });
+  }
+  if (cfg.data.train_size !== null) {
+    if (cfg.data.train_size > pool.length) {
+      throw new UsageError(`data.train_size is ${cfg.data.train_size} but only ${pool.length} training examples remain after the validation hold-out and caps.`);
+    }
+    pool = pool.slice(0, cfg.data.train_size);
+  }
+  let test = stratifiedOrder(ds.test.y, new Rng(seed, 402));
+  if (cfg.data.test_size !== null) test = test.slice(0, cfg.data.test_size);
+  if (pool.length === 0) throw new UsageError('no training examples are left after the validation hold-out and caps: lower data.val_fraction or raise data.train_size.');
+  const asc = (a: number, b: number) => a - b;
+  return { train: pool.sort(asc), val: val.sort(asc), test: test.sort(asc) };
+}
+
+/** split.json: example ids per part, and a hash of ids and labels. */
+export function splitRecord(ds: Dataset, split: Split): Record<string, unknown> {
+  const ids = (e: Examples, idx: number[]) => idx.map((i) => e.ids[i]);
+  const rec = { train: ids(ds.train, split.train), val: ids(ds.train, split.val), test: ids(ds.test, split.test) };
+  const h = createHash('sha256');
+  for (const [part, e, idx] of [['train', ds.train, split.train], ['val', ds.train, split.val], ['test', ds.test, split.test]] as const) {
+    h.update(part);
+    for (const i of idx) h.update(`${e.ids[i]}:${e.y[i]}\n`);
+  }
+  return { ...rec, counts: { train: split.train.length, val: split.val.length, test: split.test.length }, hash: h.digest('hex') };
+}
+
+/** Rebuild a split from a split.json written by another run (same data). */
+export function splitFromRecord(ds: Dataset, rec: { train: string[]; val: string[]; test: string[] }, where: string): Split {
+  const lookup = (e: Examples, ids: string[], part: string) => {
+    const index = new Map(e.ids.map((id, i) => [id, i]));
+    return ids.map((id) => {
+      const i = index.get(id);
+      if (i === undefined) throw new UsageError(`${where}: example '${id}' of its ${part} split is not in this dataset. Fine-tune on the same data, or set data.* so a new split is made.`);
+      return i;
+    });
+  };
+  return { train: lookup(ds.train, rec.train, 'train'), val: lookup(ds.train, rec.val, 'val'), test: lookup(ds.test, rec.test, 'test') };
+}
+
+/**
+ * Labels at `level` for the training set, with `fraction` of them flipped to a
+ * different class. Which examples flip and to what is drawn from data.seed and
+ * the example ids alone, so every run on the same data shares the same noise.
+ */
+export function noisyLabels(ids: string[], labels: Int32Array, numClasses: number, fraction: number, seed: number): { labels: Int32Array; flipped: number } {
+  const out = Int32Array.from(labels);
+  if (fraction <= 0 || numClasses < 2) return { labels: out, flipped: 0 };
+  let flipped = 0;
+  for (let i = 0; i < ids.length; i++) {
+    const h = createHash('sha256').update(`${seed}:${ids[i]}`).digest();
+    const u = h.readUInt32LE(0) / 4294967296;
+    if (u >= fraction) continue;
+    // An offset in [1, K-1] can never land on the true class.
+    const offset = 1 + (h.readUInt32LE(4) % (numClasses - 1));
+    out[i] = (labels[i] + offset) % numClasses;
+    flipped++;
+  }
+  return { labels: out, flipped };
+}
+
+export function levelLabels(e: Examples, idx: number[], level: Level): Int32Array {
+  return Int32Array.from(idx, (i) => level.classOf[e.y[i]]);
+}

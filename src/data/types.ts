@@ -1,0 +1,45 @@
+import { Hierarchy } from '../hierarchy/tree';
+
+/** A set of examples held in memory as one typed array (N x H x W x C, row-major). */
+export interface Examples {
+  x: Float32Array;
+  /** Dataset class index (into Hierarchy.classes) per example. */
+  y: Int32Array;
+  /** Stable example ids (split.json records them). */
+  ids: string[];
+  /** 1 where the example is "hard" (synthetic: lacks the coarsest features). */
+  hard?: Uint8Array;
+}
+
+export interface Dataset {
+  hierarchy: Hierarchy;
+  /** [height, width, channels] of every example. */
+  shape: [number, number, number];
+  train: Examples;
+  test: Examples;
+  /** For synthetic data: the true feature directions per depth (1 = coarsest), each [count x dim]. */
+  features?: { byDepth: Float32Array[]; dim: number };
+  /** Examples skipped while loading (unreadable files). */
+  skipped: number;
+}
+
+export function exampleCount(e: Examples): number {
+  return e.y.length;
+}
+
+/** Gather a subset of examples (copies pixels). */
+export function takeExamples(e: Examples, idx: ArrayLike<number>, size: number): Examples {
+  const n = idx.length;
+  const x = new Float32Array(n * size);
+  const y = new Int32Array(n);
+  const ids: string[] = new Array(n);
+  const hard = e.hard ? new Uint8Array(n) : undefined;
+  for (let i = 0; i < n; i++) {
+    const j = idx[i];
+    x.set(e.x.subarray(j * size, (j + 1) * size), i * size);
+    y[i] = e.y[j];
+    ids[i] = e.ids[j];
+    if (hard) hard[i] = e.hard![j];
+  }
+  return { x, y, ids, hard };
+}

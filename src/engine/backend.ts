@@ -1,0 +1,112 @@
+import * as os from 'node:os';
+import * as tf from '@tensorflow/tfjs';
+import { UsageError } from '../util/errors';
+
+export type BackendChoice = 'auto' | 'tensorflow' | 'wasm' | 'cpu';
+
+export interface EngineInfo {
+  backend: string;
+  requested: BackendChoice;
+  threads: number;
+  device: string;
+  /** Why a preferred backend was not used (auto only). */
+  fallbacks: string[];
+  versions: Record<string, string>;
+}
+
+let active: EngineInfo | null = null;
+
+function tryRequire(name: string): string | null {
+  try {
+    require(name);
+    return null;
+  } catch (e) {
+    return (e as Error).message.split('\n')[0];
+  }
+}
+
+/** Load the native TensorFlow binding if installed; returns why not otherwise. */
+function loadTensorflow(): string | null {
+  const gpu = tryRequire('@tensorflow/tfjs-node-gpu');
+  if (gpu === null) return null;
+  const cpu = tryRequire('@tensorflow/tfjs-node');
+  return cpu === null ? null : `@tensorflow/tfjs-node-gpu: ${gpu}; @tensorflow/tfjs-node: ${cpu}`;
+}
+
+/**
+ * Pick and initialise the tfjs backend once per process: tensorflow (native,
+ * GPU if present) when it loads, else wasm with our training kernels, else the
+ * pure-JS cpu backend. The choice goes into env.json.
+ */
+export async function initEngine(requested: BackendChoice = 'auto', threads?: number): Promise<EngineInfo> {
+  if (active) {
+    if (requested !== 'auto' && requested !== active.requested && active.backend !== requested) {
+      throw new Error(`engine already initialised with '${active.backend}', cannot switch to '${requested}' in the same process`);
+    }
+    return active;
+  }
+  const fallbacks: string[] = [];
+  let backend: string | null = null;
+  if (requested === 'tensorflow' || requested === 'auto') {
+    const why = loadTensorflow();
+    if (why === null && (await tf.setBackend('tensorflow'))) backend = 'tensorflow';
+    else if (requested === 'tensorflow') {
+      throw new UsageError(
+        `--backend tensorflow: the native TensorFlow binding does not load (${why ?? 'setBackend failed'}). ` +
+          `Install it with 'npm install @tensorflow/tfjs-node-gpu' (CUDA machines) or 'npm install @tensorflow/tfjs-node', or use --backend wasm.`,
+      );
+    } else fallbacks.push(`tensorflow: not installed (${why})`);
+  }
+  if (!backend && (requested === 'wasm' || requested === 'auto')) {
+    const why = tryRequire('@tensorflow/tfjs-backend-wasm');
+    if (why === null) {
+      const { registerWasmTrainingKernels } = await import('./wasm-kernels');
+      registerWasmTrainingKernels();
+      if (await tf.setBackend('wasm')) backend = 'wasm';
+      else fallbacks.push('wasm: failed to initialise');
+    } else if (requested === 'wasm') {
+      throw new UsageError(`--backend wasm: @tensorflow/tfjs-backend-wasm does not load (${why}). Run 'npm ci' again.`);
+    } else fallbacks.push(`wasm: ${why}`);
+  }
+  if (!backend) {
+    await tf.setBackend('cpu');
+    backend = 'cpu';
+  }
+  await tf.ready();
+  // Production mode: no debug checks, and no console banner urging tfjs-node on every run.
+  tf.enableProdMode();
+  // Only the native backend runs on several threads here; wasm's threaded build
+  // cannot start its workers under Node, so one thread is the honest number.
+  const nThreads = backend === 'tensorflow' ? (threads ?? os.cpus().length) : 1;
+  active = {
+    backend,
+    requested,
+    threads: nThreads,
+    device: backend === 'tensorflow' ? tensorflowDevice() : `${os.cpus()[0]?.model ?? 'cpu'} (${os.cpus().length} cores)`,
+    fallbacks,
+    versions: {
+      node: process.version,
+      'tfjs-core': tf.version_core,
+      'tfjs-layers': tf.version_layers,
+      granular: require('../../../package.json').version,
+    },
+  };
+  return active;
+}
+
+function tensorflowDevice(): string {
+  const b = tf.backend() as unknown as { isUsingGpuDevice?: boolean };
+  return b.isUsingGpuDevice ? 'GPU (CUDA via libtensorflow)' : `CPU via libtensorflow (${os.cpus().length} cores)`;
+}
+
+export function engineInfo(): EngineInfo | null {
+  return active;
+}
+
+export function parseBackend(v: string | undefined): BackendChoice {
+  const s = v ?? process.env.GRANULAR_BACKEND ?? 'auto';
+  if (!['auto', 'tensorflow', 'wasm', 'cpu'].includes(s)) {
+    throw new UsageError(`--backend '${s}' is not one of auto, tensorflow, wasm, cpu.`);
+  }
+  return s as BackendChoice;
+}

@@ -1,0 +1,311 @@
+import * as fs from 'node:fs';
+import { UsageError } from '../util/errors';
+
+/**
+ * The class hierarchy as one rooted tree over the dataset's classes. Pure
+ * TypeScript, no tensors: levels, cuts and label maps are cheap to test.
+ */
+export interface TreeNode {
+  id: string;
+  name: string;
+  parent: string | null;
+  children: string[];
+  depth: number;
+}
+
+/** A label level: which class every dataset class maps to. */
+export interface Level {
+  /** Canonical name used in metric keys and folder names (`leaf`, `genus`, `depth2`). */
+  name: string;
+  /** What the user asked for (`depth:2`). */
+  spec: string;
+  /** Node ids of this level's classes; the index is the label. */
+  classes: string[];
+  /** For each dataset class (Hierarchy.classes index), its label here, or -1 if dropped. */
+  classOf: Int32Array;
+  /** Dataset classes that fall under no class of this level (only `nodes:FILE` drops). */
+  droppedClasses: number;
+}
+
+export interface DagInfo {
+  /** Nodes that had more than one parent in the source graph. */
+  multiParentNodes: number;
+  /** For each such node, the parent kept (longest path from the root, ties by id). */
+  chosenParent: Record<string, string>;
+}
+
+export class Hierarchy {
+  readonly nodes = new Map<string, TreeNode>();
+  /** Preorder position of every node (children by id): a stable class order. */
+  private readonly order = new Map<string, number>();
+  readonly maxDepth: number;
+
+  constructor(
+    readonly root: string,
+    parents: ReadonlyArray<{ id: string; parent: string | null; name?: string }>,
+    /** The dataset's classes (may be internal nodes); index = leaf label. */
+    readonly classes: readonly string[],
+    /** Names of the levels by depth (1 = just below the root), if the source names them. */
+    readonly levelNames: ReadonlyMap<number, string> = new Map(),
+    readonly dag?: DagInfo,
+  ) {
+    for (const p of parents) {
+      if (this.nodes.has(p.id)) throw new UsageError(`hierarchy: node '${p.id}' is listed twice.`);
+      this.nodes.set(p.id, { id: p.id, name: p.name ?? p.id, parent: p.parent, children: [], depth: 0 });
+    }
+    if (!this.nodes.has(root)) this.nodes.set(root, { id: root, name: root, parent: null, children: [], depth: 0 });
+    for (const n of this.nodes.values()) {
+      if (n.id === root) continue;
+      if (n.parent === null) n.parent = root;
+      const p = this.nodes.get(n.parent);
+      if (!p) throw new UsageError(`hierarchy: node '${n.id}' names a parent '${n.parent}' that does not exist.`);
+      p.children.push(n.id);
+    }
+    // Depths and preorder by an explicit stack; a node never reached lies on a cycle.
+    let idx = 0;
+    let maxDepth = 0;
+    const stack: Array<[string, number]> = [[root, 0]];
+    while (stack.length) {
+      const [id, d] = stack.pop()!;
+      const n = this.nodes.get(id)!;
+      n.depth = d;
+      n.children.sort();
+      this.order.set(id, idx++);
+      for (let i = n.children.length - 1; i >= 0; i--) stack.push([n.children[i], d + 1]);
+    }
+    if (this.order.size !== this.nodes.size) {
+      const lost = [...this.nodes.keys()].filter((k) => !this.order.has(k));
+      throw new UsageError(`hierarchy: ${lost.length} node(s) are not reachable from the root (a cycle?): ${lost.slice(0, 5).join(', ')}`);
+    }
+    if (classes.length === 0) throw new UsageError('hierarchy: the dataset has no classes.');
+    for (const c of classes) {
+      const n = this.nodes.get(c);
+      if (!n) throw new UsageError(`hierarchy: class '${c}' is not a node of the hierarchy.`);
+      maxDepth = Math.max(maxDepth, n.depth);
+    }
+    this.maxDepth = maxDepth;
+  }
+
+  node(id: string): TreeNode {
+    const n = this.nodes.get(id);
+    if (!n) throw new Error(`no node '${id}'`);
+    return n;
+  }
+
+  /** Ancestors from just below the root down to the node itself. */
+  lineage(id: string): string[] {
+    const out: string[] = [];
+    for (let cur: string | null = id; cur !== null && cur !== this.root; cur = this.node(cur).parent) out.push(cur);
+    return out.reverse();
+  }
+
+  /** Classes are identified by their path: names alone repeat across the tree. */
+  path(id: string): string {
+    return this.lineage(id).map((n) => this.node(n).name).join('/');
+  }
+
+  /** The deepest ancestor-or-self of `id` at depth <= d (the root if d = 0). */
+  cutAt(id: string, d: number): string {
+    const line = this.lineage(id);
+    return d <= 0 || line.length === 0 ? this.root : line[Math.min(d, line.length) - 1];
+  }
+
+  private makeLevel(name: string, spec: string, target: (cls: string) => string | null): Level {
+    const classOf = new Int32Array(this.classes.length);
+    const mapped = this.classes.map(target);
+    const uniq = [...new Set(mapped.filter((m): m is string => m !== null))];
+    uniq.sort((a, b) => this.order.get(a)! - this.order.get(b)!);
+    const index = new Map(uniq.map((u, i) => [u, i]));
+    let dropped = 0;
+    mapped.forEach((m, i) => {
+      classOf[i] = m === null ? -1 : index.get(m)!;
+      if (m === null) dropped++;
+    });
+    return { name, spec, classes: uniq, classOf, droppedClasses: dropped };
+  }
+
+  depthCut(d: number, spec = `depth:${d}`): Level {
+    const named = this.levelNames.get(d);
+    return this.makeLevel(named ?? `depth${d}`, spec, (c) => this.cutAt(c, d));
+  }
+
+  leafLevel(): Level {
+    return this.makeLevel('leaf', 'leaf', (c) => c);
+  }
+
+  /** The coarsest depth cut with more than one class. */
+  topLevel(spec = 'top'): Level {
+    for (let d = 1; d <= this.maxDepth; d++) {
+      const l = this.depthCut(d, spec);
+      if (l.classes.length > 1) return l;
+    }
+    return this.leafLevel();
+  }
+
+  /** Every distinct depth cut from the top down, then the leaf level if it differs. */
+  levels(): Level[] {
+    const out: Level[] = [];
+    for (let d = 1; d <= this.maxDepth; d++) {
+      const l = this.depthCut(d);
+      if (l.classes.length <= 1) continue;
+      if (out.some((o) => sameLabels(o, l))) continue;
+      out.push(l);
+    }
+    const leaf = this.leafLevel();
+    if (!out.some((o) => sameLabels(o, leaf))) out.push(leaf);
+    return out;
+  }
+
+  /** Resolve a `--level` spec; an unknown one fails with the list of valid ones. */
+  resolveLevel(spec: string): Level {
+    const s = spec.trim();
+    let m: RegExpMatchArray | null;
+    if (s === 'leaf') return this.leafLevel();
+    if (s === 'top' || s === 'coarse') return this.topLevel(s);
+    if ((m = s.match(/^depth:?(\d+)$/))) {
+      const d = Number(m[1]);
+      if (d < 1 || d > this.maxDepth) throw new UsageError(`level '${spec}': depth must be between 1 and ${this.maxDepth} for this hierarchy.`);
+      return this.depthCut(d, s);
+    }
+    if ((m = s.match(/^height:?(\d+)$/))) {
+      const h = Number(m[1]);
+      if (h < 0 || h >= this.maxDepth) throw new UsageError(`level '${spec}': height must be between 0 and ${this.maxDepth - 1} for this hierarchy.`);
+      return this.makeLevel(`height${h}`, s, (c) => {
+        const line = this.lineage(c);
+        return line[Math.max(0, line.length - 1 - h)];
+      });
+    }
+    if ((m = s.match(/^nodes:(.+)$/))) return this.nodesLevel(m[1], s);
+    for (const [d, n] of this.levelNames) if (n === s) return this.depthCut(d, s);
+    throw new UsageError(`unknown level '${spec}'. Valid levels: ${this.validLevelSpecs().join(', ')}.`);
+  }
+
+  validLevelSpecs(): string[] {
+    const named = [...this.levelNames.entries()].sort((a, b) => a[0] - b[0]).map(([, n]) => n);
+    return ['leaf', 'top', 'coarse', ...named, `depth:1..${this.maxDepth}`, `height:0..${this.maxDepth - 1}`, 'nodes:FILE'];
+  }
+
+  /** Each class takes the deepest listed node it falls under; classes under none are dropped. */
+  private nodesLevel(file: string, spec: string): Level {
+    let text: string;
+    try {
+      text = fs.readFileSync(file, 'utf8');
+    } catch {
+      throw new UsageError(`level '${spec}': cannot read the node list '${file}'.`);
+    }
+    const listed = new Set(text.split(/\r?\n/).map((l) => l.trim().split(/\s+/)[0]).filter((l) => l && !l.startsWith('#')));
+    const unknown = [...listed].filter((n) => !this.nodes.has(n));
+    if (unknown.length) throw new UsageError(`level '${spec}': ${unknown.length} listed node(s) are not in the hierarchy: ${unknown.slice(0, 5).join(', ')}`);
+    const name = `nodes-${file.split('/').pop()!.replace(/\.[^.]*$/, '')}`;
+    return this.makeLevel(name, spec, (c) => {
+      const line = this.lineage(c);
+      for (let i = line.length - 1; i >= 0; i--) if (listed.has(line[i])) return line[i];
+      return null;
+    });
+  }
+}
+
+function sameLabels(a: Level, b: Level): boolean {
+  return a.classes.length === b.classes.length && a.classOf.every((v, i) => v === b.classOf[i]);
+}
+
+/**
+ * For each class of `fine`, its class in `coarse`, or null if `coarse` is not
+ * a coarsening of `fine` (some fine class would straddle two coarse ones).
+ */
+export function coarsening(fine: Level, coarse: Level): Int32Array | null {
+  if (coarse.classes.length >= fine.classes.length) return null;
+  const map = new Int32Array(fine.classes.length).fill(-1);
+  for (let i = 0; i < fine.classOf.length; i++) {
+    const f = fine.classOf[i];
+    const c = coarse.classOf[i];
+    if (f < 0) continue;
+    if (c < 0) return null;
+    if (map[f] === -1) map[f] = c;
+    else if (map[f] !== c) return null;
+  }
+  return map;
+}
+
+/** Levels of `h` that are strictly coarser than `level`, each with its label map. */
+export function coarserLevels(h: Hierarchy, level: Level): Array<{ level: Level; map: Int32Array }> {
+  const out: Array<{ level: Level; map: Int32Array }> = [];
+  for (const l of h.levels()) {
+    if (l.name === level.name) continue;
+    const map = coarsening(level, l);
+    if (map) out.push({ level: l, map });
+  }
+  return out;
+}
+
+/**
+ * Turn a DAG (edges parent -> child) into a tree once: each node keeps the
+ * parent on its longest path from the root, ties broken by id.
+ */
+export function treeFromDag(
+  edges: ReadonlyArray<[string, string]>,
+  root: string,
+  classes: readonly string[],
+  names?: ReadonlyMap<string, string>,
+): Hierarchy {
+  const parentsOf = new Map<string, string[]>();
+  const childrenOf = new Map<string, string[]>();
+  for (const [p, c] of edges) {
+    if (!parentsOf.has(c)) parentsOf.set(c, []);
+    parentsOf.get(c)!.push(p);
+    if (!childrenOf.has(p)) childrenOf.set(p, []);
+    childrenOf.get(p)!.push(c);
+  }
+  // Only the ancestors of the classes matter.
+  const keep = new Set<string>();
+  const stack = [...classes];
+  while (stack.length) {
+    const n = stack.pop()!;
+    if (keep.has(n)) continue;
+    keep.add(n);
+    for (const p of parentsOf.get(n) ?? []) stack.push(p);
+  }
+  if (!keep.has(root)) throw new UsageError(`hierarchy: the root '${root}' is not an ancestor of any class.`);
+  // Longest-path depth by Kahn's algorithm over the kept subgraph; leftovers are a cycle.
+  const indeg = new Map<string, number>();
+  for (const n of keep) indeg.set(n, (parentsOf.get(n) ?? []).filter((p) => keep.has(p)).length);
+  const longest = new Map<string, number>();
+  const queue = [...keep].filter((n) => indeg.get(n) === 0);
+  const rootless = queue.filter((n) => n !== root);
+  if (rootless.length) throw new UsageError(`hierarchy: ${rootless.length} node(s) have no path to the root '${root}': ${rootless.slice(0, 5).join(', ')}`);
+  longest.set(root, 0);
+  let seen = 0;
+  while (queue.length) {
+    const n = queue.shift()!;
+    seen++;
+    for (const c of childrenOf.get(n) ?? []) {
+      if (!keep.has(c)) continue;
+      longest.set(c, Math.max(longest.get(c) ?? 0, longest.get(n)! + 1));
+      indeg.set(c, indeg.get(c)! - 1);
+      if (indeg.get(c) === 0) queue.push(c);
+    }
+  }
+  if (seen !== keep.size) {
+    const cyc = [...keep].filter((n) => indeg.get(n)! > 0);
+    throw new UsageError(`hierarchy: the is-a graph has a cycle through ${cyc.length} node(s), e.g. ${cyc.slice(0, 5).join(', ')}. Remove one edge of the cycle.`);
+  }
+  const chosenParent: Record<string, string> = {};
+  let multi = 0;
+  const parents: Array<{ id: string; parent: string | null; name?: string }> = [];
+  for (const n of keep) {
+    if (n === root) continue;
+    const ps = [...new Set((parentsOf.get(n) ?? []).filter((p) => keep.has(p)))];
+    let best = ps[0];
+    for (const p of ps) {
+      const dp = longest.get(p)!;
+      const db = longest.get(best)!;
+      if (dp > db || (dp === db && p < best)) best = p;
+    }
+    if (ps.length > 1) {
+      multi++;
+      chosenParent[n] = best;
+    }
+    parents.push({ id: n, parent: best, name: names?.get(n) });
+  }
+  return new Hierarchy(root, parents, classes, new Map(), { multiParentNodes: multi, chosenParent });
+}

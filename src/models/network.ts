@@ -1,0 +1,118 @@
+import * as tf from '@tensorflow/tfjs';
+import { UsageError } from '../util/errors';
+
+/**
+ * A network is an ordered list of named blocks (the units that freezing and
+ * unfreezing act on, counted from the input side) followed by a dense head.
+ * Blocks are built from tfjs layers so the same code runs on concrete tensors
+ * (training) and on symbolic ones (the saved tfjs layers model).
+ */
+export interface Block {
+  name: string;
+  layers: tf.layers.Layer[];
+  /** Eager forward pass; `training` toggles batch-norm batch statistics. */
+  apply(x: tf.Tensor, training: boolean): tf.Tensor;
+  /** The same computation on symbolic tensors, for the saved model graph. */
+  applySymbolic(x: tf.SymbolicTensor): tf.SymbolicTensor;
+}
+
+export interface NamedVariable {
+  /** Stable name `<layer>/<weight>` (the tfjs layers `originalName`). */
+  name: string;
+  /** Index of the block, or -1 for the head. */
+  block: number;
+  /** A learnable parameter (batch-norm moving statistics are not). */
+  trainable: boolean;
+  variable: tf.Variable;
+}
+
+export class Network {
+  private model: tf.LayersModel | null = null;
+
+  constructor(
+    readonly arch: string,
+    readonly inputShape: [number, number, number],
+    readonly blocks: Block[],
+    public head: tf.layers.Layer,
+    readonly numClasses: number,
+  ) {
+    this.buildSymbolic();
+  }
+
+  /** Wire blocks and head on symbolic tensors: builds every weight and the saveable graph. */
+  private buildSymbolic(): void {
+    const input = tf.input({ shape: this.inputShape, name: 'image' });
+    let h: tf.SymbolicTensor = input;
+    for (const b of this.blocks) h = b.applySymbolic(h);
+    const out = this.head.apply(h) as tf.SymbolicTensor;
+    this.model = tf.model({ inputs: input, outputs: out, name: this.arch.replace(/[^A-Za-z0-9_]/g, '_') });
+  }
+
+  /** Replace the head (a new one for a new label level); the blocks are kept. */
+  replaceHead(head: tf.layers.Layer): void {
+    this.head.dispose();
+    this.head = head;
+    (this as { numClasses: number }).numClasses = (head.getConfig() as { units: number }).units;
+    this.buildSymbolic();
+  }
+
+  layersModel(): tf.LayersModel {
+    return this.model!;
+  }
+
+  /**
+   * Logits for a batch. `blockTraining[i]` says whether block i runs in
+   * training mode; frozen blocks always run in inference mode so batch norm
+   * uses, and keeps, its moving statistics.
+   */
+  forward(x: tf.Tensor, blockTraining: readonly boolean[]): tf.Tensor {
+    let h = x;
+    this.blocks.forEach((b, i) => {
+      h = b.apply(h, blockTraining[i]);
+    });
+    return this.head.apply(h) as tf.Tensor;
+  }
+
+  /** The block outputs just before the head (pooled features). */
+  features(x: tf.Tensor): tf.Tensor {
+    let h = x;
+    for (const b of this.blocks) h = b.apply(h, false);
+    return h;
+  }
+
+  variables(): NamedVariable[] {
+    const out: NamedVariable[] = [];
+    const add = (layer: tf.layers.Layer, block: number) => {
+      const trainableNames = new Set(layer.trainableWeights.map((w) => w.originalName));
+      for (const w of layer.weights) {
+        out.push({ name: w.originalName, block, trainable: trainableNames.has(w.originalName), variable: w.read() as tf.Variable });
+      }
+    };
+    this.blocks.forEach((b, i) => b.layers.forEach((l) => add(l, i)));
+    add(this.head, -1);
+    return out;
+  }
+
+  /** Number of learnable scalars in the given blocks (and the head if asked). */
+  paramCount(blockMask: readonly boolean[], includeHead = true): number {
+    return this.variables()
+      .filter((v) => v.trainable && (v.block < 0 ? includeHead : blockMask[v.block]))
+      .reduce((a, v) => a + v.variable.size, 0);
+  }
+
+  dispose(): void {
+    this.model?.dispose();
+  }
+}
+
+/** Resolve `finetune.freeze` to a block count, with a message naming the valid range. */
+export function frozenBlockCount(net: Network, freeze: number | 'all'): number {
+  if (freeze === 'all') return net.blocks.length;
+  if (freeze > net.blocks.length) {
+    throw new UsageError(
+      `--freeze ${freeze} is more than the ${net.blocks.length} block(s) of ${net.arch} (${net.blocks.map((b) => b.name).join(', ')}). ` +
+        `Use 0..${net.blocks.length}, or 'all' for a linear probe.`,
+    );
+  }
+  return freeze;
+}

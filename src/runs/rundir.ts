@@ -1,0 +1,111 @@
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { UsageError } from '../util/errors';
+import { ensureDir, isNonEmptyDir, readJson, sanitizeName, writeFileAtomic, writeJsonAtomic } from '../util/fsx';
+
+/**
+ * The run folder: every file a run writes, and the rules for creating one.
+ * Files that readers rely on are written via temp file + rename.
+ */
+export const FILES = {
+  config: 'config.yaml',
+  command: 'command.txt',
+  hierarchy: 'hierarchy.json',
+  split: 'split.json',
+  env: 'env.json',
+  lock: 'run.lock',
+  metrics: 'metrics.jsonl',
+  summary: 'summary.json',
+  run: 'run.json',
+  model: 'model',
+  checkpoint: 'checkpoint',
+} as const;
+
+export function timestamp(d = new Date()): string {
+  const p = (n: number) => String(n).padStart(2, '0');
+  return `${d.getFullYear()}${p(d.getMonth() + 1)}${p(d.getDate())}-${p(d.getHours())}${p(d.getMinutes())}${p(d.getSeconds())}`;
+}
+
+/** `runs/<stage>-<name>-<YYYYMMDD-HHMMSS>[-N]/`, never an existing folder. */
+export function defaultRunDir(stage: string, name: string, root = 'runs'): string {
+  const base = path.join(root, sanitizeName(`${stage}-${name}-${timestamp()}`));
+  let dir = base;
+  for (let n = 2; fs.existsSync(dir); n++) dir = `${base}-${n}`;
+  return dir;
+}
+
+/** Check (without creating anything) that a run may be written to `dir`. */
+export function checkNewRunDir(dir: string): void {
+  if (isNonEmptyDir(dir)) {
+    throw new UsageError(`run folder '${dir}' already exists and is not empty. Choose another --run-dir, or continue that run with --resume ${dir}.`);
+  }
+  if (fs.existsSync(dir) && !fs.statSync(dir).isDirectory()) throw new UsageError(`--run-dir '${dir}' exists and is not a folder.`);
+}
+
+export function createRunDir(dir: string): void {
+  ensureDir(dir);
+}
+
+export function appendMetrics(dir: string, row: Record<string, unknown>): void {
+  // One write call per line: a crash tears at most the last line.
+  fs.appendFileSync(path.join(dir, FILES.metrics), JSON.stringify(row) + '\n');
+}
+
+/** Rows of metrics.jsonl; a torn last line is dropped. */
+export function readMetrics(dir: string): Array<Record<string, unknown>> {
+  const file = path.join(dir, FILES.metrics);
+  if (!fs.existsSync(file)) return [];
+  const rows: Array<Record<string, unknown>> = [];
+  for (const line of fs.readFileSync(file, 'utf8').split('\n')) {
+    if (!line.trim()) continue;
+    try {
+      rows.push(JSON.parse(line));
+    } catch {
+      // Only the last line can be torn; anything after it is not there.
+      break;
+    }
+  }
+  return rows;
+}
+
+/** Rewrite metrics.jsonl keeping only `keep` rows (resume drops rows past the checkpoint). */
+export function rewriteMetrics(dir: string, rows: ReadonlyArray<Record<string, unknown>>): void {
+  writeFileAtomic(path.join(dir, FILES.metrics), rows.map((r) => JSON.stringify(r) + '\n').join(''));
+}
+
+export function writeSummary(dir: string, summary: Record<string, unknown>): void {
+  writeJsonAtomic(path.join(dir, FILES.summary), summary);
+}
+
+export function readSummary(dir: string): Record<string, unknown> | null {
+  const f = path.join(dir, FILES.summary);
+  return fs.existsSync(f) ? readJson(f) : null;
+}
+
+export function isAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (e) {
+    return (e as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
+
+/** Take the run's lock; a live owner is refused, a dead one's stale lock is taken over. */
+export function acquireLock(dir: string): string | null {
+  const file = path.join(dir, FILES.lock);
+  let note: string | null = null;
+  if (fs.existsSync(file)) {
+    const pid = Number(fs.readFileSync(file, 'utf8').trim());
+    if (pid && pid !== process.pid && isAlive(pid)) {
+      throw new UsageError(`run '${dir}' is in use by process ${pid} (run.lock). Wait for it to finish, or stop it first.`);
+    }
+    note = `taking over a stale run.lock left by process ${pid}, which is no longer running`;
+  }
+  writeFileAtomic(file, `${process.pid}\n`);
+  return note;
+}
+
+export function releaseLock(dir: string): void {
+  fs.rmSync(path.join(dir, FILES.lock), { force: true });
+}

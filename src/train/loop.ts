@@ -1,0 +1,252 @@
+import * as tf from '@tensorflow/tfjs';
+import { SingleBar, Presets } from 'cli-progress';
+import { Config } from '../config/schema';
+import { Dataset, Examples } from '../data/types';
+import { Split } from '../data/split';
+import { Level } from '../hierarchy/tree';
+import { accuracy, argmaxRows, coarsenProbs, topkAccuracy } from '../measure/accuracy';
+import { alignment, randomDirections } from '../measure/alignment';
+import { Network } from '../models/network';
+import { appendMetrics } from '../runs/rundir';
+import { RunFailure } from '../util/errors';
+import { Rng } from '../util/rng';
+import { saveCheckpoint, CheckpointState } from './checkpoint';
+import { NamedOptimizer } from './optimizer';
+import { learningRate } from './schedule';
+
+/** Everything the loop needs, prepared (and validated) by the stage. */
+export interface TrainJob {
+  cfg: Config;
+  net: Network;
+  data: Dataset;
+  split: Split;
+  level: Level;
+  coarser: Array<{ level: Level; map: Int32Array }>;
+  /** Labels at `level` for split.train (label noise already applied). */
+  trainLabels: Int32Array;
+  frozenBlocks: number;
+  runDir: string;
+  quiet: boolean;
+  /** No per-epoch output at all (the quickstart prints its own table). */
+  silent?: boolean;
+  resumeFrom?: CheckpointState;
+  /** The last epoch row already in metrics.jsonl (resume), so a run resumed at its end still reports. */
+  previousRow?: Record<string, number>;
+  optimizer: NamedOptimizer;
+  /** Called between steps; returning true stops the loop at a step boundary. */
+  shouldStop?: () => boolean;
+}
+
+export interface TrainResult {
+  final: Record<string, number>;
+  trainImagesPerSecond: number;
+  stoppedEarly: boolean;
+}
+
+const EVAL_BATCH = 256;
+
+/** Softmax probabilities of `net` (every block in inference mode) on examples `idx`. */
+export function predictProbs(net: Network, e: Examples, idx: readonly number[], shape: [number, number, number]): Float32Array {
+  const size = shape[0] * shape[1] * shape[2];
+  const K = net.numClasses;
+  const out = new Float32Array(idx.length * K);
+  const buf = new Float32Array(EVAL_BATCH * size);
+  const inference = net.blocks.map(() => false);
+  for (let s = 0; s < idx.length; s += EVAL_BATCH) {
+    const n = Math.min(EVAL_BATCH, idx.length - s);
+    for (let i = 0; i < n; i++) buf.set(e.x.subarray(idx[s + i] * size, (idx[s + i] + 1) * size), i * size);
+    const probs = tf.tidy(() => tf.softmax(net.forward(tf.tensor4d(buf.subarray(0, n * size), [n, ...shape]), inference)));
+    out.set(probs.dataSync(), s * K);
+    probs.dispose();
+  }
+  return out;
+}
+
+/**
+ * Test metrics (DESIGN.md "Metric keys"): accuracy at the stage's level, at
+ * every coarser level by summing probabilities, top-5, easy/hard.
+ */
+export function evaluate(job: Pick<TrainJob, 'net' | 'data' | 'split' | 'level' | 'coarser'>): Record<string, number> {
+  const { net, data, split, level, coarser } = job;
+  const e = data.test;
+  const idx = split.test;
+  const K = net.numClasses;
+  const probs = predictProbs(net, e, idx, data.shape);
+  const labels = Int32Array.from(idx, (i) => level.classOf[e.y[i]]);
+  const pred = argmaxRows(probs, K);
+  const out: Record<string, number> = { test_acc: accuracy(pred, labels) };
+  if (K > 5) out.test_top5 = topkAccuracy(probs, K, labels, 5);
+  if (e.hard) {
+    out.test_acc_easy = accuracy(pred, labels, (i) => e.hard![idx[i]] === 0);
+    out.test_acc_hard = accuracy(pred, labels, (i) => e.hard![idx[i]] === 1);
+  }
+  for (const c of coarser) {
+    const kc = c.level.classes.length;
+    const cp = coarsenProbs(probs, K, c.map, kc);
+    const cl = Int32Array.from(idx, (i) => c.level.classOf[e.y[i]]);
+    const cpred = argmaxRows(cp, kc);
+    out[`test_acc@${c.level.name}`] = accuracy(cpred, cl);
+    if (kc > 5) out[`test_top5@${c.level.name}`] = topkAccuracy(cp, kc, cl, 5);
+    if (e.hard) out[`test_acc_hard@${c.level.name}`] = accuracy(cpred, cl, (i) => e.hard![idx[i]] === 1);
+  }
+  return out;
+}
+
+/** Accuracy on validation examples (model selection and stop rules look only here). */
+function validate(job: TrainJob, valLabels: Int32Array): number {
+  if (!job.split.val.length) return NaN;
+  const probs = predictProbs(job.net, job.data.train, job.split.val, job.data.shape);
+  return accuracy(argmaxRows(probs, job.net.numClasses), valLabels);
+}
+
+/**
+ * Alignment of the two-layer network's filters with the true synthetic
+ * features at each depth, and the same statistic for random directions.
+ */
+export function alignmentMetrics(net: Network, data: Dataset, seed: number): Record<string, number> {
+  if (net.arch !== 'two-layer-conv' || !data.features) return {};
+  const kernel = net.blocks[0].layers[0].getWeights()[0];
+  const [p1, p2, c, m] = kernel.shape;
+  const dim = p1 * p2 * c;
+  if (dim !== data.features.dim) return {};
+  const w = kernel.dataSync() as Float32Array; // [p, p, C, m] row-major = [dim x m]
+  const out: Record<string, number> = {};
+  const depths = data.features.byDepth;
+  depths.forEach((f, d) => {
+    const name = data.hierarchy.levelNames.get(d + 1) ?? `depth${d + 1}`;
+    out[`align@${name}`] = alignment(w, dim, m, f);
+  });
+  out.align_common = out[`align@${data.hierarchy.levelNames.get(1) ?? 'depth1'}`];
+  out.align_fine = out[`align@${data.hierarchy.levelNames.get(depths.length) ?? `depth${depths.length}`}`];
+  const nRandom = Math.max(...depths.map((f) => f.length / dim));
+  out.align_random = alignment(w, dim, m, randomDirections(nRandom, dim, seed));
+  return out;
+}
+
+function lossOf(kind: 'xent' | 'mse', logits: tf.Tensor, oneHot: tf.Tensor): tf.Scalar {
+  return kind === 'xent' ? tf.losses.softmaxCrossEntropy(oneHot, logits) : tf.losses.meanSquaredError(oneHot, logits);
+}
+
+export async function train(job: TrainJob): Promise<TrainResult> {
+  const { cfg, net, data, split, runDir } = job;
+  const shape = data.shape;
+  const size = shape[0] * shape[1] * shape[2];
+  const K = net.numClasses;
+  const n = split.train.length;
+  const bs = Math.min(cfg.train.batch_size, n);
+  const stepsPerEpoch = Math.ceil(n / bs);
+  const totalSteps = stepsPerEpoch * cfg.train.epochs;
+  const warmup = Math.round(cfg.train.warmup_epochs * stepsPerEpoch);
+
+  const trainableBlocks = net.blocks.map((_, i) => i >= job.frozenBlocks);
+  const vars = net.variables().filter((v) => v.trainable && (v.block < 0 || trainableBlocks[v.block]));
+  const byTfName = new Map(vars.map((v) => [v.variable.name, v.name]));
+  const varByName = new Map(vars.map((v) => [v.name, v.variable]));
+  const trainableParams = net.paramCount(trainableBlocks);
+  const valLabels = Int32Array.from(split.val, (i) => job.level.classOf[data.train.y[i]]);
+
+  let epoch = 0;
+  let step = 0;
+  let rng = new Rng(cfg.train.seed!, 11);
+  let carry: Record<string, number> = { trainImages: 0, trainSeconds: 0 };
+  if (job.resumeFrom) {
+    epoch = job.resumeFrom.epoch;
+    step = job.resumeFrom.step;
+    rng = new Rng(job.resumeFrom.rng);
+    carry = { ...carry, ...job.resumeFrom.carry };
+  }
+
+  const rowBase = () => ({ trainable_blocks: trainableBlocks.filter(Boolean).length, trainable_params: trainableParams });
+  let last: Record<string, number> = job.previousRow ?? {};
+  if (epoch === 0) {
+    // The state before training: chance accuracy and alignment at initialisation.
+    const init = { ...evaluate(job), ...alignmentMetrics(net, data, cfg.data.seed!) };
+    appendMetrics(runDir, { kind: 'epoch', epoch: 0, step: 0, ...init, ...rowBase() });
+    carry = { ...carry, ...Object.fromEntries(Object.entries(init).filter(([k]) => k.startsWith('align')).map(([k, v]) => [`${k}_init`, v])) };
+  }
+
+  const bar = process.stderr.isTTY && !job.quiet && !job.silent ? new SingleBar({ format: 'epoch {epoch}/{epochs} [{bar}] {value}/{total} loss {loss} acc {acc} {ips} img/s', hideCursor: true }, Presets.shades_classic) : null;
+  const xbuf = new Float32Array(bs * size);
+  const ybuf = new Int32Array(bs);
+  let stoppedEarly = false;
+
+  for (; epoch < cfg.train.epochs; epoch++) {
+    const order = Array.from({ length: n }, (_, i) => i);
+    rng.shuffle(order);
+    let lossSum = 0;
+    let hits = 0;
+    let seen = 0;
+    const t0 = performance.now();
+    bar?.start(stepsPerEpoch, 0, { epoch: epoch + 1, epochs: cfg.train.epochs, loss: '-', acc: '-', ips: '-' });
+    for (let s = 0; s < n; s += bs) {
+      const b = Math.min(bs, n - s);
+      for (let i = 0; i < b; i++) {
+        const j = split.train[order[s + i]];
+        xbuf.set(data.train.x.subarray(j * size, (j + 1) * size), i * size);
+        ybuf[i] = job.trainLabels[order[s + i]];
+      }
+      const lr = learningRate(cfg.train.schedule, cfg.train.lr, step, totalSteps, warmup);
+      let predTensor: tf.Tensor | null = null;
+      const { value, grads } = tf.tidy(() => {
+        const x = tf.tensor4d(xbuf.subarray(0, b * size), [b, ...shape]);
+        const y = tf.oneHot(tf.tensor1d(ybuf.subarray(0, b), 'int32'), K);
+        return tf.variableGrads(() => {
+          const logits = net.forward(x, trainableBlocks);
+          predTensor = tf.keep(logits.argMax(1));
+          return lossOf(cfg.train.loss, logits, y);
+        }, vars.map((v) => v.variable));
+      });
+      const loss = value.dataSync()[0];
+      if (!Number.isFinite(loss)) {
+        tf.dispose([value, predTensor!, ...Object.values(grads)]);
+        bar?.stop();
+        throw new RunFailure(
+          `the training loss became ${loss} at epoch ${epoch + 1}, step ${step + 1} (lr ${lr.toPrecision(3)}). ` +
+            `The last good checkpoint (epoch ${epoch}) is kept. Lower train.lr or use train.warmup_epochs, then start a new run.`,
+        );
+      }
+      const named = new Map(Object.entries(grads).map(([k, g]) => [byTfName.get(k)!, g]));
+      job.optimizer.apply(varByName, named, lr);
+      const pred = (predTensor as unknown as tf.Tensor).dataSync();
+      for (let i = 0; i < b; i++) if (pred[i] === ybuf[i]) hits++;
+      tf.dispose([value, predTensor!, ...Object.values(grads)]);
+      lossSum += loss * b;
+      seen += b;
+      step++;
+      bar?.update(Math.ceil((s + b) / bs), { loss: (lossSum / seen).toFixed(4), acc: (hits / seen).toFixed(3), ips: Math.round(seen / ((performance.now() - t0) / 1000)) });
+      if (job.shouldStop?.()) {
+        stoppedEarly = true;
+        break;
+      }
+    }
+    bar?.stop();
+    if (stoppedEarly) break;
+    const trainSeconds = (performance.now() - t0) / 1000;
+    carry.trainImages += seen;
+    carry.trainSeconds += trainSeconds;
+    const evalNow = (epoch + 1) % cfg.eval.every === 0 || epoch + 1 === cfg.train.epochs;
+    const row: Record<string, number> = {
+      epoch: epoch + 1,
+      step,
+      lr: learningRate(cfg.train.schedule, cfg.train.lr, Math.max(0, step - 1), totalSteps, warmup),
+      train_loss: lossSum / seen,
+      train_acc: hits / seen,
+      ...(evalNow ? { val_acc: validate(job, valLabels), ...evaluate(job), ...alignmentMetrics(net, data, cfg.data.seed!) } : {}),
+      ...rowBase(),
+      images_per_second: seen / trainSeconds,
+    };
+    appendMetrics(runDir, { kind: 'epoch', ...row });
+    last = row;
+    if (!bar && !job.silent) logEpoch(row, cfg.train.epochs);
+    saveCheckpoint(runDir, net, job.optimizer, { epoch: epoch + 1, step, rng: rng.state(), frozenBlocks: job.frozenBlocks, trainableBlocks, carry });
+  }
+  const final = { ...carry, ...last };
+  delete final.trainImages;
+  delete final.trainSeconds;
+  return { final, trainImagesPerSecond: carry.trainSeconds ? carry.trainImages / carry.trainSeconds : 0, stoppedEarly };
+}
+
+function logEpoch(row: Record<string, number>, epochs: number): void {
+  const f = (k: string, d = 3) => (row[k] === undefined || Number.isNaN(row[k]) ? '' : ` ${k} ${row[k].toFixed(d)}`);
+  process.stderr.write(`epoch ${row.epoch}/${epochs}${f('train_loss', 4)}${f('train_acc')}${f('val_acc')}${f('test_acc')}${f('test_acc_hard')} ${Math.round(row.images_per_second)} img/s\n`);
+}
