@@ -214,6 +214,8 @@ export async function train(job: TrainJob): Promise<TrainResult> {
       seen += b;
       step++;
       bar?.update(Math.ceil((s + b) / bs), { loss: (lossSum / seen).toFixed(4), acc: (hits / seen).toFixed(3), ips: Math.round(seen / ((performance.now() - t0) / 1000)) });
+      // Yield to the event loop so signal handlers can run between steps.
+      await new Promise<void>((resolve) => setImmediate(resolve));
       if (job.shouldStop?.()) {
         stoppedEarly = true;
         break;
@@ -234,6 +236,8 @@ export async function train(job: TrainJob): Promise<TrainResult> {
       ...(evalNow ? { val_acc: validate(job, valLabels), ...evaluate(job), ...alignmentMetrics(net, data, cfg.data.seed!) } : {}),
       ...rowBase(),
       images_per_second: seen / trainSeconds,
+      // Live tensors after the epoch: flat across epochs unless something leaks.
+      num_tensors: tf.memory().numTensors,
     };
     appendMetrics(runDir, { kind: 'epoch', ...row });
     last = row;

@@ -1,0 +1,166 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { cli, CLI, metricRows, QUICKSTART, readJson, ROOT, tmpDir, TINY } from './helpers';
+
+const base = ['--config', QUICKSTART, '--quiet'];
+
+/** Tensors of a saved model by name (float32). */
+function modelWeights(runDir: string): Map<string, Float32Array> {
+  const manifest = readJson<{ weightsManifest: Array<{ weights: Array<{ name: string; shape: number[] }> }> }>(path.join(runDir, 'model', 'model.json'));
+  const buf = fs.readFileSync(path.join(runDir, 'model', 'weights.bin'));
+  const out = new Map<string, Float32Array>();
+  let off = 0;
+  for (const w of manifest.weightsManifest[0].weights) {
+    const n = w.shape.reduce((a, b) => a * b, 1);
+    out.set(w.name, new Float32Array(buf.buffer.slice(buf.byteOffset + off, buf.byteOffset + off + 4 * n)));
+    off += 4 * n;
+  }
+  return out;
+}
+
+const same = (a: Float32Array, b: Float32Array) => a.length === b.length && Buffer.compare(Buffer.from(a.buffer), Buffer.from(b.buffer)) === 0;
+
+/** Summary values that must match between an interrupted-and-resumed run and an uninterrupted one. */
+function finalMetrics(runDir: string): Record<string, unknown> {
+  const s = readJson(path.join(runDir, 'summary.json'));
+  return Object.fromEntries(Object.entries(s).filter(([k]) => /^(test_|train_loss|train_acc|val_acc|align|step|epoch$)/.test(k)));
+}
+
+/** Start the CLI, wait until its checkpoint reaches `epoch`, then send `signal`. */
+function runUntil(args: string[], runDir: string, epoch: number, signal: NodeJS.Signals): Promise<{ code: number | null; signal: NodeJS.Signals | null; stdout: string }> {
+  return new Promise((resolve) => {
+    const child = spawn(process.execPath, [CLI, ...args], { cwd: ROOT });
+    let stdout = '';
+    child.stdout.on('data', (d) => (stdout += d));
+    child.stderr.on('data', () => undefined);
+    const state = path.join(runDir, 'checkpoint', 'state.json');
+    const timer = setInterval(() => {
+      try {
+        if (JSON.parse(fs.readFileSync(state, 'utf8')).epoch >= epoch) {
+          clearInterval(timer);
+          child.kill(signal);
+        }
+      } catch {
+        // not written yet (or being swapped in)
+      }
+    }, 5);
+    child.on('exit', (code, sig) => {
+      clearInterval(timer);
+      resolve({ code, signal: sig, stdout });
+    });
+  });
+}
+
+// Long enough per epoch (2,000 images) that a kill lands mid-run.
+const RESUMABLE = [...base, '--set', 'train.epochs=12', '--set', 'data.synthetic.test_samples=200'];
+
+test('a run killed with SIGKILL and resumed ends bit-identical to an uninterrupted run', async () => {
+  const root = tmpDir();
+  const whole = path.join(root, 'whole');
+  assert.equal(cli(['pretrain', ...RESUMABLE, '--run-dir', whole]).code, 0);
+  for (const at of [2, 7]) {
+    const cut = path.join(root, `cut${at}`);
+    const r = await runUntil(['pretrain', ...RESUMABLE, '--run-dir', cut], cut, at, 'SIGKILL');
+    assert.equal(r.signal, 'SIGKILL', 'the run must have been killed before it finished');
+    assert.equal(fs.existsSync(path.join(cut, 'summary.json')), false, 'a killed run has no summary');
+    assert.ok(fs.existsSync(path.join(cut, 'run.lock')), 'a killed run leaves its lock behind');
+    const res = cli(['pretrain', '--resume', cut, '--quiet']);
+    assert.equal(res.code, 0, res.stderr);
+    assert.match(res.stderr, /taking over a stale run\.lock/);
+    assert.deepEqual(finalMetrics(cut), finalMetrics(whole));
+    const a = modelWeights(whole);
+    const b = modelWeights(cut);
+    for (const [name, w] of a) assert.ok(same(w, b.get(name)!), `weight ${name} differs after resume at epoch ${at}`);
+    // metrics.jsonl has each epoch exactly once.
+    assert.deepEqual(metricRows(cut).map((x) => x.epoch), Array.from({ length: 13 }, (_, i) => i));
+  }
+});
+
+test('SIGINT stops at a step boundary: exit 130, status interrupted, and --resume completes identically', async () => {
+  const root = tmpDir();
+  const whole = path.join(root, 'whole');
+  const args = [...RESUMABLE, '--set', 'train.optimizer=adam', '--set', 'train.lr=0.01'];
+  assert.equal(cli(['pretrain', ...args, '--run-dir', whole]).code, 0);
+  const cut = path.join(root, 'cut');
+  const r = await runUntil(['pretrain', ...args, '--run-dir', cut], cut, 3, 'SIGINT');
+  assert.equal(r.code, 130);
+  const s = readJson(path.join(cut, 'summary.json'));
+  assert.equal(s.status, 'interrupted');
+  assert.match(r.stdout, /interrupted .* resume with 'granular pretrain --resume/);
+  assert.equal(fs.existsSync(path.join(cut, 'run.lock')), false);
+  const res = cli(['pretrain', '--resume', cut, '--quiet']);
+  assert.equal(res.code, 0, res.stderr);
+  assert.equal(readJson(path.join(cut, 'summary.json')).status, 'completed');
+  assert.deepEqual(finalMetrics(cut), finalMetrics(whole));
+});
+
+test('--resume refuses overrides and a live owner', () => {
+  const dir = path.join(tmpDir(), 'run');
+  assert.equal(cli(['pretrain', ...base, ...TINY, '--run-dir', dir]).code, 0);
+  fs.rmSync(path.join(dir, 'summary.json'));
+  let r = cli(['pretrain', '--resume', dir, '--set', 'train.lr=0.1']);
+  assert.equal(r.code, 2);
+  assert.match(r.stderr, /--resume continues a run exactly as configured/);
+  // A lock held by a live process (this test's own) is refused.
+  fs.writeFileSync(path.join(dir, 'run.lock'), `${process.pid}\n`);
+  r = cli(['pretrain', '--resume', dir]);
+  assert.equal(r.code, 2);
+  assert.match(r.stderr, new RegExp(`in use by process ${process.pid}`));
+  r = cli(['finetune', '--resume', dir.replace('run', 'nope')]);
+  assert.equal(r.code, 2);
+});
+
+test('frozen blocks keep their weights and batch-norm statistics bit-identical; trained ones move', () => {
+  const root = tmpDir();
+  const pre = path.join(root, 'pre');
+  // resnet8 on 16x16 synthetic images: 4 blocks (stem + 3 residual), batch norm everywhere.
+  const small = ['--set', 'model.arch=resnet8', '--set', 'model.width=0.5', '--set', 'data.image_size=16', '--set', 'data.synthetic.patch_size=4', '--set', 'data.synthetic.branching=[2,2,2]', '--set', 'data.synthetic.train_samples=96', '--set', 'data.synthetic.test_samples=32', '--set', 'train.epochs=1', '--set', 'train.batch_size=32', '--set', 'train.lr=0.05'];
+  let r = cli(['pretrain', ...base, ...small, '--run-dir', pre]);
+  assert.equal(r.code, 0, r.stderr);
+  const ft = path.join(root, 'ft');
+  r = cli(['finetune', '--from', pre, '--level', 'top', '--freeze', '2', '--quiet', '--run-dir', ft]);
+  assert.equal(r.code, 0, r.stderr);
+  const a = modelWeights(pre);
+  const b = modelWeights(ft);
+  const frozen = [...a.keys()].filter((n) => n.startsWith('stem_') || n.startsWith('stage1_'));
+  const trained = [...a.keys()].filter((n) => n.startsWith('stage2_') || n.startsWith('stage3_'));
+  assert.ok(frozen.some((n) => n.endsWith('moving_mean')) && frozen.some((n) => n.endsWith('moving_variance')));
+  for (const n of frozen) assert.ok(same(a.get(n)!, b.get(n)!), `frozen ${n} changed`);
+  // Trained blocks: kernels move and batch-norm statistics update.
+  for (const n of trained.filter((x) => /conv1\/kernel|bn1\/moving_mean/.test(x))) assert.ok(!same(a.get(n)!, b.get(n)!), `trained ${n} did not change`);
+  const env = readJson<{ blocks: Array<{ name: string; frozen: boolean }> }>(path.join(ft, 'env.json'));
+  assert.deepEqual(env.blocks.map((x) => x.frozen), [true, true, false, false]);
+  const s = readJson(path.join(ft, 'summary.json'));
+  assert.equal(s.frozen_blocks, 2);
+  // trainable_params counts the trainable blocks and the head only, not BN moving statistics.
+  let expected = 0;
+  for (const n of trained) if (!/moving_/.test(n)) expected += b.get(n)!.length;
+  expected += b.get('head/kernel')!.length + b.get('head/bias')!.length;
+  assert.equal(metricRows(ft)[1].trainable_params, expected);
+});
+
+test('live tensors stay flat across epochs', () => {
+  const dir = path.join(tmpDir(), 'run');
+  const r = cli(['pretrain', ...base, '--set', 'data.synthetic.train_samples=300', '--set', 'data.synthetic.test_samples=100', '--set', 'train.epochs=5', '--set', 'train.optimizer=adam', '--run-dir', dir]);
+  assert.equal(r.code, 0, r.stderr);
+  const counts = metricRows(dir).filter((x) => Number(x.epoch) >= 1).map((x) => x.num_tensors);
+  assert.equal(counts.length, 5);
+  assert.ok(counts.every((c) => c === counts[0]), `num_tensors per epoch: ${counts.join(', ')}`);
+});
+
+test('the wasm path computes the same losses as the reference cpu backend', () => {
+  const root = tmpDir();
+  const args = [...base, '--set', 'data.synthetic.train_samples=256', '--set', 'data.synthetic.test_samples=64', '--set', 'train.epochs=3', '--set', 'data.val_fraction=0'];
+  const losses: number[][] = [];
+  for (const backend of ['wasm', 'cpu']) {
+    const dir = path.join(root, backend);
+    const r = cli(['pretrain', ...args, '--backend', backend, '--run-dir', dir]);
+    assert.equal(r.code, 0, r.stderr);
+    assert.equal(readJson(path.join(dir, 'env.json')).backend, backend);
+    losses.push(metricRows(dir).filter((x) => Number(x.epoch) >= 1).map((x) => Number(x.train_loss)));
+  }
+  losses[0].forEach((l, i) => assert.ok(Math.abs(l - losses[1][i]) < 1e-3, `epoch ${i + 1}: wasm ${l} vs cpu ${losses[1][i]}`));
+});
