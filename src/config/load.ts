@@ -144,5 +144,12 @@ export function configToYaml(cfg: Config, header?: string): string {
 }
 
 export function parseConfigYaml(text: string, file: string): Config {
-  return resolveConfig([normalizePartial(YAML.parse(text) as Obj, `in '${file}'`)], `'${file}'`);
+  let value: unknown;
+  try {
+    value = YAML.parse(text);
+  } catch (e) {
+    throw new UsageError(`'${file}' is not valid YAML: ${(e as Error).message.split('\n')[0]}`);
+  }
+  if (!isObj(value)) throw new UsageError(`'${file}' is empty or not a mapping of config sections; the run folder is damaged.`);
+  return resolveConfig([normalizePartial(value, `in '${file}'`)], `'${file}'`);
 }

@@ -60,6 +60,14 @@ const data = z
     channels: z.union([z.literal(1), z.literal(3)]).default(1),
     label_noise: z.number().min(0).max(1).default(0),
     relabel: z.string().regex(/^(random_split:\d+|shuffle_parents)$/).nullable().default(null),
+    /** imagefolder/wordnet without train/ and test/ folders: seeded per-class share of ROOT/<class>/ held out for test. */
+    test_fraction: z.number().gt(0).lt(1).nullable().default(null),
+    /** Training-only augmentation. */
+    augment: z.array(z.enum(['flip', 'crop'])).default([]),
+    /** An unreadable or truncated image: skip it (counted in skipped_images) or fail (exit 2). */
+    on_bad_image: z.enum(['skip', 'fail']).default('skip'),
+    /** Decoded images are cached here (relative to the working folder); null = no cache. */
+    cache_dir: z.string().nullable().default('datasets/cache'),
     synthetic,
   })
   .strict()
@@ -101,20 +109,69 @@ const train = z
   .strict()
   .prefault({});
 
+/** When gradual unfreezing stops opening blocks (Liu & Gurevych 2024). */
+const unfreezeStop = z.union([
+  z
+    .object({
+      metric: z.enum(['fisher_trace', 'fisher_trace_emp', 'sharpness_avg', 'sharpness_worst']),
+      when: z.literal('relative_change_below').default('relative_change_below'),
+      value: z.number().positive().default(0.05),
+      /** Compare with the measurement this many dynamics rows earlier. */
+      window: int().positive().default(2),
+    })
+    .strict(),
+  z.object({ step: int().min(0) }).strict(),
+  z.object({ epoch: int().min(0) }).strict(),
+]);
+
+const unfreeze = z
+  .object({
+    /** Open one more block every `every` units. */
+    every: int().positive(),
+    unit: z.enum(['epoch', 'step']).default('epoch'),
+    /** top-down opens the block nearest the head first (ULMFiT); fisher opens the frozen block with the largest fisher_trace@block. */
+    order: z.enum(['top-down', 'bottom-up', 'random', 'fisher']).default('top-down'),
+    /** Blocks trainable at step 0, taken in `order`. */
+    start: int().min(0).default(0),
+    stop: unfreezeStop.nullable().default(null),
+  })
+  .strict();
+
 const finetune = z
   .object({
+    /** Blocks frozen from the input side; with `unfreeze` these stay frozen throughout. */
     freeze: z.union([int().min(0), z.literal('all')]).default(0),
     head: z.enum(['new', 'keep']).default('new'),
-    unfreeze: z.unknown().nullable().default(null),
+    /** all: start every block from the pretrained weights; frozen_only (Dar et al.): re-initialise the blocks that are not frozen. */
+    transfer: z.enum(['all', 'frozen_only']).default('all'),
+    unfreeze: unfreeze.nullable().default(null),
+    /** Discriminative learning rates: block i below the head trains at lr * decay^(distance from the head). */
+    lr_per_block_decay: z.number().positive().max(1).default(1),
+    /** train: batch norm of trainable blocks uses batch statistics; frozen: every batch norm stays in inference mode. */
+    batchnorm: z.enum(['train', 'frozen']).default('train'),
   })
   .strict()
   .prefault({});
 
 const evalSection = z
   .object({
-    ood: z.array(z.string()).default([]),
+    ood: z.array(z.enum(['gaussian_noise', 'gaussian_blur', 'contrast', 'brightness', 'jpeg', 'pixelate'])).default([]),
+    ood_root: nullableStr(),
+    /** Generator-side covariate shifts for synthetic data (see src/data/synthetic.ts). */
+    ood_synthetic: z.array(z.enum(['weak_common', 'more_noise', 'all_hard'])).default([]),
+    ood_severities: z.array(int().min(0).max(5)).default([1, 2, 3, 4, 5]),
     /** Evaluate every this many epochs (the last epoch is always evaluated). */
     every: int().positive().default(1),
+    /** Steps between dynamics rows; 'auto' = quarter-epochs in epoch 1, then epochs spaced by ~sqrt(2) (1, 2, 3, 4, 6, 8, 11, ...), and the last; 0 = off. */
+    dynamics_every: z.union([int().min(0), z.literal('auto')]).default('auto'),
+    fisher_samples: int().positive().default(16),
+    sharpness_rho: z.number().min(0).default(0.05),
+    /** Examples in the fixed training subset that sharpness is measured on. */
+    sharpness_examples: int().positive().default(64),
+    /** Noise draws for sharpness_avg. */
+    sharpness_draws: int().positive().default(2),
+    /** Projected ascent steps for sharpness_worst. */
+    sharpness_steps: int().positive().default(2),
   })
   .strict()
   .prefault({});

@@ -42,7 +42,19 @@ export function makeSplit(ds: Dataset, cfg: Config): Split {
   const order = stratifiedOrder(ds.train.y, new Rng(seed, 401));
   const nVal = Math.round(cfg.data.val_fraction * order.length);
   const val = order.slice(0, nVal);
-  let pool = order.slice(nVal);
+  // Re-rank what is left within each class, so that a prefix of the pool is
+  // stratified on its own even when the hold-out took uneven rounds per class.
+  const rest = order.slice(nVal);
+  const within = new Map<number, number>();
+  const rank = new Map<number, number>();
+  for (const i of rest) {
+    const c = ds.train.y[i];
+    const r = within.get(c) ?? 0;
+    within.set(c, r + 1);
+    rank.set(i, r);
+  }
+  const pos = new Map(rest.map((i, p) => [i, p]));
+  let pool = rest.slice().sort((a, b) => rank.get(a)! - rank.get(b)! || pos.get(a)! - pos.get(b)!);
   if (cfg.data.train_per_class !== null) {
     const k = cfg.data.train_per_class;
     const count = new Map<number, number>();

@@ -200,7 +200,8 @@ export class Hierarchy {
     return this.makeLevel(name, spec, (c) => {
       const line = this.lineage(c);
       for (let i = line.length - 1; i >= 0; i--) if (listed.has(line[i])) return line[i];
-      return null;
+      // lineage() leaves the root out; a listed root takes every class under no other listed node.
+      return listed.has(this.root) ? this.root : null;
     });
   }
 }

@@ -22,8 +22,15 @@ export interface CheckpointState {
   trainableBlocks: boolean[];
   optimizer: { kind: string; slots: Array<{ name: string; step: number; hasV: boolean }> };
   tensors: TensorSpec[];
+  /** Gradual-unfreezing state: whether opening has stopped, and the stop metric's history. */
+  schedule?: ScheduleState;
   /** Running values the loop carries across epochs (best val, image counts). */
   carry: Record<string, number>;
+}
+
+export interface ScheduleState {
+  stopped: boolean;
+  history: number[];
 }
 
 export function checkpointDir(runDir: string): string {
@@ -31,31 +38,42 @@ export function checkpointDir(runDir: string): string {
 }
 
 /** Written to a temp folder and swapped in: a checkpoint is complete or absent. */
-export function saveCheckpoint(runDir: string, net: Network, opt: NamedOptimizer, st: Omit<CheckpointState, 'version' | 'tensors' | 'optimizer'>): void {
+export function saveCheckpoint(
+  runDir: string,
+  net: Network,
+  opt: NamedOptimizer,
+  reference: ReadonlyMap<string, tf.Tensor> | null,
+  st: Omit<CheckpointState, 'version' | 'tensors' | 'optimizer'>,
+): void {
   const tensors = net.variables().map((v) => ({ name: `w/${v.name}`, tensor: v.variable as tf.Tensor }));
+  for (const [name, t] of reference ?? []) tensors.push({ name: `ref/${name}`, tensor: t });
   const slots = opt.save();
   for (const s of slots) {
     tensors.push({ name: `opt/${s.name}/m`, tensor: s.m });
     if (s.v) tensors.push({ name: `opt/${s.name}/v`, tensor: s.v });
   }
-  replaceDirAtomic(checkpointDir(runDir), (tmp) => {
-    const specs = writeTensors(tmp, 'tensors.bin', tensors);
-    const state: CheckpointState = {
-      version: 1,
-      ...st,
-      optimizer: { kind: opt.settings.kind, slots: slots.map((s) => ({ name: s.name, step: s.step, hasV: !!s.v })) },
-      tensors: specs,
-    };
-    fs.writeFileSync(path.join(tmp, 'state.json'), JSON.stringify(state));
-  });
+  try {
+    replaceDirAtomic(checkpointDir(runDir), (tmp) => {
+      const specs = writeTensors(tmp, 'tensors.bin', tensors);
+      const state: CheckpointState = {
+        version: 1,
+        ...st,
+        optimizer: { kind: opt.settings.kind, slots: slots.map((s) => ({ name: s.name, step: s.step, hasV: !!s.v })) },
+        tensors: specs,
+      };
+      fs.writeFileSync(path.join(tmp, 'state.json'), JSON.stringify(state));
+    });
+  } finally {
+    for (const s of slots) tf.dispose(s.v ? [s.m, s.v] : [s.m]);
+  }
 }
 
 export function hasCheckpoint(runDir: string): boolean {
   return fs.existsSync(path.join(checkpointDir(runDir), 'state.json'));
 }
 
-/** Restore weights and optimizer state into `net`/`opt`; returns the loop state. */
-export function loadCheckpoint(runDir: string, net: Network, opt: NamedOptimizer): CheckpointState {
+/** Restore weights and optimizer state into `net`/`opt`; returns the loop state and the reference weights. */
+export function loadCheckpoint(runDir: string, net: Network, opt: NamedOptimizer): { state: CheckpointState; reference: Map<string, tf.Tensor> } {
   const dir = checkpointDir(runDir);
   const state = JSON.parse(fs.readFileSync(path.join(dir, 'state.json'), 'utf8')) as CheckpointState;
   const t = readTensors(path.join(dir, 'tensors.bin'), state.tensors);
@@ -66,8 +84,14 @@ export function loadCheckpoint(runDir: string, net: Network, opt: NamedOptimizer
       v.variable.assign(saved);
     }
     opt.load(state.optimizer.slots.map((s) => ({ name: s.name, step: s.step, m: t.get(`opt/${s.name}/m`)!, v: s.hasV ? t.get(`opt/${s.name}/v`) : undefined })));
-  } finally {
+  } catch (e) {
     for (const x of t.values()) x.dispose();
+    throw e;
   }
-  return state;
+  const reference = new Map<string, tf.Tensor>();
+  for (const [name, x] of t) {
+    if (name.startsWith('ref/')) reference.set(name.slice(4), x);
+    else x.dispose();
+  }
+  return { state, reference };
 }

@@ -6,11 +6,14 @@ import { Split } from '../data/split';
 import { Level } from '../hierarchy/tree';
 import { accuracy, argmaxRows, coarsenProbs, topkAccuracy } from '../measure/accuracy';
 import { alignment, randomDirections } from '../measure/alignment';
-import { Network } from '../models/network';
+import { NamedVariable, Network } from '../models/network';
 import { appendMetrics } from '../runs/rundir';
 import { RunFailure } from '../util/errors';
 import { Rng } from '../util/rng';
-import { saveCheckpoint, CheckpointState } from './checkpoint';
+import { saveCheckpoint, CheckpointState, ScheduleState } from './checkpoint';
+import { lossOf } from './loss';
+import { blockLrScale, fixedStopMet, initialTrainable, isDynamicsStep, metricStopMet, openingOrder, opensAfter } from './unfreeze';
+import { fisherTrace, makeProbe, Probe, sharpness, weightDistance } from '../measure/dynamics';
 import { NamedOptimizer } from './optimizer';
 import { learningRate } from './schedule';
 
@@ -33,6 +36,9 @@ export interface TrainJob {
   /** The last epoch row already in metrics.jsonl (resume), so a run resumed at its end still reports. */
   previousRow?: Record<string, number>;
   optimizer: NamedOptimizer;
+  stage: 'pretrain' | 'finetune';
+  /** Weights to measure distances from (the pretrained values); kept in the checkpoint. */
+  reference?: ReadonlyMap<string, tf.Tensor>;
   /** Called between steps; returning true stops the loop at a step boundary. */
   shouldStop?: () => boolean;
 }
@@ -123,8 +129,22 @@ export function alignmentMetrics(net: Network, data: Dataset, seed: number): Rec
   return out;
 }
 
-function lossOf(kind: 'xent' | 'mse', logits: tf.Tensor, oneHot: tf.Tensor): tf.Scalar {
-  return kind === 'xent' ? tf.losses.softmaxCrossEntropy(oneHot, logits) : tf.losses.meanSquaredError(oneHot, logits);
+/**
+ * The measures of a dynamics row (DESIGN.md "Fisher trace", "Sharpness"), plus
+ * weight distances: the Fisher on the first fisher_samples examples of the
+ * fixed subset, sharpness on sharpness_examples of them.
+ */
+function measureDynamics(job: TrainJob, fisherProbe: Probe, sharpProbe: Probe, reference: ReadonlyMap<string, tf.Tensor> | null): Record<string, number> {
+  const { cfg, net } = job;
+  const seed = cfg.train.seed!;
+  const mc = fisherTrace(net, fisherProbe, true, seed);
+  const emp = fisherTrace(net, fisherProbe, false, seed);
+  const sh = sharpness(net, sharpProbe, cfg.eval.sharpness_rho, cfg.eval.sharpness_draws, cfg.eval.sharpness_steps, seed);
+  const row: Record<string, number> = { fisher_trace: mc.total, fisher_trace_emp: emp.total, sharpness_avg: sh.avg, sharpness_worst: sh.worst };
+  for (const [b, v] of Object.entries(mc.perBlock)) row[`fisher_trace@${b}`] = v;
+  for (const [b, v] of Object.entries(emp.perBlock)) row[`fisher_trace_emp@${b}`] = v;
+  if (reference) for (const [b, v] of Object.entries(weightDistance(net, reference))) row[`weight_dist@${b}`] = v;
+  return row;
 }
 
 export async function train(job: TrainJob): Promise<TrainResult> {
@@ -137,32 +157,91 @@ export async function train(job: TrainJob): Promise<TrainResult> {
   const stepsPerEpoch = Math.ceil(n / bs);
   const totalSteps = stepsPerEpoch * cfg.train.epochs;
   const warmup = Math.round(cfg.train.warmup_epochs * stepsPerEpoch);
-
-  const trainableBlocks = net.blocks.map((_, i) => i >= job.frozenBlocks);
-  const vars = net.variables().filter((v) => v.trainable && (v.block < 0 || trainableBlocks[v.block]));
-  const byTfName = new Map(vars.map((v) => [v.variable.name, v.name]));
-  const varByName = new Map(vars.map((v) => [v.name, v.variable]));
-  const trainableParams = net.paramCount(trainableBlocks);
-  const valLabels = Int32Array.from(split.val, (i) => job.level.classOf[data.train.y[i]]);
+  const nBlocks = net.blocks.length;
+  const unfreeze = job.stage === 'finetune' ? cfg.finetune.unfreeze : null;
+  const lrScale = blockLrScale(nBlocks, job.stage === 'finetune' ? cfg.finetune.lr_per_block_decay : 1);
+  const bnTrains = job.stage !== 'finetune' || cfg.finetune.batchnorm === 'train';
 
   let epoch = 0;
   let step = 0;
   let rng = new Rng(cfg.train.seed!, 11);
   let carry: Record<string, number> = { trainImages: 0, trainSeconds: 0 };
+  let trainable = initialTrainable(nBlocks, job.frozenBlocks, unfreeze, cfg.train.seed!);
+  let schedule: ScheduleState = { stopped: false, history: [] };
   if (job.resumeFrom) {
     epoch = job.resumeFrom.epoch;
     step = job.resumeFrom.step;
     rng = new Rng(job.resumeFrom.rng);
     carry = { ...carry, ...job.resumeFrom.carry };
+    trainable = job.resumeFrom.trainableBlocks.slice();
+    schedule = job.resumeFrom.schedule ?? schedule;
   }
 
-  const rowBase = () => ({ trainable_blocks: trainableBlocks.filter(Boolean).length, trainable_params: trainableParams });
+  // What trains follows `trainable`; rebuilt whenever a block opens.
+  let vars: NamedVariable[] = [];
+  let byTfName = new Map<string, string>();
+  let varByName = new Map<string, tf.Variable>();
+  let lrOf = new Map<string, number>();
+  let trainableParams = 0;
+  const refresh = () => {
+    vars = net.variables().filter((v) => v.trainable && (v.block < 0 || trainable[v.block]));
+    byTfName = new Map(vars.map((v) => [v.variable.name, v.name]));
+    varByName = new Map(vars.map((v) => [v.name, v.variable]));
+    lrOf = new Map(vars.map((v) => [v.name, v.block < 0 ? 1 : lrScale[v.block]]));
+    trainableParams = net.paramCount(trainable);
+  };
+  refresh();
+  const valLabels = Int32Array.from(split.val, (i) => job.level.classOf[data.train.y[i]]);
+  const rowBase = () => ({ trainable_blocks: trainable.filter(Boolean).length, trainable_params: trainableParams });
+
+  const dynamicsOn = cfg.eval.dynamics_every !== 0;
+  // One fixed, seeded subset of training examples for every measurement of the run.
+  const subset = (k: number) => makeProbe(data.train.x, shape, split.train, job.trainLabels, k, cfg.train.seed!, cfg.train.loss);
+  const fisherProbe = dynamicsOn || unfreeze?.order === 'fisher' ? subset(cfg.eval.fisher_samples) : null;
+  const sharpProbe = dynamicsOn ? subset(cfg.eval.sharpness_examples) : null;
+  const reference = dynamicsOn ? job.reference ?? null : null;
+  let lastDynamics: Record<string, number> = {};
+  const dynamicsRow = (rowEpoch: number) => {
+    const t0 = performance.now();
+    const m = measureDynamics(job, fisherProbe!, sharpProbe!, reference);
+    lastDynamics = m;
+    appendMetrics(runDir, { kind: 'dynamics', epoch: rowEpoch, step, ...m, ...rowBase(), seconds: (performance.now() - t0) / 1000 });
+    carry.dynamicsSeconds = (carry.dynamicsSeconds ?? 0) + (performance.now() - t0) / 1000;
+    if (unfreeze?.stop && 'metric' in unfreeze.stop && !schedule.stopped) {
+      schedule.history.push(m[unfreeze.stop.metric]);
+      if (metricStopMet(unfreeze, schedule.history)) stopUnfreezing(rowEpoch, `${unfreeze.stop.metric} changed by less than ${unfreeze.stop.value} over ${unfreeze.stop.window} measurements`);
+    }
+    return m;
+  };
+  const stopUnfreezing = (rowEpoch: number, reason: string) => {
+    schedule.stopped = true;
+    appendMetrics(runDir, { kind: 'event', event: 'unfreeze_stop', epoch: rowEpoch, step, reason, ...rowBase() });
+  };
+  const maybeUnfreeze = (rowEpoch: number) => {
+    if (!unfreeze || schedule.stopped) return;
+    if (fixedStopMet(unfreeze, step, stepsPerEpoch)) return stopUnfreezing(rowEpoch, `reached ${JSON.stringify(unfreeze.stop)}`);
+    if (!opensAfter(unfreeze, step, stepsPerEpoch)) return;
+    const closed = openingOrder(nBlocks, job.frozenBlocks, unfreeze.order, cfg.train.seed!).filter((b) => !trainable[b]);
+    if (!closed.length) return;
+    let pick = closed[0];
+    let why: string = unfreeze.order;
+    if (unfreeze.order === 'fisher') {
+      const per = fisherTrace(net, fisherProbe!, true, cfg.train.seed!).perBlock;
+      pick = closed.reduce((a, b) => ((per[net.blocks[b].name] ?? 0) > (per[net.blocks[a].name] ?? 0) ? b : a));
+      why = `fisher (fisher_trace@${net.blocks[pick].name} = ${(per[net.blocks[pick].name] ?? 0).toPrecision(4)})`;
+    }
+    trainable[pick] = true;
+    refresh();
+    appendMetrics(runDir, { kind: 'event', event: 'unfreeze', block: net.blocks[pick].name, order: why, epoch: rowEpoch, step, ...rowBase() });
+  };
+
   let last: Record<string, number> = job.previousRow ?? {};
   if (epoch === 0) {
     // The state before training: chance accuracy and alignment at initialisation.
     const init = { ...evaluate(job), ...alignmentMetrics(net, data, cfg.data.seed!) };
     appendMetrics(runDir, { kind: 'epoch', epoch: 0, step: 0, ...init, ...rowBase() });
     carry = { ...carry, ...Object.fromEntries(Object.entries(init).filter(([k]) => k.startsWith('align')).map(([k, v]) => [`${k}_init`, v])) };
+    if (dynamicsOn && step === 0) dynamicsRow(0);
   }
 
   const bar = process.stderr.isTTY && !job.quiet && !job.silent ? new SingleBar({ format: 'epoch {epoch}/{epochs} [{bar}] {value}/{total} loss {loss} acc {acc} {ips} img/s', hideCursor: true }, Presets.shades_classic) : null;
@@ -176,9 +255,11 @@ export async function train(job: TrainJob): Promise<TrainResult> {
     let lossSum = 0;
     let hits = 0;
     let seen = 0;
+    let stepSeconds = 0;
     const t0 = performance.now();
     bar?.start(stepsPerEpoch, 0, { epoch: epoch + 1, epochs: cfg.train.epochs, loss: '-', acc: '-', ips: '-' });
     for (let s = 0; s < n; s += bs) {
+      const ts = performance.now();
       const b = Math.min(bs, n - s);
       for (let i = 0; i < b; i++) {
         const j = split.train[order[s + i]];
@@ -186,14 +267,15 @@ export async function train(job: TrainJob): Promise<TrainResult> {
         ybuf[i] = job.trainLabels[order[s + i]];
       }
       const lr = learningRate(cfg.train.schedule, cfg.train.lr, step, totalSteps, warmup);
+      const blockTraining = trainable.map((t) => t && bnTrains);
       let predTensor: tf.Tensor | null = null;
       const { value, grads } = tf.tidy(() => {
         const x = tf.tensor4d(xbuf.subarray(0, b * size), [b, ...shape]);
-        const y = tf.oneHot(tf.tensor1d(ybuf.subarray(0, b), 'int32'), K);
+        const y = tf.tensor1d(ybuf.subarray(0, b), 'int32');
         return tf.variableGrads(() => {
-          const logits = net.forward(x, trainableBlocks);
+          const logits = net.forward(x, blockTraining);
           predTensor = tf.keep(logits.argMax(1));
-          return lossOf(cfg.train.loss, logits, y);
+          return lossOf(cfg.train.loss, logits, y, K);
         }, vars.map((v) => v.variable));
       });
       const loss = value.dataSync()[0];
@@ -206,14 +288,17 @@ export async function train(job: TrainJob): Promise<TrainResult> {
         );
       }
       const named = new Map(Object.entries(grads).map(([k, g]) => [byTfName.get(k)!, g]));
-      job.optimizer.apply(varByName, named, lr);
+      job.optimizer.apply(varByName, named, (name) => lr * lrOf.get(name)!);
       const pred = (predTensor as unknown as tf.Tensor).dataSync();
       for (let i = 0; i < b; i++) if (pred[i] === ybuf[i]) hits++;
       tf.dispose([value, predTensor!, ...Object.values(grads)]);
       lossSum += loss * b;
       seen += b;
       step++;
-      bar?.update(Math.ceil((s + b) / bs), { loss: (lossSum / seen).toFixed(4), acc: (hits / seen).toFixed(3), ips: Math.round(seen / ((performance.now() - t0) / 1000)) });
+      stepSeconds += (performance.now() - ts) / 1000;
+      if (dynamicsOn && isDynamicsStep(cfg.eval.dynamics_every, step, stepsPerEpoch, totalSteps)) dynamicsRow(epoch + 1);
+      maybeUnfreeze(epoch + 1);
+      bar?.update(Math.ceil((s + b) / bs), { loss: (lossSum / seen).toFixed(4), acc: (hits / seen).toFixed(3), ips: Math.round(seen / stepSeconds) });
       // Yield to the event loop so signal handlers can run between steps.
       await new Promise<void>((resolve) => setImmediate(resolve));
       if (job.shouldStop?.()) {
@@ -223,9 +308,8 @@ export async function train(job: TrainJob): Promise<TrainResult> {
     }
     bar?.stop();
     if (stoppedEarly) break;
-    const trainSeconds = (performance.now() - t0) / 1000;
     carry.trainImages += seen;
-    carry.trainSeconds += trainSeconds;
+    carry.trainSeconds += stepSeconds;
     const evalNow = (epoch + 1) % cfg.eval.every === 0 || epoch + 1 === cfg.train.epochs;
     const row: Record<string, number> = {
       epoch: epoch + 1,
@@ -235,18 +319,22 @@ export async function train(job: TrainJob): Promise<TrainResult> {
       train_acc: hits / seen,
       ...(evalNow ? { val_acc: validate(job, valLabels), ...evaluate(job), ...alignmentMetrics(net, data, cfg.data.seed!) } : {}),
       ...rowBase(),
-      images_per_second: seen / trainSeconds,
+      images_per_second: seen / stepSeconds,
+      epoch_seconds: (performance.now() - t0) / 1000,
       // Live tensors after the epoch: flat across epochs unless something leaks.
       num_tensors: tf.memory().numTensors,
     };
     appendMetrics(runDir, { kind: 'epoch', ...row });
     last = row;
     if (!bar && !job.silent) logEpoch(row, cfg.train.epochs);
-    saveCheckpoint(runDir, net, job.optimizer, { epoch: epoch + 1, step, rng: rng.state(), frozenBlocks: job.frozenBlocks, trainableBlocks, carry });
+    saveCheckpoint(runDir, net, job.optimizer, job.reference ?? null, { epoch: epoch + 1, step, rng: rng.state(), frozenBlocks: job.frozenBlocks, trainableBlocks: trainable, schedule, carry });
   }
-  const final = { ...carry, ...last };
+  fisherProbe?.x.dispose();
+  sharpProbe?.x.dispose();
+  const final = { ...carry, ...last, ...lastDynamics };
   delete final.trainImages;
   delete final.trainSeconds;
+  delete final.num_tensors;
   return { final, trainImagesPerSecond: carry.trainSeconds ? carry.trainImages / carry.trainSeconds : 0, stoppedEarly };
 }
 

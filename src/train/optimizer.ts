@@ -40,10 +40,11 @@ export class NamedOptimizer {
     this.eps = settings.epsilon ?? 1e-8;
   }
 
-  /** One update of each named variable from its gradient, at learning rate `lr`. */
-  apply(vars: ReadonlyMap<string, tf.Variable>, grads: ReadonlyMap<string, tf.Tensor>, lr: number): void {
+  /** One update of each named variable from its gradient, at learning rate `lr` (or a rate per variable). */
+  apply(vars: ReadonlyMap<string, tf.Variable>, grads: ReadonlyMap<string, tf.Tensor>, lrAll: number | ((name: string) => number)): void {
     const { kind, momentum, weightDecay } = this.settings;
     for (const [name, g0] of grads) {
+      const lr = typeof lrAll === 'number' ? lrAll : lrAll(name);
       const w = vars.get(name)!;
       let slot = this.slots.get(name);
       if (!slot) {
@@ -80,15 +81,16 @@ export class NamedOptimizer {
     return this.slots.get(name)?.step ?? 0;
   }
 
+  /** A snapshot of the state (copies: later updates do not change it); the caller disposes it. */
   save(): SavedSlot[] {
-    return [...this.slots.entries()].map(([name, s]) => ({ name, step: s.step, m: s.m, v: s.v }));
+    return [...this.slots.entries()].map(([name, s]) => ({ name, step: s.step, m: tf.clone(s.m), v: s.v ? tf.clone(s.v) : undefined }));
   }
 
   load(saved: ReadonlyArray<{ name: string; step: number; m: tf.Tensor; v?: tf.Tensor }>): void {
+    // Build the new slots before releasing the old ones: `saved` may share their data.
+    const next = saved.map((s) => [s.name, { step: s.step, m: tf.variable(s.m, false), v: s.v ? tf.variable(s.v, false) : undefined }] as const);
     this.dispose();
-    for (const s of saved) {
-      this.slots.set(s.name, { step: s.step, m: tf.variable(s.m, false), v: s.v ? tf.variable(s.v, false) : undefined });
-    }
+    for (const [name, slot] of next) this.slots.set(name, slot);
   }
 
   dispose(): void {

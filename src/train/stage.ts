@@ -113,8 +113,7 @@ function refuseUnavailable(cfg: Config): void {
   const no = (key: string, what: string) => {
     throw new UsageError(`${key} is set but ${what} is not available in this version of granular yet. Remove the setting (see README.md).`);
   };
-  if (cfg.finetune.unfreeze !== null) no('finetune.unfreeze', 'gradual unfreezing');
-  if (cfg.eval.ood.length) no('eval.ood', 'the OOD corruption test');
+  if (cfg.eval.ood_root !== null) no('eval.ood_root', 'an external OOD test folder');
   if (cfg.data.relabel !== null) no('data.relabel', 'relabelling');
   if (cfg.data.include.length || cfg.data.exclude.length) no('data.include/data.exclude', 'class filtering');
 }
@@ -153,6 +152,10 @@ async function prepare(req: StageRequest, cfg: Config, source: SourceRun | null)
   const net = buildNetwork(cfg, data.shape, level.classes.length);
   if (source) loadSourceWeights(net, source, cfg, level);
   const frozenBlocks = req.stage === 'finetune' ? frozenBlockCount(net, cfg.finetune.freeze) : 0;
+  if (source && cfg.finetune.transfer === 'frozen_only') reinitUnfrozen(net, cfg, data.shape, level.classes.length, frozenBlocks);
+  if (req.stage === 'pretrain' && cfg.finetune.unfreeze !== null) {
+    throw new UsageError(`finetune.unfreeze is a fine-tuning schedule; 'granular pretrain' trains every block. Remove it, or use 'granular finetune'.`);
+  }
   return { cfg, source, data, split, level, coarser: coarserLevels(data.hierarchy, level), trainLabels, flipped, net, frozenBlocks, engine };
 }
 
@@ -177,6 +180,17 @@ function loadSourceWeights(net: Network, source: SourceRun, cfg: Config, level: 
   } finally {
     for (const t of saved.values()) t.dispose();
   }
+}
+
+/**
+ * Dar et al.'s transfer: only the frozen blocks keep the pretrained weights;
+ * the others start anew, from the initialisation a fresh network gets.
+ */
+function reinitUnfrozen(net: Network, cfg: Config, shape: [number, number, number], numClasses: number, frozen: number): void {
+  const fresh = buildNetwork(cfg, shape, numClasses);
+  const init = new Map(fresh.variables().map((v) => [v.name, v.variable]));
+  for (const v of net.variables()) if (v.block >= frozen) v.variable.assign(init.get(v.name)!);
+  fresh.dispose();
 }
 
 function hierarchyRecord(h: Hierarchy, level: Level): Record<string, unknown> {
@@ -258,6 +272,7 @@ export async function runStage(req: StageRequest): Promise<StageOutcome> {
   const started = Date.now();
   const env = envRecord(p.engine, p.net, p.frozenBlocks);
   let resumeState: CheckpointState | undefined;
+  let reference: Map<string, tf.Tensor> | undefined;
   let previousRow: Record<string, number> | undefined;
   const optimizer = new NamedOptimizer({ kind: cfg.train.optimizer, momentum: cfg.train.momentum, weightDecay: cfg.train.weight_decay });
   if (!resuming) {
@@ -267,7 +282,7 @@ export async function runStage(req: StageRequest): Promise<StageOutcome> {
     writeJsonAtomic(path.join(runDir, rd.FILES.hierarchy), hierarchyRecord(p.data.hierarchy, p.level));
     writeJsonAtomic(path.join(runDir, rd.FILES.split), { ...splitRecord(p.data, p.split), label_noise_flipped: p.flipped });
   } else if (hasCheckpoint(runDir)) {
-    resumeState = loadCheckpoint(runDir, p.net, optimizer);
+    ({ state: resumeState, reference } = loadCheckpoint(runDir, p.net, optimizer));
     // Rows past the checkpoint belong to work that will be redone.
     const rows = rd.readMetrics(runDir).filter((r) => Number(r.epoch ?? 0) <= resumeState!.epoch);
     rd.rewriteMetrics(runDir, rows);
@@ -277,6 +292,10 @@ export async function runStage(req: StageRequest): Promise<StageOutcome> {
     rd.rewriteMetrics(runDir, []);
   }
   writeJsonAtomic(path.join(runDir, rd.FILES.env), { ...env, resumed: resuming });
+  if (!reference?.size && cfg.eval.dynamics_every !== 0) {
+    // Distances are measured from the weights training starts with (the pretrained ones when fine-tuning).
+    reference = new Map(p.net.variables().filter((v) => v.trainable).map((v) => [v.name, tf.clone(v.variable)]));
+  }
   if (!req.quiet && !req.silent) process.stderr.write(`granular: ${req.stage} ${runDir} (level ${p.level.name}, ${p.level.classes.length} classes, ${p.split.train.length} training images, backend ${p.engine.backend})\n`);
 
   let interrupted: NodeJS.Signals | null = null;
@@ -309,6 +328,7 @@ export async function runStage(req: StageRequest): Promise<StageOutcome> {
     const result = await train({
       cfg, net: p.net, data: p.data, split: p.split, level: p.level, coarser: p.coarser, trainLabels: p.trainLabels,
       frozenBlocks: p.frozenBlocks, runDir, quiet: req.quiet, silent: req.silent, optimizer, resumeFrom: resumeState, previousRow,
+      stage: req.stage, reference,
       shouldStop: () => interrupted !== null,
     });
     const wall = (Date.now() - started) / 1000;
@@ -330,6 +350,7 @@ export async function runStage(req: StageRequest): Promise<StageOutcome> {
     process.off('SIGTERM', onSignal);
     optimizer.dispose();
     p.net.dispose();
+    if (reference) tf.dispose([...reference.values()]);
   }
   rd.writeSummary(runDir, summary);
   rd.releaseLock(runDir);
