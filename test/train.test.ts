@@ -1,58 +1,10 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { cli, CLI, metricRows, QUICKSTART, readJson, ROOT, tmpDir, TINY } from './helpers';
+import { cli, finalMetrics, metricRows, modelWeights, QUICKSTART, readJson, runUntil, same, tmpDir, TINY } from './helpers';
 
 const base = ['--config', QUICKSTART, '--quiet'];
-
-/** Tensors of a saved model by name (float32). */
-function modelWeights(runDir: string): Map<string, Float32Array> {
-  const manifest = readJson<{ weightsManifest: Array<{ weights: Array<{ name: string; shape: number[] }> }> }>(path.join(runDir, 'model', 'model.json'));
-  const buf = fs.readFileSync(path.join(runDir, 'model', 'weights.bin'));
-  const out = new Map<string, Float32Array>();
-  let off = 0;
-  for (const w of manifest.weightsManifest[0].weights) {
-    const n = w.shape.reduce((a, b) => a * b, 1);
-    out.set(w.name, new Float32Array(buf.buffer.slice(buf.byteOffset + off, buf.byteOffset + off + 4 * n)));
-    off += 4 * n;
-  }
-  return out;
-}
-
-const same = (a: Float32Array, b: Float32Array) => a.length === b.length && Buffer.compare(Buffer.from(a.buffer), Buffer.from(b.buffer)) === 0;
-
-/** Summary values that must match between an interrupted-and-resumed run and an uninterrupted one. */
-function finalMetrics(runDir: string): Record<string, unknown> {
-  const s = readJson(path.join(runDir, 'summary.json'));
-  return Object.fromEntries(Object.entries(s).filter(([k]) => /^(test_|train_loss|train_acc|val_acc|align|step|epoch$)/.test(k)));
-}
-
-/** Start the CLI, wait until its checkpoint reaches `epoch`, then send `signal`. */
-function runUntil(args: string[], runDir: string, epoch: number, signal: NodeJS.Signals): Promise<{ code: number | null; signal: NodeJS.Signals | null; stdout: string }> {
-  return new Promise((resolve) => {
-    const child = spawn(process.execPath, [CLI, ...args], { cwd: ROOT });
-    let stdout = '';
-    child.stdout.on('data', (d) => (stdout += d));
-    child.stderr.on('data', () => undefined);
-    const state = path.join(runDir, 'checkpoint', 'state.json');
-    const timer = setInterval(() => {
-      try {
-        if (JSON.parse(fs.readFileSync(state, 'utf8')).epoch >= epoch) {
-          clearInterval(timer);
-          child.kill(signal);
-        }
-      } catch {
-        // not written yet (or being swapped in)
-      }
-    }, 5);
-    child.on('exit', (code, sig) => {
-      clearInterval(timer);
-      resolve({ code, signal: sig, stdout });
-    });
-  });
-}
 
 // Long enough per epoch (2,000 images) that a kill lands mid-run.
 const RESUMABLE = [...base, '--set', 'train.epochs=12', '--set', 'data.synthetic.test_samples=200'];

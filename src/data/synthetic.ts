@@ -193,3 +193,23 @@ export function loadSynthetic(cfg: Config): Dataset {
     skipped: 0,
   };
 }
+
+export const SYNTHETIC_SHIFTS = ['weak_common', 'more_noise', 'all_hard'] as const;
+export type SyntheticShift = (typeof SYNTHETIC_SHIFTS)[number];
+
+/**
+ * A shifted test set from the same generator (the theory's covariate shift):
+ * `weak_common` scales the coarsest features by 1 - 0.2 s, `more_noise` the
+ * noise by 1 + 0.5 s, `all_hard` raises the hard fraction to 0.5 + 0.1 s.
+ * Severity 0 renders the ordinary test distribution.
+ */
+export function renderShifted(cfg: Config, shift: SyntheticShift, severity: number, n: number): Examples {
+  const plan = planSynthetic(cfg);
+  const s = cfg.data.synthetic;
+  const rng = new Rng(cfg.data.seed!, 700 + SYNTHETIC_SHIFTS.indexOf(shift) * 10 + severity);
+  const hard = shift === 'all_hard' ? Math.min(1, s.hard_fraction_test + 0.1 * severity) : s.hard_fraction_test;
+  return renderSamples(plan, cfg, n, hard, rng, `ood-${shift}${severity}-`, {
+    commonScale: shift === 'weak_common' ? Math.max(0, 1 - 0.2 * severity) : 1,
+    noiseScale: shift === 'more_noise' ? 1 + 0.5 * severity : 1,
+  });
+}

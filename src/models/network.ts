@@ -63,20 +63,19 @@ export class Network {
   /**
    * Logits for a batch. `blockTraining[i]` says whether block i runs in
    * training mode; frozen blocks always run in inference mode so batch norm
-   * uses, and keeps, its moving statistics.
+   * uses, and keeps, its moving statistics. With `fromBlock` > 0, `x` is the
+   * output of the first `fromBlock` blocks (a cached frozen prefix).
    */
-  forward(x: tf.Tensor, blockTraining: readonly boolean[]): tf.Tensor {
+  forward(x: tf.Tensor, blockTraining: readonly boolean[], fromBlock = 0): tf.Tensor {
     let h = x;
-    this.blocks.forEach((b, i) => {
-      h = b.apply(h, blockTraining[i]);
-    });
+    for (let i = fromBlock; i < this.blocks.length; i++) h = this.blocks[i].apply(h, blockTraining[i]);
     return this.head.apply(h) as tf.Tensor;
   }
 
-  /** The block outputs just before the head (pooled features). */
-  features(x: tf.Tensor): tf.Tensor {
+  /** The output of the first `upTo` blocks, all in inference mode (the frozen prefix). */
+  prefix(x: tf.Tensor, upTo: number): tf.Tensor {
     let h = x;
-    for (const b of this.blocks) h = b.apply(h, false);
+    for (let i = 0; i < upTo; i++) h = this.blocks[i].apply(h, false);
     return h;
   }
 

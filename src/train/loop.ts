@@ -13,6 +13,8 @@ import { Rng } from '../util/rng';
 import { saveCheckpoint, CheckpointState, ScheduleState } from './checkpoint';
 import { lossOf } from './loss';
 import { blockLrScale, fixedStopMet, initialTrainable, isDynamicsStep, metricStopMet, openingOrder, opensAfter } from './unfreeze';
+import { oodMetrics } from '../measure/ood';
+import { predictProbs, prefixFeatures } from '../measure/predict';
 import { fisherTrace, makeProbe, Probe, sharpness, weightDistance } from '../measure/dynamics';
 import { NamedOptimizer } from './optimizer';
 import { learningRate } from './schedule';
@@ -37,6 +39,8 @@ export interface TrainJob {
   previousRow?: Record<string, number>;
   optimizer: NamedOptimizer;
   stage: 'pretrain' | 'finetune';
+  /** Train on cached outputs of the frozen prefix (see prefixCacheable). */
+  prefixCache?: boolean;
   /** Weights to measure distances from (the pretrained values); kept in the checkpoint. */
   reference?: ReadonlyMap<string, tf.Tensor>;
   /** Called between steps; returning true stops the loop at a step boundary. */
@@ -49,35 +53,33 @@ export interface TrainResult {
   stoppedEarly: boolean;
 }
 
-const EVAL_BATCH = 256;
+/**
+ * Examples already passed through the frozen prefix (the first `from` blocks,
+ * inference mode): the frozen-prefix cache. `idx` indexes `e` in split order.
+ */
+export interface CachedPart {
+  e: Examples;
+  idx: number[];
+  shape: number[];
+  from: number;
+}
 
-/** Softmax probabilities of `net` (every block in inference mode) on examples `idx`. */
-export function predictProbs(net: Network, e: Examples, idx: readonly number[], shape: [number, number, number]): Float32Array {
-  const size = shape[0] * shape[1] * shape[2];
-  const K = net.numClasses;
-  const out = new Float32Array(idx.length * K);
-  const buf = new Float32Array(EVAL_BATCH * size);
-  const inference = net.blocks.map(() => false);
-  for (let s = 0; s < idx.length; s += EVAL_BATCH) {
-    const n = Math.min(EVAL_BATCH, idx.length - s);
-    for (let i = 0; i < n; i++) buf.set(e.x.subarray(idx[s + i] * size, (idx[s + i] + 1) * size), i * size);
-    const probs = tf.tidy(() => tf.softmax(net.forward(tf.tensor4d(buf.subarray(0, n * size), [n, ...shape]), inference)));
-    out.set(probs.dataSync(), s * K);
-    probs.dispose();
-  }
-  return out;
+/** Cache the frozen prefix's outputs for the examples `idx` of `e`. */
+function cachePart(net: Network, e: Examples, idx: number[], shape: readonly number[], from: number): CachedPart {
+  const f = prefixFeatures(net, e, idx, shape, from);
+  return { e: { x: f.x, y: Int32Array.from(idx, (i) => e.y[i]), ids: idx.map((i) => e.ids[i]) }, idx: idx.map((_, k) => k), shape: f.shape, from };
 }
 
 /**
  * Test metrics (DESIGN.md "Metric keys"): accuracy at the stage's level, at
  * every coarser level by summing probabilities, top-5, easy/hard.
  */
-export function evaluate(job: Pick<TrainJob, 'net' | 'data' | 'split' | 'level' | 'coarser'>): Record<string, number> {
+export function evaluate(job: Pick<TrainJob, 'net' | 'data' | 'split' | 'level' | 'coarser'>, cached?: CachedPart): Record<string, number> {
   const { net, data, split, level, coarser } = job;
   const e = data.test;
   const idx = split.test;
   const K = net.numClasses;
-  const probs = predictProbs(net, e, idx, data.shape);
+  const probs = cached ? predictProbs(net, cached.e, cached.idx, cached.shape, cached.from) : predictProbs(net, e, idx, data.shape);
   const labels = Int32Array.from(idx, (i) => level.classOf[e.y[i]]);
   const pred = argmaxRows(probs, K);
   const out: Record<string, number> = { test_acc: accuracy(pred, labels) };
@@ -99,9 +101,9 @@ export function evaluate(job: Pick<TrainJob, 'net' | 'data' | 'split' | 'level' 
 }
 
 /** Accuracy on validation examples (model selection and stop rules look only here). */
-function validate(job: TrainJob, valLabels: Int32Array): number {
+function validate(job: TrainJob, valLabels: Int32Array, cached?: CachedPart): number {
   if (!job.split.val.length) return NaN;
-  const probs = predictProbs(job.net, job.data.train, job.split.val, job.data.shape);
+  const probs = cached ? predictProbs(job.net, cached.e, cached.idx, cached.shape, cached.from) : predictProbs(job.net, job.data.train, job.split.val, job.data.shape);
   return accuracy(argmaxRows(probs, job.net.numClasses), valLabels);
 }
 
@@ -149,8 +151,6 @@ function measureDynamics(job: TrainJob, fisherProbe: Probe, sharpProbe: Probe, r
 
 export async function train(job: TrainJob): Promise<TrainResult> {
   const { cfg, net, data, split, runDir } = job;
-  const shape = data.shape;
-  const size = shape[0] * shape[1] * shape[2];
   const K = net.numClasses;
   const n = split.train.length;
   const bs = Math.min(cfg.train.batch_size, n);
@@ -192,11 +192,23 @@ export async function train(job: TrainJob): Promise<TrainResult> {
   };
   refresh();
   const valLabels = Int32Array.from(split.val, (i) => job.level.classOf[data.train.y[i]]);
+
+  // Frozen-prefix cache: blocks that never train and run deterministically
+  // (inference mode, no augmentation) map each example to the same output
+  // every epoch, so compute it once and train the rest on it.
+  const from = job.prefixCache ? job.frozenBlocks : 0;
+  const cache = from > 0
+    ? { train: cachePart(net, data.train, split.train, data.shape, from), val: cachePart(net, data.train, split.val, data.shape, from), test: cachePart(net, data.test, split.test, data.shape, from) }
+    : null;
+  const trainX = cache ? cache.train.e.x : data.train.x;
+  const trainIdx = cache ? cache.train.idx : split.train;
+  const shape = cache ? cache.train.shape : data.shape;
+  const size = shape.reduce((a, b) => a * b, 1);
   const rowBase = () => ({ trainable_blocks: trainable.filter(Boolean).length, trainable_params: trainableParams });
 
   const dynamicsOn = cfg.eval.dynamics_every !== 0;
   // One fixed, seeded subset of training examples for every measurement of the run.
-  const subset = (k: number) => makeProbe(data.train.x, shape, split.train, job.trainLabels, k, cfg.train.seed!, cfg.train.loss);
+  const subset = (k: number) => makeProbe(data.train.x, data.shape, split.train, job.trainLabels, k, cfg.train.seed!, cfg.train.loss);
   const fisherProbe = dynamicsOn || unfreeze?.order === 'fisher' ? subset(cfg.eval.fisher_samples) : null;
   const sharpProbe = dynamicsOn ? subset(cfg.eval.sharpness_examples) : null;
   const reference = dynamicsOn ? job.reference ?? null : null;
@@ -238,7 +250,7 @@ export async function train(job: TrainJob): Promise<TrainResult> {
   let last: Record<string, number> = job.previousRow ?? {};
   if (epoch === 0) {
     // The state before training: chance accuracy and alignment at initialisation.
-    const init = { ...evaluate(job), ...alignmentMetrics(net, data, cfg.data.seed!) };
+    const init = { ...evaluate(job, cache?.test), ...alignmentMetrics(net, data, cfg.data.seed!) };
     appendMetrics(runDir, { kind: 'epoch', epoch: 0, step: 0, ...init, ...rowBase() });
     carry = { ...carry, ...Object.fromEntries(Object.entries(init).filter(([k]) => k.startsWith('align')).map(([k, v]) => [`${k}_init`, v])) };
     if (dynamicsOn && step === 0) dynamicsRow(0);
@@ -262,18 +274,18 @@ export async function train(job: TrainJob): Promise<TrainResult> {
       const ts = performance.now();
       const b = Math.min(bs, n - s);
       for (let i = 0; i < b; i++) {
-        const j = split.train[order[s + i]];
-        xbuf.set(data.train.x.subarray(j * size, (j + 1) * size), i * size);
+        const j = trainIdx[order[s + i]];
+        xbuf.set(trainX.subarray(j * size, (j + 1) * size), i * size);
         ybuf[i] = job.trainLabels[order[s + i]];
       }
       const lr = learningRate(cfg.train.schedule, cfg.train.lr, step, totalSteps, warmup);
       const blockTraining = trainable.map((t) => t && bnTrains);
       let predTensor: tf.Tensor | null = null;
       const { value, grads } = tf.tidy(() => {
-        const x = tf.tensor4d(xbuf.subarray(0, b * size), [b, ...shape]);
+        const x = tf.tensor(xbuf.subarray(0, b * size), [b, ...shape]);
         const y = tf.tensor1d(ybuf.subarray(0, b), 'int32');
         return tf.variableGrads(() => {
-          const logits = net.forward(x, blockTraining);
+          const logits = net.forward(x, blockTraining, from);
           predTensor = tf.keep(logits.argMax(1));
           return lossOf(cfg.train.loss, logits, y, K);
         }, vars.map((v) => v.variable));
@@ -317,7 +329,9 @@ export async function train(job: TrainJob): Promise<TrainResult> {
       lr: learningRate(cfg.train.schedule, cfg.train.lr, Math.max(0, step - 1), totalSteps, warmup),
       train_loss: lossSum / seen,
       train_acc: hits / seen,
-      ...(evalNow ? { val_acc: validate(job, valLabels), ...evaluate(job), ...alignmentMetrics(net, data, cfg.data.seed!) } : {}),
+      ...(evalNow ? { val_acc: validate(job, valLabels, cache?.val), ...evaluate(job, cache?.test), ...alignmentMetrics(net, data, cfg.data.seed!) } : {}),
+      // The OOD test once, on the final network.
+      ...(epoch + 1 === cfg.train.epochs ? await oodMetrics(cfg, net, data, split, job.level) : {}),
       ...rowBase(),
       images_per_second: seen / stepSeconds,
       epoch_seconds: (performance.now() - t0) / 1000,

@@ -5,7 +5,7 @@ import * as tf from '@tensorflow/tfjs';
 import { Config } from '../config/schema';
 import { configToYaml, parseConfigYaml, parseSets, readConfigFile, resolveConfig } from '../config/load';
 import { loadDataset } from '../data';
-import { makeSplit, noisyLabels, Split, splitFromRecord, splitRecord } from '../data/split';
+import { makeSplit, noisyLabels, restrictToLevel, Split, splitFromRecord, splitRecord } from '../data/split';
 import { Dataset } from '../data/types';
 import { BackendChoice, EngineInfo, initEngine } from '../engine/backend';
 import { coarserLevels, Hierarchy, Level } from '../hierarchy/tree';
@@ -114,8 +114,11 @@ function refuseUnavailable(cfg: Config): void {
     throw new UsageError(`${key} is set but ${what} is not available in this version of granular yet. Remove the setting (see README.md).`);
   };
   if (cfg.eval.ood_root !== null) no('eval.ood_root', 'an external OOD test folder');
-  if (cfg.data.relabel !== null) no('data.relabel', 'relabelling');
-  if (cfg.data.include.length || cfg.data.exclude.length) no('data.include/data.exclude', 'class filtering');
+  if (cfg.eval.ood.length && cfg.data.format === 'synthetic') {
+    throw new UsageError(`eval.ood corrupts images in [0, 1]; synthetic data are feature patterns. Use eval.ood_synthetic (${['weak_common', 'more_noise', 'all_hard'].join(', ')}) for synthetic covariate shift.`);
+  }
+  if (cfg.eval.ood_synthetic.length && cfg.data.format !== 'synthetic') no('eval.ood_synthetic', `generator shifts for data.format '${cfg.data.format}' (they need synthetic data)`);
+  if (cfg.data.augment.length) no('data.augment', 'augmentation in the training loop');
 }
 
 interface Prepared {
@@ -147,6 +150,9 @@ async function prepare(req: StageRequest, cfg: Config, source: SourceRun | null)
   } else {
     split = makeSplit(data, cfg);
   }
+  const restricted = restrictToLevel(data, split, level);
+  split = restricted.split;
+  if (restricted.dropped) process.stderr.write(`granular: level '${level.spec}': ${restricted.dropped} image(s) of ${level.droppedClasses} class(es) under no listed node are left out\n`);
   const clean = Int32Array.from(split.train, (i) => level.classOf[data.train.y[i]]);
   const { labels: trainLabels, flipped } = noisyLabels(split.train.map((i) => data.train.ids[i]), clean, level.classes.length, cfg.data.label_noise, cfg.data.seed!);
   const net = buildNetwork(cfg, data.shape, level.classes.length);
@@ -208,7 +214,17 @@ function hierarchyRecord(h: Hierarchy, level: Level): Record<string, unknown> {
   };
 }
 
-function envRecord(engine: EngineInfo, net: Network, frozen: number): Record<string, unknown> {
+/**
+ * The frozen prefix can be computed once per example when it never trains and
+ * is deterministic: permanently frozen blocks (no unfreezing schedule) run in
+ * inference mode, and no augmentation reaches them.
+ */
+export function prefixCacheable(cfg: Config, stage: Stage, frozen: number): boolean {
+  const augment = (cfg.data as { augment?: unknown[] }).augment ?? [];
+  return stage === 'finetune' && frozen > 0 && cfg.finetune.unfreeze === null && augment.length === 0 && process.env.GRANULAR_PREFIX_CACHE !== '0';
+}
+
+function envRecord(engine: EngineInfo, net: Network, frozen: number, prefixCached: boolean): Record<string, unknown> {
   return {
     backend: engine.backend,
     backend_requested: engine.requested,
@@ -222,7 +238,7 @@ function envRecord(engine: EngineInfo, net: Network, frozen: number): Record<str
     start_time: new Date().toISOString(),
     blocks: net.blocks.map((b, i) => ({ name: b.name, frozen: i < frozen, layers: b.layers.map((l) => l.name) })),
     frozen_blocks: frozen,
-    prefix_cached: false,
+    prefix_cached: prefixCached,
   };
 }
 
@@ -270,7 +286,8 @@ export async function runStage(req: StageRequest): Promise<StageOutcome> {
   const lockNote = rd.acquireLock(runDir);
   if (lockNote) process.stderr.write(`granular: ${lockNote}\n`);
   const started = Date.now();
-  const env = envRecord(p.engine, p.net, p.frozenBlocks);
+  const prefixCache = prefixCacheable(cfg, req.stage, p.frozenBlocks);
+  const env = envRecord(p.engine, p.net, p.frozenBlocks, prefixCache);
   let resumeState: CheckpointState | undefined;
   let reference: Map<string, tf.Tensor> | undefined;
   let previousRow: Record<string, number> | undefined;
@@ -328,7 +345,7 @@ export async function runStage(req: StageRequest): Promise<StageOutcome> {
     const result = await train({
       cfg, net: p.net, data: p.data, split: p.split, level: p.level, coarser: p.coarser, trainLabels: p.trainLabels,
       frozenBlocks: p.frozenBlocks, runDir, quiet: req.quiet, silent: req.silent, optimizer, resumeFrom: resumeState, previousRow,
-      stage: req.stage, reference,
+      stage: req.stage, reference, prefixCache,
       shouldStop: () => interrupted !== null,
     });
     const wall = (Date.now() - started) / 1000;
