@@ -1,9 +1,12 @@
 import { Command } from 'commander';
 import { doctorCommand } from '../src/commands/doctor';
+import { evalCommand } from '../src/commands/eval';
 import { finetuneCommand } from '../src/commands/finetune';
 import { hierarchyCommand } from '../src/commands/hierarchy';
 import { pretrainCommand } from '../src/commands/pretrain';
 import { quickstartCommand } from '../src/commands/quickstart';
+import { reportCommand } from '../src/commands/report';
+import { sweepCommand } from '../src/commands/sweep';
 
 // Only assembles the commands; each lives in src/commands/<verb>.ts.
 const program = new Command('granular')
@@ -12,7 +15,7 @@ const program = new Command('granular')
   .showHelpAfterError('(run with --help for usage)')
   .configureOutput({ outputError: (s, write) => write(`granular: ${s}`) });
 
-for (const cmd of [pretrainCommand(), finetuneCommand(), hierarchyCommand(), quickstartCommand(), doctorCommand()]) {
+for (const cmd of [pretrainCommand(), finetuneCommand(), evalCommand(), hierarchyCommand(), quickstartCommand(), doctorCommand(), sweepCommand(), reportCommand()]) {
   program.addCommand(cmd.showHelpAfterError('(run with --help for usage)'));
 }
 // commander's own usage errors (unknown option, missing argument) exit 2, as every usage error does.

@@ -205,3 +205,20 @@ test('without --run-dir a run goes to runs/<stage>-<name>-<time> under the worki
   assert.match(runs[0], /^pretrain-quickstart-\d{8}-\d{6}$/);
   assert.equal(readJson(path.join(cwd, 'runs', runs[0], 'summary.json')).level, 'basic');
 });
+
+test('eval re-evaluates a finished run into eval/<time>/ and changes nothing else', () => {
+  const dir = path.join(tmpDir(), 'run');
+  assert.equal(cli(['pretrain', ...base, '--run-dir', dir]).code, 0);
+  const snapshot = () => Object.fromEntries(fs.readdirSync(dir, { recursive: true }).map(String).filter((f) => !f.startsWith('eval') && fs.statSync(path.join(dir, f)).isFile()).map((f) => [f, fs.readFileSync(path.join(dir, f)).toString('base64')]));
+  const before = snapshot();
+  const r = cli(['eval', dir, '--set', 'eval.ood_synthetic=[more_noise]', '--set', 'eval.ood_severities=[1,5]']);
+  assert.equal(r.code, 0, r.stderr);
+  assert.deepEqual(snapshot(), before);
+  const [stamp] = fs.readdirSync(path.join(dir, 'eval'));
+  const e = readJson(path.join(dir, 'eval', stamp, 'summary.json'));
+  assert.equal(e.test_acc, readJson(path.join(dir, 'summary.json')).test_acc);
+  assert.ok(Number(e['ood_acc@more_noise:5']) <= Number(e['ood_acc@more_noise:1']) + 0.05);
+  const bad = cli(['eval', dir, '--set', 'train.lr=1']);
+  assert.equal(bad.code, 2);
+  assert.match(bad.stderr, /only takes eval\.\* overrides/);
+});

@@ -65,7 +65,7 @@ interface SourceRun {
 }
 
 /** A finished run to fine-tune from, or a clear error saying why it is not one. */
-function readSourceRun(dir: string): SourceRun {
+export function readSourceRun(dir: string): SourceRun {
   const cfgFile = path.join(dir, rd.FILES.config);
   if (!fs.existsSync(cfgFile)) throw new UsageError(`--from '${dir}' is not a run folder (no ${rd.FILES.config}). Give the folder of a finished 'granular pretrain' run.`);
   const summary = rd.readSummary(dir);
@@ -165,7 +165,7 @@ async function prepare(req: StageRequest, cfg: Config, source: SourceRun | null)
   return { cfg, source, data, split, level, coarser: coarserLevels(data.hierarchy, level), trainLabels, flipped, net, frozenBlocks, engine };
 }
 
-function loadSourceWeights(net: Network, source: SourceRun, cfg: Config, level: Level): void {
+export function loadSourceWeights(net: Network, source: SourceRun, cfg: Config, level: Level): void {
   const saved = readModelWeights(path.join(source.dir, rd.FILES.model));
   try {
     if (cfg.finetune.head === 'keep') {

@@ -1,0 +1,61 @@
+import * as path from 'node:path';
+import { Command } from 'commander';
+import { configToYaml, parseSets, resolveConfig } from '../config/load';
+import { loadDataset } from '../data';
+import { splitFromRecord } from '../data/split';
+import { initEngine } from '../engine/backend';
+import { coarserLevels } from '../hierarchy/tree';
+import { oodMetrics } from '../measure/ood';
+import { buildNetwork } from '../models/archs';
+import { FILES, timestamp } from '../runs/rundir';
+import { alignmentMetrics, evaluate } from '../train/loop';
+import { loadSourceWeights, readSourceRun } from '../train/stage';
+import { UsageError } from '../util/errors';
+import { ensureDir, readJson, writeFileAtomic, writeJsonAtomic } from '../util/fsx';
+import { action, collect, commonOptions, withCommonOptions } from './common';
+
+/**
+ * Evaluate a finished run again (e.g. with OOD shifts it was not trained with)
+ * into RUN_DIR/eval/<time>/; the run itself is never changed.
+ */
+export function evalCommand(): Command {
+  const cmd = new Command('eval')
+    .description('evaluate a completed run (test metrics at every level, alignment, OOD) into RUN_DIR/eval/<time>/ without changing the run')
+    .argument('<run_dir>', 'a completed pretrain or finetune run')
+    .option('--set <key=value>', 'override eval.* keys, e.g. --set "eval.ood_synthetic=[more_noise]"', collect, []);
+  withCommonOptions(cmd);
+  return cmd.action(
+    action(async (runDir: string, o: Record<string, unknown>) => {
+      const c = commonOptions(o);
+      const run = readSourceRun(runDir);
+      const sets = o.set as string[];
+      const bad = sets.filter((s) => !s.trim().startsWith('eval.'));
+      if (bad.length) throw new UsageError(`granular eval only takes eval.* overrides (the run's data, model and training are fixed); got: ${bad.join(', ')}`);
+      const cfg = resolveConfig([run.cfg as unknown as Record<string, unknown>, parseSets(sets)]);
+      if (cfg.eval.ood.length && cfg.data.format === 'synthetic') throw new UsageError('eval.ood corrupts images in [0, 1]; for synthetic data use eval.ood_synthetic.');
+      const engine = await initEngine(c.backend, c.threads);
+      const data = await loadDataset(cfg);
+      const level = data.hierarchy.resolveLevel(cfg.train.level);
+      const split = splitFromRecord(data, readJson(path.join(runDir, FILES.split)), runDir);
+      const net = buildNetwork(cfg, data.shape, level.classes.length);
+      try {
+        loadSourceWeights(net, run, { ...cfg, finetune: { ...cfg.finetune, head: 'keep' } }, level);
+        const metrics = {
+          ...evaluate({ net, data, split, level, coarser: coarserLevels(data.hierarchy, level) }),
+          ...alignmentMetrics(net, data, cfg.data.seed!),
+          ...(await oodMetrics(cfg, net, data, split, level)),
+        };
+        const out = path.join(runDir, 'eval', timestamp());
+        ensureDir(out);
+        writeFileAtomic(path.join(out, 'config.yaml'), configToYaml(cfg, `config of this evaluation of ${run.meta.run_id}`));
+        writeFileAtomic(path.join(out, 'command.txt'), ['granular', ...process.argv.slice(2)].join(' ') + '\n');
+        writeJsonAtomic(path.join(out, 'summary.json'), { status: 'completed', run_id: run.meta.run_id, level: level.name, backend: engine.backend, evaluated_at: new Date().toISOString(), ...metrics });
+        const f = (k: string) => (typeof metrics[k as keyof typeof metrics] === 'number' ? ` ${k}=${(metrics[k as keyof typeof metrics] as number).toFixed(4)}` : '');
+        process.stdout.write(`evaluated ${out}${f('test_acc')}${f('test_acc_hard')}${f('ood_acc')}\n`);
+        return 0;
+      } finally {
+        net.dispose();
+      }
+    }),
+  );
+}
