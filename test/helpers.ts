@@ -99,3 +99,32 @@ export function runUntil(args: string[], runDir: string, epoch: number, signal: 
   });
 }
 
+
+/**
+ * Start the CLI in the background; `onTick` is called every 5 ms with the child
+ * until it returns true (then it stops being called). Resolves when the child exits.
+ */
+export function runWatching(args: string[], onTick: (child: ReturnType<typeof spawn>) => boolean, env: Record<string, string> = {}): Promise<{ code: number | null; signal: NodeJS.Signals | null; stdout: string; stderr: string }> {
+  return new Promise((resolve) => {
+    const child = spawn(process.execPath, [CLI, ...args], { cwd: ROOT, env: { ...process.env, ...env } });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.on('data', (d) => (stdout += d));
+    child.stderr.on('data', (d) => (stderr += d));
+    const timer = setInterval(() => {
+      try {
+        if (onTick(child)) clearInterval(timer);
+      } catch {
+        // files not there yet
+      }
+    }, 5);
+    child.on('exit', (code, signal) => {
+      clearInterval(timer);
+      resolve({ code, signal, stdout, stderr });
+    });
+  });
+}
+
+export function checkpointState(runDir: string): { epoch: number; step: number } {
+  return JSON.parse(fs.readFileSync(path.join(runDir, 'checkpoint', 'state.json'), 'utf8'));
+}

@@ -16,6 +16,7 @@ export function finetuneCommand(): Command {
     .option('--set <key=value>', 'override a config key (repeatable; value parsed as YAML)', collect, [])
     .option('--run-dir <dir>', 'exact output folder (must not exist or be empty)')
     .option('--resume <run_dir>', 'continue a crashed or interrupted run exactly where its checkpoint left it')
+    .option('--force', 'with --resume: continue on another backend or thread count (no longer bit-identical)', false)
     .addHelpText('after', `\nBlocks that --freeze N counts, input side first (the dense head is never frozen):\n${BLOCKS_HELP}\n--freeze 2 on cnn-small freezes block1 and block2 and trains block3 and the head.`);
   withCommonOptions(cmd);
   return cmd.action(
@@ -30,6 +31,7 @@ export function finetuneCommand(): Command {
         from: o.from as string | undefined,
         runDir: o.runDir as string | undefined,
         resume: o.resume as string | undefined,
+        force: Boolean(o.force),
         ...c,
         argv: ['granular', ...process.argv.slice(2)],
       });

@@ -10,7 +10,8 @@ export function pretrainCommand(): Command {
     .option('--level <level>', 'label level: leaf, top|coarse, a level name, depth:N, height:N, nodes:FILE')
     .option('--set <key=value>', 'override a config key (repeatable; value parsed as YAML)', collect, [])
     .option('--run-dir <dir>', 'exact output folder (must not exist or be empty)')
-    .option('--resume <run_dir>', 'continue a crashed or interrupted run exactly where its checkpoint left it');
+    .option('--resume <run_dir>', 'continue a crashed or interrupted run exactly where its checkpoint left it')
+    .option('--force', 'with --resume: continue on another backend or thread count (no longer bit-identical)', false);
   withCommonOptions(cmd);
   return cmd.action(
     action(async (o: Record<string, unknown>) => {
@@ -22,6 +23,7 @@ export function pretrainCommand(): Command {
         level: o.level as string | undefined,
         runDir: o.runDir as string | undefined,
         resume: o.resume as string | undefined,
+        force: Boolean(o.force),
         ...c,
         argv: ['granular', ...process.argv.slice(2)],
       });

@@ -105,6 +105,8 @@ const train = z
     schedule: z.enum(['constant', 'cosine', 'step']).default('cosine'),
     warmup_epochs: z.number().min(0).default(0),
     loss: z.enum(['xent', 'mse']).default('xent'),
+    /** Also checkpoint every this many steps inside an epoch (long epochs); 0 = at epoch ends only. */
+    checkpoint_every_steps: int().min(0).default(0),
   })
   .strict()
   .prefault({});

@@ -53,19 +53,24 @@ export function appendMetrics(dir: string, row: Record<string, unknown>): void {
 
 /** Rows of metrics.jsonl; a torn last line is dropped. */
 export function readMetrics(dir: string): Array<Record<string, unknown>> {
+  return readMetricsChecked(dir).rows;
+}
+
+/** Rows of metrics.jsonl, and whether a torn (unparseable) last line was dropped. */
+export function readMetricsChecked(dir: string): { rows: Array<Record<string, unknown>>; torn: boolean } {
   const file = path.join(dir, FILES.metrics);
-  if (!fs.existsSync(file)) return [];
+  if (!fs.existsSync(file)) return { rows: [], torn: false };
   const rows: Array<Record<string, unknown>> = [];
   for (const line of fs.readFileSync(file, 'utf8').split('\n')) {
     if (!line.trim()) continue;
     try {
       rows.push(JSON.parse(line));
     } catch {
-      // Only the last line can be torn; anything after it is not there.
-      break;
+      // Only the last line can be torn (one write call per line); nothing follows it.
+      return { rows, torn: true };
     }
   }
-  return rows;
+  return { rows, torn: false };
 }
 
 /** Rewrite metrics.jsonl keeping only `keep` rows (resume drops rows past the checkpoint). */

@@ -3,7 +3,7 @@ import * as path from 'node:path';
 import * as tf from '@tensorflow/tfjs';
 import { readTensors, TensorSpec, writeTensors } from '../runs/bundle';
 import { FILES } from '../runs/rundir';
-import { replaceDirAtomic } from '../util/fsx';
+import { recoverDir, replaceDirAtomic } from '../util/fsx';
 import { RngState } from '../util/rng';
 import { NamedOptimizer } from './optimizer';
 import { Network } from '../models/network';
@@ -24,8 +24,19 @@ export interface CheckpointState {
   tensors: TensorSpec[];
   /** Gradual-unfreezing state: whether opening has stopped, and the stop metric's history. */
   schedule?: ScheduleState;
+  /** Set for a mid-epoch checkpoint: where in the epoch (whose shuffle `rng` regenerates) to go on. */
+  inEpoch?: InEpoch | null;
   /** Running values the loop carries across epochs (best val, image counts). */
   carry: Record<string, number>;
+}
+
+export interface InEpoch {
+  /** Examples of the epoch's order already trained on. */
+  pos: number;
+  lossSum: number;
+  hits: number;
+  seen: number;
+  stepSeconds: number;
 }
 
 export interface ScheduleState {
@@ -70,6 +81,11 @@ export function saveCheckpoint(
 
 export function hasCheckpoint(runDir: string): boolean {
   return fs.existsSync(path.join(checkpointDir(runDir), 'state.json'));
+}
+
+/** Put back a complete checkpoint that a crash left beside the checkpoint folder; returns its name. */
+export function recoverCheckpoint(runDir: string): string | null {
+  return recoverDir(checkpointDir(runDir), (d) => fs.existsSync(path.join(d, 'state.json')));
 }
 
 /** Restore weights and optimizer state into `net`/`opt`; returns the loop state and the reference weights. */

@@ -10,7 +10,7 @@ import { NamedVariable, Network } from '../models/network';
 import { appendMetrics } from '../runs/rundir';
 import { RunFailure } from '../util/errors';
 import { Rng } from '../util/rng';
-import { saveCheckpoint, CheckpointState, ScheduleState } from './checkpoint';
+import { saveCheckpoint, CheckpointState, InEpoch, ScheduleState } from './checkpoint';
 import { lossOf } from './loss';
 import { blockLrScale, fixedStopMet, initialTrainable, isDynamicsStep, metricStopMet, openingOrder, opensAfter } from './unfreeze';
 import { oodMetrics } from '../measure/ood';
@@ -164,6 +164,8 @@ export async function train(job: TrainJob): Promise<TrainResult> {
 
   let epoch = 0;
   let step = 0;
+  // Where a mid-epoch checkpoint left off inside its epoch (train.checkpoint_every_steps).
+  let resumeInEpoch: InEpoch | null = null;
   let rng = new Rng(cfg.train.seed!, 11);
   let carry: Record<string, number> = { trainImages: 0, trainSeconds: 0 };
   let trainable = initialTrainable(nBlocks, job.frozenBlocks, unfreeze, cfg.train.seed!);
@@ -175,6 +177,7 @@ export async function train(job: TrainJob): Promise<TrainResult> {
     carry = { ...carry, ...job.resumeFrom.carry };
     trainable = job.resumeFrom.trainableBlocks.slice();
     schedule = job.resumeFrom.schedule ?? schedule;
+    resumeInEpoch = job.resumeFrom.inEpoch ?? null;
   }
 
   // What trains follows `trainable`; rebuilt whenever a block opens.
@@ -248,12 +251,12 @@ export async function train(job: TrainJob): Promise<TrainResult> {
   };
 
   let last: Record<string, number> = job.previousRow ?? {};
-  if (epoch === 0) {
+  if (step === 0) {
     // The state before training: chance accuracy and alignment at initialisation.
     const init = { ...evaluate(job, cache?.test), ...alignmentMetrics(net, data, cfg.data.seed!) };
     appendMetrics(runDir, { kind: 'epoch', epoch: 0, step: 0, ...init, ...rowBase() });
     carry = { ...carry, ...Object.fromEntries(Object.entries(init).filter(([k]) => k.startsWith('align')).map(([k, v]) => [`${k}_init`, v])) };
-    if (dynamicsOn && step === 0) dynamicsRow(0);
+    if (dynamicsOn) dynamicsRow(0);
   }
 
   const bar = process.stderr.isTTY && !job.quiet && !job.silent ? new SingleBar({ format: 'epoch {epoch}/{epochs} [{bar}] {value}/{total} loss {loss} acc {acc} {ips} img/s', hideCursor: true }, Presets.shades_classic) : null;
@@ -261,16 +264,18 @@ export async function train(job: TrainJob): Promise<TrainResult> {
   const ybuf = new Int32Array(bs);
   let stoppedEarly = false;
 
+  const everySteps = cfg.train.checkpoint_every_steps;
   for (; epoch < cfg.train.epochs; epoch++) {
+    // The shuffle is drawn from the state at the epoch's start, which a
+    // mid-epoch checkpoint stores, so a resumed epoch replays the same order.
+    const epochStart = rng.state();
     const order = Array.from({ length: n }, (_, i) => i);
     rng.shuffle(order);
-    let lossSum = 0;
-    let hits = 0;
-    let seen = 0;
-    let stepSeconds = 0;
+    let { pos: start, lossSum, hits, seen, stepSeconds } = resumeInEpoch ?? { pos: 0, lossSum: 0, hits: 0, seen: 0, stepSeconds: 0 };
+    resumeInEpoch = null;
     const t0 = performance.now();
-    bar?.start(stepsPerEpoch, 0, { epoch: epoch + 1, epochs: cfg.train.epochs, loss: '-', acc: '-', ips: '-' });
-    for (let s = 0; s < n; s += bs) {
+    bar?.start(stepsPerEpoch, Math.ceil(start / bs), { epoch: epoch + 1, epochs: cfg.train.epochs, loss: '-', acc: '-', ips: '-' });
+    for (let s = start; s < n; s += bs) {
       const ts = performance.now();
       const b = Math.min(bs, n - s);
       for (let i = 0; i < b; i++) {
@@ -310,6 +315,12 @@ export async function train(job: TrainJob): Promise<TrainResult> {
       stepSeconds += (performance.now() - ts) / 1000;
       if (dynamicsOn && isDynamicsStep(cfg.eval.dynamics_every, step, stepsPerEpoch, totalSteps)) dynamicsRow(epoch + 1);
       maybeUnfreeze(epoch + 1);
+      if (everySteps && step % everySteps === 0 && s + b < n) {
+        saveCheckpoint(runDir, net, job.optimizer, job.reference ?? null, {
+          epoch, step, rng: epochStart, frozenBlocks: job.frozenBlocks, trainableBlocks: trainable, schedule, carry,
+          inEpoch: { pos: s + b, lossSum, hits, seen, stepSeconds },
+        });
+      }
       bar?.update(Math.ceil((s + b) / bs), { loss: (lossSum / seen).toFixed(4), acc: (hits / seen).toFixed(3), ips: Math.round(seen / stepSeconds) });
       // Yield to the event loop so signal handlers can run between steps.
       await new Promise<void>((resolve) => setImmediate(resolve));

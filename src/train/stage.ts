@@ -6,6 +6,7 @@ import { Config } from '../config/schema';
 import { configToYaml, parseConfigYaml, parseSets, readConfigFile, resolveConfig } from '../config/load';
 import { loadDataset } from '../data';
 import { makeSplit, noisyLabels, restrictToLevel, Split, splitFromRecord, splitRecord } from '../data/split';
+import { sourceOverlap } from '../data/overlap';
 import { Dataset } from '../data/types';
 import { BackendChoice, EngineInfo, initEngine } from '../engine/backend';
 import { coarserLevels, Hierarchy, Level } from '../hierarchy/tree';
@@ -15,7 +16,7 @@ import { readModelWeights, saveLayersModel } from '../runs/bundle';
 import * as rd from '../runs/rundir';
 import { RunFailure, UsageError } from '../util/errors';
 import { readJson, relPath, writeFileAtomic, writeJsonAtomic } from '../util/fsx';
-import { CheckpointState, hasCheckpoint, loadCheckpoint } from './checkpoint';
+import { CheckpointState, hasCheckpoint, loadCheckpoint, recoverCheckpoint } from './checkpoint';
 import { NamedOptimizer } from './optimizer';
 import { train } from './loop';
 
@@ -37,6 +38,8 @@ export interface StageRequest {
   /** Print nothing per run (callers that report on their own). */
   silent?: boolean;
   argv: string[];
+  /** --force: resume on another backend or thread count. */
+  force?: boolean;
   /** Where default run folders go (tests point this at a temp folder). */
   runsRoot?: string;
 }
@@ -149,6 +152,10 @@ async function prepare(req: StageRequest, cfg: Config, source: SourceRun | null)
     split = splitFromRecord(data, readJson(path.join(source.dir, rd.FILES.split)), `--from '${source.dir}'`);
   } else {
     split = makeSplit(data, cfg);
+    if (source) {
+      const rec = readJson<{ train: string[] }>(path.join(source.dir, rd.FILES.split));
+      data.sourceOverlap = (await sourceOverlap(source.cfg, rec.train, data, split, (l) => process.stderr.write(`granular: ${l}\n`))) ?? undefined;
+    }
   }
   const restricted = restrictToLevel(data, split, level);
   split = restricted.split;
@@ -242,6 +249,17 @@ function envRecord(engine: EngineInfo, net: Network, frozen: number, prefixCache
   };
 }
 
+/** Bit-identical resume is promised for the same backend and thread count only. */
+function checkSameEngine(runDir: string, engine: EngineInfo, force: boolean): void {
+  const envFile = path.join(runDir, rd.FILES.env);
+  if (!fs.existsSync(envFile)) return;
+  const before = readJson<{ backend: string; threads: number }>(envFile);
+  if (before.backend === engine.backend && before.threads === engine.threads) return;
+  const what = `run '${runDir}' was trained on ${before.backend} with ${before.threads} thread(s); this process has ${engine.backend} with ${engine.threads}`;
+  if (!force) throw new UsageError(`${what}. Resume with --backend ${before.backend} --threads ${before.threads}, or add --force to continue anyway (the result is then no longer bit-identical to an uninterrupted run).`);
+  process.stderr.write(`granular: warning: ${what}; continuing because of --force, so bit-identity with an uninterrupted run is not promised\n`);
+}
+
 /** Run a pretrain or finetune stage to the end; returns the exit code (2s are thrown as UsageError). */
 export async function runStage(req: StageRequest): Promise<StageOutcome> {
   const resuming = req.resume !== undefined;
@@ -255,12 +273,22 @@ export async function runStage(req: StageRequest): Promise<StageOutcome> {
     if (!fs.existsSync(cfgFile)) throw new UsageError(`--resume '${runDir}' is not a run folder (no ${rd.FILES.config}).`);
     const done = rd.readSummary(runDir);
     if (done?.status === 'completed') throw new UsageError(`run '${runDir}' already completed; nothing to resume. Start a new run instead.`);
-    if (req.configFile || req.sets.length || req.level || req.freeze || req.from) {
-      throw new UsageError(`--resume continues a run exactly as configured in ${cfgFile}; drop --config/--set/--level/--freeze/--from.`);
+    const onlyEpochs = req.sets.every((x) => /^\s*train\.epochs\s*=/.test(x));
+    if (req.configFile || !onlyEpochs || req.level || req.freeze || req.from) {
+      throw new UsageError(`--resume continues a run exactly as configured in ${cfgFile}; drop --config/--set/--level/--freeze/--from (only --set train.epochs=N, to extend training, is allowed).`);
     }
     meta = readJson<RunMeta>(path.join(runDir, rd.FILES.run));
     if (meta.stage !== req.stage) throw new UsageError(`run '${runDir}' is a ${meta.stage} run; resume it with 'granular ${meta.stage} --resume ${runDir}'.`);
     cfg = parseConfigYaml(fs.readFileSync(cfgFile, 'utf8'), cfgFile);
+    if (req.sets.length) {
+      const epochs = resolveConfig([cfg as unknown as Record<string, unknown>, parseSets(req.sets)]).train.epochs;
+      if (epochs < cfg.train.epochs) throw new UsageError(`--resume may extend train.epochs (${cfg.train.epochs}), not shorten it to ${epochs}.`);
+      if (epochs !== cfg.train.epochs) {
+        process.stderr.write(`granular: extending ${runDir} from ${cfg.train.epochs} to ${epochs} epochs; the learning-rate schedule stretches, so the result differs from a run made with ${epochs} epochs from the start\n`);
+        cfg.train.epochs = epochs;
+        writeFileAtomic(cfgFile, configToYaml(cfg, `resolved config of this ${req.stage} run; train.epochs extended on resume`));
+      }
+    }
     if (meta.from) source = readSourceRun(path.resolve(runDir, meta.from));
   } else {
     if (req.stage === 'finetune' && req.from) source = readSourceRun(req.from);
@@ -279,6 +307,7 @@ export async function runStage(req: StageRequest): Promise<StageOutcome> {
 
   const p = await prepare(req, cfg, source);
   if (req.stage === 'pretrain') meta.pretrain_level = p.level.name;
+  if (resuming) checkSameEngine(runDir, p.engine, req.force === true);
 
   // From here on the run exists: failures are recorded in summary.json.
   rd.createRunDir(runDir);
@@ -298,13 +327,16 @@ export async function runStage(req: StageRequest): Promise<StageOutcome> {
     writeJsonAtomic(path.join(runDir, rd.FILES.run), meta);
     writeJsonAtomic(path.join(runDir, rd.FILES.hierarchy), hierarchyRecord(p.data.hierarchy, p.level));
     writeJsonAtomic(path.join(runDir, rd.FILES.split), { ...splitRecord(p.data, p.split), label_noise_flipped: p.flipped });
-  } else if (hasCheckpoint(runDir)) {
+  } else if (recoverCheckpoint(runDir) !== null || hasCheckpoint(runDir)) {
     ({ state: resumeState, reference } = loadCheckpoint(runDir, p.net, optimizer));
     // Rows past the checkpoint belong to work that will be redone.
-    const rows = rd.readMetrics(runDir).filter((r) => Number(r.epoch ?? 0) <= resumeState!.epoch);
+    const { torn } = rd.readMetricsChecked(runDir);
+    if (torn) process.stderr.write(`granular: dropped a torn last line of ${rd.FILES.metrics} (the process died while writing it)\n`);
+    // Every row records the step it was written after; rows past the checkpoint's step belong to redone work.
+    const rows = rd.readMetrics(runDir).filter((r) => Number(r.step ?? 0) <= resumeState!.step && !(r.kind === 'epoch' && Number(r.epoch) > resumeState!.epoch));
     rd.rewriteMetrics(runDir, rows);
     previousRow = rows.filter((r) => r.kind === 'epoch').pop() as Record<string, number> | undefined;
-    process.stderr.write(`granular: resuming ${runDir} from epoch ${resumeState.epoch} (step ${resumeState.step})\n`);
+    process.stderr.write(`granular: resuming ${runDir} from ${resumeState.inEpoch ? `inside epoch ${resumeState.epoch + 1}` : `epoch ${resumeState.epoch}`} (step ${resumeState.step})\n`);
   } else {
     rd.rewriteMetrics(runDir, []);
   }
@@ -359,7 +391,7 @@ export async function runStage(req: StageRequest): Promise<StageOutcome> {
     }
   } catch (e) {
     const err = e as Error;
-    summary = { status: 'failed', ...base, error: err.message, error_type: err.name, wall_seconds: (Date.now() - started) / 1000 };
+    summary = { status: 'failed', ...base, error: explainFailure(err, runDir, req.stage, cfg), error_type: err.name, wall_seconds: (Date.now() - started) / 1000 };
     if (!(e instanceof RunFailure)) summary.stack = err.stack;
     exitCode = 1;
   } finally {
@@ -369,9 +401,27 @@ export async function runStage(req: StageRequest): Promise<StageOutcome> {
     p.net.dispose();
     if (reference) tf.dispose([...reference.values()]);
   }
-  rd.writeSummary(runDir, summary);
+  try {
+    rd.writeSummary(runDir, summary);
+  } catch (e) {
+    // The disk may be the problem: say so rather than die with a stack trace.
+    process.stderr.write(`granular: could not write ${path.join(runDir, rd.FILES.summary)}: ${(e as Error).message}\n`);
+    if (exitCode === 0) exitCode = 1;
+  }
   rd.releaseLock(runDir);
   return { exitCode, runDir, summary };
+}
+
+/** Turn resource errors into messages that say what happened and what to do. */
+function explainFailure(err: Error, runDir: string, stage: Stage, cfg: Config): string {
+  const code = (err as NodeJS.ErrnoException).code;
+  const resume = `then continue with 'granular ${stage} --resume ${runDir}' (the last checkpoint is intact)`;
+  if (code === 'ENOSPC') return `the disk is full (ENOSPC) while writing in '${runDir}': ${err.message}. Free space, ${resume}.`;
+  if (code === 'EACCES' || code === 'EROFS' || code === 'EPERM') return `cannot write in '${runDir}' (${code}): ${err.message}. Make the folder writable, ${resume}.`;
+  if (/out of memory|Memory\.grow|Array buffer allocation failed|Aborted\(OOM\)|heap out of memory/i.test(err.message)) {
+    return `ran out of memory with train.batch_size=${cfg.train.batch_size} (${err.message.split('\n')[0]}). Lower train.batch_size (e.g. --set train.batch_size=${Math.max(1, Math.floor(cfg.train.batch_size / 2))}) or model.width, then start a new run.`;
+  }
+  return err.message;
 }
 
 async function saveModel(net: Network, runDir: string): Promise<void> {

@@ -35,11 +35,39 @@ export function replaceDirAtomic(dir: string, fill: (tmpDir: string) => void): v
   const old = `${dir}.old-${process.pid}`;
   fs.rmSync(tmp, { recursive: true, force: true });
   fs.mkdirSync(tmp, { recursive: true });
-  fill(tmp);
+  try {
+    fill(tmp);
+  } catch (e) {
+    // A half-written folder must not be mistaken for a complete one.
+    fs.rmSync(tmp, { recursive: true, force: true });
+    throw e;
+  }
   const had = fs.existsSync(dir);
   if (had) fs.renameSync(dir, old);
   fs.renameSync(tmp, dir);
   if (had) fs.rmSync(old, { recursive: true, force: true });
+}
+
+/**
+ * After a crash inside replaceDirAtomic, `dir` may be missing while a complete
+ * `<dir>.tmp-*` (newer) or `<dir>.old-*` (older) sits beside it; `complete`
+ * says whether a folder was finished. Put the newest complete one back.
+ */
+export function recoverDir(dir: string, complete: (d: string) => boolean): string | null {
+  const parent = path.dirname(dir);
+  const base = path.basename(dir);
+  const siblings = fs.existsSync(parent) ? fs.readdirSync(parent).filter((f) => f.startsWith(`${base}.tmp-`) || f.startsWith(`${base}.old-`)) : [];
+  let recovered: string | null = null;
+  if (!complete(dir)) {
+    const pick = [...siblings.filter((f) => f.includes('.tmp-')), ...siblings.filter((f) => f.includes('.old-'))].find((f) => complete(path.join(parent, f)));
+    if (pick) {
+      fs.rmSync(dir, { recursive: true, force: true });
+      fs.renameSync(path.join(parent, pick), dir);
+      recovered = pick;
+    }
+  }
+  for (const f of siblings) if (f !== recovered) fs.rmSync(path.join(parent, f), { recursive: true, force: true });
+  return recovered;
 }
 
 /** Folder names never carry `:` or `/` from level names (`depth:2` -> `depth2`). */
