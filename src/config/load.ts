@@ -12,7 +12,7 @@ const isObj = (v: unknown): v is Obj => typeof v === 'object' && v !== null && !
 const OPEN_KEYS = new Set(['finetune.unfreeze']);
 
 /** Old or alternative spellings that keep working. */
-const ALIASES: Record<string, string> = { 'data.source': 'data.format' };
+const ALIASES = new Map<string, string>([['data.source', 'data.format']]);
 
 /** Every settable dotted path: leaves and the sections above them. */
 export function configKeys(): string[] {
@@ -29,7 +29,7 @@ export function configKeys(): string[] {
 }
 
 function checkKey(path: string, where: string): string {
-  const canonical = ALIASES[path] ?? path;
+  const canonical = ALIASES.get(path) ?? path;
   const keys = configKeys();
   if (keys.includes(canonical)) return canonical;
   if ([...OPEN_KEYS].some((k) => canonical.startsWith(k + '.'))) return canonical;
@@ -91,7 +91,13 @@ export function readConfigFile(file: string): Obj {
       `config file '${file}'${pos ? ` line ${pos.line}, column ${pos.col}` : ''} is not valid YAML: ${e.message.split('\n')[0]}`,
     );
   }
-  const value = doc.toJS();
+  let value: unknown;
+  try {
+    value = doc.toJS();
+  } catch (e) {
+    // e.g. an alias (*name) whose anchor is not defined
+    throw new UsageError(`config file '${file}' is not valid YAML: ${(e as Error).message.split('\n')[0]}`);
+  }
   if (value == null) return {};
   if (!isObj(value)) throw new UsageError(`config file '${file}' must be a YAML mapping of sections (data, model, train, ...), not ${Array.isArray(value) ? 'a list' : typeof value}.`);
   return normalizePartial(value, `in '${file}'`);
