@@ -23,4 +23,6 @@ for (const cmd of [program, ...program.commands]) {
   cmd.exitOverride((err) => process.exit(err.exitCode === 0 ? 0 : 2));
 }
 
-program.parseAsync(process.argv);
+// Exit when the command is done, even if a backend left worker threads running
+// (the threaded wasm build keeps its pool alive).
+program.parseAsync(process.argv).then(() => process.exit(process.exitCode ?? 0));

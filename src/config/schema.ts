@@ -164,7 +164,7 @@ const evalSection = z
     ood_severities: z.array(int().min(0).max(5)).default([1, 2, 3, 4, 5]),
     /** Evaluate every this many epochs (the last epoch is always evaluated). */
     every: int().positive().default(1),
-    /** Steps between dynamics rows; 'auto' = quarter-epochs in epoch 1, then epochs spaced by ~sqrt(2) (1, 2, 3, 4, 6, 8, 11, ...), and the last; 0 = off. */
+    /** Steps between dynamics rows; 'auto' = half-way through epoch 1, then after epochs 1, 2, 4, 8, 16, ... and the last; 0 = off. */
     dynamics_every: z.union([int().min(0), z.literal('auto')]).default('auto'),
     fisher_samples: int().positive().default(16),
     sharpness_rho: z.number().min(0).default(0.05),

@@ -40,18 +40,20 @@ export function fisherTrace(net: Network, probe: Probe, sampled: boolean, seed: 
   const inference = net.blocks.map(() => false);
   const rng = new Rng(seed, 31);
   const n = probe.x.shape[0];
+  const K = net.numClasses;
   const perBlock: Record<string, number> = {};
   let total = 0;
+  // Predictive distributions for the whole subset in one batch (inference mode: examples are independent).
+  const probs = sampled ? tf.tidy(() => tf.softmax(net.forward(probe.x, inference)).dataSync()) : null;
   for (let i = 0; i < n; i++) {
     const sq = tf.tidy(() => {
       const xi = probe.x.slice([i, 0, 0, 0], [1, -1, -1, -1]);
       let label = probe.y[i];
-      if (sampled) {
-        const p = tf.softmax(net.forward(xi, inference)).dataSync();
+      if (probs) {
         let u = rng.next();
-        label = p.length - 1;
-        for (let k = 0; k < p.length; k++) {
-          u -= p[k];
+        label = K - 1;
+        for (let k = 0; k < K; k++) {
+          u -= probs[i * K + k];
           if (u < 0) {
             label = k;
             break;

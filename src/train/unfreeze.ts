@@ -58,19 +58,18 @@ export function metricStopMet(u: UnfreezeConfig, history: readonly number[]): bo
 }
 
 /**
- * Steps after which a dynamics row is written. 'auto': every quarter of the
- * first epoch (the early period moves fastest), then at epochs spaced by
- * factors of about sqrt(2) (1, 2, 3, 4, 6, 8, 11, 16, 23, ...), and at the end.
+ * Steps after which a dynamics row is written. 'auto': half-way through the
+ * first epoch (the early period moves fastest), then after epochs 1, 2, 4, 8,
+ * 16, ... and at the end, so the cost stays a small share of a run.
  */
 export function isDynamicsStep(every: number | 'auto', step: number, stepsPerEpoch: number, totalSteps: number): boolean {
   if (every === 0) return false;
   if (every !== 'auto') return step % every === 0 || step === totalSteps;
   if (step === 0 || step === totalSteps) return true;
-  if (step < stepsPerEpoch) return step % Math.max(1, Math.ceil(stepsPerEpoch / 4)) === 0;
+  if (step < stepsPerEpoch) return step === Math.ceil(stepsPerEpoch / 2);
   if (step % stepsPerEpoch !== 0) return false;
   const e = step / stepsPerEpoch;
-  for (let k = 0, g = 1; g <= e; k++, g = Math.round(Math.SQRT2 ** k)) if (g === e) return true;
-  return false;
+  return (e & (e - 1)) === 0;
 }
 
 /** Per-block learning-rate multipliers: decay^(distance from the head); the head gets 1. */
