@@ -222,3 +222,24 @@ test('eval re-evaluates a finished run into eval/<time>/ and changes nothing els
   assert.equal(bad.code, 2);
   assert.match(bad.stderr, /only takes eval\.\* overrides/);
 });
+
+test('finetune --from: the source config is the base; --config, --set and flags override it in that order', () => {
+  const root = tmpDir();
+  const pre = path.join(root, 'pre');
+  assert.equal(cli(['pretrain', ...base, '--set', 'train.lr=0.3', '--set', 'train.momentum=0.5', '--set', 'train.batch_size=32', '--run-dir', pre]).code, 0);
+  const file = path.join(root, 'ft.yaml');
+  fs.writeFileSync(file, 'train:\n  momentum: 0.8\n  batch_size: 16\n  level: basic\n');
+  const ft = path.join(root, 'ft');
+  const r = cli(['finetune', '--from', pre, '--config', file, '--set', 'train.batch_size=8', '--set', 'train.epochs=1', '--level', 'top', '--quiet', '--run-dir', ft]);
+  assert.equal(r.code, 0, r.stderr);
+  const cfg = parseConfigYaml(fs.readFileSync(path.join(ft, 'config.yaml'), 'utf8'), 'config.yaml');
+  assert.equal(cfg.train.lr, 0.3, 'inherited from the source run');
+  assert.equal(cfg.train.momentum, 0.8, '--config beats the source');
+  assert.equal(cfg.train.batch_size, 8, '--set beats --config');
+  assert.equal(cfg.train.level, 'top', '--level beats --config');
+  assert.equal(cfg.model.arch, 'two-layer-conv');
+  // Without --from the same command trains from scratch: pretrain_level scratch.
+  const scratch = path.join(root, 'scratch');
+  assert.equal(cli(['finetune', ...base, '--set', 'train.epochs=1', '--level', 'top', '--run-dir', scratch]).code, 0);
+  assert.equal(readJson(path.join(scratch, 'summary.json')).pretrain_level, 'scratch');
+});
