@@ -1,0 +1,45 @@
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { Command } from 'commander';
+import { makeReport } from '../report/report';
+import { exitQuietlyOnEpipe } from '../report/stdout';
+import { action, collect } from './common';
+
+export function reportCommand(): Command {
+  const cmd = new Command('report')
+    .description('tables (markdown, CSV) and plots (SVG, PNG) from run folders: mean ± std over seeds per group')
+    .argument('<run_dir...>', 'run folders, or folders that hold them (e.g. runs/<sweep-name>)')
+    .option('--group-by <key>', 'group by a config key (train.level, finetune.freeze) or summary key (pretrain_level, stage); repeatable', collect, [])
+    .option('--metric <name>', 'summary metric to tabulate and plot (repeatable; default test_acc, test_acc_easy, test_acc_hard, val_acc; <m>_error = 1 - <m>_acc)', collect, [])
+    .option('--where <key=value>', 'only runs whose config or summary key has this value (repeatable), e.g. stage=finetune', collect, [])
+    .option('--x <key>', 'x axis of the metric-vs-key plots (default: the first --group-by key other than stage)')
+    .option('--out <dir>', 'where to write summary.csv, runs.csv, report.md and the plots (default: <first folder>/report)')
+    .option('--no-png', 'write SVG plots only')
+    .addHelpText(
+      'after',
+      `
+Final values come from each run's summary.json; curves (metric vs epoch, dynamics vs step)
+from metrics.jsonl. Only completed runs enter the table.
+
+  granular report runs/label-granularity --group-by pretrain_level --metric test_acc_hard
+  granular report runs/frozen --group-by finetune.freeze --x trainable_params --metric test_error`,
+    );
+  return cmd.action(
+    action(async (dirs: string[], o: Record<string, unknown>) => {
+      exitQuietlyOnEpipe();
+      const out = (o.out as string | undefined) ?? defaultOut(dirs[0]);
+      const r = await makeReport({ dirs, groupBy: o.groupBy as string[], metrics: o.metric as string[], where: o.where as string[], x: o.x as string | undefined, out, png: o.png !== false });
+      process.stdout.write(r.table + '\n');
+      if (r.excluded.length) process.stderr.write(`report: ${r.excluded.length} run(s) not completed, left out: ${r.excluded.map((x) => x.dir).slice(0, 5).join(', ')}${r.excluded.length > 5 ? ', ...' : ''}\n`);
+      const plots = r.files.filter((f) => f.endsWith('.svg')).length;
+      process.stdout.write(`\n${r.runs.length} runs; wrote ${path.join(out, 'report.md')}, summary.csv, runs.csv and ${plots} plot${plots === 1 ? '' : 's'} (SVG${o.png !== false ? ' + PNG' : ''}) in ${out}\n`);
+      return 0;
+    }),
+  );
+}
+
+/** Beside the runs, never inside a run folder (a run's own folder stays as the run left it). */
+function defaultOut(first: string): string {
+  const isRun = fs.existsSync(path.join(first, 'config.yaml'));
+  return isRun ? `${first.replace(/\/+$/, '')}-report` : path.join(first, 'report');
+}

@@ -1,0 +1,123 @@
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import * as YAML from 'yaml';
+import * as rd from '../runs/rundir';
+import { nearest, UsageError } from '../util/errors';
+
+/** One run folder as a report reads it: files only, never logs. */
+export interface RunRecord {
+  dir: string;
+  /** config.yaml flattened to dotted keys (`train.level`). */
+  config: Record<string, unknown>;
+  /** summary.json (final values), or null while running / after a crash. */
+  summary: Record<string, unknown> | null;
+  meta: Record<string, unknown>;
+  /** metrics.jsonl rows. */
+  rows: Array<Record<string, unknown>>;
+}
+
+const isObj = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v);
+
+function flattenObj(o: Record<string, unknown>, prefix = '', out: Record<string, unknown> = {}): Record<string, unknown> {
+  for (const [k, v] of Object.entries(o)) {
+    const key = prefix ? `${prefix}.${k}` : k;
+    if (isObj(v)) flattenObj(v, key, out);
+    else out[key] = v;
+  }
+  return out;
+}
+
+/** Run folders (those holding config.yaml) at or below each folder, in sorted order. */
+export function findRunDirs(roots: readonly string[]): string[] {
+  const out: string[] = [];
+  const walk = (dir: string) => {
+    if (fs.existsSync(path.join(dir, rd.FILES.config))) {
+      out.push(dir); // a run's own subfolders (model/, checkpoint/, eval/) are not runs
+      return;
+    }
+    let entries: fs.Dirent[];
+    try {
+      entries = fs.readdirSync(dir, { withFileTypes: true });
+    } catch {
+      return;
+    }
+    for (const e of entries.sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0))) {
+      if (e.isDirectory() && !e.name.startsWith('.') && e.name !== 'node_modules') walk(path.join(dir, e.name));
+    }
+  };
+  for (const r of roots) {
+    if (!fs.existsSync(r)) throw new UsageError(`'${r}' does not exist. Give run folders, or folders that hold them (e.g. runs/<sweep-name>).`);
+    if (!fs.statSync(r).isDirectory()) throw new UsageError(`'${r}' is not a folder. Give run folders, or folders that hold them.`);
+    walk(r);
+  }
+  return [...new Set(out)];
+}
+
+export function readRun(dir: string): RunRecord {
+  const cfgFile = path.join(dir, rd.FILES.config);
+  let config: Record<string, unknown>;
+  try {
+    const parsed = YAML.parse(fs.readFileSync(cfgFile, 'utf8'));
+    config = isObj(parsed) ? flattenObj(parsed) : {};
+  } catch (e) {
+    throw new UsageError(`'${cfgFile}' is not valid YAML (${(e as Error).message.split('\n')[0]}).`);
+  }
+  const json = (f: string): Record<string, unknown> | null => {
+    const p = path.join(dir, f);
+    if (!fs.existsSync(p)) return null;
+    try {
+      return JSON.parse(fs.readFileSync(p, 'utf8'));
+    } catch {
+      return null; // being written right now, or torn: treated as absent
+    }
+  };
+  return { dir, config, summary: json(rd.FILES.summary), meta: json(rd.FILES.run) ?? {}, rows: rd.readMetrics(dir) };
+}
+
+/**
+ * The value of a grouping or x-axis key for a run: a config key (`train.level`,
+ * `finetune.freeze`), else a summary key (`pretrain_level`, `frozen_blocks`,
+ * `trainable_params`), else a run.json key.
+ */
+export function keyValue(run: RunRecord, key: string): unknown {
+  if (key in run.config) return run.config[key];
+  if (run.summary && key in run.summary) return run.summary[key];
+  if (key in run.meta) return run.meta[key];
+  return undefined;
+}
+
+/** Every key a run can be grouped by, for "did you mean" hints. */
+export function knownKeys(runs: readonly RunRecord[]): string[] {
+  const s = new Set<string>();
+  for (const r of runs) {
+    Object.keys(r.config).forEach((k) => s.add(k));
+    Object.keys(r.summary ?? {}).forEach((k) => s.add(k));
+    Object.keys(r.meta).forEach((k) => s.add(k));
+  }
+  return [...s];
+}
+
+/** Refuse a key some runs lack, naming those runs. */
+export function checkKey(runs: readonly RunRecord[], key: string, what: string): void {
+  const lacking = runs.filter((r) => keyValue(r, key) === undefined);
+  if (!lacking.length) return;
+  if (lacking.length === runs.length) {
+    const hint = nearest(key, knownKeys(runs));
+    throw new UsageError(`${what} '${key}' is not a config or summary key of any run.${hint ? ` Did you mean '${hint}'?` : ''}`);
+  }
+  const names = lacking.slice(0, 3).map((r) => r.dir).join(', ');
+  throw new UsageError(`${what} '${key}': ${lacking.length} of ${runs.length} runs lack it (${names}${lacking.length > 3 ? ', ...' : ''}). Report those folders separately or group by another key.`);
+}
+
+/** A metric value from a record; `<m>_error`/`<m>_err` is derived as 1 − `<m>_acc` when not stored. */
+export function metricValue(rec: Record<string, unknown> | null | undefined, metric: string): number | undefined {
+  if (!rec) return undefined;
+  const v = rec[metric];
+  if (typeof v === 'number' && Number.isFinite(v)) return v;
+  const m = /^(.*)_(error|err)(@.*)?$/.exec(metric);
+  if (m) {
+    const acc = rec[`${m[1]}_acc${m[3] ?? ''}`];
+    if (typeof acc === 'number' && Number.isFinite(acc)) return 1 - acc;
+  }
+  return undefined;
+}

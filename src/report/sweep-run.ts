@@ -1,0 +1,290 @@
+import { spawn } from 'node:child_process';
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import * as YAML from 'yaml';
+import { parseSets, readConfigFile, resolveConfig } from '../config/load';
+import * as rd from '../runs/rundir';
+import { UsageError } from '../util/errors';
+import { ensureDir, readJson, writeJsonAtomic } from '../util/fsx';
+import { fingerprint, planSweep, PlannedRun, resumeArgs, runArgs, shellSplit, SweepPlan } from './sweep-plan';
+
+/** The CLI shim every child run goes through (dist/src/report → bin/granular.js). */
+const BIN = path.resolve(__dirname, '..', '..', '..', 'bin', 'granular.js');
+
+export type RunState = 'new' | 'completed' | 'failed' | 'interrupted' | 'crashed' | 'running';
+
+export interface LoadedSweep {
+  file: string;
+  plan: SweepPlan;
+  /** The base config as given to child runs (relative to the working folder), or null. */
+  base: string | null;
+  /** runs/<sweep> relative to the working folder, with '/' separators. */
+  runsDir: string;
+}
+
+/** Read and expand a sweep file; every error is a UsageError naming the entry. */
+export function loadSweep(file: string, runsRoot: string, cwd = process.cwd()): LoadedSweep {
+  let text: string;
+  try {
+    text = fs.readFileSync(file, 'utf8');
+  } catch (e) {
+    throw new UsageError(`cannot read sweep file '${file}': ${(e as NodeJS.ErrnoException).code ?? e}. Check the path.`);
+  }
+  const doc = YAML.parseDocument(text, { prettyErrors: true, uniqueKeys: true });
+  if (doc.errors.length) {
+    const pos = doc.errors[0].linePos?.[0];
+    throw new UsageError(`sweep file '${file}'${pos ? ` line ${pos.line}, column ${pos.col}` : ''} is not valid YAML: ${doc.errors[0].message.split('\n')[0]}`);
+  }
+  const plan = planSweep(doc.toJS(), `sweep file '${file}'`);
+  let base: string | null = null;
+  if (plan.base) {
+    const abs = path.resolve(path.dirname(file), plan.base);
+    if (!fs.existsSync(abs)) throw new UsageError(`sweep file '${file}': base: '${plan.base}' does not exist (looked for ${abs}; the path is relative to the sweep file).`);
+    // Inside the tree: relative, so the tree can move; outside it: absolute, so it still can.
+    const rel = path.relative(cwd, abs);
+    base = rel.startsWith('..') || path.isAbsolute(rel) ? posix(abs) : posix(rel);
+  }
+  const runsDir = posix(path.relative(cwd, path.resolve(cwd, runsRoot, plan.name)));
+  const loaded = { file, plan, base, runsDir };
+  checkConfigs(loaded, cwd);
+  return loaded;
+}
+
+const posix = (p: string) => p.split(path.sep).join('/');
+
+/**
+ * Resolve every run's config now, so a bad value fails the whole sweep (exit 2)
+ * before anything runs rather than one child at a time.
+ */
+function checkConfigs(s: LoadedSweep, cwd: string): void {
+  const baseLayer = s.base ? readConfigFile(path.resolve(cwd, s.base)) : {};
+  for (const r of s.plan.runs) {
+    try {
+      resolveConfig([baseLayer, parseSets(r.settings.map(([k, v]) => `${k}=${JSON.stringify(v)}`))], `run '${r.name}'`);
+    } catch (e) {
+      if (e instanceof UsageError) throw new UsageError(`sweep file '${s.file}', run '${r.name}' (stage ${r.stage}): ${e.message}`);
+      throw e;
+    }
+  }
+}
+
+export function runState(dir: string): RunState {
+  if (!fs.existsSync(path.join(dir, rd.FILES.config))) return 'new';
+  const lock = path.join(dir, rd.FILES.lock);
+  if (fs.existsSync(lock)) {
+    const pid = Number(fs.readFileSync(lock, 'utf8').trim());
+    if (pid && rd.isAlive(pid)) return 'running';
+  }
+  const s = rd.readSummary(dir);
+  if (!s) return 'crashed';
+  if (s.status === 'completed' || s.status === 'failed' || s.status === 'interrupted') return s.status;
+  return 'crashed';
+}
+
+interface SweepRecord {
+  name: string;
+  sweep_file: string;
+  runs: Record<string, { stage: string; command: string[] }>;
+}
+
+/**
+ * The run tree must be this sweep's: sweep.json names the sweep, and an existing
+ * run folder must have been started with this run's settings (command.txt).
+ * Anything else would be skipped or resumed under the wrong name.
+ */
+export function checkOwnership(s: LoadedSweep, cwd = process.cwd()): void {
+  const dir = path.resolve(cwd, s.runsDir);
+  const recFile = path.join(dir, 'sweep.json');
+  if (fs.existsSync(recFile)) {
+    const rec = readJson<SweepRecord>(recFile);
+    if (rec.name !== s.plan.name) {
+      throw new UsageError(`run folder '${s.runsDir}' belongs to another sweep ('${rec.name}', from ${rec.sweep_file}). Rename this sweep (name:) or use --runs-root.`);
+    }
+  } else if (fs.existsSync(dir)) {
+    const names = new Set(s.plan.runs.map((r) => r.name));
+    const strangers = fs.readdirSync(dir).filter((f) => fs.existsSync(path.join(dir, f, rd.FILES.config)) && !names.has(f));
+    if (strangers.length) {
+      throw new UsageError(`run folder '${s.runsDir}' already holds runs that are not part of sweep '${s.plan.name}' (${strangers.slice(0, 3).join(', ')}${strangers.length > 3 ? ', ...' : ''}) and has no sweep.json. Rename this sweep (name:) or use --runs-root.`);
+    }
+  }
+  for (const r of s.plan.runs) {
+    const cmdFile = path.join(dir, r.name, rd.FILES.command);
+    if (!fs.existsSync(cmdFile)) continue;
+    const had = fingerprint(shellSplit(fs.readFileSync(cmdFile, 'utf8').trim()));
+    const want = fingerprint(runArgs(r, { base: s.base, runsDir: s.runsDir }));
+    if (had !== want) {
+      throw new UsageError(
+        `run folder '${s.runsDir}/${r.name}' was started with other settings than this sweep asks for ` +
+          `(its command.txt: ${fs.readFileSync(cmdFile, 'utf8').trim()}). It belongs to another sweep or an older version of this one: ` +
+          `move it away, or give this sweep another name:.`,
+      );
+    }
+  }
+}
+
+export function writeSweepRecord(s: LoadedSweep, cwd = process.cwd()): void {
+  const dir = path.resolve(cwd, s.runsDir);
+  ensureDir(dir);
+  const rec: SweepRecord = {
+    name: s.plan.name,
+    sweep_file: posix(path.relative(dir, path.resolve(cwd, s.file))),
+    runs: Object.fromEntries(s.plan.runs.map((r) => [r.name, { stage: r.stage, command: ['granular', ...runArgs(r, { base: s.base, runsDir: s.runsDir })] }])),
+  };
+  writeJsonAtomic(path.join(dir, 'sweep.json'), rec);
+}
+
+/** What to do with each run now: the arguments to run, or why it is left alone. */
+export interface Step {
+  run: PlannedRun;
+  state: RunState;
+  args: string[] | null;
+  note?: string;
+}
+
+export function steps(s: LoadedSweep, retry: boolean, cwd = process.cwd()): Step[] {
+  return s.plan.runs.map((run) => {
+    const state = runState(path.resolve(cwd, s.runsDir, run.name));
+    switch (state) {
+      case 'new':
+        return { run, state, args: runArgs(run, { base: s.base, runsDir: s.runsDir }) };
+      case 'crashed':
+      case 'interrupted':
+        return { run, state, args: resumeArgs(run, s.runsDir) };
+      case 'failed':
+        return retry ? { run, state, args: resumeArgs(run, s.runsDir) } : { run, state, args: null, note: 'failed before; --retry runs it again' };
+      case 'completed':
+        return { run, state, args: null, note: 'completed' };
+      case 'running':
+        return { run, state, args: null, note: 'running in another process (live run.lock)' };
+    }
+  });
+}
+
+export interface ExecOptions {
+  jobs: number;
+  /** Extra arguments for every child (--backend, --threads). */
+  childArgs: string[];
+  cwd?: string;
+  log?: (line: string) => void;
+}
+
+export interface ExecResult {
+  completed: string[];
+  failed: string[];
+  skipped: string[];
+  blocked: string[];
+  interrupted: string[];
+  /** Runs not started because the sweep was interrupted. */
+  notStarted: string[];
+  signal: NodeJS.Signals | null;
+}
+
+/**
+ * Run the steps with at most `jobs` children at once. A fine-tuning run starts
+ * once its source has completed; if the source fails, it is blocked.
+ */
+export async function execute(s: LoadedSweep, todo: Step[], o: ExecOptions): Promise<ExecResult> {
+  const cwd = o.cwd ?? process.cwd();
+  const log = o.log ?? ((l: string) => process.stderr.write(l + '\n'));
+  const logDir = path.resolve(cwd, s.runsDir, 'logs');
+  ensureDir(logDir);
+  const res: ExecResult = { completed: [], failed: [], skipped: [], blocked: [], interrupted: [], notStarted: [], signal: null };
+  const status = new Map<string, RunState | 'pending' | 'active' | 'blocked'>();
+  for (const st of todo) status.set(st.run.name, st.args ? 'pending' : st.state);
+  for (const st of todo) if (!st.args) res.skipped.push(st.run.name);
+  const total = todo.filter((t) => t.args).length;
+  let started = 0;
+  const children = new Set<ReturnType<typeof spawn>>();
+  let stopping: NodeJS.Signals | null = null;
+  const onSignal = (sig: NodeJS.Signals) => {
+    if (stopping) return;
+    stopping = sig;
+    res.signal = sig;
+    log(`sweep: ${sig} received; stopping the ${children.size} running run(s) (they stay resumable), starting no more`);
+    for (const c of children) c.kill(sig);
+  };
+  process.on('SIGINT', onSignal);
+  process.on('SIGTERM', onSignal);
+
+  const runOne = (st: Step) =>
+    new Promise<void>((resolve) => {
+      const n = ++started;
+      const t0 = Date.now();
+      const logFile = path.join(logDir, `${st.run.name}.log`);
+      const fd = fs.openSync(logFile, 'a');
+      const args = [...st.args!, '--quiet', ...o.childArgs];
+      fs.writeSync(fd, `$ granular ${args.join(' ')}\n`);
+      log(`[${n}/${total}] ${st.state === 'new' ? 'start' : st.state === 'failed' ? 'retry' : 'resume'} ${st.run.name}`);
+      // Own process group: a terminal's Ctrl-C reaches children only through us, once.
+      const child = spawn(process.execPath, [BIN, ...args], { cwd, stdio: ['ignore', fd, fd], detached: true });
+      children.add(child);
+      child.on('exit', (code, signal) => {
+        children.delete(child);
+        fs.closeSync(fd);
+        const dir = path.resolve(cwd, s.runsDir, st.run.name);
+        const summary = rd.readSummary(dir);
+        const secs = ((Date.now() - t0) / 1000).toFixed(1);
+        const acc = typeof summary?.test_acc === 'number' ? ` test_acc=${(summary.test_acc as number).toFixed(4)}` : '';
+        if (code === 0 && summary?.status === 'completed') {
+          status.set(st.run.name, 'completed');
+          res.completed.push(st.run.name);
+          log(`[${n}/${total}] completed ${st.run.name} (${secs} s)${acc}`);
+        } else if (code === 130 || code === 143 || signal) {
+          status.set(st.run.name, 'interrupted');
+          res.interrupted.push(st.run.name);
+          log(`[${n}/${total}] interrupted ${st.run.name}; the next sweep resumes it`);
+        } else {
+          status.set(st.run.name, 'failed');
+          res.failed.push(st.run.name);
+          const why = summary?.error ? String(summary.error) : lastLines(logFile, 3);
+          log(`[${n}/${total}] FAILED ${st.run.name} (exit ${code}): ${why}\n    log: ${posix(path.relative(cwd, logFile))}`);
+        }
+        resolve();
+      });
+    });
+
+  const queue = todo.filter((t) => t.args);
+  const active = new Set<Promise<void>>();
+  const sourceState = (st: Step) => (st.run.from ? status.get(st.run.from) : 'completed');
+  while (queue.length || active.size) {
+    if (!stopping) {
+      // Block runs whose source can no longer complete in this sweep.
+      for (let i = queue.length - 1; i >= 0; i--) {
+        const src = sourceState(queue[i]);
+        if (src === 'failed' || src === 'blocked' || src === 'running' || src === 'interrupted' || src === 'crashed' || src === 'new') {
+          status.set(queue[i].run.name, 'blocked');
+          res.blocked.push(queue[i].run.name);
+          log(`blocked ${queue[i].run.name}: its source ${queue[i].run.from} is ${src}`);
+          queue.splice(i, 1);
+        }
+      }
+      while (active.size < o.jobs) {
+        const i = queue.findIndex((st) => sourceState(st) === 'completed');
+        if (i < 0) break;
+        const [st] = queue.splice(i, 1);
+        status.set(st.run.name, 'active');
+        const p = runOne(st).then(() => {
+          active.delete(p);
+        });
+        active.add(p);
+      }
+    }
+    if (!active.size) break;
+    await Promise.race(active);
+  }
+  process.off('SIGINT', onSignal);
+  process.off('SIGTERM', onSignal);
+  res.notStarted = queue.map((st) => st.run.name);
+  res.blocked.reverse();
+  return res;
+}
+
+function lastLines(file: string, n: number): string {
+  try {
+    return fs.readFileSync(file, 'utf8').trim().split('\n').slice(-n).join(' | ');
+  } catch {
+    return '(no log)';
+  }
+}
+
+export { BIN };

@@ -1,0 +1,138 @@
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { keyValue, metricValue, RunRecord } from './runs';
+
+/** Mean, sample standard deviation (n − 1; NaN for one value) and count. */
+export interface Stat {
+  mean: number;
+  std: number;
+  n: number;
+}
+
+export function stat(values: readonly number[]): Stat {
+  const n = values.length;
+  if (!n) return { mean: NaN, std: NaN, n: 0 };
+  const mean = values.reduce((a, b) => a + b, 0) / n;
+  const std = n > 1 ? Math.sqrt(values.reduce((a, v) => a + (v - mean) ** 2, 0) / (n - 1)) : NaN;
+  return { mean, std, n };
+}
+
+/** A value as a grouping label: strings as they are, anything else as JSON. */
+export function label(v: unknown): string {
+  return typeof v === 'string' ? v : JSON.stringify(v);
+}
+
+export interface Group {
+  /** Labels of the grouping keys, in key order. */
+  values: string[];
+  runs: RunRecord[];
+}
+
+/**
+ * Order for the values of one key: numbers numerically; label levels from the
+ * finest (most classes) to the coarsest, `scratch` last; otherwise by name.
+ */
+export function valueOrder(runs: readonly RunRecord[]): (a: string, b: string) => number {
+  const classes = new Map<string, number>(hierarchyLevels(runs.find((r) => fs.existsSync(path.join(r.dir, 'hierarchy.json')))?.dir));
+  for (const r of runs) {
+    const n = r.summary?.num_classes;
+    if (typeof n !== 'number') continue;
+    for (const k of [r.summary?.level, r.summary?.level_spec, r.config['train.level']]) if (typeof k === 'string') classes.set(k, n);
+  }
+  return (a, b) => {
+    const na = Number(a);
+    const nb = Number(b);
+    if (a.trim() !== '' && b.trim() !== '' && Number.isFinite(na) && Number.isFinite(nb)) return na - nb;
+    if ((a === 'scratch') !== (b === 'scratch')) return a === 'scratch' ? 1 : -1;
+    const ca = classes.get(a);
+    const cb = classes.get(b);
+    if (ca !== undefined && cb !== undefined && ca !== cb) return cb - ca;
+    return a < b ? -1 : a > b ? 1 : 0;
+  };
+}
+
+const levelCache = new Map<string, Array<[string, number]>>();
+
+/** Level name → class count from a run's hierarchy.json (every level of its data, not only the one it trained). */
+function hierarchyLevels(dir: string | undefined): Array<[string, number]> {
+  if (!dir) return [];
+  if (!levelCache.has(dir)) {
+    let levels: Array<[string, number]> = [];
+    try {
+      const h = JSON.parse(fs.readFileSync(path.join(dir, 'hierarchy.json'), 'utf8')) as { levels?: Array<{ name: string; classes: unknown[] }> };
+      levels = (h.levels ?? []).map((l) => [l.name, l.classes.length]);
+      // The spellings a level is asked for by: leaf (finest), top/coarse, depth:N (levels listed coarsest first).
+      const counts = levels.map(([, n]) => n);
+      if (counts.length) levels.push(['leaf', Math.max(...counts)], ['top', Math.min(...counts.filter((n) => n > 1))], ['coarse', Math.min(...counts.filter((n) => n > 1))]);
+      counts.forEach((n, i) => levels.push([`depth${i + 1}`, n], [`depth:${i + 1}`, n]));
+    } catch {
+      levels = [];
+    }
+    levelCache.set(dir, levels);
+  }
+  return levelCache.get(dir)!;
+}
+
+export function groupRuns(runs: readonly RunRecord[], keys: readonly string[]): Group[] {
+  const map = new Map<string, Group>();
+  for (const r of runs) {
+    const values = keys.map((k) => label(keyValue(r, k)));
+    const id = JSON.stringify(values);
+    if (!map.has(id)) map.set(id, { values, runs: [] });
+    map.get(id)!.runs.push(r);
+  }
+  const cmp = valueOrder(runs);
+  return [...map.values()].sort((a, b) => {
+    for (let i = 0; i < keys.length; i++) {
+      const c = cmp(a.values[i], b.values[i]);
+      if (c) return c;
+    }
+    return 0;
+  });
+}
+
+export function groupStats(g: Group, metrics: readonly string[]): Stat[] {
+  return metrics.map((m) => stat(g.runs.map((r) => metricValue(r.summary, m)).filter((v): v is number => v !== undefined)));
+}
+
+export function fmt(v: number): string {
+  if (!Number.isFinite(v)) return '–';
+  return Math.abs(v) >= 100 ? v.toFixed(1) : v.toFixed(4);
+}
+
+/** One markdown table: a row per group, mean ± std over its runs, n per cell. */
+export function markdownTable(groups: readonly Group[], keys: readonly string[], metrics: readonly string[]): string {
+  const head = [...keys, 'n', ...metrics];
+  const rows = groups.map((g) => {
+    const stats = groupStats(g, metrics);
+    return [
+      ...g.values.map((v) => v.replace(/\|/g, '\\|')),
+      String(g.runs.length),
+      ...stats.map((s) => (s.n === 0 ? '–' : `${fmt(s.mean)}${s.n > 1 ? ` ± ${fmt(s.std)}` : ''}${s.n !== g.runs.length ? ` (n=${s.n})` : ''}`)),
+    ];
+  });
+  const widths = head.map((h, i) => Math.max(h.length, 3, ...rows.map((r) => r[i].length)));
+  const line = (cells: string[]) => `| ${cells.map((c, i) => c.padEnd(widths[i])).join(' | ')} |`;
+  return [line(head), `| ${widths.map((w) => '-'.repeat(w)).join(' | ')} |`, ...rows.map(line)].join('\n');
+}
+
+function csvCell(v: unknown): string {
+  const s = v === undefined || v === null || (typeof v === 'number' && !Number.isFinite(v)) ? '' : typeof v === 'string' ? v : typeof v === 'number' || typeof v === 'boolean' ? String(v) : JSON.stringify(v);
+  return /[",\n]/.test(s) ? `"${s.replace(/"/g, '""')}"` : s;
+}
+
+export function csv(rows: ReadonlyArray<readonly unknown[]>): string {
+  return rows.map((r) => r.map(csvCell).join(',')).join('\n') + '\n';
+}
+
+/** summary.csv: a row per group with `<metric>_mean`, `<metric>_std`, `<metric>_n`. */
+export function groupsCsv(groups: readonly Group[], keys: readonly string[], metrics: readonly string[]): string {
+  const head = [...keys, 'n', ...metrics.flatMap((m) => [`${m}_mean`, `${m}_std`, `${m}_n`])];
+  return csv([head, ...groups.map((g) => [...g.values, g.runs.length, ...groupStats(g, metrics).flatMap((s) => [s.mean, s.std, s.n])])]);
+}
+
+/** runs.csv: a row per run, every grouping key and metric, and its folder. */
+export function runsCsv(runs: readonly RunRecord[], keys: readonly string[], metrics: readonly string[]): string {
+  const head = ['run', 'status', ...keys, ...metrics];
+  return csv([head, ...runs.map((r) => [r.dir, r.summary?.status ?? 'no summary', ...keys.map((k) => keyValue(r, k)), ...metrics.map((m) => metricValue(r.summary, m))])]);
+}
