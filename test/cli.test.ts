@@ -100,7 +100,7 @@ test('pretrain then finetune: the run folders hold every contract file and sensi
   }
   const env = readJson(path.join(pre, 'env.json'));
   assert.equal(env.backend, 'wasm');
-  assert.equal(env.threads, 1);
+  assert.ok(Number(env.threads) >= 1, `threads ${env.threads}`);
   const rows = metricRows(pre);
   assert.deepEqual(rows.map((x) => x.epoch), [0, 1, 2]);
   assert.ok(rows.every((x) => x.kind === 'epoch' && typeof x.trainable_params === 'number'));

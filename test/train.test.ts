@@ -27,7 +27,7 @@ test('a run killed with SIGKILL and resumed ends bit-identical to an uninterrupt
     const b = modelWeights(cut);
     for (const [name, w] of a) assert.ok(same(w, b.get(name)!), `weight ${name} differs after resume at epoch ${at}`);
     // metrics.jsonl has each epoch exactly once.
-    assert.deepEqual(metricRows(cut).map((x) => x.epoch), Array.from({ length: 13 }, (_, i) => i));
+    assert.deepEqual(metricRows(cut).filter((x) => x.kind === 'epoch').map((x) => x.epoch), Array.from({ length: 13 }, (_, i) => i));
   }
 });
 
@@ -98,7 +98,7 @@ test('live tensors stay flat across epochs', () => {
   const dir = path.join(tmpDir(), 'run');
   const r = cli(['pretrain', ...base, '--set', 'data.synthetic.train_samples=300', '--set', 'data.synthetic.test_samples=100', '--set', 'train.epochs=5', '--set', 'train.optimizer=adam', '--run-dir', dir]);
   assert.equal(r.code, 0, r.stderr);
-  const counts = metricRows(dir).filter((x) => Number(x.epoch) >= 1).map((x) => x.num_tensors);
+  const counts = metricRows(dir).filter((x) => x.kind === 'epoch' && Number(x.epoch) >= 1).map((x) => x.num_tensors);
   assert.equal(counts.length, 5);
   assert.ok(counts.every((c) => c === counts[0]), `num_tensors per epoch: ${counts.join(', ')}`);
 });
@@ -112,7 +112,7 @@ test('the wasm path computes the same losses as the reference cpu backend', () =
     const r = cli(['pretrain', ...args, '--backend', backend, '--run-dir', dir]);
     assert.equal(r.code, 0, r.stderr);
     assert.equal(readJson(path.join(dir, 'env.json')).backend, backend);
-    losses.push(metricRows(dir).filter((x) => Number(x.epoch) >= 1).map((x) => Number(x.train_loss)));
+    losses.push(metricRows(dir).filter((x) => x.kind === 'epoch' && Number(x.epoch) >= 1).map((x) => Number(x.train_loss)));
   }
   losses[0].forEach((l, i) => assert.ok(Math.abs(l - losses[1][i]) < 1e-3, `epoch ${i + 1}: wasm ${l} vs cpu ${losses[1][i]}`));
 });

@@ -62,8 +62,7 @@ export async function initEngine(requested: BackendChoice = 'auto', threads?: nu
     if (why === null) {
       const { registerWasmTrainingKernels } = await import('./wasm-kernels');
       registerWasmTrainingKernels();
-      if (await tf.setBackend('wasm')) backend = 'wasm';
-      else fallbacks.push('wasm: failed to initialise');
+      backend = await initWasm(threads ?? defaultThreads(), fallbacks);
     } else if (requested === 'wasm') {
       throw new UsageError(`--backend wasm: @tensorflow/tfjs-backend-wasm does not load (${why}). Run 'npm ci' again.`);
     } else fallbacks.push(`wasm: ${why}`);
@@ -75,9 +74,9 @@ export async function initEngine(requested: BackendChoice = 'auto', threads?: nu
   await tf.ready();
   // Production mode: no debug checks, and no console banner urging tfjs-node on every run.
   tf.enableProdMode();
-  // Only the native backend runs on several threads here; wasm's threaded build
-  // cannot start its workers under Node, so one thread is the honest number.
-  const nThreads = backend === 'tensorflow' ? (threads ?? os.cpus().length) : 1;
+  // The count each backend really runs with: wasm reports what its XNNPACK
+  // pool got; the native backend is trusted with what was asked.
+  const nThreads = backend === 'wasm' ? wasmThreads : backend === 'tensorflow' ? (threads ?? defaultThreads()) : 1;
   active = {
     backend,
     requested,
@@ -92,6 +91,42 @@ export async function initEngine(requested: BackendChoice = 'auto', threads?: nu
     },
   };
   return active;
+}
+
+/** All cores; the wasm backend's pool stops at 8 (the workers its build starts). */
+function defaultThreads(): number {
+  return Math.max(1, os.cpus().length);
+}
+
+let wasmThreads = 1;
+
+/**
+ * Starts the wasm backend on `threads` threads: the package's threaded SIMD
+ * build, started through ./wasm-threads (tfjs itself never uses it in Node,
+ * see that file for why and how). If that build fails to start, the stock
+ * single-threaded build runs instead and the reason goes into `fallbacks`.
+ */
+async function initWasm(threads: number, fallbacks: string[]): Promise<string | null> {
+  const { useThreadedWasm, useStockWasm, wasmThreadsCount } = await import('./wasm-threads');
+  if (threads > 1) {
+    useThreadedWasm(threads);
+    try {
+      if (await tf.setBackend('wasm')) {
+        wasmThreads = wasmThreadsCount();
+        return 'wasm';
+      }
+      fallbacks.push(`wasm with ${threads} threads: failed to initialise; running on 1 thread`);
+    } catch (e) {
+      fallbacks.push(`wasm with ${threads} threads: ${(e as Error).message}; running on 1 thread`);
+    }
+    useStockWasm();
+  }
+  if (!(await tf.setBackend('wasm'))) {
+    fallbacks.push('wasm: failed to initialise');
+    return null;
+  }
+  wasmThreads = 1;
+  return 'wasm';
 }
 
 function tensorflowDevice(): string {

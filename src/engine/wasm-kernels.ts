@@ -17,6 +17,7 @@ import * as tf from '@tensorflow/tfjs';
 // the kernel we replace can be captured even before tf.setBackend('wasm').
 import '@tensorflow/tfjs-backend-wasm';
 import type { BackendWasm } from '@tensorflow/tfjs-backend-wasm';
+import { fastKernels, replaced } from './wasm-fast-kernels';
 
 const WASM = 'wasm';
 
@@ -248,7 +249,8 @@ const conv2DBackpropInputConfig: tf.KernelConfig = {
 };
 
 /**
- * Registers Conv2DBackpropFilter and a faster Conv2DBackpropInput for the wasm
+ * Registers Conv2DBackpropFilter, a faster Conv2DBackpropInput and the
+ * kernels of ./wasm-fast-kernels (Tile, MaxPoolGrad, Sum, Mean) for the wasm
  * backend. Idempotent, and safe before or after tf.setBackend('wasm').
  */
 export function registerWasmTrainingKernels(): void {
@@ -259,7 +261,14 @@ export function registerWasmTrainingKernels(): void {
   if (!originalBackpropInput) {
     throw new Error('wasm training kernels: the wasm backend registered no Conv2DBackpropInput to fall back on');
   }
-  for (const config of [conv2DBackpropFilterConfig, conv2DBackpropInputConfig]) {
+  for (const { config, fallsBack } of fastKernels) {
+    const current = tf.getKernel(config.kernelName, WASM);
+    if (fallsBack && current && current !== config) replaced.set(config.kernelName, current);
+    if (fallsBack && !replaced.has(config.kernelName)) {
+      throw new Error(`wasm training kernels: the wasm backend registered no ${config.kernelName} to fall back on`);
+    }
+  }
+  for (const config of [conv2DBackpropFilterConfig, conv2DBackpropInputConfig, ...fastKernels.map((k) => k.config)]) {
     const registered = tf.getKernel(config.kernelName, WASM);
     if (registered === config) continue;
     // registerKernel over an existing entry works but logs a warning.

@@ -1,0 +1,133 @@
+"""PyTorch side of `npm run bench`: the same cnn-small / resnet8 as
+src/models/archs.ts, trained on CPU with the same step (SGD momentum,
+softmax cross-entropy) on random 32x32x3 batches. Prints one JSON line.
+
+    python3 bench/torch_bench.py --arch cnn-small --threads 1 --steps 20
+
+Needs PyTorch (Debian: apt-get install python3-torch; or pip install torch).
+"""
+import argparse
+import json
+import resource
+import time
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+
+class CnnSmall(nn.Module):
+    """block1..3: 3x3 'same' conv + ReLU (32, 64, 128), 2x2 max pool after the first two, global average pool."""
+
+    def __init__(self, classes, width=1.0):
+        super().__init__()
+        w = lambda n: max(1, round(n * width))
+        self.c1 = nn.Conv2d(3, w(32), 3, padding=1)
+        self.c2 = nn.Conv2d(w(32), w(64), 3, padding=1)
+        self.c3 = nn.Conv2d(w(64), w(128), 3, padding=1)
+        self.head = nn.Linear(w(128), classes)
+
+    def forward(self, x):
+        x = F.max_pool2d(F.relu(self.c1(x)), 2)
+        x = F.max_pool2d(F.relu(self.c2(x)), 2)
+        x = F.relu(self.c3(x)).mean((2, 3))
+        return self.head(x)
+
+
+class BasicBlock(nn.Module):
+    def __init__(self, cin, cout, stride):
+        super().__init__()
+        self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(cout, eps=1e-5, momentum=0.1)
+        self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(cout, eps=1e-5, momentum=0.1)
+        self.proj = None
+        if stride != 1 or cin != cout:
+            self.proj = nn.Sequential(nn.Conv2d(cin, cout, 1, stride, 0, bias=False), nn.BatchNorm2d(cout, eps=1e-5, momentum=0.1))
+
+    def forward(self, x):
+        y = self.bn2(self.conv2(F.relu(self.bn1(self.conv1(x)))))
+        return F.relu(y + (self.proj(x) if self.proj is not None else x))
+
+
+class ResNet(nn.Module):
+    """CIFAR ResNet: stem 3x3 conv 16 + BN + ReLU, 3 stages of n basic blocks (16, 32, 64), GAP, dense."""
+
+    def __init__(self, n, classes, width=1.0):
+        super().__init__()
+        w = lambda c: max(1, round(c * width))
+        self.stem = nn.Sequential(nn.Conv2d(3, w(16), 3, 1, 1, bias=False), nn.BatchNorm2d(w(16)), nn.ReLU())
+        blocks, cin = [], w(16)
+        for stage, c in enumerate([16, 32, 64]):
+            for i in range(n):
+                stride = 2 if stage > 0 and i == 0 else 1
+                blocks.append(BasicBlock(cin, w(c), stride))
+                cin = w(c)
+        self.blocks = nn.Sequential(*blocks)
+        self.head = nn.Linear(cin, classes)
+
+    def forward(self, x):
+        return self.head(self.blocks(self.stem(x)).mean((2, 3)))
+
+
+def build(arch, classes):
+    if arch == "cnn-small":
+        return CnnSmall(classes)
+    if arch == "resnet8":
+        return ResNet(1, classes)
+    if arch == "resnet20":
+        return ResNet(3, classes)
+    raise SystemExit(f"torch_bench: unknown arch {arch}")
+
+
+def main():
+    p = argparse.ArgumentParser()
+    p.add_argument("--arch", required=True)
+    p.add_argument("--threads", type=int, required=True)
+    p.add_argument("--steps", type=int, default=20)
+    p.add_argument("--warmup", type=int, default=3)
+    p.add_argument("--repeat", type=int, default=1, help="timing blocks; the best one counts")
+    p.add_argument("--batch", type=int, default=64)
+    p.add_argument("--classes", type=int, default=10)
+    p.add_argument("--lr", type=float, default=0.01)
+    a = p.parse_args()
+
+    torch.set_num_threads(a.threads)
+    torch.manual_seed(0)
+    net = build(a.arch, a.classes)
+    net.train()
+    opt = torch.optim.SGD(net.parameters(), lr=a.lr, momentum=0.9)
+    # Two batches in rotation, channels first (PyTorch's native CPU layout).
+    batches = [(torch.randn(a.batch, 3, 32, 32), torch.randint(0, a.classes, (a.batch,))) for _ in range(2)]
+
+    def step(i):
+        x, y = batches[i % 2]
+        opt.zero_grad(set_to_none=True)
+        loss = F.cross_entropy(net(x), y)
+        loss.backward()
+        opt.step()
+        return loss.item()
+
+    for i in range(a.warmup):
+        step(i)
+    seconds = float("inf")
+    for _ in range(a.repeat):
+        t0 = time.perf_counter()
+        for i in range(a.steps):
+            loss = step(i)
+        seconds = min(seconds, time.perf_counter() - t0)
+    print(json.dumps({
+        "arch": a.arch,
+        "params": sum(p.numel() for p in net.parameters() if p.requires_grad),
+        "threads": torch.get_num_threads(),
+        "images_per_second": a.steps * a.batch / seconds,
+        "ms_per_step": 1000 * seconds / a.steps,
+        "last_loss": loss,
+        # Linux reports KiB.
+        "max_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "torch": torch.__version__,
+    }))
+
+
+if __name__ == "__main__":
+    main()
