@@ -64,6 +64,10 @@ export function hierarchyCommand(): Command {
         }
         process.stdout.write(`${cfg.data.format}: ${report.classes} classes, depth ${report.max_depth}, ${report.train_images} training / ${report.test_images} test images\n`);
         if (h.dag) process.stdout.write(`DAG turned into a tree: ${h.dag.multiParentNodes} node(s) had several parents (longest path from the root kept)\n`);
+        if (data.skipped) process.stdout.write(`${data.skipped} unreadable image(s) skipped\n`);
+        if (cfg.data.include.length || cfg.data.exclude.length || cfg.data.relabel) {
+          process.stdout.write(`as transformed by data.include [${cfg.data.include.join(', ')}], data.exclude [${cfg.data.exclude.join(', ')}], data.relabel ${cfg.data.relabel ?? 'none'}\n`);
+        }
         const rows = [['level', 'spec', 'classes', 'img/class min', 'median', 'max', 'ambiguous names']];
         for (const l of levels) rows.push([l.name, l.depth_spec, String(l.classes), String(l.images_min), String(l.images_median), String(l.images_max), String(l.ambiguous_names)]);
         process.stdout.write(formatTable(rows) + '\n');

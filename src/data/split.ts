@@ -87,7 +87,9 @@ export function splitRecord(ds: Dataset, split: Split): Record<string, unknown> 
     h.update(part);
     for (const i of idx) h.update(`${e.ids[i]}:${e.y[i]}\n`);
   }
-  return { ...rec, counts: { train: split.train.length, val: split.val.length, test: split.test.length }, hash: h.digest('hex') };
+  const out: Record<string, unknown> = { ...rec, counts: { train: split.train.length, val: split.val.length, test: split.test.length }, hash: h.digest('hex') };
+  if (ds.sourceOverlap) out.source_overlap = ds.sourceOverlap;
+  return out;
 }
 
 /** Rebuild a split from a split.json written by another run (same data). */
@@ -126,4 +128,19 @@ export function noisyLabels(ids: string[], labels: Int32Array, numClasses: numbe
 
 export function levelLabels(e: Examples, idx: number[], level: Level): Int32Array {
   return Int32Array.from(idx, (i) => level.classOf[e.y[i]]);
+}
+
+/**
+ * A level that drops classes (`nodes:FILE`: classes under no listed node)
+ * drops their examples from every part of the split; returns how many went.
+ */
+export function restrictToLevel(ds: Dataset, split: Split, level: Level): { split: Split; dropped: number } {
+  if (level.droppedClasses === 0) return { split, dropped: 0 };
+  const keep = (e: Examples) => (i: number) => level.classOf[e.y[i]] >= 0;
+  const out = { train: split.train.filter(keep(ds.train)), val: split.val.filter(keep(ds.train)), test: split.test.filter(keep(ds.test)) };
+  const dropped = split.train.length + split.val.length + split.test.length - out.train.length - out.val.length - out.test.length;
+  if (out.train.length === 0 || out.test.length === 0) {
+    throw new UsageError(`level '${level.spec}' keeps no ${out.train.length === 0 ? 'training' : 'test'} images: no class falls under a listed node.`);
+  }
+  return { split: out, dropped };
 }

@@ -9,6 +9,8 @@ export interface Examples {
   ids: string[];
   /** 1 where the example is "hard" (synthetic: lacks the coarsest features). */
   hard?: Uint8Array;
+  /** Content hash of each example's image file (file-based formats), for overlap checks across datasets. */
+  hashes?: string[];
 }
 
 export interface Dataset {
@@ -21,6 +23,17 @@ export interface Dataset {
   features?: { byDepth: Float32Array[]; dim: number };
   /** Examples skipped while loading (unreadable files). */
   skipped: number;
+  /** Set when fine-tuning on other data than the source run's: its overlap by content hash (split.json records it). */
+  sourceOverlap?: SourceOverlap;
+}
+
+export interface SourceOverlap {
+  /** Target examples whose image file also is in the source run's training set. */
+  test_in_source_train: number;
+  train_in_source_train: number;
+  /** A few of the overlapping target test ids. */
+  test_examples: string[];
+  source_train_checked: number;
 }
 
 export function exampleCount(e: Examples): number {
@@ -34,12 +47,14 @@ export function takeExamples(e: Examples, idx: ArrayLike<number>, size: number):
   const y = new Int32Array(n);
   const ids: string[] = new Array(n);
   const hard = e.hard ? new Uint8Array(n) : undefined;
+  const hashes = e.hashes ? new Array<string>(n) : undefined;
   for (let i = 0; i < n; i++) {
     const j = idx[i];
     x.set(e.x.subarray(j * size, (j + 1) * size), i * size);
     y[i] = e.y[j];
     ids[i] = e.ids[j];
     if (hard) hard[i] = e.hard![j];
+    if (hashes) hashes[i] = e.hashes![j];
   }
-  return { x, y, ids, hard };
+  return { x, y, ids, hard, hashes };
 }

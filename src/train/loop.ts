@@ -10,6 +10,7 @@ import { NamedVariable, Network } from '../models/network';
 import { appendMetrics } from '../runs/rundir';
 import { RunFailure } from '../util/errors';
 import { Rng } from '../util/rng';
+import { augmentBatch } from '../data/augment';
 import { saveCheckpoint, CheckpointState, InEpoch, ScheduleState } from './checkpoint';
 import { lossOf } from './loss';
 import { blockLrScale, fixedStopMet, initialTrainable, isDynamicsStep, metricStopMet, openingOrder, opensAfter } from './unfreeze';
@@ -283,6 +284,8 @@ export async function train(job: TrainJob): Promise<TrainResult> {
         xbuf.set(trainX.subarray(j * size, (j + 1) * size), i * size);
         ybuf[i] = job.trainLabels[order[s + i]];
       }
+      // Augmentation draws from a generator seeded by the step, so a resumed run augments identically.
+      if (cfg.data.augment.length) augmentBatch(xbuf, b, data.shape, cfg.data.augment, new Rng(cfg.train.seed! * 1_000_003 + step, 19));
       const lr = learningRate(cfg.train.schedule, cfg.train.lr, step, totalSteps, warmup);
       const blockTraining = trainable.map((t) => t && bnTrains);
       let predTensor: tf.Tensor | null = null;

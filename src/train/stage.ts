@@ -121,7 +121,6 @@ function refuseUnavailable(cfg: Config): void {
     throw new UsageError(`eval.ood corrupts images in [0, 1]; synthetic data are feature patterns. Use eval.ood_synthetic (${['weak_common', 'more_noise', 'all_hard'].join(', ')}) for synthetic covariate shift.`);
   }
   if (cfg.eval.ood_synthetic.length && cfg.data.format !== 'synthetic') no('eval.ood_synthetic', `generator shifts for data.format '${cfg.data.format}' (they need synthetic data)`);
-  if (cfg.data.augment.length) no('data.augment', 'augmentation in the training loop');
 }
 
 interface Prepared {
@@ -227,8 +226,7 @@ function hierarchyRecord(h: Hierarchy, level: Level): Record<string, unknown> {
  * inference mode, and no augmentation reaches them.
  */
 export function prefixCacheable(cfg: Config, stage: Stage, frozen: number): boolean {
-  const augment = (cfg.data as { augment?: unknown[] }).augment ?? [];
-  return stage === 'finetune' && frozen > 0 && cfg.finetune.unfreeze === null && augment.length === 0 && process.env.GRANULAR_PREFIX_CACHE !== '0';
+  return stage === 'finetune' && frozen > 0 && cfg.finetune.unfreeze === null && cfg.data.augment.length === 0 && process.env.GRANULAR_PREFIX_CACHE !== '0';
 }
 
 function envRecord(engine: EngineInfo, net: Network, frozen: number, prefixCached: boolean): Record<string, unknown> {
@@ -369,6 +367,7 @@ export async function runStage(req: StageRequest): Promise<StageOutcome> {
     backend: p.engine.backend,
     threads: p.engine.threads,
     skipped_images: p.data.skipped,
+    ...(p.data.sourceOverlap ? { source_overlap: p.data.sourceOverlap } : {}),
     label_noise_flipped: p.flipped,
   };
   let summary: Record<string, unknown>;

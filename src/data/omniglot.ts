@@ -1,0 +1,62 @@
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { Config } from '../config/schema';
+import { Hierarchy } from '../hierarchy/tree';
+import { UsageError } from '../util/errors';
+import { Catalog } from './catalog';
+import { ImageRef } from './decode';
+import { ZipFile } from './zip';
+
+/** Where the project's copy lives (beside the checkout); data.root overrides it. */
+export const OMNIGLOT_DEFAULT = '../shared/data/omniglot';
+/** Drawers 01-15 train, 16-20 test: every character is in both parts, drawn by different people. */
+export const OMNIGLOT_TRAIN_DRAWERS = 15;
+
+const ENTRY = /^[^/]+\/([^/]+)\/(character\d+)\/([^/]+_(\d+)\.png)$/;
+
+/**
+ * The Omniglot background zips (alphabet -> character), read straight from
+ * the archives. data.root is one zip, or a folder whose images_*.zip are all read.
+ */
+export function omniglotCatalog(cfg: Config): Catalog {
+  const root = path.resolve(cfg.data.root ?? OMNIGLOT_DEFAULT);
+  if (!fs.existsSync(root)) throw new UsageError(`Omniglot data not found at '${root}'. Set data.root to an images_background*.zip (or the folder holding it).`);
+  const zips = fs.statSync(root).isDirectory()
+    ? fs.readdirSync(root).filter((f) => /^images_.*\.zip$/.test(f)).sort().map((f) => path.join(root, f))
+    : [root];
+  if (zips.length === 0) throw new UsageError(`no images_*.zip in '${root}'. Set data.root to an Omniglot zip.`);
+  const found: Array<{ alphabet: string; character: string; drawer: number; ref: Omit<ImageRef, 'cls'> }> = [];
+  for (const file of zips) {
+    const zip = new ZipFile(file);
+    const st = fs.statSync(file);
+    const zipStamp = `${path.basename(file)}:${st.size}:${Math.round(st.mtimeMs)}`;
+    for (const e of zip.entries) {
+      const m = e.name.match(ENTRY);
+      if (!m) continue;
+      found.push({
+        alphabet: m[1],
+        character: m[2],
+        drawer: Number(m[4]),
+        ref: { id: e.name, stamp: `${zipStamp}:${e.crc32.toString(16)}`, read: () => zip.read(e) },
+      });
+    }
+  }
+  if (found.length === 0) throw new UsageError(`no Omniglot images (<set>/<Alphabet>/characterNN/<id>_<drawer>.png) in ${zips.join(', ')}.`);
+  const nodes = new Map<string, { id: string; parent: string | null; name: string }>();
+  for (const f of found) {
+    nodes.set(f.alphabet, { id: f.alphabet, parent: null, name: f.alphabet });
+    const id = `${f.alphabet}/${f.character}`;
+    nodes.set(id, { id, parent: f.alphabet, name: f.character });
+  }
+  const classes = [...nodes.values()].filter((n) => n.parent !== null).map((n) => n.id).sort();
+  const hierarchy = new Hierarchy('root', [...nodes.values()], classes, new Map([[1, 'alphabet'], [2, 'character']]));
+  const index = new Map(classes.map((c, i) => [c, i]));
+  found.sort((a, b) => (a.ref.id < b.ref.id ? -1 : 1));
+  const train: ImageRef[] = [];
+  const test: ImageRef[] = [];
+  for (const f of found) {
+    const ref = { ...f.ref, cls: index.get(`${f.alphabet}/${f.character}`)! };
+    (f.drawer <= OMNIGLOT_TRAIN_DRAWERS ? train : test).push(ref);
+  }
+  return { format: 'omniglot', hierarchy, train, test };
+}

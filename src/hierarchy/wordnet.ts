@@ -1,0 +1,75 @@
+import * as fs from 'node:fs';
+import { UsageError } from '../util/errors';
+import { Hierarchy, treeFromDag } from './tree';
+
+/** `parent child` per line (WordNet is_a edge list); blank lines and '#' comments skipped. */
+export function readEdges(file: string): Array<[string, string]> {
+  let text: string;
+  try {
+    text = fs.readFileSync(file, 'utf8');
+  } catch {
+    throw new UsageError(`cannot read the is-a edge list '${file}' (one 'parent child' pair per line). Set data.is_a.`);
+  }
+  const edges: Array<[string, string]> = [];
+  const bad: number[] = [];
+  text.split('\n').forEach((line, i) => {
+    const t = line.trim();
+    if (!t || t.startsWith('#')) return;
+    const parts = t.split(/\s+/);
+    if (parts.length !== 2) bad.push(i + 1);
+    else edges.push([parts[0], parts[1]]);
+  });
+  if (bad.length) throw new UsageError(`${file}: ${bad.length} line(s) are not 'parent child' pairs, e.g. line(s) ${bad.slice(0, 5).join(', ')}.`);
+  return edges;
+}
+
+/** `wnid<TAB>names` per line. */
+export function readNames(file: string): Map<string, string> {
+  const names = new Map<string, string>();
+  for (const line of fs.readFileSync(file, 'utf8').split('\n')) {
+    const tab = line.indexOf('\t');
+    if (tab > 0) names.set(line.slice(0, tab).trim(), line.slice(tab + 1).trim());
+  }
+  return names;
+}
+
+export const VIRTUAL_ROOT = '__root__';
+
+/**
+ * The tree over `classes` from an is-a DAG: every class must be a node of the
+ * graph; the root is the single ancestor without parents (a virtual root joins
+ * several). A cycle is an error naming nodes on it.
+ */
+export function wordnetTree(edges: ReadonlyArray<[string, string]>, classes: readonly string[], names: ReadonlyMap<string, string> | undefined, source: string): Hierarchy {
+  const parentsOf = new Map<string, string[]>();
+  const known = new Set<string>();
+  for (const [p, c] of edges) {
+    known.add(p);
+    known.add(c);
+    if (!parentsOf.has(c)) parentsOf.set(c, []);
+    parentsOf.get(c)!.push(p);
+  }
+  const unknown = classes.filter((c) => !known.has(c));
+  // A lone class with no edges at all is an error: it has no place in the hierarchy.
+  if (unknown.length) {
+    throw new UsageError(`${unknown.length} class folder(s) are not nodes of ${source}: ${unknown.slice(0, 5).join(', ')}${unknown.length > 5 ? ', ...' : ''}. Add their is-a edges, or remove the folders.`);
+  }
+  const seen = new Set<string>();
+  const stack = [...classes];
+  const roots: string[] = [];
+  while (stack.length) {
+    const n = stack.pop()!;
+    if (seen.has(n)) continue;
+    seen.add(n);
+    const ps = parentsOf.get(n) ?? [];
+    if (ps.length === 0) roots.push(n);
+    for (const p of ps) stack.push(p);
+  }
+  if (roots.length === 0) {
+    const onCycle = [...seen].sort().slice(0, 5);
+    throw new UsageError(`${source}: the is-a graph above the classes has a cycle (no node without a parent), through e.g. ${onCycle.join(', ')}. Remove one edge of the cycle.`);
+  }
+  if (roots.length === 1) return treeFromDag(edges, roots[0], classes, names);
+  const joined: Array<[string, string]> = [...edges, ...roots.sort().map((r): [string, string] => [VIRTUAL_ROOT, r])];
+  return treeFromDag(joined, VIRTUAL_ROOT, classes, names);
+}
