@@ -1,4 +1,36 @@
-import { StageOutcome } from '../train/stage';
+import { Command } from 'commander';
+import { runStage, Stage, StageOutcome } from '../train/stage';
+import { action, collect, commonOptions, withCommonOptions } from './common';
+
+/** The options pretrain and finetune share, with the action that runs the stage. */
+export function stageCommand(cmd: Command, stage: Stage): Command {
+  cmd
+    .option('--config <file>', stage === 'pretrain' ? 'YAML config (defaults < file < --set < flags)' : 'YAML config (defaults < source config < file < --set < flags)')
+    .option('--set <key=value>', 'override a config key (repeatable; value parsed as YAML)', collect, [])
+    .option('--run-dir <dir>', 'exact output folder (must not exist or be empty)')
+    .option('--resume <run_dir>', 'continue a crashed or interrupted run exactly where its checkpoint left it')
+    .option('--force', 'with --resume: continue on another backend or thread count (no longer bit-identical)', false);
+  withCommonOptions(cmd);
+  return cmd.action(
+    action(async (o: Record<string, unknown>) => {
+      const out = await runStage({
+        stage,
+        configFile: o.config as string | undefined,
+        sets: o.set as string[],
+        level: o.level as string | undefined,
+        freeze: o.freeze as string | undefined,
+        from: o.from as string | undefined,
+        runDir: o.runDir as string | undefined,
+        resume: o.resume as string | undefined,
+        force: Boolean(o.force),
+        ...commonOptions(o),
+        argv: ['granular', ...process.argv.slice(2)],
+      });
+      printOutcome(out);
+      return out.exitCode;
+    }),
+  );
+}
 
 /** The last line a stage prints on stdout: status, folder, headline numbers. */
 export function printOutcome(out: StageOutcome): void {
