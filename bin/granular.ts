@@ -16,7 +16,7 @@ const program = new Command('granular')
   .configureOutput({ outputError: (s, write) => write(`granular: ${s}`) });
 
 for (const cmd of [pretrainCommand(), finetuneCommand(), evalCommand(), hierarchyCommand(), quickstartCommand(), doctorCommand(), sweepCommand(), reportCommand()]) {
-  program.addCommand(cmd.showHelpAfterError('(run with --help for usage)'));
+  program.addCommand(cmd.showHelpAfterError('(run with --help for usage)').configureOutput({ outputError: (s, write) => write(`granular: ${s}`) }));
 }
 // commander's own usage errors (unknown option, missing argument) exit 2, as every usage error does.
 for (const cmd of [program, ...program.commands]) {
