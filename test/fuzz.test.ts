@@ -12,7 +12,7 @@ import { QUICKSTART, tmpDir } from './helpers';
  * Parsers of user input, fed random and mutated input: the outcome is a value
  * or a UsageError (exit 2 with a message), never any other exception.
  */
-const RUNS = Number(process.env.GRANULAR_FUZZ_RUNS ?? 1000);
+const RUNS = Number(process.env.GRANULAR_FUZZ_RUNS ?? 2000);
 
 function cleanOutcome(fn: () => unknown): void {
   try {
