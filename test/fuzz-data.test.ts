@@ -9,23 +9,13 @@ import { resolveConfig } from '../src/config/load';
 import { loadCatalog } from '../src/data';
 import { decodeAll } from '../src/data/decode';
 import { planSweep } from '../src/report/sweep-plan';
-import { UsageError } from '../src/util/errors';
-import { tmpDir } from './helpers';
+import { cleanOutcome, FUZZ_RUNS as RUNS, tmpDir } from './helpers';
 
 /**
  * Dataset and sweep parsers fed random and mutated input: a value or a
  * UsageError (exit 2 with a message), never another exception; a broken image
  * is reported as skipped, never thrown.
  */
-const RUNS = Number(process.env.GRANULAR_FUZZ_RUNS ?? 2000);
-
-function cleanOutcome(fn: () => unknown): void {
-  try {
-    fn();
-  } catch (e) {
-    if (!(e instanceof UsageError)) throw new Error(`not a clean usage error: ${(e as Error)?.stack ?? e}`);
-  }
-}
 
 const mutated = (text: string) =>
   fc.tuple(fc.nat(text.length), fc.nat(30), fc.oneof(fc.string(), fc.constantFrom(',', '"', '\n', '\r\n', ':', '{', '}', '[', ']', 'NaN', '-Infinity', 'null', '\u0000', ' '))).map(([at, len, ins]) => text.slice(0, at) + ins + text.slice(Math.min(text.length, at + len)));

@@ -5,23 +5,12 @@ import * as path from 'node:path';
 import fc from 'fast-check';
 import { parseConfigYaml, parseSets, readConfigFile, resolveConfig } from '../src/config/load';
 import { treeFromDag } from '../src/hierarchy/tree';
-import { UsageError } from '../src/util/errors';
-import { QUICKSTART, tmpDir } from './helpers';
+import { cleanOutcome, FUZZ_RUNS as RUNS, QUICKSTART, tmpDir } from './helpers';
 
 /**
  * Parsers of user input, fed random and mutated input: the outcome is a value
  * or a UsageError (exit 2 with a message), never any other exception.
  */
-const RUNS = Number(process.env.GRANULAR_FUZZ_RUNS ?? 2000);
-
-function cleanOutcome(fn: () => unknown): void {
-  try {
-    fn();
-  } catch (e) {
-    if (!(e instanceof UsageError)) throw new Error(`not a clean usage error: ${(e as Error)?.stack ?? e}`);
-    assert.ok(e.message.length > 10 && !/\n\s+at /.test(e.message), `message: ${e.message}`);
-  }
-}
 
 const quickstart = fs.readFileSync(QUICKSTART, 'utf8');
 

@@ -2,6 +2,7 @@ import { spawn, spawnSync, SpawnSyncReturns } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
+import { UsageError } from '../src/util/errors';
 
 /** The repository root (tests run from dist/test/). */
 export const ROOT = path.resolve(__dirname, '..', '..');
@@ -127,4 +128,17 @@ export function runWatching(args: string[], onTick: (child: ReturnType<typeof sp
 
 export function checkpointState(runDir: string): { epoch: number; step: number } {
   return JSON.parse(fs.readFileSync(path.join(runDir, 'checkpoint', 'state.json'), 'utf8'));
+}
+
+/** Cases per fuzz property (CI runs the default). */
+export const FUZZ_RUNS = Number(process.env.GRANULAR_FUZZ_RUNS ?? 2000);
+
+/** A parser's outcome on bad input: a value, or a UsageError with a message (exit 2) - never another exception. */
+export function cleanOutcome(fn: () => unknown): void {
+  try {
+    fn();
+  } catch (e) {
+    if (!(e instanceof UsageError)) throw new Error(`not a clean usage error: ${(e as Error)?.stack ?? e}`);
+    if (e.message.length < 10 || /\n\s+at /.test(e.message)) throw new Error(`usage error without a readable message: ${e.message}`);
+  }
 }
