@@ -1,4 +1,9 @@
+import * as fs from 'node:fs';
 import { Config } from '../config/schema';
+import { toUnitFloats } from '../data/cache';
+import { decodeAll } from '../data/decode';
+import { listImages } from '../data/folders';
+import { UsageError } from '../util/errors';
 import { corrupt, Corruption } from '../data/corruptions';
 import { renderShifted, SyntheticShift } from '../data/synthetic';
 import { Dataset, Examples } from '../data/types';
@@ -37,7 +42,16 @@ export async function oodMetrics(cfg: Config, net: Network, data: Dataset, split
       },
     ]),
   ];
+  if (cfg.eval.ood_root) {
+    const ext = await externalOod(cfg.eval.ood_root, data, cfg);
+    shifts.push(['external', async () => score(ext, ext.ids.map((_, k) => k))]);
+  }
   for (const [name, at] of shifts) {
+    if (name === 'external') {
+      out['ood_acc@external'] = await at(0);
+      means.push(out['ood_acc@external']);
+      continue;
+    }
     const accs: number[] = [];
     for (const s of severities) {
       const a = await at(s);
@@ -49,4 +63,35 @@ export async function oodMetrics(cfg: Config, net: Network, data: Dataset, split
   }
   if (means.length) out.ood_acc = means.reduce((a, b) => a + b, 0) / means.length;
   return out;
+}
+
+/**
+ * An external OOD test folder (`eval.ood_root`): `<root>/<class>/*.png|jpg|ppm`,
+ * one folder per dataset class, named like the class (its last path segment).
+ * Images are decoded like the dataset's; every one is a test example.
+ */
+async function externalOod(root: string, data: Dataset, cfg: Config): Promise<Examples> {
+  const h = data.hierarchy;
+  const byName = new Map<string, number[]>();
+  h.classes.forEach((c, i) => byName.set(h.node(c).name, [...(byName.get(h.node(c).name) ?? []), i]));
+  let folders: string[];
+  try {
+    folders = fs.readdirSync(root, { withFileTypes: true }).filter((e) => e.isDirectory() && !e.name.startsWith('.')).map((e) => e.name).sort();
+  } catch {
+    throw new UsageError(`eval.ood_root '${root}' is not a readable folder. It should hold one folder of images per class.`);
+  }
+  const unknown = folders.filter((f) => byName.get(f)?.length !== 1);
+  if (unknown.length || !folders.length) {
+    throw new UsageError(
+      `eval.ood_root '${root}': ${folders.length ? `${unknown.length} folder(s) name no single class of the dataset (${unknown.slice(0, 5).join(', ')})` : 'no class folders'}. ` +
+        `Name each folder like a class of the dataset (e.g. ${h.classes.slice(0, 3).map((c) => h.node(c).name).join(', ')}).`,
+    );
+  }
+  const files = folders.flatMap((f) => listImages(root, f).map((x) => ({ ...x, cls: byName.get(f)![0] })));
+  const [side, , C] = data.shape;
+  const dec = await decodeAll(files.map((f) => ({ id: f.id, cls: f.cls, stamp: f.stamp, read: () => fs.readFileSync(f.abs) })), side, C as 1 | 3);
+  const bad = new Set(dec.bad.map((b) => b.index));
+  const keep = files.map((_, i) => i).filter((i) => !bad.has(i));
+  const x = toUnitFloats(dec.pixels, keep, side * side * C);
+  return { x, y: Int32Array.from(keep, (i) => files[i].cls), ids: keep.map((i) => files[i].id) };
 }

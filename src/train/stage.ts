@@ -116,7 +116,7 @@ function refuseUnavailable(cfg: Config): void {
   const no = (key: string, what: string) => {
     throw new UsageError(`${key} is set but ${what} is not available in this version of granular yet. Remove the setting (see README.md).`);
   };
-  if (cfg.eval.ood_root !== null) no('eval.ood_root', 'an external OOD test folder');
+  if (cfg.eval.ood_root !== null && cfg.data.format === 'synthetic') throw new UsageError('eval.ood_root holds image folders; synthetic data have no images to compare with. Use eval.ood_synthetic.');
   if (cfg.eval.ood.length && cfg.data.format === 'synthetic') {
     throw new UsageError(`eval.ood corrupts images in [0, 1]; synthetic data are feature patterns. Use eval.ood_synthetic (${['weak_common', 'more_noise', 'all_hard'].join(', ')}) for synthetic covariate shift.`);
   }
