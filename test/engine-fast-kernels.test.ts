@@ -3,6 +3,7 @@ import assert from 'node:assert/strict';
 import * as tf from '@tensorflow/tfjs';
 import { registerWasmTrainingKernels } from '../src/engine/wasm-kernels';
 import { Rng } from '../src/util/rng';
+import { scaledError } from './helpers';
 
 /** 1e-4 of the larger of 1 and the reference's magnitude. */
 const TOLERANCE = 1e-4;
@@ -16,17 +17,6 @@ before(async () => {
 function randomValues(rng: Rng, size: number, integers = false): Float32Array {
   // Small integers make ties in max pooling common, to check which one wins.
   return Float32Array.from({ length: size }, () => (integers ? rng.int(4) : rng.normal()));
-}
-
-function scaledError(actual: ArrayLike<number>, expected: ArrayLike<number>): number {
-  assert.equal(actual.length, expected.length);
-  let maxDiff = 0;
-  let scale = 1;
-  for (let i = 0; i < expected.length; i++) {
-    maxDiff = Math.max(maxDiff, Math.abs(actual[i] - expected[i]));
-    scale = Math.max(scale, Math.abs(expected[i]));
-  }
-  return maxDiff / scale;
 }
 
 /** Runs `f` on wasm and on cpu; returns both results' values and shapes. */

@@ -3,6 +3,7 @@ import assert from 'node:assert/strict';
 import * as tf from '@tensorflow/tfjs';
 import { registerWasmTrainingKernels } from '../src/engine/wasm-kernels';
 import { Rng } from '../src/util/rng';
+import { scaledError } from './helpers';
 
 type ConvPad = 'same' | 'valid' | [[number, number], [number, number], [number, number], [number, number]];
 
@@ -34,18 +35,6 @@ function describeCase(c: ConvCase): string {
 
 function randomValues(rng: Rng, size: number): Float32Array {
   return Float32Array.from({ length: size }, () => rng.normal());
-}
-
-/** max |actual - expected| over max(1, max |expected|). */
-function scaledError(actual: Float32Array, expected: Float32Array): number {
-  assert.equal(actual.length, expected.length);
-  let maxDiff = 0;
-  let scale = 1;
-  for (let i = 0; i < expected.length; i++) {
-    maxDiff = Math.max(maxDiff, Math.abs(actual[i] - expected[i]));
-    scale = Math.max(scale, Math.abs(expected[i]));
-  }
-  return maxDiff / scale;
 }
 
 /** dx and dFilter of conv2d for the given upstream gradient, computed on `backendName`. */

@@ -142,3 +142,15 @@ export function cleanOutcome(fn: () => unknown): void {
     if (e.message.length < 10 || /\n\s+at /.test(e.message)) throw new Error(`usage error without a readable message: ${e.message}`);
   }
 }
+
+/** max |actual - expected| over max(1, max |expected|): kernel results compared across backends. */
+export function scaledError(actual: ArrayLike<number>, expected: ArrayLike<number>): number {
+  if (actual.length !== expected.length) throw new Error(`lengths differ: ${actual.length} vs ${expected.length}`);
+  let maxDiff = 0;
+  let scale = 1;
+  for (let i = 0; i < expected.length; i++) {
+    maxDiff = Math.max(maxDiff, Math.abs(actual[i] - expected[i]));
+    scale = Math.max(scale, Math.abs(expected[i]));
+  }
+  return maxDiff / scale;
+}

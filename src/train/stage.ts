@@ -206,12 +206,13 @@ function reinitUnfrozen(net: Network, cfg: Config, shape: [number, number, numbe
 }
 
 function hierarchyRecord(h: Hierarchy, level: Level): Record<string, unknown> {
+  const levels = h.levels();
   return {
     root: h.root,
     max_depth: h.maxDepth,
     classes: h.classes.map((c) => h.path(c)),
     trained_level: level.name,
-    levels: [...h.levels(), ...(h.levels().some((l) => l.name === level.name) ? [] : [level])].map((l) => ({
+    levels: [...levels, ...(levels.some((l) => l.name === level.name) ? [] : [level])].map((l) => ({
       name: l.name,
       classes: l.classes.map((c) => h.path(c)),
       class_of: Array.from(l.classOf),
