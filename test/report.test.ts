@@ -151,6 +151,19 @@ test('report: --where keeps the runs whose key has the value', () => {
   assert.match(bad.stderr, /--where 'stage=nothing' keeps no run/);
 });
 
+test('report: sweep_stage groups runs by the sweep stage that made them (from sweep.json)', () => {
+  const dir = granularityRuns();
+  // Runs of two sweep stages with one summary stage ('finetune'): only sweep.json tells them apart.
+  const stageOf = (name: string) => (name.includes('leaf') ? 'gradual' : name.includes('basic') ? 'full' : 'other');
+  const names = fs.readdirSync(dir).filter((n) => n.startsWith('finetune-level'));
+  fs.writeFileSync(path.join(dir, 'sweep.json'), JSON.stringify({ name: 't', runs: Object.fromEntries(names.map((n) => [n, { stage: stageOf(n), command: [] }])) }));
+  const r = cli(['report', dir, '--where', 'stage=finetune', '--group-by', 'sweep_stage', '--metric', 'test_acc', '--out', path.join(dir, 'o'), '--no-png']);
+  assert.equal(r.code, 0, r.stderr);
+  assert.match(r.stdout, /\| gradual +\| 3 +\| 0\.8000 ± 0\.1000 \|/);
+  assert.match(r.stdout, /\| full +\| 3 +\| 0\.6500 ± 0\.0500 \|/);
+  assert.match(r.stdout, /\| other +\| 3 +\| 0\.5000 ± 0\.0000 \|/);
+});
+
 test('report: default grouping finds the keys that split the runs (seeds are averaged over)', () => {
   const dir = granularityRuns();
   const r = cli(['report', dir, '--out', path.join(dir, 'o'), '--no-png']);

@@ -83,7 +83,7 @@ export function readConfigFile(file: string): Obj {
   } catch (e) {
     throw new UsageError(`cannot read config file '${file}': ${(e as NodeJS.ErrnoException).code ?? e}. Check the path given to --config.`);
   }
-  const doc = YAML.parseDocument(text, { prettyErrors: true, uniqueKeys: true });
+  const doc = YAML.parseDocument(text, { prettyErrors: true, uniqueKeys: true, merge: true });
   if (doc.errors.length) {
     const e = doc.errors[0];
     const pos = e.linePos?.[0];

@@ -71,13 +71,28 @@ export function readRun(dir: string): RunRecord {
       return null; // being written right now, or torn: treated as absent
     }
   };
-  return { dir, config, summary: json(rd.FILES.summary), meta: json(rd.FILES.run) ?? {}, rows: rd.readMetrics(dir) };
+  const meta = json(rd.FILES.run) ?? {};
+  const stage = sweepStage(dir);
+  if (stage !== undefined) meta.sweep_stage = stage;
+  return { dir, config, summary: json(rd.FILES.summary), meta, rows: rd.readMetrics(dir) };
+}
+
+/** The sweep stage (its key under `stages:`) a run folder was made by, from the sweep.json beside it. */
+function sweepStage(dir: string): string | undefined {
+  try {
+    const sweep = JSON.parse(fs.readFileSync(path.join(path.dirname(dir), 'sweep.json'), 'utf8'));
+    const stage = sweep?.runs?.[path.basename(dir)]?.stage;
+    return typeof stage === 'string' ? stage : undefined;
+  } catch {
+    return undefined;
+  }
 }
 
 /**
  * The value of a grouping or x-axis key for a run: a config key (`train.level`,
  * `finetune.freeze`), else a summary key (`pretrain_level`, `frozen_blocks`,
- * `trainable_params`), else a run.json key.
+ * `trainable_params`), else a run.json key, or `sweep_stage` (the stage
+ * of the sweep file that made the run, for runs inside a sweep's folder).
  */
 export function keyValue(run: RunRecord, key: string): unknown {
   if (key in run.config) return run.config[key];

@@ -30,7 +30,7 @@ export function loadSweep(file: string, runsRoot: string, cwd = process.cwd()): 
   } catch (e) {
     throw new UsageError(`cannot read sweep file '${file}': ${(e as NodeJS.ErrnoException).code ?? e}. Check the path.`);
   }
-  const doc = YAML.parseDocument(text, { prettyErrors: true, uniqueKeys: true });
+  const doc = YAML.parseDocument(text, { prettyErrors: true, uniqueKeys: true, merge: true });
   if (doc.errors.length) {
     const pos = doc.errors[0].linePos?.[0];
     throw new UsageError(`sweep file '${file}'${pos ? ` line ${pos.line}, column ${pos.col}` : ''} is not valid YAML: ${doc.errors[0].message.split('\n')[0]}`);
