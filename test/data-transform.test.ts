@@ -72,6 +72,29 @@ test('data.relabel and data.include through loadDataset and the CLI', async () =
   assert.match(amb.stderr, /ambiguous.*F1\/Alpha.*F2\/Alpha/);
 });
 
+test('data.relabel on synthetic data: labels change, pixels and the features stay', async () => {
+  const cfg = (...sets: string[]) => resolveConfig([parseSets(['data.synthetic.train_samples=192', 'data.synthetic.test_samples=96', ...sets])]);
+  const plain = await loadDataset(cfg(), () => {});
+  const split = await loadDataset(cfg('data.relabel=random_split:2'), () => {});
+  assert.deepEqual(split.train.x, plain.train.x);
+  assert.equal(split.hierarchy.classes.length, 48);
+  // Each pseudo-class lies under its example's true leaf, and each leaf's examples are dealt evenly.
+  const perPseudo = new Array(48).fill(0);
+  split.train.y.forEach((y, i) => {
+    assert.equal(split.hierarchy.node(split.hierarchy.classes[y]).parent, plain.hierarchy.classes[plain.train.y[i]]);
+    perPseudo[y]++;
+  });
+  const perLeaf = new Array(24).fill(0);
+  plain.train.y.forEach((y) => perLeaf[y]++);
+  perLeaf.forEach((n, leaf) => assert.ok(Math.abs(perPseudo[2 * leaf] - perPseudo[2 * leaf + 1]) <= 1, `leaf ${leaf}: ${n} dealt evenly`));
+  const shuffled = await loadDataset(cfg('data.relabel=shuffle_parents'), () => {});
+  assert.deepEqual(shuffled.train.y, plain.train.y);
+  assert.deepEqual(shuffled.features, plain.features);
+  const parentsOf = (d: typeof plain) => d.hierarchy.classes.map((c) => d.hierarchy.node(c).parent);
+  assert.notDeepEqual(parentsOf(shuffled), parentsOf(plain));
+  await assert.rejects(loadDataset(cfg('data.relabel=random_split:2', 'eval.ood_synthetic=[all_hard]'), () => {}), /no pseudo-class labels/);
+});
+
 test('augmentBatch: flips and shifts per image, deterministic for a seed, identity when empty', () => {
   const H = 4, W = 5, C = 2, n = 64;
   const x = Float32Array.from({ length: n * H * W * C }, (_, i) => (i % 97) / 97);

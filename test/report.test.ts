@@ -164,6 +164,26 @@ test('report: sweep_stage groups runs by the sweep stage that made them (from sw
   assert.match(r.stdout, /\| other +\| 3 +\| 0\.5000 ± 0\.0000 \|/);
 });
 
+test('report: source.<key> groups fine-tuning runs by their source run\'s config', () => {
+  const runs: FakeRun[] = [
+    { name: 'pre-a', config: 'data:\n  relabel: shuffle_parents\n', summary: { status: 'completed', stage: 'pretrain', test_acc: 0.1 } },
+    { name: 'pre-b', config: 'data:\n  relabel: null\n', summary: { status: 'completed', stage: 'pretrain', test_acc: 0.1 } },
+  ];
+  const ft = (name: string, acc: number) => ({ name, config: 'data:\n  relabel: null\n', summary: { status: 'completed', stage: 'finetune', test_acc: acc } });
+  runs.push(ft('ft-a1', 0.9), ft('ft-a2', 0.7), ft('ft-b1', 0.4), ft('ft-s', 0.2));
+  const dir = makeRuns(runs);
+  const meta = (name: string, from: string | null) => fs.writeFileSync(path.join(dir, name, 'run.json'), JSON.stringify({ stage: 'finetune', from }));
+  meta('ft-a1', '../pre-a');
+  meta('ft-a2', '../pre-a');
+  meta('ft-b1', '../pre-b');
+  meta('ft-s', null);
+  const r = cli(['report', dir, '--where', 'stage=finetune', '--group-by', 'source.data.relabel', '--metric', 'test_acc', '--out', path.join(dir, 'o'), '--no-png']);
+  assert.equal(r.code, 0, r.stderr);
+  assert.match(r.stdout, /\| shuffle_parents +\| 2 +\| 0\.8000 ± 0\.1414 \|/);
+  assert.match(r.stdout, /\| null +\| 1 +\| 0\.4000/);
+  assert.match(r.stdout, /\| scratch +\| 1 +\| 0\.2000/);
+});
+
 test('report: default grouping finds the keys that split the runs (seeds are averaged over)', () => {
   const dir = granularityRuns();
   const r = cli(['report', dir, '--out', path.join(dir, 'o'), '--no-png']);

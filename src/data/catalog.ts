@@ -1,11 +1,11 @@
 import * as path from 'node:path';
 import { Config } from '../config/schema';
-import { filterClasses, randomSplit, shuffleParents } from '../hierarchy/transform';
+import { filterClasses } from '../hierarchy/transform';
 import { Hierarchy } from '../hierarchy/tree';
 import { UsageError } from '../util/errors';
-import { Rng } from '../util/rng';
 import { decodeCached, toUnitFloats } from './cache';
 import { ImageRef } from './decode';
+import { relabel } from './relabel';
 import { Dataset, Examples } from './types';
 
 /**
@@ -46,29 +46,11 @@ export function transformCatalog(cat: Catalog, cfg: Config): Catalog {
     train = remap(train, (c) => t.classMap[c]);
     test = remap(test, (c) => t.classMap[c]);
   }
-  const relabel = cfg.data.relabel;
-  if (relabel?.startsWith('random_split:')) {
-    const k = Number(relabel.split(':')[1]);
-    const t = randomSplit(hierarchy, k);
-    // Deal each class's examples round-robin in a seeded order: balanced pseudo-classes.
-    const deal = (refs: ImageRef[], stream: number) => {
-      const rng = new Rng(cfg.data.seed!, stream);
-      const order = refs.map((_, i) => i);
-      rng.shuffle(order);
-      const slot = new Int32Array(refs.length);
-      const seen = new Map<number, number>();
-      for (const i of order) {
-        const n = seen.get(refs[i].cls) ?? 0;
-        seen.set(refs[i].cls, n + 1);
-        slot[i] = n;
-      }
-      return remap(refs, (c, _r, i) => t.pseudoOf(c, slot[i]));
-    };
-    hierarchy = t.hierarchy;
-    train = deal(train, 405);
-    test = deal(test, 406);
-  } else if (relabel === 'shuffle_parents') {
-    hierarchy = shuffleParents(hierarchy, cfg.data.seed!).hierarchy;
+  if (cfg.data.relabel !== null) {
+    const r = relabel(hierarchy, cfg, [train, test].map((refs) => Int32Array.from(refs, (x) => x.cls)));
+    hierarchy = r.hierarchy;
+    train = remap(train, (_c, _r, i) => r.labels[0][i]);
+    test = remap(test, (_c, _r, i) => r.labels[1][i]);
   }
   return { format: cat.format, hierarchy, train, test };
 }

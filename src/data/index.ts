@@ -4,6 +4,7 @@ import { Catalog, Log, materialize, stderrLog } from './catalog';
 import { imagefolderCatalog } from './imagefolder';
 import { inatCatalog } from './inat';
 import { omniglotCatalog } from './omniglot';
+import { relabel } from './relabel';
 import { loadSynthetic } from './synthetic';
 import { wordnetCatalog } from './wordnet';
 import { Dataset } from './types';
@@ -27,10 +28,16 @@ export function loadCatalog(cfg: Config, log: Log = stderrLog): Catalog {
 /** Load the configured dataset, fully validated; bad data is a UsageError (exit 2). */
 export async function loadDataset(cfg: Config, log: Log = stderrLog): Promise<Dataset> {
   if (cfg.data.format === 'synthetic') {
-    if (cfg.data.include.length || cfg.data.exclude.length || cfg.data.relabel !== null) {
-      throw new UsageError('data.include, data.exclude and data.relabel apply to file-based formats; synthetic data is shaped with data.synthetic.*.');
+    if (cfg.data.include.length || cfg.data.exclude.length) {
+      throw new UsageError('data.include and data.exclude apply to file-based formats; synthetic data is shaped with data.synthetic.* (data.relabel works on both).');
     }
-    return loadSynthetic(cfg);
+    if (cfg.data.relabel?.startsWith('random_split:') && cfg.eval.ood_synthetic.length) {
+      throw new UsageError(`data.relabel ${cfg.data.relabel} with eval.ood_synthetic: the shifted test sets have no pseudo-class labels. Leave one of them out (fine-tuning runs can set data.relabel=null).`);
+    }
+    const d = loadSynthetic(cfg);
+    if (cfg.data.relabel === null) return d;
+    const r = relabel(d.hierarchy, cfg, [d.train.y, d.test.y]);
+    return { ...d, hierarchy: r.hierarchy, train: { ...d.train, y: r.labels[0] }, test: { ...d.test, y: r.labels[1] } };
   }
   return materialize(loadCatalog(cfg, log), cfg, log);
 }

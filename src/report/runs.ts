@@ -14,6 +14,8 @@ export interface RunRecord {
   meta: Record<string, unknown>;
   /** metrics.jsonl rows. */
   rows: Array<Record<string, unknown>>;
+  /** The source run's config.yaml, flattened (fine-tuning runs with `from`); null otherwise or when unreadable. */
+  source: Record<string, unknown> | null;
 }
 
 const isObj = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v);
@@ -74,7 +76,17 @@ export function readRun(dir: string): RunRecord {
   const meta = json(rd.FILES.run) ?? {};
   const stage = sweepStage(dir);
   if (stage !== undefined) meta.sweep_stage = stage;
-  return { dir, config, summary: json(rd.FILES.summary), meta, rows: rd.readMetrics(dir) };
+  return { dir, config, summary: json(rd.FILES.summary), meta, rows: rd.readMetrics(dir), source: sourceConfig(dir, meta.from) };
+}
+
+function sourceConfig(dir: string, from: unknown): Record<string, unknown> | null {
+  if (typeof from !== 'string') return null;
+  try {
+    const parsed = YAML.parse(fs.readFileSync(path.join(path.resolve(dir, from), rd.FILES.config), 'utf8'));
+    return isObj(parsed) ? flattenObj(parsed) : null;
+  } catch {
+    return null;
+  }
 }
 
 /** The sweep stage (its key under `stages:`) a run folder was made by, from the sweep.json beside it. */
@@ -92,9 +104,16 @@ function sweepStage(dir: string): string | undefined {
  * The value of a grouping or x-axis key for a run: a config key (`train.level`,
  * `finetune.freeze`), else a summary key (`pretrain_level`, `frozen_blocks`,
  * `trainable_params`), else a run.json key, or `sweep_stage` (the stage
- * of the sweep file that made the run, for runs inside a sweep's folder).
+ * of the sweep file that made the run, for runs inside a sweep's folder), or
+ * `source.<config key>`: the value in the config of the run a fine-tuning run
+ * started from (`source.data.relabel`, `source.train.epochs`); `scratch` for
+ * fine-tuning runs without a source.
  */
 export function keyValue(run: RunRecord, key: string): unknown {
+  if (key.startsWith('source.')) {
+    if (run.source) return run.source[key.slice('source.'.length)];
+    return run.meta.stage === 'finetune' && run.meta.from === null ? 'scratch' : undefined;
+  }
   if (key in run.config) return run.config[key];
   if (run.summary && key in run.summary) return run.summary[key];
   if (key in run.meta) return run.meta[key];
@@ -108,6 +127,7 @@ export function knownKeys(runs: readonly RunRecord[]): string[] {
     Object.keys(r.config).forEach((k) => s.add(k));
     Object.keys(r.summary ?? {}).forEach((k) => s.add(k));
     Object.keys(r.meta).forEach((k) => s.add(k));
+    Object.keys(r.source ?? {}).forEach((k) => s.add(`source.${k}`));
   }
   return [...s];
 }
