@@ -2,6 +2,7 @@ import { createHash } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { Decoded, decodeAll, ImageRef } from './decode';
+import { sharedFloat32 } from './types';
 
 /** Bump when decoding changes so old cache entries are not reused. */
 const CACHE_VERSION = 2;
@@ -56,7 +57,7 @@ export async function decodeCached(
 
 /** Bytes in [0, 255] to floats in [0, 1]. */
 export function toUnitFloats(pixels: Uint8Array, keep: ArrayLike<number>, per: number): Float32Array {
-  const out = new Float32Array(keep.length * per);
+  const out = sharedFloat32(keep.length * per);
   const scale = 1 / 255;
   for (let k = 0; k < keep.length; k++) {
     const src = keep[k] * per;

@@ -2,7 +2,7 @@ import { Config } from '../config/schema';
 import { Hierarchy } from '../hierarchy/tree';
 import { UsageError } from '../util/errors';
 import { Rng } from '../util/rng';
-import { Dataset, Examples } from './types';
+import { Dataset, Examples, sharedFloat32 } from './types';
 
 /**
  * Hierarchical multi-view data (Hong et al. 2024), rendered as images.
@@ -129,7 +129,7 @@ export function renderSamples(
   const side = grid * patch;
   const K = hierarchy.classes.length;
   const P = grid * grid;
-  const x = new Float32Array(n * side * side * C);
+  const x = sharedFloat32(n * side * side * C);
   const y = new Int32Array(n);
   const hard = new Uint8Array(n);
   const ids: string[] = new Array(n);

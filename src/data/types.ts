@@ -40,10 +40,18 @@ export function exampleCount(e: Examples): number {
   return e.y.length;
 }
 
+/**
+ * A Float32Array on a SharedArrayBuffer. Example pixels live in one, so the
+ * batch prefetch worker (./prefetch.ts) reads them without a copy.
+ */
+export function sharedFloat32(n: number): Float32Array {
+  return new Float32Array(new SharedArrayBuffer(n * Float32Array.BYTES_PER_ELEMENT));
+}
+
 /** Gather a subset of examples (copies pixels). */
 export function takeExamples(e: Examples, idx: ArrayLike<number>, size: number): Examples {
   const n = idx.length;
-  const x = new Float32Array(n * size);
+  const x = sharedFloat32(n * size);
   const y = new Int32Array(n);
   const ids: string[] = new Array(n);
   const hard = e.hard ? new Uint8Array(n) : undefined;

@@ -1,5 +1,5 @@
 import * as tf from '@tensorflow/tfjs';
-import { Examples } from '../data/types';
+import { Examples, sharedFloat32 } from '../data/types';
 import { Network } from '../models/network';
 
 const EVAL_BATCH = 256;
@@ -38,7 +38,7 @@ export function prefixFeatures(net: Network, e: Examples, idx: readonly number[]
     const f = tf.tidy(() => net.prefix(tf.tensor(buf.subarray(0, n * size), [n, ...shape]), upTo));
     featShape = f.shape.slice(1);
     const per = featShape.reduce((a, b) => a * b, 1);
-    out ??= new Float32Array(idx.length * per);
+    out ??= sharedFloat32(idx.length * per);
     out.set(f.dataSync(), s * per);
     f.dispose();
   }

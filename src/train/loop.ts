@@ -10,7 +10,7 @@ import { NamedVariable, Network } from '../models/network';
 import { appendMetrics } from '../runs/rundir';
 import { RunFailure } from '../util/errors';
 import { Rng } from '../util/rng';
-import { augmentBatch } from '../data/augment';
+import { batchSource } from '../data/prefetch';
 import { saveCheckpoint, CheckpointState, InEpoch, ScheduleState } from './checkpoint';
 import { lossOf } from './loss';
 import { blockLrScale, fixedStopMet, initialTrainable, isDynamicsStep, metricStopMet, openingOrder, opensAfter } from './unfreeze';
@@ -261,101 +261,102 @@ export async function train(job: TrainJob): Promise<TrainResult> {
   }
 
   const bar = process.stderr.isTTY && !job.quiet && !job.silent ? new SingleBar({ format: 'epoch {epoch}/{epochs} [{bar}] {value}/{total} loss {loss} acc {acc} {ips} img/s', hideCursor: true }, Presets.shades_classic) : null;
-  const xbuf = new Float32Array(bs * size);
-  const ybuf = new Int32Array(bs);
+  // Batch t+1 is gathered (and augmented) on a worker thread while step t trains.
+  const batches = batchSource(trainX, { size, shape: data.shape, augment: cache ? [] : cfg.data.augment, seed: cfg.train.seed! }, bs);
   let stoppedEarly = false;
+  try {
 
-  const everySteps = cfg.train.checkpoint_every_steps;
-  for (; epoch < cfg.train.epochs; epoch++) {
-    // The shuffle is drawn from the state at the epoch's start, which a
-    // mid-epoch checkpoint stores, so a resumed epoch replays the same order.
-    const epochStart = rng.state();
-    const order = Array.from({ length: n }, (_, i) => i);
-    rng.shuffle(order);
-    let { pos: start, lossSum, hits, seen, stepSeconds } = resumeInEpoch ?? { pos: 0, lossSum: 0, hits: 0, seen: 0, stepSeconds: 0 };
-    resumeInEpoch = null;
-    const t0 = performance.now();
-    bar?.start(stepsPerEpoch, Math.ceil(start / bs), { epoch: epoch + 1, epochs: cfg.train.epochs, loss: '-', acc: '-', ips: '-' });
-    for (let s = start; s < n; s += bs) {
-      const ts = performance.now();
-      const b = Math.min(bs, n - s);
-      for (let i = 0; i < b; i++) {
-        const j = trainIdx[order[s + i]];
-        xbuf.set(trainX.subarray(j * size, (j + 1) * size), i * size);
-        ybuf[i] = job.trainLabels[order[s + i]];
-      }
+    const everySteps = cfg.train.checkpoint_every_steps;
+    for (; epoch < cfg.train.epochs; epoch++) {
+      // The shuffle is drawn from the state at the epoch's start, which a
+      // mid-epoch checkpoint stores, so a resumed epoch replays the same order.
+      const epochStart = rng.state();
+      const order = Array.from({ length: n }, (_, i) => i);
+      rng.shuffle(order);
+      let { pos: start, lossSum, hits, seen, stepSeconds } = resumeInEpoch ?? { pos: 0, lossSum: 0, hits: 0, seen: 0, stepSeconds: 0 };
+      resumeInEpoch = null;
+      const t0 = performance.now();
+      bar?.start(stepsPerEpoch, Math.ceil(start / bs), { epoch: epoch + 1, epochs: cfg.train.epochs, loss: '-', acc: '-', ips: '-' });
       // Augmentation draws from a generator seeded by the step, so a resumed run augments identically.
-      if (cfg.data.augment.length) augmentBatch(xbuf, b, data.shape, cfg.data.augment, new Rng(cfg.train.seed! * 1_000_003 + step, 19));
-      const lr = learningRate(cfg.train.schedule, cfg.train.lr, step, totalSteps, warmup);
-      const blockTraining = trainable.map((t) => t && bnTrains);
-      let predTensor: tf.Tensor | null = null;
-      const { value, grads } = tf.tidy(() => {
-        const x = tf.tensor(xbuf.subarray(0, b * size), [b, ...shape]);
-        const y = tf.tensor1d(ybuf.subarray(0, b), 'int32');
-        return tf.variableGrads(() => {
-          const logits = net.forward(x, blockTraining, from);
-          predTensor = tf.keep(logits.argMax(1));
-          return lossOf(cfg.train.loss, logits, y, K);
-        }, vars.map((v) => v.variable));
-      });
-      const loss = value.dataSync()[0];
-      if (!Number.isFinite(loss)) {
-        tf.dispose([value, predTensor!, ...Object.values(grads)]);
-        bar?.stop();
-        throw new RunFailure(
-          `the training loss became ${loss} at epoch ${epoch + 1}, step ${step + 1} (lr ${lr.toPrecision(3)}). ` +
-            `The last good checkpoint (epoch ${epoch}) is kept. Lower train.lr or use train.warmup_epochs, then start a new run.`,
-        );
-      }
-      const named = new Map(Object.entries(grads).map(([k, g]) => [byTfName.get(k)!, g]));
-      job.optimizer.apply(varByName, named, (name) => lr * lrOf.get(name)!);
-      const pred = (predTensor as unknown as tf.Tensor).dataSync();
-      for (let i = 0; i < b; i++) if (pred[i] === ybuf[i]) hits++;
-      tf.dispose([value, predTensor!, ...Object.values(grads)]);
-      lossSum += loss * b;
-      seen += b;
-      step++;
-      stepSeconds += (performance.now() - ts) / 1000;
-      if (dynamicsOn && isDynamicsStep(cfg.eval.dynamics_every, step, stepsPerEpoch, totalSteps)) dynamicsRow(epoch + 1);
-      maybeUnfreeze(epoch + 1);
-      if (everySteps && step % everySteps === 0 && s + b < n) {
-        saveCheckpoint(runDir, net, job.optimizer, job.reference ?? null, {
-          epoch, step, rng: epochStart, frozenBlocks: job.frozenBlocks, trainableBlocks: trainable, schedule, carry,
-          inEpoch: { pos: s + b, lossSum, hits, seen, stepSeconds },
+      batches.epoch(Int32Array.from(order, (o) => trainIdx[o]), Int32Array.from(order, (o) => job.trainLabels[o]), start, step);
+      for (let s = start; s < n; s += bs) {
+        const ts = performance.now();
+        const { x: xbuf, y: ybuf, b } = batches.next();
+        const lr = learningRate(cfg.train.schedule, cfg.train.lr, step, totalSteps, warmup);
+        const blockTraining = trainable.map((t) => t && bnTrains);
+        let predTensor: tf.Tensor | null = null;
+        const { value, grads } = tf.tidy(() => {
+          const x = tf.tensor(xbuf.subarray(0, b * size), [b, ...shape]);
+          const y = tf.tensor1d(ybuf.subarray(0, b), 'int32');
+          return tf.variableGrads(() => {
+            const logits = net.forward(x, blockTraining, from);
+            predTensor = tf.keep(logits.argMax(1));
+            return lossOf(cfg.train.loss, logits, y, K);
+          }, vars.map((v) => v.variable));
         });
+        const loss = value.dataSync()[0];
+        if (!Number.isFinite(loss)) {
+          tf.dispose([value, predTensor!, ...Object.values(grads)]);
+          bar?.stop();
+          throw new RunFailure(
+            `the training loss became ${loss} at epoch ${epoch + 1}, step ${step + 1} (lr ${lr.toPrecision(3)}). ` +
+              `The last good checkpoint (epoch ${epoch}) is kept. Lower train.lr or use train.warmup_epochs, then start a new run.`,
+          );
+        }
+        const named = new Map(Object.entries(grads).map(([k, g]) => [byTfName.get(k)!, g]));
+        job.optimizer.apply(varByName, named, (name) => lr * lrOf.get(name)!);
+        const pred = (predTensor as unknown as tf.Tensor).dataSync();
+        for (let i = 0; i < b; i++) if (pred[i] === ybuf[i]) hits++;
+        tf.dispose([value, predTensor!, ...Object.values(grads)]);
+        lossSum += loss * b;
+        seen += b;
+        step++;
+        stepSeconds += (performance.now() - ts) / 1000;
+        if (dynamicsOn && isDynamicsStep(cfg.eval.dynamics_every, step, stepsPerEpoch, totalSteps)) dynamicsRow(epoch + 1);
+        maybeUnfreeze(epoch + 1);
+        if (everySteps && step % everySteps === 0 && s + b < n) {
+          saveCheckpoint(runDir, net, job.optimizer, job.reference ?? null, {
+            epoch, step, rng: epochStart, frozenBlocks: job.frozenBlocks, trainableBlocks: trainable, schedule, carry,
+            inEpoch: { pos: s + b, lossSum, hits, seen, stepSeconds },
+          });
+        }
+        bar?.update(Math.ceil((s + b) / bs), { loss: (lossSum / seen).toFixed(4), acc: (hits / seen).toFixed(3), ips: Math.round(seen / stepSeconds) });
+        // Yield to the event loop so signal handlers can run between steps.
+        await new Promise<void>((resolve) => setImmediate(resolve));
+        if (job.shouldStop?.()) {
+          stoppedEarly = true;
+          break;
+        }
       }
-      bar?.update(Math.ceil((s + b) / bs), { loss: (lossSum / seen).toFixed(4), acc: (hits / seen).toFixed(3), ips: Math.round(seen / stepSeconds) });
-      // Yield to the event loop so signal handlers can run between steps.
-      await new Promise<void>((resolve) => setImmediate(resolve));
-      if (job.shouldStop?.()) {
-        stoppedEarly = true;
-        break;
-      }
+      bar?.stop();
+      if (stoppedEarly) break;
+      carry.trainImages += seen;
+      carry.trainSeconds += stepSeconds;
+      // Time the training thread waited for batches (the pipeline's cost on the critical path).
+      carry.batch_wait_seconds = batches.waitedMs / 1000 + (job.resumeFrom?.carry.batch_wait_seconds ?? 0);
+      const evalNow = (epoch + 1) % cfg.eval.every === 0 || epoch + 1 === cfg.train.epochs;
+      const row: Record<string, number> = {
+        epoch: epoch + 1,
+        step,
+        lr: learningRate(cfg.train.schedule, cfg.train.lr, Math.max(0, step - 1), totalSteps, warmup),
+        train_loss: lossSum / seen,
+        train_acc: hits / seen,
+        ...(evalNow ? { val_acc: validate(job, valLabels, cache?.val), ...evaluate(job, cache?.test), ...alignmentMetrics(net, data, cfg.data.seed!) } : {}),
+        // The OOD test once, on the final network.
+        ...(epoch + 1 === cfg.train.epochs ? await oodMetrics(cfg, net, data, split, job.level) : {}),
+        ...rowBase(),
+        images_per_second: seen / stepSeconds,
+        epoch_seconds: (performance.now() - t0) / 1000,
+        // Live tensors after the epoch: flat across epochs unless something leaks.
+        num_tensors: tf.memory().numTensors,
+      };
+      appendMetrics(runDir, { kind: 'epoch', ...row });
+      last = row;
+      if (!bar && !job.silent) logEpoch(row, cfg.train.epochs);
+      saveCheckpoint(runDir, net, job.optimizer, job.reference ?? null, { epoch: epoch + 1, step, rng: rng.state(), frozenBlocks: job.frozenBlocks, trainableBlocks: trainable, schedule, carry });
     }
-    bar?.stop();
-    if (stoppedEarly) break;
-    carry.trainImages += seen;
-    carry.trainSeconds += stepSeconds;
-    const evalNow = (epoch + 1) % cfg.eval.every === 0 || epoch + 1 === cfg.train.epochs;
-    const row: Record<string, number> = {
-      epoch: epoch + 1,
-      step,
-      lr: learningRate(cfg.train.schedule, cfg.train.lr, Math.max(0, step - 1), totalSteps, warmup),
-      train_loss: lossSum / seen,
-      train_acc: hits / seen,
-      ...(evalNow ? { val_acc: validate(job, valLabels, cache?.val), ...evaluate(job, cache?.test), ...alignmentMetrics(net, data, cfg.data.seed!) } : {}),
-      // The OOD test once, on the final network.
-      ...(epoch + 1 === cfg.train.epochs ? await oodMetrics(cfg, net, data, split, job.level) : {}),
-      ...rowBase(),
-      images_per_second: seen / stepSeconds,
-      epoch_seconds: (performance.now() - t0) / 1000,
-      // Live tensors after the epoch: flat across epochs unless something leaks.
-      num_tensors: tf.memory().numTensors,
-    };
-    appendMetrics(runDir, { kind: 'epoch', ...row });
-    last = row;
-    if (!bar && !job.silent) logEpoch(row, cfg.train.epochs);
-    saveCheckpoint(runDir, net, job.optimizer, job.reference ?? null, { epoch: epoch + 1, step, rng: rng.state(), frozenBlocks: job.frozenBlocks, trainableBlocks: trainable, schedule, carry });
+  } finally {
+    batches.close();
   }
   fisherProbe?.x.dispose();
   sharpProbe?.x.dispose();
