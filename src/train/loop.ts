@@ -6,14 +6,14 @@ import { Split } from '../data/split';
 import { Level } from '../hierarchy/tree';
 import { accuracy, argmaxRows, coarsenProbs, topkAccuracy } from '../measure/accuracy';
 import { alignment, randomDirections } from '../measure/alignment';
-import { NamedVariable, Network } from '../models/network';
+import { Network } from '../models/network';
 import { appendMetrics } from '../runs/rundir';
 import { RunFailure } from '../util/errors';
 import { Rng } from '../util/rng';
 import { batchSource } from '../data/prefetch';
 import { saveCheckpoint, CheckpointState, InEpoch, ScheduleState } from './checkpoint';
-import { lossOf } from './loss';
-import { blockLrScale, fixedStopMet, initialTrainable, isDynamicsStep, metricStopMet, openingOrder, opensAfter } from './unfreeze';
+import { blockLrScale, initialTrainable, isDynamicsStep } from './unfreeze';
+import { TrainableSet, Unfreezer } from './trainable';
 import { oodMetrics } from '../measure/ood';
 import { predictProbs, prefixFeatures } from '../measure/predict';
 import { fisherTrace, makeProbe, Probe, sharpness, weightDistance } from '../measure/dynamics';
@@ -152,7 +152,6 @@ function measureDynamics(job: TrainJob, fisherProbe: Probe, sharpProbe: Probe, r
 
 export async function train(job: TrainJob): Promise<TrainResult> {
   const { cfg, net, data, split, runDir } = job;
-  const K = net.numClasses;
   const n = split.train.length;
   const bs = Math.min(cfg.train.batch_size, n);
   const stepsPerEpoch = Math.ceil(n / bs);
@@ -169,32 +168,20 @@ export async function train(job: TrainJob): Promise<TrainResult> {
   let resumeInEpoch: InEpoch | null = null;
   let rng = new Rng(cfg.train.seed!, 11);
   let carry: Record<string, number> = { trainImages: 0, trainSeconds: 0 };
-  let trainable = initialTrainable(nBlocks, job.frozenBlocks, unfreeze, cfg.train.seed!);
+  let trainableFlags = initialTrainable(nBlocks, job.frozenBlocks, unfreeze, cfg.train.seed!);
   let schedule: ScheduleState = { stopped: false, history: [] };
   if (job.resumeFrom) {
     epoch = job.resumeFrom.epoch;
     step = job.resumeFrom.step;
     rng = new Rng(job.resumeFrom.rng);
     carry = { ...carry, ...job.resumeFrom.carry };
-    trainable = job.resumeFrom.trainableBlocks.slice();
+    trainableFlags = job.resumeFrom.trainableBlocks.slice();
     schedule = job.resumeFrom.schedule ?? schedule;
     resumeInEpoch = job.resumeFrom.inEpoch ?? null;
   }
 
-  // What trains follows `trainable`; rebuilt whenever a block opens.
-  let vars: NamedVariable[] = [];
-  let byTfName = new Map<string, string>();
-  let varByName = new Map<string, tf.Variable>();
-  let lrOf = new Map<string, number>();
-  let trainableParams = 0;
-  const refresh = () => {
-    vars = net.variables().filter((v) => v.trainable && (v.block < 0 || trainable[v.block]));
-    byTfName = new Map(vars.map((v) => [v.variable.name, v.name]));
-    varByName = new Map(vars.map((v) => [v.name, v.variable]));
-    lrOf = new Map(vars.map((v) => [v.name, v.block < 0 ? 1 : lrScale[v.block]]));
-    trainableParams = net.paramCount(trainable);
-  };
-  refresh();
+  // What trains; gradual unfreezing opens more of it.
+  const trainable = new TrainableSet(net, trainableFlags, lrScale);
   const valLabels = Int32Array.from(split.val, (i) => job.level.classOf[data.train.y[i]]);
 
   // Frozen-prefix cache: blocks that never train and run deterministically
@@ -208,7 +195,7 @@ export async function train(job: TrainJob): Promise<TrainResult> {
   const trainIdx = cache ? cache.train.idx : split.train;
   const shape = cache ? cache.train.shape : data.shape;
   const size = shape.reduce((a, b) => a * b, 1);
-  const rowBase = () => ({ trainable_blocks: trainable.filter(Boolean).length, trainable_params: trainableParams });
+  const rowBase = () => trainable.row();
 
   const dynamicsOn = cfg.eval.dynamics_every !== 0;
   // One fixed, seeded subset of training examples for every measurement of the run.
@@ -216,6 +203,9 @@ export async function train(job: TrainJob): Promise<TrainResult> {
   const fisherProbe = dynamicsOn || unfreeze?.order === 'fisher' ? subset(cfg.eval.fisher_samples) : null;
   const sharpProbe = dynamicsOn ? subset(cfg.eval.sharpness_examples) : null;
   const reference = dynamicsOn ? job.reference ?? null : null;
+  const unfreezer = unfreeze
+    ? new Unfreezer(unfreeze, trainable, schedule, { net, runDir, frozenBlocks: job.frozenBlocks, seed: cfg.train.seed!, stepsPerEpoch, fisherProbe })
+    : null;
   let lastDynamics: Record<string, number> = {};
   const dynamicsRow = (rowEpoch: number) => {
     const t0 = performance.now();
@@ -223,34 +213,9 @@ export async function train(job: TrainJob): Promise<TrainResult> {
     lastDynamics = m;
     appendMetrics(runDir, { kind: 'dynamics', epoch: rowEpoch, step, ...m, ...rowBase(), seconds: (performance.now() - t0) / 1000 });
     carry.dynamicsSeconds = (carry.dynamicsSeconds ?? 0) + (performance.now() - t0) / 1000;
-    if (unfreeze?.stop && 'metric' in unfreeze.stop && !schedule.stopped) {
-      schedule.history.push(m[unfreeze.stop.metric]);
-      if (metricStopMet(unfreeze, schedule.history)) stopUnfreezing(rowEpoch, `${unfreeze.stop.metric} changed by less than ${unfreeze.stop.value} over ${unfreeze.stop.window} measurements`);
-    }
+    unfreezer?.observe(m, rowEpoch, step);
     return m;
   };
-  const stopUnfreezing = (rowEpoch: number, reason: string) => {
-    schedule.stopped = true;
-    appendMetrics(runDir, { kind: 'event', event: 'unfreeze_stop', epoch: rowEpoch, step, reason, ...rowBase() });
-  };
-  const maybeUnfreeze = (rowEpoch: number) => {
-    if (!unfreeze || schedule.stopped) return;
-    if (fixedStopMet(unfreeze, step, stepsPerEpoch)) return stopUnfreezing(rowEpoch, `reached ${JSON.stringify(unfreeze.stop)}`);
-    if (!opensAfter(unfreeze, step, stepsPerEpoch)) return;
-    const closed = openingOrder(nBlocks, job.frozenBlocks, unfreeze.order, cfg.train.seed!).filter((b) => !trainable[b]);
-    if (!closed.length) return;
-    let pick = closed[0];
-    let why: string = unfreeze.order;
-    if (unfreeze.order === 'fisher') {
-      const per = fisherTrace(net, fisherProbe!, true, cfg.train.seed!).perBlock;
-      pick = closed.reduce((a, b) => ((per[net.blocks[b].name] ?? 0) > (per[net.blocks[a].name] ?? 0) ? b : a));
-      why = `fisher (fisher_trace@${net.blocks[pick].name} = ${(per[net.blocks[pick].name] ?? 0).toPrecision(4)})`;
-    }
-    trainable[pick] = true;
-    refresh();
-    appendMetrics(runDir, { kind: 'event', event: 'unfreeze', block: net.blocks[pick].name, order: why, epoch: rowEpoch, step, ...rowBase() });
-  };
-
   let last: Record<string, number> = job.previousRow ?? {};
   if (step === 0) {
     // The state before training: chance accuracy and alignment at initialisation.
@@ -283,40 +248,25 @@ export async function train(job: TrainJob): Promise<TrainResult> {
         const ts = performance.now();
         const { x: xbuf, y: ybuf, b } = batches.next();
         const lr = learningRate(cfg.train.schedule, cfg.train.lr, step, totalSteps, warmup);
-        const blockTraining = trainable.map((t) => t && bnTrains);
-        let predTensor: tf.Tensor | null = null;
-        const { value, grads } = tf.tidy(() => {
-          const x = tf.tensor(xbuf.subarray(0, b * size), [b, ...shape]);
-          const y = tf.tensor1d(ybuf.subarray(0, b), 'int32');
-          return tf.variableGrads(() => {
-            const logits = net.forward(x, blockTraining, from);
-            predTensor = tf.keep(logits.argMax(1));
-            return lossOf(cfg.train.loss, logits, y, K);
-          }, vars.map((v) => v.variable));
-        });
-        const loss = value.dataSync()[0];
+        const blockTraining = trainable.flags.map((t) => t && bnTrains);
+        const { loss, hits: h } = trainable.step(xbuf, ybuf, b, shape, from, blockTraining, cfg.train.loss, job.optimizer, lr);
         if (!Number.isFinite(loss)) {
-          tf.dispose([value, predTensor!, ...Object.values(grads)]);
           bar?.stop();
           throw new RunFailure(
             `the training loss became ${loss} at epoch ${epoch + 1}, step ${step + 1} (lr ${lr.toPrecision(3)}). ` +
               `The last good checkpoint (epoch ${epoch}) is kept. Lower train.lr or use train.warmup_epochs, then start a new run.`,
           );
         }
-        const named = new Map(Object.entries(grads).map(([k, g]) => [byTfName.get(k)!, g]));
-        job.optimizer.apply(varByName, named, (name) => lr * lrOf.get(name)!);
-        const pred = (predTensor as unknown as tf.Tensor).dataSync();
-        for (let i = 0; i < b; i++) if (pred[i] === ybuf[i]) hits++;
-        tf.dispose([value, predTensor!, ...Object.values(grads)]);
+        hits += h;
         lossSum += loss * b;
         seen += b;
         step++;
         stepSeconds += (performance.now() - ts) / 1000;
         if (dynamicsOn && isDynamicsStep(cfg.eval.dynamics_every, step, stepsPerEpoch, totalSteps)) dynamicsRow(epoch + 1);
-        maybeUnfreeze(epoch + 1);
+        unfreezer?.afterStep(epoch + 1, step);
         if (everySteps && step % everySteps === 0 && s + b < n) {
           saveCheckpoint(runDir, net, job.optimizer, job.reference ?? null, {
-            epoch, step, rng: epochStart, frozenBlocks: job.frozenBlocks, trainableBlocks: trainable, schedule, carry,
+            epoch, step, rng: epochStart, frozenBlocks: job.frozenBlocks, trainableBlocks: trainable.flags, schedule, carry,
             inEpoch: { pos: s + b, lossSum, hits, seen, stepSeconds },
           });
         }
@@ -353,7 +303,7 @@ export async function train(job: TrainJob): Promise<TrainResult> {
       appendMetrics(runDir, { kind: 'epoch', ...row });
       last = row;
       if (!bar && !job.silent) logEpoch(row, cfg.train.epochs);
-      saveCheckpoint(runDir, net, job.optimizer, job.reference ?? null, { epoch: epoch + 1, step, rng: rng.state(), frozenBlocks: job.frozenBlocks, trainableBlocks: trainable, schedule, carry });
+      saveCheckpoint(runDir, net, job.optimizer, job.reference ?? null, { epoch: epoch + 1, step, rng: rng.state(), frozenBlocks: job.frozenBlocks, trainableBlocks: trainable.flags, schedule, carry });
     }
   } finally {
     batches.close();
