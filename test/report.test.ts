@@ -2,7 +2,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { niceTicks, renderChart } from '../src/report/svg';
+import { niceTicks, renderChart, wantsLogY } from '../src/report/svg';
 import { stat } from '../src/report/table';
 import { cli, tmpDir } from './helpers';
 
@@ -227,4 +227,22 @@ test('the chart writer escapes text and draws one group per series with a legend
   assert.equal((svg.match(/<g class="series"/g) ?? []).length, 2);
   assert.match(svg, />s&lt;1&gt;<\/text>/);
   assert.match(svg, /<polyline/);
+});
+
+test('a curve spanning orders of magnitude gets a log y axis with power-of-ten ticks', () => {
+  assert.equal(wantsLogY([100, 3, 0.01]), true);
+  assert.equal(wantsLogY([0.5, 0.9]), false);
+  assert.equal(wantsLogY([100, 0, 0.01]), false, 'zero cannot go on a log axis');
+  const points = [{ x: 0, y: 100 }, { x: 1, y: 1 }, { x: 2, y: 0.01, err: 0.05 }];
+  const svg = renderChart({ title: 't', xLabel: 'step', yLabel: 'fisher_trace', series: [{ name: 'a', points }], logY: true });
+  assert.match(svg, /fisher_trace \(log scale\)/);
+  const ticks = [...svg.matchAll(/text-anchor="end" dominant-baseline="middle">([^<]+)</g)].map((m) => m[1]);
+  assert.deepEqual(ticks, ['0.01', '0.1', '1', '10', '100']);
+  // Equal ratios are equal distances: 100 -> 1 spans as far as 1 -> 0.01.
+  const cy = [...svg.matchAll(/<circle cx="[^"]+" cy="([^"]+)"/g)].slice(0, 3).map((m) => Number(m[1]));
+  assert.ok(Math.abs(cy[1] - cy[0] - (cy[2] - cy[1])) < 0.2, `${cy}`);
+  // The linear chart of the same points crowds the two small values together.
+  const lin = renderChart({ title: 't', xLabel: 'step', yLabel: 'fisher_trace', series: [{ name: 'a', points }] });
+  const ly = [...lin.matchAll(/<circle cx="[^"]+" cy="([^"]+)"/g)].slice(0, 3).map((m) => Number(m[1]));
+  assert.ok(ly[2] - ly[1] < (ly[1] - ly[0]) / 10);
 });

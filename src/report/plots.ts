@@ -1,5 +1,5 @@
 import { keyValue, metricValue, RunRecord } from './runs';
-import { Chart, Point, Series } from './svg';
+import { Chart, Point, Series, wantsLogY } from './svg';
 import { Group, groupRuns, label, stat, valueOrder } from './table';
 
 /** A file-name-safe version of a metric or key (`test_acc@superclass` → `test_acc_at_superclass`). */
@@ -86,6 +86,8 @@ export function curveChart(runs: readonly RunRecord[], groupKeys: readonly strin
     series,
     legendTitle: legendTitle(groupKeys),
     lines: true,
+    // Curves spanning orders of magnitude (a Fisher trace falling from 100 to 0.001) on a log axis.
+    logY: wantsLogY(series.flatMap((s) => s.points.map((p) => p.y))),
   };
 }
 

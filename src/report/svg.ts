@@ -27,6 +27,14 @@ export interface Chart {
   legendTitle?: string;
   /** Join points with lines (false: points and error bars only). */
   lines?: boolean;
+  /** Logarithmic y axis (positive values; error bars reaching zero or below are cut at the bottom). */
+  logY?: boolean;
+}
+
+/** Whether positive values spanning more than two decades read better on a log axis. */
+export function wantsLogY(values: readonly number[]): boolean {
+  const v = values.filter(Number.isFinite);
+  return v.length > 1 && v.every((x) => x > 0) && Math.max(...v) / Math.min(...v) > 100;
 }
 
 const PALETTE = ['#1f77b4', '#d62728', '#2ca02c', '#ff7f0e', '#9467bd', '#8c564b', '#e377c2', '#7f7f7f', '#bcbd22', '#17becf'];
@@ -64,22 +72,29 @@ export function renderChart(c: Chart): string {
   const ph = H - M.top - M.bottom;
   const cats = c.categories;
   const xs = cats ? [] : c.series.flatMap((s) => s.points.map((p) => Number(p.x)));
-  const ys = c.series.flatMap((s) => s.points.flatMap((p) => (Number.isFinite(p.err) ? [p.y - p.err!, p.y + p.err!] : [p.y])));
+  const logY = c.logY === true;
+  // On a log axis the range comes from the points and the error bars' positive ends.
+  const ys = c.series.flatMap((s) => s.points.flatMap((p) => (Number.isFinite(p.err) ? [p.y - p.err!, p.y, p.y + p.err!] : [p.y]))).filter((y) => !logY || y > 0);
+  const ty = (y: number) => (logY ? Math.log10(y) : y);
   let [x0, x1] = xs.length ? [Math.min(...xs), Math.max(...xs)] : [0, 1];
   if (x0 === x1) [x0, x1] = [x0 - 1, x1 + 1];
-  let [y0, y1] = ys.length ? [Math.min(...ys), Math.max(...ys)] : [0, 1];
+  let [y0, y1] = ys.length ? [Math.min(...ys.map(ty)), Math.max(...ys.map(ty))] : [0, 1];
   const pad = y1 > y0 ? (y1 - y0) * 0.06 : Math.max(Math.abs(y0) * 0.1, 0.05);
   [y0, y1] = [y0 - pad, y1 + pad];
   const xPos = (x: number | string) =>
     cats ? M.left + ((cats.indexOf(String(x)) + 0.5) / cats.length) * pw : M.left + ((Number(x) - x0) / (x1 - x0)) * pw;
-  const yPos = (y: number) => M.top + (1 - (y - y0) / (y1 - y0)) * ph;
+  // Values off a log axis's range (zero, negative) sit on its bottom edge.
+  const yPos = (y: number) => M.top + (1 - (Math.max(y0, Math.min(y1, logY && y <= 0 ? y0 : ty(y))) - y0) / (y1 - y0)) * ph;
   const out: string[] = [];
   out.push(`<svg xmlns="http://www.w3.org/2000/svg" width="${W}" height="${H}" viewBox="0 0 ${W} ${H}" font-family="DejaVu Sans, Arial, Helvetica, sans-serif">`);
   out.push(`<rect width="${W}" height="${H}" fill="#ffffff"/>`);
   out.push(`<text x="${M.left + pw / 2}" y="30" font-size="17" font-weight="bold" text-anchor="middle">${escapeXml(truncate(c.title, 80))}</text>`);
 
   // Grid and y ticks.
-  for (const t of niceTicks(y0, y1)) {
+  const yTicks = logY
+    ? Array.from({ length: Math.floor(y1) - Math.ceil(y0) + 1 }, (_, k) => 10 ** (Math.ceil(y0) + k))
+    : niceTicks(y0, y1);
+  for (const t of yTicks) {
     const y = yPos(t).toFixed(1);
     out.push(`<line x1="${M.left}" x2="${M.left + pw}" y1="${y}" y2="${y}" stroke="#e5e5e5"/>`);
     out.push(`<text x="${M.left - 8}" y="${y}" font-size="12" text-anchor="end" dominant-baseline="middle">${tickLabel(t)}</text>`);
@@ -96,7 +111,8 @@ export function renderChart(c: Chart): string {
   }
   out.push(`<rect x="${M.left}" y="${M.top}" width="${pw}" height="${ph}" fill="none" stroke="#333"/>`);
   out.push(`<text x="${M.left + pw / 2}" y="${H - 16}" font-size="14" text-anchor="middle">${escapeXml(c.xLabel)}</text>`);
-  out.push(`<text x="20" y="${M.top + ph / 2}" font-size="14" text-anchor="middle" transform="rotate(-90 20 ${M.top + ph / 2})">${escapeXml(c.yLabel)}</text>`);
+  const yLabel = logY ? `${c.yLabel} (log scale)` : c.yLabel;
+  out.push(`<text x="20" y="${M.top + ph / 2}" font-size="14" text-anchor="middle" transform="rotate(-90 20 ${M.top + ph / 2})">${escapeXml(yLabel)}</text>`);
 
   c.series.forEach((s, i) => {
     const color = PALETTE[i % PALETTE.length];
