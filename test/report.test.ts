@@ -246,3 +246,14 @@ test('a curve spanning orders of magnitude gets a log y axis with power-of-ten t
   const ly = [...lin.matchAll(/<circle cx="[^"]+" cy="([^"]+)"/g)].slice(0, 3).map((m) => Number(m[1]));
   assert.ok(ly[2] - ly[1] < (ly[1] - ly[0]) / 10);
 });
+
+test('numeric x values over orders of magnitude get a log x axis', () => {
+  const series = [{ name: 'a', points: [{ x: 66, y: 0.3 }, { x: 14594, y: 0.4 }, { x: 19546, y: 0.45 }] }];
+  const svg = renderChart({ title: 't', xLabel: 'trainable_params', yLabel: 'e', series, logX: true });
+  assert.match(svg, /trainable_params \(log scale\)/);
+  const ticks = [...svg.matchAll(/text-anchor="middle">(\d+)<\/text>/g)].map((m) => m[1]);
+  assert.deepEqual(ticks, ['100', '1000', '10000']);
+  const cx = [...svg.matchAll(/<circle cx="([^"]+)"/g)].map((m) => Number(m[1]));
+  // 66 -> 14,594 spans far more of the axis than 14,594 -> 19,546 (log distances 2.34 vs 0.13).
+  assert.ok((cx[1] - cx[0]) / (cx[2] - cx[1]) > 15, `${cx}`);
+});

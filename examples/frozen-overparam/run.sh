@@ -9,10 +9,12 @@ JOBS=${JOBS:-2}
 
 $GRANULAR sweep examples/frozen-overparam/sweep.yaml --jobs "$JOBS"
 
-# Test error against the number of trainable parameters (set by the freeze depth),
-# one line per target size, and against epoch per run group (epoch-wise double descent).
+# Test error against the number of trainable parameters (set by the freeze depth:
+# 66 with only the head, 14,594 / 18,274 / 19,458 / 19,546 with 3 / 2 / 1 / 0 blocks
+# frozen), one line per target size, and against epoch per run group (epoch-wise
+# double descent).
 $GRANULAR report runs/frozen-overparam --where sweep_stage=depth \
-  --group-by data.train_size --group-by finetune.freeze --x trainable_params \
+  --group-by data.train_size --group-by trainable_params --x trainable_params \
   --metric test_error --metric train_error \
   --out examples/frozen-overparam/results/depth
 

@@ -47,6 +47,8 @@ export function metricVsKey(runs: readonly RunRecord[], groupKeys: readonly stri
     categories,
     legendTitle: legendTitle(seriesKeys),
     lines: true,
+    // Parameter counts or sample sizes over orders of magnitude read better on a log axis.
+    logX: numeric && wantsLogY(xs.map(Number)),
   };
 }
 

@@ -29,6 +29,8 @@ export interface Chart {
   lines?: boolean;
   /** Logarithmic y axis (positive values; error bars reaching zero or below are cut at the bottom). */
   logY?: boolean;
+  /** Logarithmic numeric x axis (positive values: parameter counts, sample sizes). */
+  logX?: boolean;
 }
 
 /** Whether positive values spanning more than two decades read better on a log axis. */
@@ -58,6 +60,15 @@ export function niceTicks(lo: number, hi: number, count = 6): number[] {
   return out;
 }
 
+/** Powers of ten within [10^lo, 10^hi], plus 2x and 5x when there are fewer than three. */
+function logTicks(lo: number, hi: number): number[] {
+  const decades = Array.from({ length: Math.max(0, Math.floor(hi) - Math.ceil(lo) + 1) }, (_, k) => Math.ceil(lo) + k);
+  const mult = decades.length < 3 ? [1, 2, 5] : [1];
+  return Array.from({ length: Math.ceil(hi) - Math.floor(lo) + 1 }, (_, k) => Math.floor(lo) + k)
+    .flatMap((d) => mult.map((m) => m * 10 ** d))
+    .filter((t) => Math.log10(t) >= lo - 1e-9 && Math.log10(t) <= hi + 1e-9);
+}
+
 function tickLabel(v: number): string {
   if (Math.abs(v) >= 1e5 || (Math.abs(v) < 1e-3 && v !== 0)) return v.toExponential(1);
   return String(Number(v.toPrecision(4)));
@@ -71,7 +82,9 @@ export function renderChart(c: Chart): string {
   const pw = W - M.left - M.right;
   const ph = H - M.top - M.bottom;
   const cats = c.categories;
-  const xs = cats ? [] : c.series.flatMap((s) => s.points.map((p) => Number(p.x)));
+  const logX = c.logX === true && !cats;
+  const tx = (x: number) => (logX ? Math.log10(x) : x);
+  const xs = cats ? [] : c.series.flatMap((s) => s.points.map((p) => tx(Number(p.x))));
   const logY = c.logY === true;
   // On a log axis the range comes from the points and the error bars' positive ends.
   const ys = c.series.flatMap((s) => s.points.flatMap((p) => (Number.isFinite(p.err) ? [p.y - p.err!, p.y, p.y + p.err!] : [p.y]))).filter((y) => !logY || y > 0);
@@ -82,7 +95,7 @@ export function renderChart(c: Chart): string {
   const pad = y1 > y0 ? (y1 - y0) * 0.06 : Math.max(Math.abs(y0) * 0.1, 0.05);
   [y0, y1] = [y0 - pad, y1 + pad];
   const xPos = (x: number | string) =>
-    cats ? M.left + ((cats.indexOf(String(x)) + 0.5) / cats.length) * pw : M.left + ((Number(x) - x0) / (x1 - x0)) * pw;
+    cats ? M.left + ((cats.indexOf(String(x)) + 0.5) / cats.length) * pw : M.left + ((tx(Number(x)) - x0) / (x1 - x0)) * pw;
   // Values off a log axis's range (zero, negative) sit on its bottom edge.
   const yPos = (y: number) => M.top + (1 - (Math.max(y0, Math.min(y1, logY && y <= 0 ? y0 : ty(y))) - y0) / (y1 - y0)) * ph;
   const out: string[] = [];
@@ -91,9 +104,7 @@ export function renderChart(c: Chart): string {
   out.push(`<text x="${M.left + pw / 2}" y="30" font-size="17" font-weight="bold" text-anchor="middle">${escapeXml(truncate(c.title, 80))}</text>`);
 
   // Grid and y ticks.
-  const yTicks = logY
-    ? Array.from({ length: Math.floor(y1) - Math.ceil(y0) + 1 }, (_, k) => 10 ** (Math.ceil(y0) + k))
-    : niceTicks(y0, y1);
+  const yTicks = logY ? logTicks(y0, y1) : niceTicks(y0, y1);
   for (const t of yTicks) {
     const y = yPos(t).toFixed(1);
     out.push(`<line x1="${M.left}" x2="${M.left + pw}" y1="${y}" y2="${y}" stroke="#e5e5e5"/>`);
@@ -104,13 +115,15 @@ export function renderChart(c: Chart): string {
   const intX = xs.length > 0 && xs.every(Number.isInteger);
   const xTicks: Array<[number, string]> = cats
     ? cats.map((k) => [xPos(k), truncate(k, 14)])
-    : niceTicks(x0, x1).filter((t) => !intX || Number.isInteger(t)).map((t) => [xPos(t), tickLabel(t)]);
+    : logX
+      ? logTicks(x0, x1).map((t) => [xPos(t), tickLabel(t)])
+      : niceTicks(x0, x1).filter((t) => !intX || Number.isInteger(t)).map((t) => [xPos(t), tickLabel(t)]);
   for (const [x, text] of xTicks) {
     out.push(`<line x1="${x.toFixed(1)}" x2="${x.toFixed(1)}" y1="${M.top + ph}" y2="${M.top + ph + 5}" stroke="#333"/>`);
     out.push(`<text x="${x.toFixed(1)}" y="${M.top + ph + 19}" font-size="12" text-anchor="middle">${escapeXml(text)}</text>`);
   }
   out.push(`<rect x="${M.left}" y="${M.top}" width="${pw}" height="${ph}" fill="none" stroke="#333"/>`);
-  out.push(`<text x="${M.left + pw / 2}" y="${H - 16}" font-size="14" text-anchor="middle">${escapeXml(c.xLabel)}</text>`);
+  out.push(`<text x="${M.left + pw / 2}" y="${H - 16}" font-size="14" text-anchor="middle">${escapeXml(logX ? `${c.xLabel} (log scale)` : c.xLabel)}</text>`);
   const yLabel = logY ? `${c.yLabel} (log scale)` : c.yLabel;
   out.push(`<text x="20" y="${M.top + ph / 2}" font-size="14" text-anchor="middle" transform="rotate(-90 20 ${M.top + ph / 2})">${escapeXml(yLabel)}</text>`);
 
