@@ -7,6 +7,9 @@
  *   npm run bench [-- --steps 20 --warmup 3 --repeat 3 --archs cnn-small,resnet8 --backend wasm --threads N
  *                     --no-torch --no-check --check-batch 4]
  *
+ * GRANULAR_NATIVE=0 npm run bench measures without the native oneDNN kernels
+ * (src/engine/native-kernels.ts), for comparison.
+ *
  * PyTorch comes from the Debian package python3-torch (or pip install torch);
  * without it that column is skipped. The bench installs nothing itself.
  */
@@ -258,7 +261,7 @@ async function main(): Promise<void> {
     return;
   }
   const threads = engine.threads;
-  console.log(`granular bench: backend ${engine.backend}, ${threads} thread(s), ${engine.device}; batch ${BATCH}, 32x32x3, ${o.warmup} warmup + best of ${o.repeat} x ${o.steps} timed steps, SGD momentum 0.9`);
+  console.log(`granular bench: backend ${engine.backend} (kernels: ${engine.native ?? engine.kernels}), ${threads} thread(s), ${engine.device}; batch ${BATCH}, 32x32x3, ${o.warmup} warmup + best of ${o.repeat} x ${o.steps} timed steps, SGD momentum 0.9`);
   const summary: string[] = [];
   for (const arch of o.archs) {
     const t = await benchTfjs(arch, o);
@@ -288,7 +291,7 @@ async function main(): Promise<void> {
       summary.push(`${arch.padEnd(10)} loss check max diff ${maxDiff.toExponential(2)}`);
     }
   }
-  console.log(`\n== summary (${engine.backend}, ${threads} thread(s)) ==\n${summary.join('\n')}\npeak RSS of this process: ${fmt(maxRssMb(), 0)} MB`);
+  console.log(`\n== summary (${engine.backend}, ${engine.kernels} kernels, ${threads} thread(s)) ==\n${summary.join('\n')}\npeak RSS of this process: ${fmt(maxRssMb(), 0)} MB`);
 }
 
 main().catch((e) => {

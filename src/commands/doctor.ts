@@ -22,6 +22,7 @@ export function doctorCommand(): Command {
       const lines = [
         `backend:   ${e.backend}${e.requested === 'auto' ? ' (auto)' : ''}`,
         `threads:   ${e.threads}`,
+        `kernels:   ${e.kernels}${e.native ? ` (${e.native}; GRANULAR_NATIVE=0 turns them off)` : ''}`,
         `device:    ${e.device}`,
         `conv training step: ${ok ? 'ok' : 'FAILED'} (${(performance.now() - t0).toFixed(0)} ms)`,
         ...e.fallbacks.map((f) => `not used:  ${f}`),

@@ -9,7 +9,16 @@ export interface EngineInfo {
   requested: BackendChoice;
   threads: number;
   device: string;
-  /** Why a preferred backend was not used (auto only). */
+  /**
+   * The kernel set that computes: 'onednn' (wasm backend with the native
+   * kernels of ./native-kernels), 'wasm' (our wasm kernels alone), or the
+   * backend's name. Part of the engine's identity: the sets differ in the
+   * last bits of their sums.
+   */
+  kernels: string;
+  /** The native library and its thread count when kernels is 'onednn', e.g. "oneDNN 2.6.3 (OpenMP), 2 threads". */
+  native?: string;
+  /** Why a preferred backend, or the native kernels, was not used. */
   fallbacks: string[];
   versions: Record<string, string>;
 }
@@ -47,6 +56,7 @@ export async function initEngine(requested: BackendChoice = 'auto', threads?: nu
   }
   const fallbacks: string[] = [];
   let backend: string | null = null;
+  let native: string | null = null;
   if (requested === 'tensorflow' || requested === 'auto') {
     const why = loadTensorflow();
     if (why === null && (await tf.setBackend('tensorflow'))) backend = 'tensorflow';
@@ -63,6 +73,7 @@ export async function initEngine(requested: BackendChoice = 'auto', threads?: nu
       const { registerWasmTrainingKernels } = await import('./wasm-kernels');
       registerWasmTrainingKernels();
       backend = await initWasm(threads ?? defaultThreads(), fallbacks);
+      if (backend === 'wasm') native = await useNativeKernels(fallbacks);
     } else if (requested === 'wasm') {
       throw new UsageError(`--backend wasm: @tensorflow/tfjs-backend-wasm does not load (${why}). Run 'npm ci' again.`);
     } else fallbacks.push(`wasm: ${why}`);
@@ -81,6 +92,8 @@ export async function initEngine(requested: BackendChoice = 'auto', threads?: nu
     backend,
     requested,
     threads: nThreads,
+    kernels: native ? 'onednn' : backend,
+    ...(native ? { native } : {}),
     device: backend === 'tensorflow' ? tensorflowDevice() : `${os.cpus()[0]?.model ?? 'cpu'} (${os.cpus().length} cores)`,
     fallbacks,
     versions: {
@@ -127,6 +140,18 @@ async function initWasm(threads: number, fallbacks: string[]): Promise<string | 
   }
   wasmThreads = 1;
   return 'wasm';
+}
+
+/**
+ * Native oneDNN kernels over the wasm ones, on as many threads as the wasm
+ * pool got, unless GRANULAR_NATIVE=0 or the addon is not built (the reason
+ * goes into `fallbacks`). Returns their description, or null.
+ */
+async function useNativeKernels(fallbacks: string[]): Promise<string | null> {
+  const { registerNativeKernels } = await import('./native-kernels');
+  const { native, why } = registerNativeKernels(wasmThreads);
+  if (!native) fallbacks.push(`onednn kernels: ${why}`);
+  return native;
 }
 
 function tensorflowDevice(): string {

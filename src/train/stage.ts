@@ -236,6 +236,8 @@ function envRecord(engine: EngineInfo, net: Network, frozen: number, prefixCache
     backend_requested: engine.requested,
     backend_fallbacks: engine.fallbacks,
     threads: engine.threads,
+    kernels: engine.kernels,
+    ...(engine.native ? { native_kernels: engine.native } : {}),
     device: engine.device,
     versions: engine.versions,
     platform: `${os.platform()} ${os.arch()}`,
@@ -248,14 +250,26 @@ function envRecord(engine: EngineInfo, net: Network, frozen: number, prefixCache
   };
 }
 
-/** Bit-identical resume is promised for the same backend and thread count only. */
+/**
+ * Bit-identical resume is promised for the same backend, kernel set and
+ * thread count only: the native oneDNN kernels and the wasm ones agree to
+ * ~1e-6, not to the bit. Runs from before `kernels` was recorded ran on the
+ * backend's own kernels.
+ */
 function checkSameEngine(runDir: string, engine: EngineInfo, force: boolean): void {
   const envFile = path.join(runDir, rd.FILES.env);
   if (!fs.existsSync(envFile)) return;
-  const before = readJson<{ backend: string; threads: number }>(envFile);
-  if (before.backend === engine.backend && before.threads === engine.threads) return;
-  const what = `run '${runDir}' was trained on ${before.backend} with ${before.threads} thread(s); this process has ${engine.backend} with ${engine.threads}`;
-  if (!force) throw new UsageError(`${what}. Resume with --backend ${before.backend} --threads ${before.threads}, or add --force to continue anyway (the result is then no longer bit-identical to an uninterrupted run).`);
+  const before = readJson<{ backend: string; threads: number; kernels?: string }>(envFile);
+  const beforeKernels = before.kernels ?? before.backend;
+  if (before.backend === engine.backend && before.threads === engine.threads && beforeKernels === engine.kernels) return;
+  let what = `run '${runDir}' was trained on ${before.backend} with ${before.threads} thread(s); this process has ${engine.backend} with ${engine.threads}`;
+  let kernelHint = '';
+  if (beforeKernels !== engine.kernels) {
+    what += ` (kernels: ${beforeKernels} then, ${engine.kernels} now)`;
+    if (beforeKernels === 'onednn') kernelHint = " after 'npm run build:native', without GRANULAR_NATIVE=0";
+    else if (beforeKernels === 'wasm' && engine.kernels === 'onednn') kernelHint = ' and GRANULAR_NATIVE=0';
+  }
+  if (!force) throw new UsageError(`${what}. Resume with --backend ${before.backend} --threads ${before.threads}${kernelHint}, or add --force to continue anyway (the result is then no longer bit-identical to an uninterrupted run).`);
   process.stderr.write(`granular: warning: ${what}; continuing because of --force, so bit-identity with an uninterrupted run is not promised\n`);
 }
 

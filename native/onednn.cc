@@ -1,0 +1,627 @@
+// granular_onednn: convolution kernels from oneDNN (the CPU kernel library
+// PyTorch uses) for the tfjs wasm backend, plus a multi-threaded MaxPoolGrad
+// and leading-axes float64 Sum.
+//
+// Every function works in place on Float32Array views of the wasm heap that
+// the caller passes (backend.typedArrayFromHeap): no tensor data is copied
+// between JavaScript and C++. Layouts are what tfjs uses: activations NHWC,
+// filters HWIO. oneDNN primitives are expensive to create, so each is built
+// once per shape and kept in a map keyed by the op and its geometry.
+//
+// Build: native/build.js (npm run build:native). Loaded by src/engine/native-kernels.ts.
+#include <node_api.h>
+#include <omp.h>
+
+#include <oneapi/dnnl/dnnl.hpp>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <climits>
+#include <cstring>
+#include <memory>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+namespace {
+
+using dnnl::algorithm;
+using dnnl::memory;
+using tag = dnnl::memory::format_tag;
+using dt = dnnl::memory::data_type;
+
+// ---- N-API helpers ---------------------------------------------------------
+
+struct JsError {
+  std::string message;
+};
+
+void check(napi_env env, napi_status status, const char* what) {
+  if (status != napi_ok) throw JsError{std::string("granular_onednn: ") + what};
+}
+
+float* floatData(napi_env env, napi_value v, size_t minLength, const char* name) {
+  bool isTyped = false;
+  check(env, napi_is_typedarray(env, v, &isTyped), "napi_is_typedarray");
+  if (!isTyped) throw JsError{std::string("granular_onednn: ") + name + " must be a Float32Array"};
+  napi_typedarray_type type;
+  size_t length = 0;
+  void* data = nullptr;
+  check(env, napi_get_typedarray_info(env, v, &type, &length, &data, nullptr, nullptr), "napi_get_typedarray_info");
+  if (type != napi_float32_array) throw JsError{std::string("granular_onednn: ") + name + " must be a Float32Array"};
+  if (length < minLength) {
+    throw JsError{std::string("granular_onednn: ") + name + " holds " + std::to_string(length) + " floats, needs " +
+                  std::to_string(minLength)};
+  }
+  if (data == nullptr && minLength > 0) throw JsError{std::string("granular_onednn: ") + name + " has no data pointer"};
+  return static_cast<float*>(data);
+}
+
+std::vector<int64_t> intArray(napi_env env, napi_value v, size_t expected, const char* name) {
+  bool isArray = false;
+  check(env, napi_is_array(env, v, &isArray), "napi_is_array");
+  if (!isArray) throw JsError{std::string("granular_onednn: ") + name + " must be an array of integers"};
+  uint32_t n = 0;
+  check(env, napi_get_array_length(env, v, &n), "napi_get_array_length");
+  if (n != expected) {
+    throw JsError{std::string("granular_onednn: ") + name + " needs " + std::to_string(expected) + " integers, got " +
+                  std::to_string(n)};
+  }
+  std::vector<int64_t> out(n);
+  for (uint32_t i = 0; i < n; i++) {
+    napi_value e;
+    check(env, napi_get_element(env, v, i, &e), "napi_get_element");
+    check(env, napi_get_value_int64(env, e, &out[i]), "napi_get_value_int64");
+  }
+  return out;
+}
+
+std::vector<napi_value> args(napi_env env, napi_callback_info info, size_t n) {
+  std::vector<napi_value> argv(n);
+  size_t argc = n;
+  check(env, napi_get_cb_info(env, info, &argc, argv.data(), nullptr, nullptr), "napi_get_cb_info");
+  if (argc < n) throw JsError{"granular_onednn: expected " + std::to_string(n) + " arguments, got " + std::to_string(argc)};
+  return argv;
+}
+
+bool isNullish(napi_env env, napi_value v) {
+  napi_valuetype t;
+  check(env, napi_typeof(env, v, &t), "napi_typeof");
+  return t == napi_null || t == napi_undefined;
+}
+
+// Wraps a function body: C++ and oneDNN exceptions become JavaScript errors.
+template <typename F>
+napi_value guarded(napi_env env, F body) {
+  try {
+    return body();
+  } catch (const JsError& e) {
+    napi_throw_error(env, nullptr, e.message.c_str());
+  } catch (const dnnl::error& e) {
+    napi_throw_error(env, nullptr, (std::string("granular_onednn: oneDNN: ") + e.what()).c_str());
+  } catch (const std::exception& e) {
+    napi_throw_error(env, nullptr, (std::string("granular_onednn: ") + e.what()).c_str());
+  }
+  return nullptr;
+}
+
+napi_value undefinedValue(napi_env env) {
+  napi_value u;
+  napi_get_undefined(env, &u);
+  return u;
+}
+
+// ---- oneDNN state ------------------------------------------------------------
+
+dnnl::engine& cpuEngine() {
+  static dnnl::engine eng(dnnl::engine::kind::cpu, 0);
+  return eng;
+}
+
+dnnl::stream& cpuStream() {
+  static dnnl::stream s(cpuEngine());
+  return s;
+}
+
+// The geometry of one NHWC/HWIO convolution, as tfjs's Conv2DInfo gives it.
+struct Conv {
+  int64_t n, ih, iw, ic, oh, ow, oc, kh, kw, sh, sw, pt, pl, pb, pr;
+
+  static Conv from(const std::vector<int64_t>& p) {
+    Conv c{p[0], p[1], p[2], p[3], p[4], p[5], p[6], p[7], p[8], p[9], p[10], p[11], p[12], p[13], p[14]};
+    return c;
+  }
+  std::string key() const {
+    std::string k;
+    for (int64_t v : {n, ih, iw, ic, oh, ow, oc, kh, kw, sh, sw, pt, pl, pb, pr}) k += std::to_string(v) + ",";
+    return k;
+  }
+  int64_t srcSize() const { return n * ih * iw * ic; }
+  int64_t dstSize() const { return n * oh * ow * oc; }
+  int64_t weightsSize() const { return kh * kw * ic * oc; }
+  // Logical dims are NCHW / OIHW whatever the layout; the tag gives the layout.
+  memory::desc src(tag t) const { return memory::desc({n, ic, ih, iw}, dt::f32, t); }
+  memory::desc dst(tag t) const { return memory::desc({n, oc, oh, ow}, dt::f32, t); }
+  memory::desc weights(tag t) const { return memory::desc({oc, ic, kh, kw}, dt::f32, t); }
+  memory::desc bias() const { return memory::desc({oc}, dt::f32, tag::x); }
+  memory::dims strides() const { return {sh, sw}; }
+  memory::dims padL() const { return {pt, pl}; }
+  memory::dims padR() const { return {pb, pr}; }
+
+  // Activations stay NHWC (reordering them would cost as much as the conv);
+  // the weights are tiny, so oneDNN picks their layout and we reorder.
+  // oneDNN 3 dropped the operation descriptors of 2.x: one builder per API.
+  dnnl::convolution_forward::primitive_desc forward(bool withBias, const dnnl::primitive_attr& attr) const {
+    auto& eng = cpuEngine();
+    const auto kind = dnnl::prop_kind::forward_training;
+    const auto alg = algorithm::convolution_direct;
+#if DNNL_VERSION_MAJOR >= 3
+    if (withBias) {
+      return {eng, kind, alg, src(tag::nhwc), weights(tag::any), bias(), dst(tag::nhwc), strides(), padL(), padR(), attr};
+    }
+    return {eng, kind, alg, src(tag::nhwc), weights(tag::any), dst(tag::nhwc), strides(), padL(), padR(), attr};
+#else
+    if (withBias) {
+      return {{kind, alg, src(tag::nhwc), weights(tag::any), bias(), dst(tag::nhwc), strides(), padL(), padR()}, attr, eng};
+    }
+    return {{kind, alg, src(tag::nhwc), weights(tag::any), dst(tag::nhwc), strides(), padL(), padR()}, attr, eng};
+#endif
+  }
+
+  dnnl::convolution_backward_data::primitive_desc backwardData() const {
+    auto hint = forward(false, dnnl::primitive_attr());
+#if DNNL_VERSION_MAJOR >= 3
+    return {cpuEngine(), algorithm::convolution_direct, src(tag::nhwc), weights(tag::any), dst(tag::nhwc), strides(), padL(), padR(), hint};
+#else
+    return {{algorithm::convolution_direct, src(tag::nhwc), weights(tag::any), dst(tag::nhwc), strides(), padL(), padR()}, cpuEngine(), hint};
+#endif
+  }
+
+  dnnl::convolution_backward_weights::primitive_desc backwardWeights() const {
+    auto hint = forward(false, dnnl::primitive_attr());
+#if DNNL_VERSION_MAJOR >= 3
+    return {cpuEngine(), algorithm::convolution_direct, src(tag::nhwc), weights(tag::any), dst(tag::nhwc), strides(), padL(), padR(), hint};
+#else
+    return {{algorithm::convolution_direct, src(tag::nhwc), weights(tag::any), dst(tag::nhwc), strides(), padL(), padR()}, cpuEngine(), hint};
+#endif
+  }
+};
+
+// A primitive with the weight layout it wants and, where that is not HWIO,
+// the reorder between HWIO and it (and a buffer of that layout).
+struct Prepared {
+  dnnl::primitive prim;
+  std::string impl;
+  memory::desc weightsDesc;
+  bool weightsReorder = false;
+  dnnl::reorder reorder;
+  std::vector<float> weightsBuffer;
+};
+
+std::unordered_map<std::string, std::unique_ptr<Prepared>> cache;
+
+void prepareWeights(Prepared& p, const Conv& c, const memory::desc& want, bool toHwio) {
+  p.weightsDesc = want;
+  memory::desc hwio = c.weights(tag::hwio);
+  p.weightsReorder = want != hwio;
+  if (!p.weightsReorder) return;
+  p.weightsBuffer.resize(want.get_size() / sizeof(float) + 16);
+  auto& eng = cpuEngine();
+  if (toHwio) {
+    p.reorder = dnnl::reorder(dnnl::reorder::primitive_desc(eng, want, eng, hwio));
+  } else {
+    p.reorder = dnnl::reorder(dnnl::reorder::primitive_desc(eng, hwio, eng, want));
+  }
+}
+
+Prepared& forwardPrimitive(const Conv& c, bool withBias, bool relu) {
+  std::string key = std::string("fwd:") + (withBias ? "b" : "") + (relu ? "r" : "") + ":" + c.key();
+  auto it = cache.find(key);
+  if (it != cache.end()) return *it->second;
+  dnnl::primitive_attr attr;
+  if (relu) {
+    dnnl::post_ops ops;
+#if DNNL_VERSION_MAJOR >= 3
+    ops.append_eltwise(algorithm::eltwise_relu, 0.f, 0.f);
+#else
+    ops.append_eltwise(1.f, algorithm::eltwise_relu, 0.f, 0.f);
+#endif
+    attr.set_post_ops(ops);
+  }
+  auto pd = c.forward(withBias, attr);
+  auto p = std::make_unique<Prepared>();
+  p->prim = dnnl::convolution_forward(pd);
+  p->impl = pd.impl_info_str();
+  prepareWeights(*p, c, pd.weights_desc(), false);
+  return *cache.emplace(key, std::move(p)).first->second;
+}
+
+Prepared& backwardDataPrimitive(const Conv& c) {
+  std::string key = "bwd_data:" + c.key();
+  auto it = cache.find(key);
+  if (it != cache.end()) return *it->second;
+  auto pd = c.backwardData();
+  auto p = std::make_unique<Prepared>();
+  p->prim = dnnl::convolution_backward_data(pd);
+  p->impl = pd.impl_info_str();
+  prepareWeights(*p, c, pd.weights_desc(), false);
+  return *cache.emplace(key, std::move(p)).first->second;
+}
+
+Prepared& backwardWeightsPrimitive(const Conv& c) {
+  std::string key = "bwd_weights:" + c.key();
+  auto it = cache.find(key);
+  if (it != cache.end()) return *it->second;
+  auto pd = c.backwardWeights();
+  auto p = std::make_unique<Prepared>();
+  p->prim = dnnl::convolution_backward_weights(pd);
+  p->impl = pd.impl_info_str();
+  prepareWeights(*p, c, pd.diff_weights_desc(), true);
+  return *cache.emplace(key, std::move(p)).first->second;
+}
+
+Conv convArg(napi_env env, napi_value v) {
+  Conv c = Conv::from(intArray(env, v, 15, "conv geometry"));
+  for (int64_t x : {c.n, c.ih, c.iw, c.ic, c.oh, c.ow, c.oc, c.kh, c.kw, c.sh, c.sw}) {
+    if (x <= 0) throw JsError{"granular_onednn: conv geometry has a non-positive size"};
+  }
+  for (int64_t x : {c.pt, c.pl, c.pb, c.pr}) {
+    if (x < 0) throw JsError{"granular_onednn: conv geometry has a negative padding"};
+  }
+  return c;
+}
+
+// The weights handed to a primitive: the HWIO array itself, or its reorder.
+memory weightsIn(Prepared& p, const Conv& c, float* hwio) {
+  auto& eng = cpuEngine();
+  memory user(c.weights(tag::hwio), eng, hwio);
+  if (!p.weightsReorder) return user;
+  memory mine(p.weightsDesc, eng, p.weightsBuffer.data());
+  p.reorder.execute(cpuStream(), user, mine);
+  return mine;
+}
+
+// conv2d(x, filter, bias | null, y, geometry, relu): y = relu?(conv(x, filter) + bias)
+napi_value Conv2D(napi_env env, napi_callback_info info) {
+  return guarded(env, [&]() {
+    auto a = args(env, info, 6);
+    Conv c = convArg(env, a[4]);
+    bool withBias = !isNullish(env, a[2]);
+    bool relu = false;
+    check(env, napi_get_value_bool(env, a[5], &relu), "relu must be a boolean");
+    float* x = floatData(env, a[0], c.srcSize(), "x");
+    float* w = floatData(env, a[1], c.weightsSize(), "filter");
+    float* b = withBias ? floatData(env, a[2], c.oc, "bias") : nullptr;
+    float* y = floatData(env, a[3], c.dstSize(), "y");
+    Prepared& p = forwardPrimitive(c, withBias, relu);
+    auto& eng = cpuEngine();
+    std::unordered_map<int, memory> m{{DNNL_ARG_SRC, memory(c.src(tag::nhwc), eng, x)},
+                                      {DNNL_ARG_WEIGHTS, weightsIn(p, c, w)},
+                                      {DNNL_ARG_DST, memory(c.dst(tag::nhwc), eng, y)}};
+    if (withBias) m.emplace(DNNL_ARG_BIAS, memory(c.bias(), eng, b));
+    p.prim.execute(cpuStream(), m);
+    cpuStream().wait();
+    return undefinedValue(env);
+  });
+}
+
+// conv2dBackpropInput(dy, filter, dx, geometry): dx = the gradient of conv(x, filter) wrt x
+napi_value Conv2DBackpropInput(napi_env env, napi_callback_info info) {
+  return guarded(env, [&]() {
+    auto a = args(env, info, 4);
+    Conv c = convArg(env, a[3]);
+    float* dy = floatData(env, a[0], c.dstSize(), "dy");
+    float* w = floatData(env, a[1], c.weightsSize(), "filter");
+    float* dx = floatData(env, a[2], c.srcSize(), "dx");
+    Prepared& p = backwardDataPrimitive(c);
+    auto& eng = cpuEngine();
+    p.prim.execute(cpuStream(), {{DNNL_ARG_DIFF_DST, memory(c.dst(tag::nhwc), eng, dy)},
+                                 {DNNL_ARG_WEIGHTS, weightsIn(p, c, w)},
+                                 {DNNL_ARG_DIFF_SRC, memory(c.src(tag::nhwc), eng, dx)}});
+    cpuStream().wait();
+    return undefinedValue(env);
+  });
+}
+
+// conv2dBackpropFilter(x, dy, dw, geometry): dw = the gradient of conv(x, filter) wrt filter, HWIO
+napi_value Conv2DBackpropFilter(napi_env env, napi_callback_info info) {
+  return guarded(env, [&]() {
+    auto a = args(env, info, 4);
+    Conv c = convArg(env, a[3]);
+    float* x = floatData(env, a[0], c.srcSize(), "x");
+    float* dy = floatData(env, a[1], c.dstSize(), "dy");
+    float* dw = floatData(env, a[2], c.weightsSize(), "dw");
+    // oneDNN 2.6's 1x1 weight gradient with a stride (jit_1x1, which copies
+    // the strided pixels into a scratch buffer itself) corrupts the heap on
+    // 2 threads at batch 1 when the input channels are not a multiple of 16.
+    // We take the pixels the filter sees ourselves, so oneDNN only ever
+    // sees unit-stride 1x1 convolutions. Padded strided 1x1 convolutions
+    // never reach here (src/engine/native-kernels.ts passes them on).
+    if (c.kh == 1 && c.kw == 1 && (c.sh > 1 || c.sw > 1)) {
+      if (c.pt || c.pl || c.pb || c.pr) throw JsError{"granular_onednn: a padded strided 1x1 weight gradient is not supported"};
+      static std::vector<float> picked;
+      picked.resize(static_cast<size_t>(c.n * c.oh * c.ow * c.ic));
+#pragma omp parallel for schedule(static) if (picked.size() >= 32768)
+      for (int64_t r = 0; r < c.n * c.oh; r++) {
+        const int64_t b = r / c.oh, y = r % c.oh;
+        for (int64_t xo = 0; xo < c.ow; xo++) {
+          std::memcpy(picked.data() + (r * c.ow + xo) * c.ic, x + ((b * c.ih + y * c.sh) * c.iw + xo * c.sw) * c.ic, sizeof(float) * c.ic);
+        }
+      }
+      c = Conv{c.n, c.oh, c.ow, c.ic, c.oh, c.ow, c.oc, 1, 1, 1, 1, 0, 0, 0, 0};
+      x = picked.data();
+    }
+    Prepared& p = backwardWeightsPrimitive(c);
+    auto& eng = cpuEngine();
+    memory user(c.weights(tag::hwio), eng, dw);
+    memory out = p.weightsReorder ? memory(p.weightsDesc, eng, p.weightsBuffer.data()) : user;
+    p.prim.execute(cpuStream(), {{DNNL_ARG_SRC, memory(c.src(tag::nhwc), eng, x)},
+                                 {DNNL_ARG_DIFF_DST, memory(c.dst(tag::nhwc), eng, dy)},
+                                 {DNNL_ARG_DIFF_WEIGHTS, out}});
+    if (p.weightsReorder) p.reorder.execute(cpuStream(), out, user);
+    cpuStream().wait();
+    return undefinedValue(env);
+  });
+}
+
+// implementation(kind, geometry): the oneDNN implementation a conv runs ("jit:avx2", ...), for the bench.
+napi_value Implementation(napi_env env, napi_callback_info info) {
+  return guarded(env, [&]() {
+    auto a = args(env, info, 2);
+    size_t len = 0;
+    char kind[32] = {0};
+    check(env, napi_get_value_string_utf8(env, a[0], kind, sizeof(kind), &len), "kind must be a string");
+    Conv c = convArg(env, a[1]);
+    std::string k(kind);
+    const Prepared& p = k == "forward" ? forwardPrimitive(c, false, false)
+                        : k == "backward_data" ? backwardDataPrimitive(c)
+                                               : backwardWeightsPrimitive(c);
+    napi_value s;
+    check(env, napi_create_string_utf8(env, p.impl.c_str(), p.impl.size(), &s), "napi_create_string_utf8");
+    return s;
+  });
+}
+
+// maxPoolGrad(x, dy, dx, [n, ih, iw, c, oh, ow, fh, fw, sh, sw, pt, pl]):
+// dx = dy scattered to the first maximum (row-major window order) of each
+// window, as tfjs's cpu backend picks it. Images are independent, so they
+// are split over the threads; within one image the order is serial.
+napi_value MaxPoolGrad(napi_env env, napi_callback_info info) {
+  return guarded(env, [&]() {
+    auto a = args(env, info, 4);
+    auto g = intArray(env, a[3], 12, "pool geometry");
+    const int64_t n = g[0], ih = g[1], iw = g[2], C = g[3], oh = g[4], ow = g[5], fh = g[6], fw = g[7], sh = g[8], sw = g[9],
+                  pt = g[10], pl = g[11];
+    const float* x = floatData(env, a[0], n * ih * iw * C, "x");
+    const float* dy = floatData(env, a[1], n * oh * ow * C, "dy");
+    float* dx = floatData(env, a[2], n * ih * iw * C, "dx");
+    if (ih * iw * C > INT32_MAX) throw JsError{"granular_onednn: maxPoolGrad: an image over 2^31 elements"};
+#pragma omp parallel
+    {
+      std::vector<float> best(C);
+      std::vector<int32_t> where(C);
+#pragma omp for schedule(static)
+      for (int64_t b = 0; b < n; b++) {
+        const float* xb = x + b * ih * iw * C;
+        float* dxb = dx + b * ih * iw * C;
+        std::memset(dxb, 0, sizeof(float) * ih * iw * C);
+        for (int64_t y = 0; y < oh; y++) {
+          const int64_t h0 = y * sh - pt, hBegin = std::max<int64_t>(0, h0), hEnd = std::min<int64_t>(ih, h0 + fh);
+          for (int64_t xo = 0; xo < ow; xo++) {
+            const int64_t w0 = xo * sw - pl, wBegin = std::max<int64_t>(0, w0), wEnd = std::min<int64_t>(iw, w0 + fw);
+            float* bv = best.data();
+            int32_t* wv = where.data();
+            for (int64_t ch = 0; ch < C; ch++) {
+              bv[ch] = -INFINITY;
+              wv[ch] = -1;
+            }
+            for (int64_t h = hBegin; h < hEnd; h++) {
+              for (int64_t w = wBegin; w < wEnd; w++) {
+                const int32_t base = static_cast<int32_t>((h * iw + w) * C);
+                const float* xr = xb + base;
+                // Branch-free, so the channel loop vectorises; '>' keeps the first maximum.
+                for (int64_t ch = 0; ch < C; ch++) {
+                  const bool gt = xr[ch] > bv[ch];
+                  bv[ch] = gt ? xr[ch] : bv[ch];
+                  wv[ch] = gt ? base + static_cast<int32_t>(ch) : wv[ch];
+                }
+              }
+            }
+            const float* g0 = dy + ((b * oh + y) * ow + xo) * C;
+            for (int64_t ch = 0; ch < C; ch++) {
+              if (wv[ch] >= 0) dxb[wv[ch]] += g0[ch];
+            }
+          }
+        }
+      }
+    }
+    return undefinedValue(env);
+  });
+}
+
+// sumLeading(x, out, outer, inner, scale): out[j] = scale * sum_i x[i*inner + j],
+// accumulated in float64. Each thread sums a fixed range of rows (static
+// split, so the result depends only on the thread count), then the partial
+// sums are added in thread order.
+napi_value SumLeading(napi_env env, napi_callback_info info) {
+  return guarded(env, [&]() {
+    auto a = args(env, info, 5);
+    int64_t outer = 0, inner = 0;
+    double scale = 1;
+    check(env, napi_get_value_int64(env, a[2], &outer), "outer must be an integer");
+    check(env, napi_get_value_int64(env, a[3], &inner), "inner must be an integer");
+    check(env, napi_get_value_double(env, a[4], &scale), "scale must be a number");
+    const float* x = floatData(env, a[0], outer * inner, "x");
+    float* out = floatData(env, a[1], inner, "out");
+    const int threads = omp_get_max_threads();
+    std::vector<double> partial(static_cast<size_t>(threads) * inner, 0.0);
+#pragma omp parallel num_threads(threads)
+    {
+      const int t = omp_get_thread_num(), nt = omp_get_num_threads();
+      const int64_t begin = outer * t / nt, end = outer * (t + 1) / nt;
+      double* acc = partial.data() + static_cast<size_t>(t) * inner;
+      for (int64_t i = begin; i < end; i++) {
+        const float* row = x + i * inner;
+        for (int64_t j = 0; j < inner; j++) acc[j] += row[j];
+      }
+    }
+    for (int64_t j = 0; j < inner; j++) {
+      double s = 0;
+      for (int t = 0; t < threads; t++) s += partial[static_cast<size_t>(t) * inner + j];
+      out[j] = static_cast<float>(s * scale);
+    }
+    return undefinedValue(env);
+  });
+}
+
+// binary(op, a, b, out, n, aPeriod, bPeriod): out[i] = a[i % aPeriod] op b[i % bPeriod]
+// for i < n, op 0 add, 1 sub, 2 mul, 3 div, 4 squared difference. A period
+// shorter than n is an operand broadcast over the leading axes (batch norm's
+// [1,1,1,C] statistics against an [N,H,W,C] activation). Each element is one
+// float32 operation, as in the wasm kernels, so results are bit-identical to
+// theirs; the threads only split the range.
+template <int Op>
+inline float apply(float a, float b) {
+  if (Op == 0) return a + b;
+  if (Op == 1) return a - b;
+  if (Op == 2) return a * b;
+  if (Op == 3) return a / b;
+  const float d = a - b;
+  return d * d;
+}
+
+template <int Op>
+void binaryLoop(const float* a, const float* b, float* out, int64_t n, int64_t ap, int64_t bp) {
+  if (ap == n && bp == n) {
+#pragma omp parallel for simd schedule(static) if (n >= 32768)
+    for (int64_t i = 0; i < n; i++) out[i] = apply<Op>(a[i], b[i]);
+    return;
+  }
+  // Rows of the shorter period; within a row both operands run contiguously.
+  const int64_t row = std::min(ap, bp);
+  const int64_t rows = n / row;
+#pragma omp parallel for schedule(static) if (n >= 32768)
+  for (int64_t r = 0; r < rows; r++) {
+    const int64_t o = r * row;
+    const float* ar = ap == n ? a + o : a;
+    const float* br = bp == n ? b + o : b;
+    float* outr = out + o;
+    for (int64_t j = 0; j < row; j++) outr[j] = apply<Op>(ar[j], br[j]);
+  }
+}
+
+napi_value Binary(napi_env env, napi_callback_info info) {
+  return guarded(env, [&]() {
+    auto a = args(env, info, 7);
+    int32_t op = 0;
+    int64_t n = 0, ap = 0, bp = 0;
+    check(env, napi_get_value_int32(env, a[0], &op), "op must be an integer");
+    check(env, napi_get_value_int64(env, a[4], &n), "n must be an integer");
+    check(env, napi_get_value_int64(env, a[5], &ap), "aPeriod must be an integer");
+    check(env, napi_get_value_int64(env, a[6], &bp), "bPeriod must be an integer");
+    if (n <= 0 || ap <= 0 || bp <= 0 || n % ap || n % bp || (ap != n && bp != n) || op < 0 || op > 4) {
+      throw JsError{"granular_onednn: binary: one operand must span the output and the other repeat evenly in it"};
+    }
+    const float* x = floatData(env, a[1], ap, "a");
+    const float* y = floatData(env, a[2], bp, "b");
+    float* out = floatData(env, a[3], n, "out");
+    switch (op) {
+      case 0: binaryLoop<0>(x, y, out, n, ap, bp); break;
+      case 1: binaryLoop<1>(x, y, out, n, ap, bp); break;
+      case 2: binaryLoop<2>(x, y, out, n, ap, bp); break;
+      case 3: binaryLoop<3>(x, y, out, n, ap, bp); break;
+      default: binaryLoop<4>(x, y, out, n, ap, bp); break;
+    }
+    return undefinedValue(env);
+  });
+}
+
+// batchNorm(x, mean, variance, offset | null, scale | null, out, n, channels, epsilon):
+// out = offset + (x - mean) * scale / sqrt(variance + epsilon) per channel
+// (innermost axis), in float64 like tfjs's cpu backend, rounded once.
+napi_value BatchNorm(napi_env env, napi_callback_info info) {
+  return guarded(env, [&]() {
+    auto a = args(env, info, 9);
+    int64_t n = 0, C = 0;
+    double eps = 0;
+    check(env, napi_get_value_int64(env, a[6], &n), "n must be an integer");
+    check(env, napi_get_value_int64(env, a[7], &C), "channels must be an integer");
+    check(env, napi_get_value_double(env, a[8], &eps), "epsilon must be a number");
+    if (C <= 0 || n % C) throw JsError{"granular_onednn: batchNorm: the size is not a multiple of the channels"};
+    const float* x = floatData(env, a[0], n, "x");
+    const float* mean = floatData(env, a[1], C, "mean");
+    const float* var = floatData(env, a[2], C, "variance");
+    const float* offset = isNullish(env, a[3]) ? nullptr : floatData(env, a[3], C, "offset");
+    const float* scale = isNullish(env, a[4]) ? nullptr : floatData(env, a[4], C, "scale");
+    float* out = floatData(env, a[5], n, "out");
+    std::vector<double> k(C), m(C), o(C);
+    for (int64_t c = 0; c < C; c++) {
+      k[c] = (scale ? scale[c] : 1.0) / std::sqrt(static_cast<double>(var[c]) + eps);
+      m[c] = mean[c];
+      o[c] = offset ? offset[c] : 0.0;
+    }
+    const int64_t rows = n / C;
+#pragma omp parallel for schedule(static) if (n >= 32768)
+    for (int64_t r = 0; r < rows; r++) {
+      const float* xr = x + r * C;
+      float* outr = out + r * C;
+      for (int64_t c = 0; c < C; c++) outr[c] = static_cast<float>(o[c] + (xr[c] - m[c]) * k[c]);
+    }
+    return undefinedValue(env);
+  });
+}
+
+// setThreads(n): the OpenMP threads oneDNN and the loops above use; returns the count in effect.
+napi_value SetThreads(napi_env env, napi_callback_info info) {
+  return guarded(env, [&]() {
+    auto a = args(env, info, 1);
+    int32_t n = 1;
+    check(env, napi_get_value_int32(env, a[0], &n), "threads must be an integer");
+    omp_set_num_threads(n < 1 ? 1 : n);
+    napi_value r;
+    check(env, napi_create_int32(env, omp_get_max_threads(), &r), "napi_create_int32");
+    return r;
+  });
+}
+
+// version(): "oneDNN <major>.<minor>.<patch> (<cpu runtime>)"
+napi_value Version(napi_env env, napi_callback_info) {
+  return guarded(env, [&]() {
+    const dnnl_version_t* v = dnnl_version();
+    std::string s = "oneDNN " + std::to_string(v->major) + "." + std::to_string(v->minor) + "." + std::to_string(v->patch) +
+                    (v->cpu_runtime == DNNL_RUNTIME_OMP ? " (OpenMP)" : "");
+    napi_value r;
+    check(env, napi_create_string_utf8(env, s.c_str(), s.size(), &r), "napi_create_string_utf8");
+    return r;
+  });
+}
+
+// primitives(): how many oneDNN primitives are cached (one per op and shape).
+napi_value Primitives(napi_env env, napi_callback_info) {
+  napi_value r;
+  napi_create_int32(env, static_cast<int32_t>(cache.size()), &r);
+  return r;
+}
+
+napi_value Init(napi_env env, napi_value exports) {
+  napi_property_descriptor props[] = {
+      {"conv2d", nullptr, Conv2D, nullptr, nullptr, nullptr, napi_default, nullptr},
+      {"conv2dBackpropInput", nullptr, Conv2DBackpropInput, nullptr, nullptr, nullptr, napi_default, nullptr},
+      {"conv2dBackpropFilter", nullptr, Conv2DBackpropFilter, nullptr, nullptr, nullptr, napi_default, nullptr},
+      {"implementation", nullptr, Implementation, nullptr, nullptr, nullptr, napi_default, nullptr},
+      {"maxPoolGrad", nullptr, MaxPoolGrad, nullptr, nullptr, nullptr, napi_default, nullptr},
+      {"binary", nullptr, Binary, nullptr, nullptr, nullptr, napi_default, nullptr},
+      {"batchNorm", nullptr, BatchNorm, nullptr, nullptr, nullptr, napi_default, nullptr},
+      {"sumLeading", nullptr, SumLeading, nullptr, nullptr, nullptr, napi_default, nullptr},
+      {"setThreads", nullptr, SetThreads, nullptr, nullptr, nullptr, napi_default, nullptr},
+      {"version", nullptr, Version, nullptr, nullptr, nullptr, napi_default, nullptr},
+      {"primitives", nullptr, Primitives, nullptr, nullptr, nullptr, napi_default, nullptr},
+  };
+  napi_define_properties(env, exports, sizeof(props) / sizeof(props[0]), props);
+  return exports;
+}
+
+}  // namespace
+
+NAPI_MODULE(NODE_GYP_MODULE_NAME, Init)
