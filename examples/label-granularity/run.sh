@@ -35,7 +35,7 @@ for part in "${PARTS[@]}"; do
     # Alphabet accuracy after fine-tuning, per pretraining labels and regime ...
     $GRANULAR report runs/label-granularity-omniglot --where stage=finetune \
       --group-by source.data.relabel --group-by pretrain_level --group-by sweep_stage \
-      --metric test_acc --metric test_top5 \
+      --metric test_acc --metric train_acc \
       --out examples/label-granularity/results-omniglot
     # ... and of the pretrained networks themselves, read at the alphabet level
     # through their own head (a character network's probabilities summed per alphabet).
