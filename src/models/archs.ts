@@ -1,6 +1,7 @@
 import * as tf from '@tensorflow/tfjs';
 import { Config } from '../config/schema';
 import { UsageError } from '../util/errors';
+import { batchNormTrain, isBatchNorm } from './batchnorm';
 import { Block, Network } from './network';
 import { SmoothReLU, smoothRelu } from './smooth-relu';
 
@@ -18,12 +19,17 @@ class Seeds {
 
 const he = (s: Seeds) => tf.initializers.heNormal({ seed: s.next() });
 
+/** A layer on an eager tensor: batch norm in training mode as one fused op (./batchnorm.ts). */
+function applyEager(l: tf.layers.Layer, x: tf.Tensor, training: boolean): tf.Tensor {
+  return training && isBatchNorm(l) ? batchNormTrain(l, x) : (l.apply(x, { training }) as tf.Tensor);
+}
+
 /** A block that is a plain chain of layers. */
 function chain(name: string, layers: tf.layers.Layer[]): Block {
   return {
     name,
     layers,
-    apply: (x, training) => layers.reduce((h, l) => l.apply(h, { training }) as tf.Tensor, x),
+    apply: (x, training) => layers.reduce((h, l) => applyEager(l, h, training), x),
     applySymbolic: (x) => layers.reduce((h, l) => l.apply(h) as tf.SymbolicTensor, x),
   };
 }
@@ -107,7 +113,7 @@ function resnet(cfg: Config, n: number, seeds: Seeds): Block[] {
       const layers = [c1, b1, r1, c2, b2, ...proj, add, r2, ...last];
       // One body for both tensor kinds: layers accept either.
       const body = <T extends tf.Tensor | tf.SymbolicTensor>(x: T, kw: { training?: boolean }): T => {
-        const ap = (l: tf.layers.Layer, v: T) => l.apply(v, kw) as T;
+        const ap = (l: tf.layers.Layer, v: T) => (v instanceof tf.Tensor ? applyEager(l, v, kw.training === true) : l.apply(v, kw)) as T;
         const main = ap(b2, ap(c2, ap(r1, ap(b1, ap(c1, x)))));
         const short = proj.length ? ap(proj[1], ap(proj[0], x)) : x;
         let y = ap(r2, add.apply([main, short] as never, kw) as T);
