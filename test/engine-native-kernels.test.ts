@@ -7,7 +7,7 @@ import { registerWasmTrainingKernels } from '../src/engine/wasm-kernels';
 import { loadOneDnn, NATIVE_KERNELS, registerNativeKernels } from '../src/engine/native-kernels';
 import { Rng } from '../src/util/rng';
 import * as fs from 'node:fs';
-import { cli, QUICKSTART, readJson, scaledError, tmpDir } from './helpers';
+import { cli, ConvCase, convGridCases, describeConvCase, QUICKSTART, readJson, scaledError, tmpDir } from './helpers';
 
 /** 1e-4 of the larger of 1 and the reference's magnitude. */
 const TOLERANCE = 1e-4;
@@ -24,23 +24,6 @@ before(async () => {
   assert.ok(await tf.setBackend('wasm'), 'wasm backend failed to initialise');
 });
 
-type Pad = 'same' | 'valid' | [[number, number], [number, number], [number, number], [number, number]];
-
-interface ConvCase {
-  batch: number;
-  height: number;
-  width: number;
-  inChannels: number;
-  outChannels: number;
-  kernel: number;
-  strides: [number, number];
-  pad: Pad;
-}
-
-function describeCase(c: ConvCase): string {
-  const pad = typeof c.pad === 'string' ? c.pad : JSON.stringify(c.pad);
-  return `x[${c.batch},${c.height},${c.width},${c.inChannels}] k${c.kernel} out${c.outChannels} strides ${c.strides} pad ${pad}`;
-}
 
 function randomValues(rng: Rng, size: number, integers = false): Float32Array {
   // Small integers make ties in max pooling common, to check which one wins.
@@ -69,33 +52,6 @@ async function assertSame(what: string, f: () => tf.Tensor[]): Promise<number> {
   return worst;
 }
 
-/** Seeded random conv shapes: strides 1/2, same/valid, kernels 1/3/5, batch 1 and 2-3, odd and even sizes. */
-function gridCases(rng: Rng): ConvCase[] {
-  const cases: ConvCase[] = [];
-  for (const stride of [1, 2]) {
-    for (const pad of ['same', 'valid'] as const) {
-      for (const kernel of [1, 3, 5]) {
-        for (const variant of [0, 1]) {
-          const base = kernel + rng.int(5);
-          const odd = base % 2 === 1 ? base : base + 1;
-          const even = base % 2 === 0 ? base : base + 1;
-          cases.push({
-            batch: variant === 0 ? 1 : 2 + rng.int(2),
-            height: variant === 0 ? odd : even,
-            width: variant === 0 ? even : odd,
-            inChannels: 1 + rng.int(20),
-            outChannels: 1 + rng.int(20),
-            kernel,
-            strides: [stride, stride],
-            pad,
-          });
-        }
-      }
-    }
-  }
-  return cases;
-}
-
 /** Forward output, dx and dFilter of conv2d under a random upstream gradient. */
 async function checkConv(c: ConvCase, rng: Rng): Promise<number> {
   const xShape: [number, number, number, number] = [c.batch, c.height, c.width, c.inChannels];
@@ -104,7 +60,7 @@ async function checkConv(c: ConvCase, rng: Rng): Promise<number> {
   const x = randomValues(rng, tf.util.sizeFromShape(xShape));
   const filter = randomValues(rng, tf.util.sizeFromShape(fShape));
   const dy = randomValues(rng, tf.util.sizeFromShape(outShape));
-  return assertSame(describeCase(c), () => {
+  return assertSame(describeConvCase(c), () => {
     const conv = (a: tf.Tensor, b: tf.Tensor) => tf.conv2d(a as tf.Tensor4D, b as tf.Tensor4D, c.strides, c.pad);
     const xt = tf.tensor4d(x, xShape);
     const ft = tf.tensor4d(filter, fShape);
@@ -123,7 +79,7 @@ test('the native kernels are registered for wasm and run', { skip }, async () =>
 
 test('conv2d forward and gradients match the cpu backend: strides 1/2, same/valid, kernels 1/3/5', { skip }, async (t) => {
   const rng = new Rng(20240701);
-  const cases = gridCases(rng);
+  const cases = convGridCases(rng, { sizeSpread: 5, maxIn: 20, maxOut: 20 });
   let worst = 0;
   for (const c of cases) worst = Math.max(worst, await checkConv(c, rng));
   t.diagnostic(`${cases.length} cases, max scaled error ${worst.toExponential(2)}`);

@@ -154,3 +154,54 @@ export function scaledError(actual: ArrayLike<number>, expected: ArrayLike<numbe
   }
   return maxDiff / scale;
 }
+
+/** Conv padding as tfjs takes it: a mode or explicit [[0,0],[top,bottom],[left,right],[0,0]]. */
+export type ConvPad = 'same' | 'valid' | [[number, number], [number, number], [number, number], [number, number]];
+
+/** One convolution geometry for the kernel tests (NHWC input, square kernel). */
+export interface ConvCase {
+  batch: number;
+  height: number;
+  width: number;
+  inChannels: number;
+  outChannels: number;
+  kernel: number;
+  strides: [number, number];
+  pad: ConvPad;
+}
+
+export function describeConvCase(c: ConvCase): string {
+  const pad = typeof c.pad === 'string' ? c.pad : JSON.stringify(c.pad);
+  return `x[${c.batch},${c.height},${c.width},${c.inChannels}] k${c.kernel} out${c.outChannels} strides ${c.strides} pad ${pad}`;
+}
+
+/**
+ * Two seeded random shapes per (stride 1/2, padding same/valid, kernel 1/3/5):
+ * the first with batch 1, odd height and even width, the second with batch 2-3
+ * and the reverse; sizes kernel + [0, sizeSpread), channels 1..maxIn / 1..maxOut.
+ */
+export function convGridCases(rng: { int(n: number): number }, o: { sizeSpread: number; maxIn: number; maxOut: number }): ConvCase[] {
+  const cases: ConvCase[] = [];
+  for (const stride of [1, 2]) {
+    for (const pad of ['same', 'valid'] as const) {
+      for (const kernel of [1, 3, 5]) {
+        for (const variant of [0, 1]) {
+          const base = kernel + rng.int(o.sizeSpread);
+          const odd = base % 2 === 1 ? base : base + 1;
+          const even = base % 2 === 0 ? base : base + 1;
+          cases.push({
+            batch: variant === 0 ? 1 : 2 + rng.int(2),
+            height: variant === 0 ? odd : even,
+            width: variant === 0 ? even : odd,
+            inChannels: 1 + rng.int(o.maxIn),
+            outChannels: 1 + rng.int(o.maxOut),
+            kernel,
+            strides: [stride, stride],
+            pad,
+          });
+        }
+      }
+    }
+  }
+  return cases;
+}
