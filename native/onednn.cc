@@ -215,50 +215,43 @@ void prepareWeights(Prepared& p, const Conv& c, const memory::desc& want, bool t
   }
 }
 
-Prepared& forwardPrimitive(const Conv& c, bool withBias, bool relu) {
-  std::string key = std::string("fwd:") + (withBias ? "b" : "") + (relu ? "r" : "") + ":" + c.key();
+// The cached primitive under `key`, made on first use by `make` (which returns
+// its primitive descriptor), with its weights reorder prepared.
+template <typename Primitive, typename Make>
+Prepared& cachedPrimitive(const std::string& key, const Conv& c, bool diffWeights, Make make) {
   auto it = cache.find(key);
   if (it != cache.end()) return *it->second;
-  dnnl::primitive_attr attr;
-  if (relu) {
-    dnnl::post_ops ops;
-#if DNNL_VERSION_MAJOR >= 3
-    ops.append_eltwise(algorithm::eltwise_relu, 0.f, 0.f);
-#else
-    ops.append_eltwise(1.f, algorithm::eltwise_relu, 0.f, 0.f);
-#endif
-    attr.set_post_ops(ops);
-  }
-  auto pd = c.forward(withBias, attr);
+  auto pd = make();
   auto p = std::make_unique<Prepared>();
-  p->prim = dnnl::convolution_forward(pd);
+  p->prim = Primitive(pd);
   p->impl = pd.impl_info_str();
-  prepareWeights(*p, c, pd.weights_desc(), false);
+  prepareWeights(*p, c, diffWeights ? pd.diff_weights_desc() : pd.weights_desc(), diffWeights);
   return *cache.emplace(key, std::move(p)).first->second;
+}
+
+Prepared& forwardPrimitive(const Conv& c, bool withBias, bool relu) {
+  std::string key = std::string("fwd:") + (withBias ? "b" : "") + (relu ? "r" : "") + ":" + c.key();
+  return cachedPrimitive<dnnl::convolution_forward>(key, c, false, [&] {
+    dnnl::primitive_attr attr;
+    if (relu) {
+      dnnl::post_ops ops;
+#if DNNL_VERSION_MAJOR >= 3
+      ops.append_eltwise(algorithm::eltwise_relu, 0.f, 0.f);
+#else
+      ops.append_eltwise(1.f, algorithm::eltwise_relu, 0.f, 0.f);
+#endif
+      attr.set_post_ops(ops);
+    }
+    return c.forward(withBias, attr);
+  });
 }
 
 Prepared& backwardDataPrimitive(const Conv& c) {
-  std::string key = "bwd_data:" + c.key();
-  auto it = cache.find(key);
-  if (it != cache.end()) return *it->second;
-  auto pd = c.backwardData();
-  auto p = std::make_unique<Prepared>();
-  p->prim = dnnl::convolution_backward_data(pd);
-  p->impl = pd.impl_info_str();
-  prepareWeights(*p, c, pd.weights_desc(), false);
-  return *cache.emplace(key, std::move(p)).first->second;
+  return cachedPrimitive<dnnl::convolution_backward_data>("bwd_data:" + c.key(), c, false, [&] { return c.backwardData(); });
 }
 
 Prepared& backwardWeightsPrimitive(const Conv& c) {
-  std::string key = "bwd_weights:" + c.key();
-  auto it = cache.find(key);
-  if (it != cache.end()) return *it->second;
-  auto pd = c.backwardWeights();
-  auto p = std::make_unique<Prepared>();
-  p->prim = dnnl::convolution_backward_weights(pd);
-  p->impl = pd.impl_info_str();
-  prepareWeights(*p, c, pd.diff_weights_desc(), true);
-  return *cache.emplace(key, std::move(p)).first->second;
+  return cachedPrimitive<dnnl::convolution_backward_weights>("bwd_weights:" + c.key(), c, true, [&] { return c.backwardWeights(); });
 }
 
 Conv convArg(napi_env env, napi_value v) {

@@ -9,7 +9,7 @@ export function reportCommand(): Command {
   const cmd = new Command('report')
     .description('tables (markdown, CSV) and plots (SVG, PNG) from run folders: mean ± std over seeds per group')
     .argument('<run_dir...>', 'run folders, or folders that hold them (e.g. runs/<sweep-name>)')
-    .option('--group-by <key>', 'group by a config key (train.level, finetune.freeze) or summary key (pretrain_level, stage); repeatable', collect, [])
+    .option('--group-by <key>', 'group by a config key (train.level, finetune.freeze), a summary key (pretrain_level, stage), sweep_stage, or source.<config key> (the source run\'s value); repeatable', collect, [])
     .option('--metric <name>', 'summary metric to tabulate and plot (repeatable; default test_acc, test_acc_easy, test_acc_hard, val_acc; <m>_error = 1 - <m>_acc)', collect, [])
     .option('--where <key=value>', 'only runs whose config or summary key has this value (repeatable), e.g. stage=finetune', collect, [])
     .option('--x <key>', 'x axis of the metric-vs-key plots (default: the first --group-by key other than stage)')
