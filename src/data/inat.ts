@@ -2,6 +2,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { Config } from '../config/schema';
 import { taxonomyTree, TaxonRow } from '../hierarchy/taxonomy';
+import { joinNames } from '../hierarchy/tree';
 import { UsageError } from '../util/errors';
 import { Catalog, listSome, Log } from './catalog';
 import { ImageRef } from './decode';
@@ -49,7 +50,7 @@ export function inatCatalog(cfg: Config, log: Log): Catalog {
   const test = readPart(testFile, log);
   // The categories of both files together; the same id must mean the same taxon.
   const rows = [...train.categories.values(), ...[...test.categories.values()].filter((r) => !train.categories.has(Number(r.key)))];
-  const clash = [...test.categories.values()].filter((r) => train.categories.has(Number(r.key)) && train.categories.get(Number(r.key))!.names.join('/') !== r.names.join('/'));
+  const clash = [...test.categories.values()].filter((r) => train.categories.has(Number(r.key)) && joinNames(train.categories.get(Number(r.key))!.names) !== joinNames(r.names));
   if (clash.length) throw new UsageError(`${testFile}: ${clash.length} category id(s) name other taxa than in ${trainFile}: ${listSome(clash.map((r) => r.key))}.`);
   // Only categories with training images are classes; listed but unused ones are left out.
   const used = new Set(train.annotations.map((a) => String(a.category)));

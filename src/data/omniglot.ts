@@ -1,7 +1,7 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { Config } from '../config/schema';
-import { Hierarchy } from '../hierarchy/tree';
+import { Hierarchy, joinNames } from '../hierarchy/tree';
 import { UsageError } from '../util/errors';
 import { Catalog } from './catalog';
 import { ImageRef } from './decode';
@@ -44,9 +44,9 @@ export function omniglotCatalog(cfg: Config): Catalog {
   if (found.length === 0) throw new UsageError(`no Omniglot images (<set>/<Alphabet>/characterNN/<id>_<drawer>.png) in ${zips.join(', ')}.`);
   const nodes = new Map<string, { id: string; parent: string | null; name: string }>();
   for (const f of found) {
-    nodes.set(f.alphabet, { id: f.alphabet, parent: null, name: f.alphabet });
-    const id = `${f.alphabet}/${f.character}`;
-    nodes.set(id, { id, parent: f.alphabet, name: f.character });
+    nodes.set(joinNames([f.alphabet]), { id: joinNames([f.alphabet]), parent: null, name: f.alphabet });
+    const id = joinNames([f.alphabet, f.character]);
+    nodes.set(id, { id, parent: joinNames([f.alphabet]), name: f.character });
   }
   const classes = [...nodes.values()].filter((n) => n.parent !== null).map((n) => n.id).sort();
   const hierarchy = new Hierarchy('root', [...nodes.values()], classes, new Map([[1, 'alphabet'], [2, 'character']]));
@@ -55,7 +55,7 @@ export function omniglotCatalog(cfg: Config): Catalog {
   const train: ImageRef[] = [];
   const test: ImageRef[] = [];
   for (const f of found) {
-    const ref = { ...f.ref, cls: index.get(`${f.alphabet}/${f.character}`)! };
+    const ref = { ...f.ref, cls: index.get(joinNames([f.alphabet, f.character]))! };
     (f.drawer <= OMNIGLOT_TRAIN_DRAWERS ? train : test).push(ref);
   }
   return { format: 'omniglot', hierarchy, train, test };

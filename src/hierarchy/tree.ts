@@ -2,6 +2,20 @@ import * as fs from 'node:fs';
 import { UsageError } from '../util/errors';
 
 /**
+ * One name as a JSON Pointer token (RFC 6901): '~' -> '~0', '/' -> '~1'. Paths
+ * and taxonomy node ids join such tokens with '/', so a name may contain any
+ * character and a path still splits back into the same names.
+ */
+export function escapeName(name: string): string {
+  return name.replace(/~/g, '~0').replace(/\//g, '~1');
+}
+
+/** Names from the root down as one path string (each name escaped, joined by '/'). */
+export function joinNames(names: readonly string[]): string {
+  return names.map(escapeName).join('/');
+}
+
+/**
  * The class hierarchy as one rooted tree over the dataset's classes. Pure
  * TypeScript, no tensors: levels, cuts and label maps are cheap to test.
  */
@@ -99,9 +113,13 @@ export class Hierarchy {
     return out.reverse();
   }
 
-  /** Classes are identified by their path: names alone repeat across the tree. */
+  /**
+   * Classes are identified by their path: names alone repeat across the tree.
+   * Names are escaped as JSON Pointer tokens (`joinNames`), so a '/' inside a
+   * name never reads as a level.
+   */
   path(id: string): string {
-    return this.lineage(id).map((n) => this.node(n).name).join('/');
+    return joinNames(this.lineage(id).map((n) => this.node(n).name));
   }
 
   /** The deepest ancestor-or-self of `id` at depth <= d (the root if d = 0). */
@@ -193,7 +211,15 @@ export class Hierarchy {
     } catch {
       throw new UsageError(`level '${spec}': cannot read the node list '${file}'.`);
     }
-    const listed = new Set(text.split(/\r?\n/).map((l) => l.trim().split(/\s+/)[0]).filter((l) => l && !l.startsWith('#')));
+    // A line is a node id or path (names may hold spaces: 'Alpha one'); failing that, its first
+    // word, so ImageNet-style lists ('n01440764 tench, Tinca tinca') work as they are.
+    const listed = new Set(
+      text
+        .split(/\r?\n/)
+        .map((l) => l.trim())
+        .filter((l) => l && !l.startsWith('#'))
+        .map((l) => (this.nodes.has(l) ? l : l.split(/\s+/)[0])),
+    );
     const unknown = [...listed].filter((n) => !this.nodes.has(n));
     if (unknown.length) throw new UsageError(`level '${spec}': ${unknown.length} listed node(s) are not in the hierarchy: ${unknown.slice(0, 5).join(', ')}`);
     const name = `nodes-${file.split('/').pop()!.replace(/\.[^.]*$/, '')}`;

@@ -1,0 +1,75 @@
+/**
+ * Real-world data faults (issue 12; the outside checks are ../shared/cases/NN):
+ * each test is the essence of one case, driven through the real loaders and
+ * commands on tiny fixtures.
+ */
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { parseSets, resolveConfig } from '../src/config/load';
+import { loadDataset } from '../src/data';
+import { taxonomyTree } from '../src/hierarchy/taxonomy';
+import { UsageError } from '../src/util/errors';
+import { writeFolderDataset } from './data-fixtures';
+import { tmpDir } from './helpers';
+
+const quiet = () => {};
+const folderCfg = (root: string, ...sets: string[]) =>
+  resolveConfig([parseSets(['data.format=imagefolder', `data.root=${root}`, 'data.image_size=8', 'data.cache_dir=null', ...sets])]);
+
+// Case 08: a separator character inside a name.
+test("a '/' inside a taxon name is part of the name: no phantom level, no merged genera (case 08)", async () => {
+  const root = tmpDir();
+  const taxonomy = [
+    'kingdom,family,genus,species',
+    'Plantae,Poaceae/Gramineae,Ammophila,arenaria',
+    'Plantae,Poaceae/Gramineae,Elymus,repens',
+    'Animalia,Sphecidae,Sphex,funerarius',
+    'Animalia,Sphecidae,Ammophila,sabulosa',
+  ].join('\n');
+  await writeFolderDataset(root, { taxonomy, leaves: { arenaria: [2, 1], repens: [2, 1], funerarius: [2, 1], sabulosa: [2, 1] } });
+  const h = (await loadDataset(folderCfg(root), quiet)).hierarchy;
+  assert.equal(h.maxDepth, 4, 'the four columns are the four levels');
+  assert.equal(h.resolveLevel('family').classes.length, 2);
+  const genus = h.resolveLevel('genus');
+  assert.deepEqual(genus.classes.map((c) => h.path(c)), [
+    'Animalia/Sphecidae/Ammophila',
+    'Animalia/Sphecidae/Sphex',
+    'Plantae/Poaceae~1Gramineae/Ammophila',
+    'Plantae/Poaceae~1Gramineae/Elymus',
+  ]);
+  assert.equal(h.node(genus.classes[3]).name, 'Elymus');
+  assert.equal(h.node(h.node(genus.classes[3]).parent!).name, 'Poaceae/Gramineae');
+  // The name selects the family; its escaped path does too.
+  for (const spec of ['Poaceae/Gramineae', 'Plantae/Poaceae~1Gramineae']) {
+    const d = await loadDataset(folderCfg(root, `data.include=[${JSON.stringify(spec)}]`), quiet);
+    assert.deepEqual(d.hierarchy.classes.map((c) => d.hierarchy.node(c).name), ['arenaria', 'repens'], spec);
+  }
+});
+
+test('taxonomy rows are keyed by their list of names, for every source of rows (iNat fields too)', () => {
+  const levels = ['a', 'b', 'c'];
+  const rows = [
+    { names: ['X/Y', 'Z', 'k1'], key: 'k1', where: 'row 1' },
+    { names: ['X', 'Y/Z', 'k2'], key: 'k2', where: 'row 2' },
+    { names: ['X', 'Y', 'Z/k3'], key: 'Z/k3', where: 'row 3' },
+    { names: ['X~1Y', 'Z', 'k4'], key: 'k4', where: 'row 4' },
+  ];
+  const { hierarchy: h, classOfKey } = taxonomyTree(levels, rows, 'test');
+  assert.equal(h.maxDepth, 3);
+  assert.equal(h.resolveLevel('a').classes.length, 3, "'X/Y', 'X' and 'X~1Y' are three top-level taxa");
+  assert.equal(new Set(classOfKey.values()).size, 4);
+  assert.equal(h.path(classOfKey.get('Z/k3')!), 'X/Y/Z~1k3');
+  // nodes:FILE takes a whole line as a node id (names may hold spaces), else its first word.
+  const spaced = taxonomyTree(['g', 's'], [{ names: ['Alpha', 'Alpha one'], key: 'a1', where: 'r1' }, { names: ['Beta', 'Beta two'], key: 'b2', where: 'r2' }], 'test').hierarchy;
+  const list = path.join(tmpDir(), 'nodes.txt');
+  fs.writeFileSync(list, 'Alpha/Alpha one\nBeta  the second genus\n');
+  const lv = spaced.resolveLevel(`nodes:${list}`);
+  assert.deepEqual(lv.classes, ['Alpha/Alpha one', 'Beta']);
+  // The same key under two name lists that join to the same string with '/' is still a conflict.
+  assert.throws(
+    () => taxonomyTree(levels, [rows[0], { names: ['X', 'Y/Z', 'k1'], key: 'k1', where: 'row 9' }], 'test'),
+    (e: Error) => e instanceof UsageError && /'k1' under 'X' > 'Y\/Z' \(row 9\) and 'X\/Y' > 'Z' \(row 1\)/.test(e.message),
+  );
+});
