@@ -12,7 +12,7 @@ import { loadDataset } from '../src/data';
 import { taxonomyTree } from '../src/hierarchy/taxonomy';
 import { UsageError } from '../src/util/errors';
 import { writeFolderDataset } from './data-fixtures';
-import { tmpDir } from './helpers';
+import { cli, QUICKSTART, tmpDir, TINY } from './helpers';
 
 const quiet = () => {};
 const folderCfg = (root: string, ...sets: string[]) =>
@@ -72,4 +72,33 @@ test('taxonomy rows are keyed by their list of names, for every source of rows (
     () => taxonomyTree(levels, [rows[0], { names: ['X', 'Y/Z', 'k1'], key: 'k1', where: 'row 9' }], 'test'),
     (e: Error) => e instanceof UsageError && /'k1' under 'X' > 'Y\/Z' \(row 9\) and 'X\/Y' > 'Z' \(row 1\)/.test(e.message),
   );
+});
+
+// Case 12: YAML syntax inside a --set value.
+test("--set: '=' inside a value is kept; text YAML would drop is refused with the quoted form (case 12)", () => {
+  assert.deepEqual(parseSets(['data.root=/d/epoch=3/data']), { data: { root: '/d/epoch=3/data' } });
+  assert.deepEqual(parseSets(['data.root="/d/inat #2"']), { data: { root: '/d/inat #2' } });
+  assert.deepEqual(parseSets(['data.root=/d/inat#2']), { data: { root: '/d/inat#2' } }, "'#' without a space before it is text in YAML");
+  const refused = (item: string, re: RegExp) =>
+    assert.throws(() => parseSets([item]), (e: Error) => e instanceof UsageError && re.test(e.message), item);
+  refused('data.root=/d/inat #2', /reads '#2' in the value as a comment.*Quote it.*--set 'data\.root="\/d\/inat #2"'/);
+  refused('name=---', /document marker.*--set 'name="---"'/);
+  refused('name=&a x', /an anchor/);
+  refused('data.root=@mine', /not valid YAML \(Plain value cannot start with reserved character @\)\. Quote it to pass it as text: --set 'data\.root="@mine"'/);
+  refused('data.root=`x', /reserved character `/);
+});
+
+test('every command that takes --set refuses a value YAML would cut, and writes nothing (case 12)', () => {
+  const dir = tmpDir();
+  const item = `data.root=${dir}/inat #2`;
+  for (const args of [
+    ['pretrain', '--config', QUICKSTART, ...TINY, '--set', item, '--run-dir', path.join(dir, 'p')],
+    ['finetune', '--config', QUICKSTART, ...TINY, '--set', item, '--run-dir', path.join(dir, 'f')],
+    ['hierarchy', '--set', item],
+  ]) {
+    const r = cli(args, { cwd: dir });
+    assert.equal(r.code, 2, `${args[0]}: ${r.stderr}`);
+    assert.match(r.stderr, /as a comment.*Quote it/, args[0]);
+  }
+  assert.deepEqual(fs.readdirSync(dir), []);
 });

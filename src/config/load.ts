@@ -103,7 +103,28 @@ export function readConfigFile(file: string): Obj {
   return normalizePartial(value, `in '${file}'`);
 }
 
-/** Parse `--set a.b=c` items; values are YAML (`[1, 2]`, `true`, `null`, `0.1`). */
+/** YAML tokens whose text never reaches the parsed value. */
+const LOST_TOKENS: Record<string, string> = {
+  comment: 'a comment',
+  anchor: 'an anchor',
+  'doc-start': "a document marker ('---')",
+  'doc-end': "a document end marker ('...')",
+  'directive-line': "a directive ('%')",
+};
+
+/** The `--set` item written so that YAML reads its value as the text given (a JSON string is YAML). */
+function quotedSet(key: string, raw: string): string {
+  const item = `${key}=${JSON.stringify(raw)}`;
+  return `'${item.replace(/'/g, `'\\''`)}'`;
+}
+
+/**
+ * Parse `--set a.b=c` items; values are YAML (`[1, 2]`, `true`, `null`, `0.1`).
+ * A value whose YAML parse would drop part of its text (` #2` read as a
+ * comment, `&a` as an anchor, `---` as a document marker) is refused: the user
+ * typed text that would silently not be used. Errors: UsageError (exit 2)
+ * naming the item and the quoted form that works.
+ */
 export function parseSets(items: readonly string[]): Obj {
   const out: Obj = {};
   for (const item of items) {
@@ -112,10 +133,27 @@ export function parseSets(items: readonly string[]): Obj {
     const key = checkKey(item.slice(0, eq).trim(), `in --set '${item}'`);
     const raw = item.slice(eq + 1);
     let value: unknown;
-    try {
-      value = raw.trim() === '' ? '' : YAML.parse(raw);
-    } catch (e) {
-      throw new UsageError(`--set '${item}': the value is not valid YAML (${(e as Error).message.split('\n')[0]}). Quote strings that contain ':' or '#'.`);
+    if (raw.trim() === '') value = '';
+    else {
+      for (const tok of new YAML.Lexer().lex(raw)) {
+        const what = LOST_TOKENS[YAML.CST.tokenType(tok) ?? ''];
+        if (what) {
+          throw new UsageError(
+            `--set '${item}': YAML reads '${tok}' in the value as ${what}, so that text would be dropped and another value used. ` +
+              (/^\s*[[{]/.test(raw)
+              ? `Quote the entry that holds it, e.g. --set '${key}=["a #b"]', or leave it out.`
+              : `Quote it to pass the text as it is: --set ${quotedSet(key, raw)}.`),
+          );
+        }
+      }
+      try {
+        value = YAML.parse(raw);
+      } catch (e) {
+        throw new UsageError(
+          `--set '${item}': the value is not valid YAML (${(e as Error).message.split('\n')[0].replace(/ at line \d+, column \d+:?$/, '')}). ` +
+            `Quote it to pass it as text: --set ${quotedSet(key, raw)}.`,
+        );
+      }
     }
     if (isObj(value) && !OPEN_KEYS.has(key)) value = normalizePartial(value, `in --set '${item}'`, key);
     setPath(out, key, value, true);
