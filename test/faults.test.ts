@@ -11,7 +11,7 @@ import { parseSets, resolveConfig } from '../src/config/load';
 import { loadDataset } from '../src/data';
 import { taxonomyTree } from '../src/hierarchy/taxonomy';
 import { UsageError } from '../src/util/errors';
-import { writeFolderDataset } from './data-fixtures';
+import { writeFolderDataset, writeImage } from './data-fixtures';
 import { cli, QUICKSTART, tmpDir, TINY } from './helpers';
 
 const quiet = () => {};
@@ -101,4 +101,48 @@ test('every command that takes --set refuses a value YAML would cut, and writes 
     assert.match(r.stderr, /as a comment.*Quote it/, args[0]);
   }
   assert.deepEqual(fs.readdirSync(dir), []);
+});
+
+// Case 16: Unicode normalization.
+const NFD = (s: string) => s.normalize('NFD');
+const NFC = (s: string) => s.normalize('NFC');
+
+test('names are compared in NFC: NFD folders match NFC taxonomy rows, include specs and iNat file names; files are read by their on-disk names (case 16)', async () => {
+  const root = tmpDir();
+  const leaves = ['Pâquerette', 'Scheltopusik_Ü', 'plain'];
+  await writeFolderDataset(root, { taxonomy: `family,species\nAsteraceae,${NFC(leaves[0])}\nAnguidae,${NFC(leaves[1])}\nAnguidae,plain\n`, leaves: Object.fromEntries(leaves.map((l) => [NFD(l), [2, 1]])) });
+  assert.ok(fs.readdirSync(path.join(root, 'train')).includes(NFD('Pâquerette')), 'the fixture folders are NFD on disk');
+  const ds = await loadDataset(folderCfg(root, `data.exclude=[${NFD('Scheltopusik_Ü')}]`), quiet);
+  assert.deepEqual(ds.hierarchy.classes.map((c) => ds.hierarchy.path(c)), ['Anguidae/plain', NFC('Asteraceae/Pâquerette')]);
+  assert.equal(ds.skipped, 0, 'every image was read through its on-disk (NFD) path');
+  assert.ok(ds.train.ids.includes(`train/${NFC('Pâquerette')}/img0.png`), 'ids are NFC');
+  assert.equal(ds.train.y.length, 4);
+
+  // Two folders whose names differ only in normalization would be one class: refused, naming both.
+  fs.mkdirSync(path.join(root, 'train', NFC('Pâquerette')));
+  await assert.rejects(loadDataset(folderCfg(root), quiet), (e: Error) => e instanceof UsageError && /differ only in Unicode normalization/.test(e.message));
+});
+
+test('iNat file names in NFC find NFD files on disk (case 16)', async () => {
+  const root = tmpDir();
+  const cats = [{ id: 0, kingdom: 'K', phylum: 'P', class: 'C', order: 'O', family: 'F', genus: 'G', name: NFC('Pâquerette') }, { id: 1, kingdom: 'K', phylum: 'P', class: 'C', order: 'O', family: 'F', genus: 'H', name: 'x' }];
+  for (const [part, n] of [['train', 2], ['val', 1]] as const) {
+    const images: Array<{ id: number; file_name: string }> = [];
+    const annotations: Array<{ id: number; image_id: number; category_id: number }> = [];
+    for (let k = 0; k < 2; k++) {
+      for (let i = 0; i < n; i++) {
+        const id: number = images.length;
+        const rel = `${part}/${NFC('dossier_é')}/${k}_${i}.png`;
+        await writeImage(path.join(root, NFD(rel)), 'png', k, i);
+        images.push({ id, file_name: rel });
+        annotations.push({ id, image_id: id, category_id: k });
+      }
+    }
+    fs.writeFileSync(path.join(root, `${part}.json`), JSON.stringify({ images, annotations, categories: cats }));
+  }
+  const cfg = resolveConfig([parseSets(['data.format=inat2021', `data.root=${root}`, 'data.image_size=8', 'data.cache_dir=null'])]);
+  const ds = await loadDataset(cfg, quiet);
+  assert.equal(ds.train.y.length, 4);
+  assert.equal(ds.skipped, 0);
+  assert.equal(ds.hierarchy.resolveLevel(NFD('species')).classes.length, 2);
 });

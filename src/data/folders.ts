@@ -14,31 +14,101 @@ export interface FileInfo {
   stamp: string;
 }
 
-/** Image files directly inside `dir` (sorted), each with its size and mtime stamp. */
-export function listImages(root: string, rel: string): FileInfo[] {
-  const dir = path.join(root, rel);
-  const out: FileInfo[] = [];
+/** A name as granular compares it: Unicode NFC (macOS and some archivers write NFD). */
+export function nfc(name: string): string {
+  return name.normalize('NFC');
+}
+
+/** One entry of a folder: its name in NFC (compared, recorded) and its name on disk (read). */
+export interface Entry {
+  name: string;
+  abs: string;
+  dirent: fs.Dirent;
+}
+
+/**
+ * The entries of `dir` that are not hidden, named in NFC. Two entries whose
+ * names differ only in normalization would be one name: a UsageError.
+ */
+export function listEntries(dir: string): Entry[] {
+  const byName = new Map<string, string>();
+  const out: Entry[] = [];
   for (const e of fs.readdirSync(dir, { withFileTypes: true })) {
-    if (e.name.startsWith('.') || !IMAGE_EXT.test(e.name)) continue;
-    const abs = path.join(dir, e.name);
+    if (e.name.startsWith('.')) continue;
+    const name = nfc(e.name);
+    const prev = byName.get(name);
+    if (prev !== undefined) {
+      throw new UsageError(
+        `'${dir}' holds two entries whose names differ only in Unicode normalization (NFC/NFD): ${JSON.stringify(prev)} and ${JSON.stringify(e.name)}. ` +
+          `granular compares names in NFC, so they would be one name; rename or merge them.`,
+      );
+    }
+    byName.set(name, e.name);
+    out.push({ name, abs: path.join(dir, e.name), dirent: e });
+  }
+  return out;
+}
+
+/** Image files directly inside `root/rel` (sorted by id), each with its size and mtime stamp; ids use NFC names. */
+export function listImages(root: string, rel: string, relOnDisk = rel): FileInfo[] {
+  const dir = path.join(root, relOnDisk);
+  const out: FileInfo[] = [];
+  for (const e of listEntries(dir)) {
+    if (!IMAGE_EXT.test(e.name)) continue;
     let st: fs.Stats;
     try {
-      st = fs.statSync(abs);
+      st = fs.statSync(e.abs);
     } catch {
       continue; // a dangling link: not an image
     }
     if (!st.isFile()) continue;
-    out.push({ id: `${rel}/${e.name}`, abs, stamp: `${st.size}:${Math.round(st.mtimeMs)}` });
+    out.push({ id: `${rel}/${e.name}`, abs: e.abs, stamp: `${st.size}:${Math.round(st.mtimeMs)}` });
   }
   return out.sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
 }
 
-function subfolders(dir: string): string[] {
-  return fs
-    .readdirSync(dir, { withFileTypes: true })
-    .filter((e) => e.isDirectory() && !e.name.startsWith('.'))
-    .map((e) => e.name)
-    .sort();
+/** Class folders inside `dir`: NFC name -> name on disk, sorted by name. */
+export function subfolders(dir: string): Map<string, string> {
+  const found = listEntries(dir)
+    .filter((e) => e.dirent.isDirectory())
+    .map((e) => [e.name, e.dirent.name] as [string, string]);
+  return new Map(found.sort((a, b) => (a[0] < b[0] ? -1 : a[0] > b[0] ? 1 : 0)));
+}
+
+/**
+ * The file a relative path names, matching each segment in NFC when the
+ * exact name is not there (a JSON written with NFC names, files on disk in
+ * NFD). `listings` caches folder listings across calls. Null if absent.
+ */
+export function findOnDisk(root: string, rel: string, listings: Map<string, Map<string, string>>): { abs: string; st: fs.Stats } | null {
+  const exact = path.resolve(root, rel);
+  try {
+    return { abs: exact, st: fs.statSync(exact) };
+  } catch {
+    // fall through to the NFC match below
+  }
+  let dir = path.resolve(root);
+  for (const seg of rel.split('/')) {
+    if (seg === '' || seg === '.') continue;
+    let names = listings.get(dir);
+    if (!names) {
+      names = new Map();
+      try {
+        for (const n of fs.readdirSync(dir)) names.set(nfc(n), n);
+      } catch {
+        // not a folder: nothing matches below it
+      }
+      listings.set(dir, names);
+    }
+    const onDisk = seg === '..' ? '..' : names.get(nfc(seg));
+    if (onDisk === undefined) return null;
+    dir = path.join(dir, onDisk);
+  }
+  try {
+    return { abs: dir, st: fs.statSync(dir) };
+  } catch {
+    return null;
+  }
 }
 
 /** Class folder name -> its images, for the training and the test part. */
@@ -58,7 +128,8 @@ export function scanClassFolders(root: string, cfg: Config, skip: (name: string)
   if (!fs.existsSync(root) || !fs.statSync(root).isDirectory()) throw new UsageError(`data.root '${root}' is not a folder.`);
   const hasTrain = fs.existsSync(path.join(root, 'train'));
   const testName = ['test', 'val'].find((n) => fs.existsSync(path.join(root, n)));
-  const scan = (rel: string) => new Map(subfolders(path.join(root, rel)).filter((n) => !skip(n)).map((n) => [n, listImages(root, rel ? `${rel}/${n}` : n)]));
+  const scan = (rel: string) =>
+    new Map([...subfolders(path.join(root, rel))].filter(([n]) => !skip(n)).map(([n, onDisk]) => [n, listImages(root, `${rel}/${n}`, `${rel}/${onDisk}`)]));
   if (hasTrain) {
     if (cfg.data.test_fraction !== null) {
       throw new UsageError(`data.test_fraction is set but '${root}' already has a train/ folder (its test set comes from ${testName ?? 'test'}/). Remove data.test_fraction.`);
@@ -69,7 +140,7 @@ export function scanClassFolders(root: string, cfg: Config, skip: (name: string)
   if (cfg.data.test_fraction === null) {
     throw new UsageError(`'${root}' has no train/ folder. Use ROOT/train/<class>/ and ROOT/test/<class>/, or set data.test_fraction (e.g. 0.2) to split ROOT/<class>/ into train and test.`);
   }
-  const all = new Map(subfolders(root).filter((n) => !skip(n)).map((n) => [n, listImages(root, n)]));
+  const all = new Map([...subfolders(root)].filter(([n]) => !skip(n)).map(([n, onDisk]) => [n, listImages(root, n, onDisk)]));
   const rng = new Rng(cfg.data.seed!, 403);
   const train = new Map<string, FileInfo[]>();
   const test = new Map<string, FileInfo[]>();

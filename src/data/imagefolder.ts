@@ -5,7 +5,7 @@ import { taxonomyTree } from '../hierarchy/taxonomy';
 import { UsageError } from '../util/errors';
 import { Catalog, listSome } from './catalog';
 import { parseCsv } from './csv';
-import { FileInfo, fileRef, requireRoot, scanClassFolders } from './folders';
+import { FileInfo, fileRef, nfc, requireRoot, scanClassFolders } from './folders';
 
 /**
  * `ROOT/train/<leaf>/…`, `ROOT/test/<leaf>/…` (or ROOT/<leaf>/… with
@@ -21,7 +21,8 @@ export function imagefolderCatalog(cfg: Config): Catalog {
   } catch {
     throw new UsageError(`cannot read the taxonomy '${taxFile}'. imagefolder needs a taxonomy.csv (header: level names coarsest to finest; last column: leaf folder names); set data.taxonomy if it lives elsewhere.`);
   }
-  const rows = parseCsv(text);
+  // Names are compared in NFC: folders written on macOS are often NFD, typed tables NFC.
+  const rows = parseCsv(text).map((r) => r.map(nfc));
   if (rows.length < 2) throw new UsageError(`${taxFile}: needs a header row and at least one class row.`);
   const levels = rows[0];
   if (levels.some((l) => l === '')) throw new UsageError(`${taxFile}: the header has an empty level name.`);

@@ -6,6 +6,7 @@ import { joinNames } from '../hierarchy/tree';
 import { UsageError } from '../util/errors';
 import { Catalog, listSome, Log } from './catalog';
 import { ImageRef } from './decode';
+import { findOnDisk, nfc } from './folders';
 import { scanTopLevelArrays } from './jsonscan';
 
 export const INAT_LEVELS = ['kingdom', 'phylum', 'class', 'order', 'family', 'genus', 'species'];
@@ -24,10 +25,11 @@ function readPart(file: string, log: Log): Part {
   const { bytes } = scanTopLevelArrays(file, new Set(['images', 'annotations', 'categories']), (key, el) => {
     const o = el as Record<string, unknown>;
     // Keep only the fields we use: the rest of a record is garbage at once.
-    if (key === 'images') part.files.set(Number(o.id), String(o.file_name));
+    // Names are compared in NFC; the file is found on disk whatever its normalization (findOnDisk).
+    if (key === 'images') part.files.set(Number(o.id), nfc(String(o.file_name)));
     else if (key === 'annotations') part.annotations.push({ image: Number(o.image_id), category: Number(o.category_id) });
     else {
-      const names = [...RANKS.map((r) => (o[r] === undefined || o[r] === null ? '' : String(o[r]))), String(o.name ?? '')];
+      const names = [...RANKS.map((r) => (o[r] === undefined || o[r] === null ? '' : String(o[r]))), String(o.name ?? '')].map(nfc);
       part.categories.set(Number(o.id), { names, key: String(o.id), where: `category id ${o.id}` });
     }
   });
@@ -57,6 +59,7 @@ export function inatCatalog(cfg: Config, log: Log): Catalog {
   const known = new Set(rows.map((r) => r.key));
   const { hierarchy: full, classOfKey } = taxonomyTree(INAT_LEVELS, rows.filter((r) => used.has(r.key)), `${trainFile} categories`);
   const index = new Map(full.classes.map((c, i) => [c, i]));
+  const listings = new Map<string, Map<string, string>>();
   const refsOf = (part: Part, file: string): ImageRef[] => {
     const unknownCat = part.annotations.filter((a) => !known.has(String(a.category)));
     if (unknownCat.length) throw new UsageError(`${file}: ${unknownCat.length} annotation(s) name an unknown category: ${listSome(unknownCat.map((a) => `image ${a.image} -> category ${a.category}`))}.`);
@@ -68,14 +71,12 @@ export function inatCatalog(cfg: Config, log: Log): Catalog {
     const refs: ImageRef[] = [];
     for (const a of part.annotations) {
       const rel = part.files.get(a.image)!;
-      const abs = path.resolve(root, rel);
-      let st: fs.Stats;
-      try {
-        st = fs.statSync(abs);
-      } catch {
+      const found = findOnDisk(root, rel, listings);
+      if (!found) {
         missing.push(rel);
         continue;
       }
+      const { abs, st } = found;
       refs.push({ id: rel, cls: index.get(classOfKey.get(String(a.category))!)!, stamp: `${st.size}:${Math.round(st.mtimeMs)}`, read: () => fs.promises.readFile(abs) });
     }
     if (missing.length) throw new UsageError(`${file}: ${missing.length} annotated image(s) are missing under '${root}': ${listSome(missing)}.`);

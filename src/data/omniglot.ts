@@ -31,13 +31,15 @@ export function omniglotCatalog(cfg: Config): Catalog {
     const st = fs.statSync(file);
     const zipStamp = `${path.basename(file)}:${st.size}:${Math.round(st.mtimeMs)}`;
     for (const e of zip.entries) {
-      const m = e.name.match(ENTRY);
+      // Names are compared in NFC; the entry object keeps the archive's own bytes for reading.
+      const name = e.name.normalize('NFC');
+      const m = name.match(ENTRY);
       if (!m) continue;
       found.push({
         alphabet: m[1],
         character: m[2],
         drawer: Number(m[4]),
-        ref: { id: e.name, stamp: `${zipStamp}:${e.crc32.toString(16)}`, read: () => zip.read(e) },
+        ref: { id: name, stamp: `${zipStamp}:${e.crc32.toString(16)}`, read: () => zip.read(e) },
       });
     }
   }

@@ -97,7 +97,8 @@ export function splitFromRecord(ds: Dataset, rec: { train: string[]; val: string
   const lookup = (e: Examples, ids: string[], part: string) => {
     const index = new Map(e.ids.map((id, i) => [id, i]));
     return ids.map((id) => {
-      const i = index.get(id);
+      // Ids are NFC (runs made before names were normalized may hold NFD ones).
+      const i = index.get(id.normalize('NFC'));
       if (i === undefined) throw new UsageError(`${where}: example '${id}' of its ${part} split is not in this dataset. Fine-tune on the same data, or set data.* so a new split is made.`);
       return i;
     });

@@ -28,7 +28,8 @@ function nodeList(h: Hierarchy, keep?: Set<string>): Array<{ id: string; parent:
  * that several nodes carry is an error that lists their paths.
  */
 export function findNode(h: Hierarchy, spec: string, key: string): string {
-  const s = spec.trim();
+  // Names are compared in NFC (the loaders normalize what they read).
+  const s = spec.trim().normalize('NFC');
   if (h.nodes.has(s) && s !== h.root) return s;
   const byPath: string[] = [];
   const byName: string[] = [];

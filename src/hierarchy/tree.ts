@@ -176,7 +176,7 @@ export class Hierarchy {
 
   /** Resolve a `--level` spec; an unknown one fails with the list of valid ones. */
   resolveLevel(spec: string): Level {
-    const s = spec.trim();
+    const s = spec.trim().normalize('NFC');
     let m: RegExpMatchArray | null;
     if (s === 'leaf') return this.leafLevel();
     if (s === 'top' || s === 'coarse') return this.topLevel(s);
@@ -216,7 +216,7 @@ export class Hierarchy {
     const listed = new Set(
       text
         .split(/\r?\n/)
-        .map((l) => l.trim())
+        .map((l) => l.trim().normalize('NFC'))
         .filter((l) => l && !l.startsWith('#'))
         .map((l) => (this.nodes.has(l) ? l : l.split(/\s+/)[0])),
     );

@@ -15,7 +15,8 @@ export function readEdges(file: string): Array<[string, string]> {
   text.split('\n').forEach((line, i) => {
     const t = line.trim();
     if (!t || t.startsWith('#')) return;
-    const parts = t.split(/\s+/);
+    // Names are compared in NFC, as folder names are.
+    const parts = t.normalize('NFC').split(/\s+/);
     if (parts.length !== 2) bad.push(i + 1);
     else edges.push([parts[0], parts[1]]);
   });
@@ -28,7 +29,7 @@ export function readNames(file: string): Map<string, string> {
   const names = new Map<string, string>();
   for (const line of fs.readFileSync(file, 'utf8').split('\n')) {
     const tab = line.indexOf('\t');
-    if (tab > 0) names.set(line.slice(0, tab).trim(), line.slice(tab + 1).trim());
+    if (tab > 0) names.set(line.slice(0, tab).trim().normalize('NFC'), line.slice(tab + 1).trim().normalize('NFC'));
   }
   return names;
 }

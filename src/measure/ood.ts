@@ -2,7 +2,7 @@ import * as fs from 'node:fs';
 import { Config } from '../config/schema';
 import { toUnitFloats } from '../data/cache';
 import { decodeAll } from '../data/decode';
-import { listImages } from '../data/folders';
+import { listImages, subfolders } from '../data/folders';
 import { UsageError } from '../util/errors';
 import { corrupt, Corruption } from '../data/corruptions';
 import { renderShifted, SyntheticShift } from '../data/synthetic';
@@ -74,12 +74,14 @@ async function externalOod(root: string, data: Dataset, cfg: Config): Promise<Ex
   const h = data.hierarchy;
   const byName = new Map<string, number[]>();
   h.classes.forEach((c, i) => byName.set(h.node(c).name, [...(byName.get(h.node(c).name) ?? []), i]));
-  let folders: string[];
+  let onDisk: Map<string, string>;
   try {
-    folders = fs.readdirSync(root, { withFileTypes: true }).filter((e) => e.isDirectory() && !e.name.startsWith('.')).map((e) => e.name).sort();
-  } catch {
+    onDisk = subfolders(root);
+  } catch (e) {
+    if (e instanceof UsageError) throw e;
     throw new UsageError(`eval.ood_root '${root}' is not a readable folder. It should hold one folder of images per class.`);
   }
+  const folders = [...onDisk.keys()];
   const unknown = folders.filter((f) => byName.get(f)?.length !== 1);
   if (unknown.length || !folders.length) {
     throw new UsageError(
@@ -87,7 +89,7 @@ async function externalOod(root: string, data: Dataset, cfg: Config): Promise<Ex
         `Name each folder like a class of the dataset (e.g. ${h.classes.slice(0, 3).map((c) => h.node(c).name).join(', ')}).`,
     );
   }
-  const files = folders.flatMap((f) => listImages(root, f).map((x) => ({ ...x, cls: byName.get(f)![0] })));
+  const files = folders.flatMap((f) => listImages(root, f, onDisk.get(f)).map((x) => ({ ...x, cls: byName.get(f)![0] })));
   const [side, , C] = data.shape;
   const dec = await decodeAll(files.map((f) => ({ id: f.id, cls: f.cls, stamp: f.stamp, read: () => fs.readFileSync(f.abs) })), side, C as 1 | 3);
   const bad = new Set(dec.bad.map((b) => b.index));
