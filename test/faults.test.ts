@@ -10,6 +10,7 @@ import * as path from 'node:path';
 import { parseSets, resolveConfig } from '../src/config/load';
 import { loadDataset } from '../src/data';
 import { taxonomyTree } from '../src/hierarchy/taxonomy';
+import { findRunDirs } from '../src/report/runs';
 import { UsageError } from '../src/util/errors';
 import { writeFolderDataset, writeImage } from './data-fixtures';
 import { cli, QUICKSTART, tmpDir, TINY } from './helpers';
@@ -145,4 +146,45 @@ test('iNat file names in NFC find NFD files on disk (case 16)', async () => {
   assert.equal(ds.train.y.length, 4);
   assert.equal(ds.skipped, 0);
   assert.equal(ds.hierarchy.resolveLevel(NFD('species')).classes.length, 2);
+});
+
+// Case 20: symbolic links.
+test('symlinked class folders are followed like image files, in imagefolder and wordnet data; a dangling one is named (case 20)', async () => {
+  const dir = tmpDir();
+  const pool = path.join(dir, 'pool');
+  await writeFolderDataset(pool, { taxonomy: null, leaves: { a: [2, 1], b: [2, 1], c: [2, 1] } });
+  const root = path.join(dir, 'data');
+  for (const part of ['train', 'test']) {
+    fs.mkdirSync(path.join(root, part), { recursive: true });
+    fs.cpSync(path.join(pool, part, 'a'), path.join(root, part, 'a'), { recursive: true });
+    fs.cpSync(path.join(pool, part, 'b'), path.join(root, part, 'b'), { recursive: true });
+    fs.symlinkSync(`../../pool/${part}/c`, path.join(root, part, 'c'));
+  }
+  fs.writeFileSync(path.join(root, 'taxonomy.csv'), 'group,leaf\nG,a\nG,b\nH,c\n');
+  fs.writeFileSync(path.join(root, 'is_a.txt'), 'top G\ntop H\nG a\nG b\nH c\n');
+  const imf = await loadDataset(folderCfg(root), quiet);
+  assert.equal(imf.hierarchy.classes.length, 3);
+  assert.equal(imf.train.y.length, 6);
+  const wn = await loadDataset(resolveConfig([parseSets(['data.format=wordnet', `data.root=${root}`, `data.is_a=${root}/is_a.txt`, 'data.image_size=8', 'data.cache_dir=null'])]), quiet);
+  assert.deepEqual([...wn.hierarchy.classes].sort(), ['a', 'b', 'c']);
+
+  // An image link that cannot be followed is an unreadable image: counted, never silently dropped.
+  fs.symlinkSync('nowhere.png', path.join(root, 'train', 'a', 'gone.png'));
+  const lines: string[] = [];
+  const withGone = await loadDataset(folderCfg(root), (l) => lines.push(l));
+  assert.equal(withGone.skipped, 1);
+  assert.match(lines.join('\n'), /train\/a\/gone\.png/);
+  // A class folder link that cannot be followed is refused, naming the link and its target.
+  fs.symlinkSync('../../pool/train/missing', path.join(root, 'train', 'd'));
+  await assert.rejects(loadDataset(folderCfg(root), quiet), (e: Error) => e instanceof UsageError && /train\/d' is a symbolic link to '..\/..\/pool\/train\/missing', which cannot be followed \(ENOENT\)/.test(e.message));
+});
+
+test('report finds run folders behind symbolic links, once each, even through a link loop (case 20)', () => {
+  const dir = tmpDir();
+  fs.mkdirSync(path.join(dir, 'elsewhere', 'run1'), { recursive: true });
+  fs.writeFileSync(path.join(dir, 'elsewhere', 'run1', 'config.yaml'), 'name: x\n');
+  fs.mkdirSync(path.join(dir, 'runs'));
+  fs.symlinkSync('../elsewhere', path.join(dir, 'runs', 'linked'));
+  fs.symlinkSync('..', path.join(dir, 'runs', 'loop'));
+  assert.deepEqual(findRunDirs([path.join(dir, 'runs')]).map((d) => path.relative(dir, d)), ['runs/linked/run1']);
 });

@@ -19,11 +19,21 @@ export function nfc(name: string): string {
   return name.normalize('NFC');
 }
 
-/** One entry of a folder: its name in NFC (compared, recorded) and its name on disk (read). */
+/**
+ * One entry of a folder: its name in NFC (compared, recorded), its path on
+ * disk (read), and what it is once symbolic links are followed.
+ */
 export interface Entry {
   name: string;
+  onDisk: string;
   abs: string;
-  dirent: fs.Dirent;
+  kind: 'file' | 'dir' | 'other' | 'broken';
+  /** The link's target, when the entry is a symbolic link. */
+  link: string | null;
+  /** The followed entry's stats (null when broken). */
+  stat: fs.Stats | null;
+  /** Why a link could not be followed (ENOENT, ELOOP, ...). */
+  error?: string;
 }
 
 /**
@@ -44,7 +54,18 @@ export function listEntries(dir: string): Entry[] {
       );
     }
     byName.set(name, e.name);
-    out.push({ name, abs: path.join(dir, e.name), dirent: e });
+    const abs = path.join(dir, e.name);
+    const link = e.isSymbolicLink() ? fs.readlinkSync(abs) : null;
+    // Links are followed, for folders as for files (a curated subset linked from an image pool).
+    let stat: fs.Stats | null = null;
+    let error: string | undefined;
+    try {
+      stat = fs.statSync(abs);
+    } catch (err) {
+      error = (err as NodeJS.ErrnoException).code ?? String(err);
+    }
+    const kind = !stat ? 'broken' : stat.isDirectory() ? 'dir' : stat.isFile() ? 'file' : 'other';
+    out.push({ name, onDisk: e.name, abs, kind, link, stat, ...(error ? { error } : {}) });
   }
   return out;
 }
@@ -55,23 +76,31 @@ export function listImages(root: string, rel: string, relOnDisk = rel): FileInfo
   const out: FileInfo[] = [];
   for (const e of listEntries(dir)) {
     if (!IMAGE_EXT.test(e.name)) continue;
-    let st: fs.Stats;
-    try {
-      st = fs.statSync(e.abs);
-    } catch {
-      continue; // a dangling link: not an image
-    }
-    if (!st.isFile()) continue;
-    out.push({ id: `${rel}/${e.name}`, abs: e.abs, stamp: `${st.size}:${Math.round(st.mtimeMs)}` });
+    // A dangling link named like an image is an image that cannot be read: counted and
+    // reported with the unreadable ones (or fatal with data.on_bad_image: fail), never dropped unsaid.
+    if (e.kind === 'broken') out.push({ id: `${rel}/${e.name}`, abs: e.abs, stamp: `broken:${e.link}` });
+    else if (e.kind === 'file') out.push({ id: `${rel}/${e.name}`, abs: e.abs, stamp: `${e.stat!.size}:${Math.round(e.stat!.mtimeMs)}` });
   }
   return out.sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
 }
 
-/** Class folders inside `dir`: NFC name -> name on disk, sorted by name. */
+/**
+ * Class folders inside `dir` (symbolic links followed): NFC name -> name on
+ * disk, sorted by name. A link that cannot be followed is a UsageError naming
+ * it: it was meant as a class, and dropping it would train on fewer classes.
+ */
 export function subfolders(dir: string): Map<string, string> {
+  const broken = listEntries(dir).filter((e) => e.kind === 'broken' && !IMAGE_EXT.test(e.name));
+  if (broken.length) {
+    const e = broken[0];
+    throw new UsageError(
+      `'${e.abs}' is a symbolic link to '${e.link}', which cannot be followed (${e.error})${broken.length > 1 ? `; so are ${broken.length - 1} more in '${dir}'` : ''}. ` +
+        `Fix the link (a relative target is read from the link's own folder) or remove it.`,
+    );
+  }
   const found = listEntries(dir)
-    .filter((e) => e.dirent.isDirectory())
-    .map((e) => [e.name, e.dirent.name] as [string, string]);
+    .filter((e) => e.kind === 'dir')
+    .map((e) => [e.name, e.onDisk] as [string, string]);
   return new Map(found.sort((a, b) => (a[0] < b[0] ? -1 : a[0] > b[0] ? 1 : 0)));
 }
 

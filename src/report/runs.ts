@@ -30,9 +30,27 @@ function flattenObj(o: Record<string, unknown>, prefix = '', out: Record<string,
 }
 
 /** Run folders (those holding config.yaml) at or below each folder, in sorted order. */
+function isDir(p: string): boolean {
+  try {
+    return fs.statSync(p).isDirectory();
+  } catch {
+    return false;
+  }
+}
+
 export function findRunDirs(roots: readonly string[]): string[] {
   const out: string[] = [];
+  // Linked folders are followed; a link back up the tree is walked once.
+  const visited = new Set<string>();
   const walk = (dir: string) => {
+    let real: string;
+    try {
+      real = fs.realpathSync(dir);
+    } catch {
+      return;
+    }
+    if (visited.has(real)) return;
+    visited.add(real);
     if (fs.existsSync(path.join(dir, rd.FILES.config))) {
       out.push(dir); // a run's own subfolders (model/, checkpoint/, eval/) are not runs
       return;
@@ -44,7 +62,8 @@ export function findRunDirs(roots: readonly string[]): string[] {
       return;
     }
     for (const e of entries.sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0))) {
-      if (e.isDirectory() && !e.name.startsWith('.') && e.name !== 'node_modules') walk(path.join(dir, e.name));
+      if (e.name.startsWith('.') || e.name === 'node_modules') continue;
+      if (e.isDirectory() || (e.isSymbolicLink() && isDir(path.join(dir, e.name)))) walk(path.join(dir, e.name));
     }
   };
   for (const r of roots) {
