@@ -5,6 +5,7 @@
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
+import { spawn, spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { parseSets, resolveConfig } from '../src/config/load';
@@ -13,7 +14,7 @@ import { taxonomyTree } from '../src/hierarchy/taxonomy';
 import { findRunDirs } from '../src/report/runs';
 import { UsageError } from '../src/util/errors';
 import { writeFolderDataset, writeImage } from './data-fixtures';
-import { cli, QUICKSTART, tmpDir, TINY } from './helpers';
+import { CLI, cli, metricRows, QUICKSTART, tmpDir, TINY } from './helpers';
 
 const quiet = () => {};
 const folderCfg = (root: string, ...sets: string[]) =>
@@ -187,4 +188,70 @@ test('report finds run folders behind symbolic links, once each, even through a 
   fs.symlinkSync('../elsewhere', path.join(dir, 'runs', 'linked'));
   fs.symlinkSync('..', path.join(dir, 'runs', 'loop'));
   assert.deepEqual(findRunDirs([path.join(dir, 'runs')]).map((d) => path.relative(dir, d)), ['runs/linked/run1']);
+});
+
+// Case 23: names claimed to the second.
+const DIST = path.resolve(__dirname, '..');
+
+/** Run `script` (CommonJS, with `dist` bound to dist/) in `n` processes at once; their stdout lines. */
+async function race(n: number, script: string): Promise<string[]> {
+  const go = Date.now() + 400; // every process waits for the same instant, so their calls collide
+  const one = () =>
+    new Promise<string>((resolve, reject) => {
+      const child = spawn(process.execPath, ['-e', `const dist = ${JSON.stringify(DIST)}; while (Date.now() < ${go}); ${script}`], { stdio: ['ignore', 'pipe', 'inherit'] });
+      let out = '';
+      child.stdout.on('data', (d) => (out += d));
+      child.on('exit', (code) => (code === 0 ? resolve(out.trim()) : reject(new Error(`exit ${code}`))));
+    });
+  return Promise.all(Array.from({ length: n }, one));
+}
+
+test('output folders are claimed atomically: one each for processes asking for the same name at once (case 23)', async () => {
+  const base = path.join(tmpDir(), 'runs', 'pretrain-x-20250101-000000');
+  const got = await race(6, `console.log(require(dist + '/src/util/fsx').claimNewDir(${JSON.stringify(base)}))`);
+  assert.deepEqual([...got].sort(), [base, ...[2, 3, 4, 5, 6].map((n) => `${base}-${n}`)].sort());
+});
+
+test('run.lock is taken by exactly one of several processes, fresh or stale (case 23)', async () => {
+  const dead = spawnSync(process.execPath, ['-e', 'console.log(process.pid)'], { encoding: 'utf8' });
+  for (const stale of [false, true]) {
+    const dir = tmpDir();
+    if (stale) fs.writeFileSync(path.join(dir, 'run.lock'), `${dead.stdout.trim()}\n`);
+    const script = `const rd = require(dist + '/src/runs/rundir');
+      try { rd.acquireLock(${JSON.stringify(dir)}); console.log('got'); Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 1500); rd.releaseLock(${JSON.stringify(dir)}); }
+      catch (e) { console.log(/in use by process|being taken over/.test(e.message) ? 'refused' : e.message); }`;
+    const got = await race(5, script);
+    assert.deepEqual([...got].sort(), ['got', 'refused', 'refused', 'refused', 'refused'], `stale=${stale}: ${got}`);
+    assert.equal(fs.existsSync(path.join(dir, 'run.lock')), false, 'released by its owner');
+    assert.deepEqual(fs.readdirSync(dir), [], 'no temp or takeover files left');
+  }
+});
+
+test('runs and evals started together without --run-dir each get their own folder (case 23)', async () => {
+  const cwd = tmpDir();
+  const start = (args: string[]) =>
+    new Promise<{ code: number | null; stdout: string; stderr: string }>((resolve) => {
+      const child = spawn(process.execPath, [CLI, ...args], { cwd, env: { ...process.env, GRANULAR_THREADS: '1' } });
+      let stdout = '';
+      let stderr = '';
+      child.stdout.on('data', (d) => (stdout += d));
+      child.stderr.on('data', (d) => (stderr += d));
+      child.on('exit', (code) => resolve({ code, stdout, stderr }));
+    });
+  const runs = await Promise.all([0, 1, 2].map((s) => start(['pretrain', '--config', QUICKSTART, ...TINY, '--set', 'train.epochs=1', '--set', 'eval.dynamics_every=0', '--set', `seed=${s}`, '--quiet'])));
+  for (const r of runs) assert.equal(r.code, 0, r.stderr);
+  const dirs = fs.readdirSync(path.join(cwd, 'runs'));
+  assert.equal(dirs.length, 3, dirs.join(', '));
+  for (const d of dirs) {
+    const rows = metricRows(path.join(cwd, 'runs', d)).filter((r) => r.kind === 'epoch');
+    assert.equal(rows.length, 2, `${d}: epoch 0 and 1 only, written by one process`);
+  }
+  const run = path.join('runs', dirs[0]);
+  const evals = await Promise.all([start(['eval', run]), start(['eval', run])]);
+  for (const r of evals) assert.equal(r.code, 0, r.stderr);
+  assert.equal(fs.readdirSync(path.join(cwd, run, 'eval')).length, 2);
+  // eval takes --set too: a value YAML would cut is refused there as well (case 12).
+  const cut = cli(['eval', run, '--set', 'eval.ood_root=/d/ood #2'], { cwd });
+  assert.equal(cut.code, 2, cut.stderr);
+  assert.match(cut.stderr, /as a comment.*Quote it/);
 });

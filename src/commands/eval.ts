@@ -7,11 +7,11 @@ import { initEngine } from '../engine/backend';
 import { coarserLevels } from '../hierarchy/tree';
 import { oodMetrics } from '../measure/ood';
 import { buildNetwork } from '../models/archs';
-import { FILES, timestamp } from '../runs/rundir';
+import { claimEvalDir, FILES } from '../runs/rundir';
 import { alignmentMetrics, evaluate } from '../train/loop';
 import { loadSourceWeights, readSourceRun } from '../train/stage';
 import { UsageError } from '../util/errors';
-import { ensureDir, readJson, writeFileAtomic, writeJsonAtomic } from '../util/fsx';
+import { readJson, writeFileAtomic, writeJsonAtomic } from '../util/fsx';
 import { action, collect, commonOptions, withCommonOptions } from './common';
 
 /**
@@ -45,8 +45,8 @@ export function evalCommand(): Command {
           ...alignmentMetrics(net, data, cfg.data.seed!),
           ...(await oodMetrics(cfg, net, data, split, level)),
         };
-        const out = path.join(runDir, 'eval', timestamp());
-        ensureDir(out);
+        // Claimed atomically: evaluations that end in the same second get -2, -3, ...
+        const out = claimEvalDir(runDir);
         writeFileAtomic(path.join(out, 'config.yaml'), configToYaml(cfg, `config of this evaluation of ${run.meta.run_id}`));
         writeFileAtomic(path.join(out, 'command.txt'), ['granular', ...process.argv.slice(2)].join(' ') + '\n');
         writeJsonAtomic(path.join(out, 'summary.json'), { status: 'completed', run_id: run.meta.run_id, level: level.name, backend: engine.backend, evaluated_at: new Date().toISOString(), ...metrics });

@@ -4,6 +4,7 @@ import { Command } from 'commander';
 import { runStage, StageOutcome, StageRequest } from '../train/stage';
 import { timestamp } from '../runs/rundir';
 import { UsageError } from '../util/errors';
+import { claimNewDir } from '../util/fsx';
 import { action, commonOptions, withCommonOptions } from './common';
 import { formatTable } from './hierarchy';
 
@@ -92,7 +93,8 @@ export function quickstartCommand(): Command {
       const seeds = String(o.seeds).split(',').map((s) => Number(s.trim()));
       if (seeds.some((s) => !Number.isInteger(s))) throw new UsageError(`--seeds '${o.seeds}' must be comma-separated integers, e.g. 0,1,2.`);
       if (!fs.existsSync(o.config as string)) throw new UsageError(`config '${o.config}' not found.`);
-      const out = (o.out as string | undefined) ?? path.join('runs', `quickstart-${timestamp()}`);
+      // The default folder is named to the second: claimed atomically (-2, -3, ... when taken).
+      const out = (o.out as string | undefined) ?? claimNewDir(path.join('runs', `quickstart-${timestamp()}`));
       const t0 = Date.now();
       const rows = await runStory({ config: o.config as string, seeds, out, ...c, quiet: true });
       process.stdout.write(`\nFine vs coarse pretraining, fine-tuned on the coarsest level (${seeds.length > 1 ? `mean over seeds ${seeds.join(', ')}, per seed in brackets` : `seed ${seeds[0]}`}):\n\n`);

@@ -1,7 +1,7 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { UsageError } from '../util/errors';
-import { ensureDir, isNonEmptyDir, readJson, sanitizeName, writeFileAtomic, writeJsonAtomic } from '../util/fsx';
+import { claimNewDir, createExclusive, isNonEmptyDir, readJson, sanitizeName, sleepSync, writeFileAtomic, writeJsonAtomic } from '../util/fsx';
 
 /**
  * The run folder: every file a run writes, and the rules for creating one.
@@ -26,12 +26,12 @@ export function timestamp(d = new Date()): string {
   return `${d.getFullYear()}${p(d.getMonth() + 1)}${p(d.getDate())}-${p(d.getHours())}${p(d.getMinutes())}${p(d.getSeconds())}`;
 }
 
-/** `runs/<stage>-<name>-<YYYYMMDD-HHMMSS>[-N]/`, never an existing folder. */
+/**
+ * The name a run gets without --run-dir: `runs/<stage>-<name>-<YYYYMMDD-HHMMSS>`.
+ * `createRunDir(dir, true)` claims it, as `-2`, `-3`, ... when it is taken.
+ */
 export function defaultRunDir(stage: string, name: string, root = 'runs'): string {
-  const base = path.join(root, sanitizeName(`${stage}-${name}-${timestamp()}`));
-  let dir = base;
-  for (let n = 2; fs.existsSync(dir); n++) dir = `${base}-${n}`;
-  return dir;
+  return path.join(root, sanitizeName(`${stage}-${name}-${timestamp()}`));
 }
 
 /** Check (without creating anything) that a run may be written to `dir`. */
@@ -42,8 +42,22 @@ export function checkNewRunDir(dir: string): void {
   if (fs.existsSync(dir) && !fs.statSync(dir).isDirectory()) throw new UsageError(`--run-dir '${dir}' exists and is not a folder.`);
 }
 
-export function createRunDir(dir: string): void {
-  ensureDir(dir);
+/**
+ * Make the run folder and return it. A default name (`numbered`) is claimed
+ * atomically, moving on to `-2`, `-3`, ... if another process got it first
+ * (runs started in the same second); an explicit --run-dir may already exist
+ * empty. Either way the lock (`acquireLock`) is what makes the folder this
+ * process's: call it next.
+ */
+export function createRunDir(dir: string, numbered: boolean): string {
+  if (numbered) return claimNewDir(dir);
+  fs.mkdirSync(dir, { recursive: true });
+  return dir;
+}
+
+/** Claim `<runDir>/eval/<time>/` for one evaluation (`-2`, `-3`, ... when several end in the same second). */
+export function claimEvalDir(runDir: string): string {
+  return claimNewDir(path.join(runDir, 'eval', timestamp()));
 }
 
 export function appendMetrics(dir: string, row: Record<string, unknown>): void {
@@ -96,21 +110,74 @@ export function isAlive(pid: number): boolean {
   }
 }
 
-/** Take the run's lock; a live owner is refused, a dead one's stale lock is taken over. */
-export function acquireLock(dir: string): string | null {
-  const file = path.join(dir, FILES.lock);
-  let note: string | null = null;
-  if (fs.existsSync(file)) {
+function lockOwner(file: string): number | null {
+  try {
     const pid = Number(fs.readFileSync(file, 'utf8').trim());
-    if (pid && pid !== process.pid && isAlive(pid)) {
+    return Number.isInteger(pid) && pid > 0 ? pid : 0;
+  } catch {
+    return null; // no such lock
+  }
+}
+
+/**
+ * Take the run's lock (run.lock holds the owner's PID, as the run folder
+ * contract says, so a PID file rather than a lock library's own format). It
+ * is created exclusively, so of two processes only one gets it; a live owner
+ * is refused; a dead owner's stale lock is taken over under a second
+ * exclusive lock (`run.lock.takeover`), so two processes cannot both take it
+ * over. With `fresh`, a folder that holds anything besides the lock (another
+ * run got there first) is refused too. Returns a note when a stale lock was
+ * taken over. Errors: UsageError (exit 2) naming the owner.
+ */
+export function acquireLock(dir: string, fresh = false): string | null {
+  const file = path.join(dir, FILES.lock);
+  const me = `${process.pid}\n`;
+  let note: string | null = null;
+  for (let attempt = 0; ; attempt++) {
+    if (createExclusive(file, me)) break;
+    const pid = lockOwner(file);
+    if (pid === null) continue; // released in between: try again
+    if (pid === process.pid) break;
+    if (pid && isAlive(pid)) {
       throw new UsageError(`run '${dir}' is in use by process ${pid} (run.lock). Wait for it to finish, or stop it first.`);
     }
-    note = `taking over a stale run.lock left by process ${pid}, which is no longer running`;
+    const guard = `${file}.takeover`;
+    if (!createExclusive(guard, me)) {
+      const taker = lockOwner(guard);
+      if (taker && taker !== process.pid && isAlive(taker)) {
+        // Another process is taking the stale lock over: see who wins.
+        if (attempt > 100) throw new UsageError(`run '${dir}' is being taken over by process ${taker} (run.lock.takeover). Wait for it, or stop it first.`);
+        sleepSync(20);
+        continue;
+      }
+      fs.rmSync(guard, { force: true }); // left by a process that died taking over
+      continue;
+    }
+    try {
+      // Still the same stale owner? Then it is ours to replace.
+      if (lockOwner(file) === pid) {
+        fs.rmSync(file, { force: true });
+        if (createExclusive(file, me)) {
+          note = `taking over a stale run.lock left by process ${pid}, which is no longer running`;
+          break;
+        }
+      }
+    } finally {
+      fs.rmSync(guard, { force: true });
+    }
   }
-  writeFileAtomic(file, `${process.pid}\n`);
+  if (fresh) {
+    const others = fs.readdirSync(dir).filter((f) => f !== FILES.lock);
+    if (others.length) {
+      releaseLock(dir);
+      throw new UsageError(`run folder '${dir}' was filled by another process (${others.slice(0, 3).join(', ')}) while this run was being prepared. Choose another --run-dir.`);
+    }
+  }
   return note;
 }
 
+/** Remove the run's lock if this process holds it. */
 export function releaseLock(dir: string): void {
-  fs.rmSync(path.join(dir, FILES.lock), { force: true });
+  const file = path.join(dir, FILES.lock);
+  if (lockOwner(file) === process.pid) fs.rmSync(file, { force: true });
 }

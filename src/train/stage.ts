@@ -307,9 +307,9 @@ export async function runStage(req: StageRequest): Promise<StageOutcome> {
     if (req.stage === 'finetune' && req.from) source = readSourceRun(req.from);
     cfg = resolveStageConfig(req, source);
     runDir = req.runDir ?? rd.defaultRunDir(req.stage, cfg.name, req.runsRoot);
-    rd.checkNewRunDir(runDir);
+    if (req.runDir !== undefined) rd.checkNewRunDir(runDir);
     meta = {
-      run_id: `${path.basename(runDir)}-${process.pid.toString(36)}${Date.now().toString(36)}`,
+      run_id: '', // named once the folder is claimed
       stage: req.stage,
       from: null,
       from_run_id: source?.meta.run_id ?? null,
@@ -323,9 +323,13 @@ export async function runStage(req: StageRequest): Promise<StageOutcome> {
   if (resuming) checkSameEngine(runDir, p.engine, req.force === true);
 
   // From here on the run exists: failures are recorded in summary.json.
-  rd.createRunDir(runDir);
+  if (!resuming) {
+    // Claimed atomically: runs started in the same second get -2, -3, ...
+    runDir = rd.createRunDir(runDir, req.runDir === undefined);
+    meta.run_id = `${path.basename(runDir)}-${process.pid.toString(36)}${Date.now().toString(36)}`;
+  }
   if (source) meta.from = relPath(runDir, source.dir);
-  const lockNote = rd.acquireLock(runDir);
+  const lockNote = rd.acquireLock(runDir, !resuming);
   if (lockNote) process.stderr.write(`granular: ${lockNote}\n`);
   const started = Date.now();
   const prefixCache = prefixCacheable(cfg, req.stage, p.frozenBlocks);

@@ -75,6 +75,65 @@ export function sanitizeName(s: string): string {
   return s.replace(/[:/\\]+/g, '').replace(/[^A-Za-z0-9._=,+-]+/g, '_');
 }
 
+/**
+ * Claim a new folder atomically: parents are created as needed, the folder
+ * itself by a plain mkdir, which fails if it exists, so two processes never
+ * get the same one. An existing name is tried again as `<dir>-2`, `-3`, ...
+ * (names made from the time repeat within a second). Returns the folder made.
+ */
+export function claimNewDir(dir: string): string {
+  fs.mkdirSync(path.dirname(dir), { recursive: true });
+  for (let n = 1; ; n++) {
+    const candidate = n === 1 ? dir : `${dir}-${n}`;
+    try {
+      fs.mkdirSync(candidate);
+      return candidate;
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw e;
+    }
+  }
+}
+
+/** Block the thread for `ms` milliseconds (short waits in lock retries). */
+export function sleepSync(ms: number): void {
+  Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, ms);
+}
+
+/**
+ * Create `file` holding `content` only if it does not exist, in one step:
+ * the content is written to a temp file that is then hard-linked to the name
+ * (link() fails on an existing name), so no reader ever sees it empty. Where
+ * the filesystem has no hard links, an exclusive open ('wx') does it.
+ * Returns false if the file exists.
+ */
+export function createExclusive(file: string, content: string): boolean {
+  const tmp = `${file}.${process.pid}.tmp`;
+  fs.writeFileSync(tmp, content);
+  try {
+    fs.linkSync(tmp, file);
+    return true;
+  } catch (e) {
+    const code = (e as NodeJS.ErrnoException).code;
+    if (code === 'EEXIST') return false;
+    if (code !== 'EPERM' && code !== 'ENOTSUP' && code !== 'EOPNOTSUPP' && code !== 'EXDEV') throw e;
+    let fd: number;
+    try {
+      fd = fs.openSync(file, 'wx');
+    } catch (e2) {
+      if ((e2 as NodeJS.ErrnoException).code === 'EEXIST') return false;
+      throw e2;
+    }
+    try {
+      fs.writeSync(fd, content);
+    } finally {
+      fs.closeSync(fd);
+    }
+    return true;
+  } finally {
+    fs.rmSync(tmp, { force: true });
+  }
+}
+
 export function ensureDir(dir: string): void {
   fs.mkdirSync(dir, { recursive: true });
 }
