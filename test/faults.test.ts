@@ -8,13 +8,15 @@ import assert from 'node:assert/strict';
 import { spawn, spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
+import * as YAML from 'yaml';
 import { parseSets, resolveConfig } from '../src/config/load';
 import { loadDataset } from '../src/data';
 import { taxonomyTree } from '../src/hierarchy/taxonomy';
 import { findRunDirs } from '../src/report/runs';
+import { loadSweep, steps } from '../src/report/sweep-run';
 import { UsageError } from '../src/util/errors';
 import { writeFolderDataset, writeImage } from './data-fixtures';
-import { CLI, cli, metricRows, QUICKSTART, tmpDir, TINY } from './helpers';
+import { CLI, cli, metricRows, QUICKSTART, ROOT, tmpDir, TINY } from './helpers';
 
 const quiet = () => {};
 const folderCfg = (root: string, ...sets: string[]) =>
@@ -254,4 +256,59 @@ test('runs and evals started together without --run-dir each get their own folde
   const cut = cli(['eval', run, '--set', 'eval.ood_root=/d/ood #2'], { cwd });
   assert.equal(cut.code, 2, cut.stderr);
   assert.match(cut.stderr, /as a comment.*Quote it/);
+});
+
+// Case 17: commands interpreted twice.
+/** Every `granular sweep ... --dry-run | ...` recipe in the docs and in `sweep --help`. */
+function documentedRecipes(): Array<{ where: string; line: string }> {
+  const out: Array<{ where: string; line: string }> = [];
+  const take = (where: string, text: string) => {
+    for (const raw of text.split('\n')) {
+      const m = raw.match(/^\s*(granular sweep \S+ .*--dry-run.*\|.*?)(\s{2,}#.*)?$/);
+      if (m) out.push({ where, line: m[1].trim() });
+    }
+  };
+  for (const doc of ['README.md', 'examples/README.md']) take(doc, fs.readFileSync(path.join(ROOT, doc), 'utf8'));
+  take('granular sweep --help', cli(['sweep', '--help']).stdout);
+  return out;
+}
+
+test('every documented --dry-run recipe runs each printed command exactly as printed (case 17)', () => {
+  const recipes = documentedRecipes();
+  assert.ok(recipes.length >= 4, `found ${recipes.length} recipes`);
+  for (const { line } of recipes) assert.doesNotMatch(line, /-I\s*\{\}|-i\b|parallel/, `${line}: a recipe that interprets a command twice, or one this test cannot run`);
+  const dir = tmpDir();
+  const values = ['/d/a b', "/d/it's", '/d/x;y', '/d/$HOME', '/d/back\\slash', '/d/*', '/d/q"d', '/d/h #2', '/d/`id`', '-x', '/d/two\nlines'];
+  const sweep = path.join(dir, 's.yaml');
+  fs.writeFileSync(sweep, YAML.stringify({ name: 'quoting', base: QUICKSTART, stages: { pretrain: { grid: { 'data.root': values } }, finetune: { from: 'pretrain', grid: { 'eval.ood_root': ['/o/a b', '/o/$x'] } } } }));
+  // `granular` on PATH: the real CLI for `sweep`, a recorder of its arguments for the printed commands;
+  // bin/granular.js in the working folder (the sed recipe's prefix) records too.
+  const record = path.join(dir, 'record.js');
+  fs.writeFileSync(record, `require('fs').appendFileSync(process.env.RECORD, JSON.stringify(process.argv.slice(2)) + '\\n');\n`);
+  fs.mkdirSync(path.join(dir, 'shim'));
+  fs.writeFileSync(path.join(dir, 'shim', 'granular'), `#!/bin/sh\nif [ "$1" = sweep ]; then exec "${process.execPath}" "${CLI}" "$@"; fi\nexec "${process.execPath}" "${record}" "$@"\n`, { mode: 0o755 });
+  fs.mkdirSync(path.join(dir, 'bin'));
+  fs.copyFileSync(record, path.join(dir, 'bin', 'granular.js'));
+  const loaded = loadSweep(sweep, 'runs', dir);
+  const planned = (stage?: string) => steps(loaded, false, dir).filter((s) => !stage || s.run.stage === stage).map((s) => JSON.stringify([...s.args!, '--quiet']));
+  for (const { where, line } of recipes) {
+    const out = path.join(dir, 'record.jsonl');
+    fs.rmSync(out, { force: true });
+    const cmd = line.replace(/^granular sweep \S+/, `granular sweep ${sweep}`);
+    const r = spawnSync('bash', ['-c', cmd], { cwd: dir, encoding: 'utf8', env: { ...process.env, RECORD: out, PATH: `${path.join(dir, 'shim')}:${process.env.PATH}` } });
+    assert.equal(r.status, 0, `${where}: ${line}\n${r.stderr}`);
+    const got = fs.readFileSync(out, 'utf8').trim().split('\n').sort();
+    const stage = line.match(/--stage (\S+)/)?.[1];
+    assert.deepEqual(got, planned(stage).sort(), `${where}: ${line}`);
+  }
+  // Values travel as YAML (a line break in one is written '\n'), but a path with a line break
+  // cannot be one line of --dry-run: refused, nothing printed.
+  const odd = path.join(dir, 'two\nlines');
+  fs.mkdirSync(odd);
+  fs.copyFileSync(QUICKSTART, path.join(odd, 'base.yaml'));
+  fs.writeFileSync(sweep, YAML.stringify({ name: 'odd', base: 'two\nlines/base.yaml', stages: { pretrain: { grid: { seed: [0] } } } }));
+  const r = cli(['sweep', sweep, '--dry-run'], { cwd: dir });
+  assert.equal(r.code, 2);
+  assert.equal(r.stdout, '');
+  assert.match(r.stderr, /line break.*--emit shell/);
 });

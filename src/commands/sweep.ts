@@ -27,7 +27,8 @@ A run whose summary.json says completed is skipped; one with config.yaml and no 
 or status interrupted is resumed; a failed one is retried only with --retry. Exit 1 if any run failed.
 
   granular sweep examples/label-granularity/sweep.yaml --jobs 2
-  granular sweep s.yaml --dry-run --stage pretrain | xargs -P 4 -I{} sh -c '{}'
+  granular sweep s.yaml --dry-run | sh
+  granular sweep s.yaml --dry-run --stage pretrain | tr '\\n' '\\0' | xargs -0 -n 1 -P 4 sh -c
   granular sweep s.yaml --emit slurm && bash runs/<name>/sweep.slurm`,
     );
   withCommonOptions(cmd);
@@ -63,6 +64,14 @@ or status interrupted is resumed; a failed one is retried only with --retry. Exi
 
       const todo = steps(sweep, Boolean(o.retry)).filter((s) => !only.length || only.includes(s.run.stage));
       if (o.dryRun) {
+        // One shell command per line: a line break inside an argument would split one.
+        const broken = todo.find((s) => s.args?.some((a) => /[\r\n\0]/.test(a)));
+        if (broken) {
+          throw new UsageError(
+            `run '${broken.run.name}' has an argument with a line break, which a one-command-per-line listing cannot carry. ` +
+              `Run the sweep with 'granular sweep ${file}', or write a script with --emit shell.`,
+          );
+        }
         for (const s of todo) if (s.args) process.stdout.write(['granular', ...s.args, '--quiet'].map(shellQuote).join(' ') + '\n');
         const left = todo.filter((s) => !s.args);
         process.stderr.write(`sweep ${sweep.plan.name}: ${todo.length - left.length} to run` + (left.length ? `, ${left.length} left alone (${countBy(left.map((s) => s.note ?? s.state))})` : '') + '\n');

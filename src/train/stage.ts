@@ -400,7 +400,7 @@ export async function runStage(req: StageRequest): Promise<StageOutcome> {
     });
     const wall = (Date.now() - started) / 1000;
     if (result.stoppedEarly) {
-      summary = { status: 'interrupted', ...base, signal: interrupted, wall_seconds: wall, resume: `granular ${req.stage} --resume ${runDir}` };
+      summary = { status: 'interrupted', ...base, signal: interrupted, wall_seconds: wall, resume: `granular ${req.stage} --resume ${shellQuote(runDir)}` };
       exitCode = interrupted === 'SIGINT' ? 130 : 143;
     } else {
       await saveModel(p.net, runDir);
