@@ -312,3 +312,25 @@ test('every documented --dry-run recipe runs each printed command exactly as pri
   assert.equal(r.stdout, '');
   assert.match(r.stderr, /line break.*--emit shell/);
 });
+
+// Also seen: a cycle message named a node below the cycle and not the file.
+test('an is-a cycle is reported with the file, the nodes on it in order and their lines, not the nodes below it', async () => {
+  const root = tmpDir();
+  await writeFolderDataset(root, { taxonomy: null, leaves: { n1: [1, 1], n2: [1, 1] } });
+  const isA = path.join(root, 'wordnet.is_a.txt');
+  const cfg = resolveConfig([parseSets(['data.format=wordnet', `data.root=${root}`, 'data.image_size=8', 'data.cache_dir=null'])]);
+  const refused = async (edges: string, re: RegExp) => {
+    fs.writeFileSync(isA, edges);
+    await assert.rejects(loadDataset(cfg, quiet), (e: Error) => {
+      assert.ok(e instanceof UsageError, e.message);
+      assert.match(e.message, re);
+      assert.ok(e.message.startsWith(isA), `names the file first: ${e.message}`);
+      assert.doesNotMatch(e.message, /n1|n2/, 'the classes below the cycle are not on it');
+      return true;
+    });
+  };
+  // Below a root: a -> b -> c -> a, class n1 under c.
+  await refused('r a\na b\nb c\nc a\nc n1\nr n2\n', /has a cycle: b -> c -> a -> b \(lines 3, 4, 2\)\. Remove one edge/);
+  // No root at all.
+  await refused('# comment\nx y\ny x\ny n1\nx n2\n', /no node without a parent\): x -> y -> x \(lines 2, 3\)/);
+});

@@ -1,7 +1,7 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { Config } from '../config/schema';
-import { readEdges, readNames, wordnetTree } from '../hierarchy/wordnet';
+import { readEdgeList, readNames, wordnetTree } from '../hierarchy/wordnet';
 import { UsageError } from '../util/errors';
 import { Catalog } from './catalog';
 import { FileInfo, fileRef, requireRoot, scanClassFolders } from './folders';
@@ -18,10 +18,10 @@ export function wordnetCatalog(cfg: Config): Catalog {
   const wordsFile = cfg.data.words ? path.resolve(cfg.data.words) : path.join(root, 'words.txt');
   if (cfg.data.words && !fs.existsSync(wordsFile)) throw new UsageError(`data.words '${wordsFile}' does not exist.`);
   const names = fs.existsSync(wordsFile) ? readNames(wordsFile) : undefined;
-  const edges = readEdges(isA);
+  const { edges, lineOf } = readEdgeList(isA);
   const folders = scanClassFolders(root, cfg, (n) => n === 'cache');
   const classes = [...new Set([...folders.train.keys(), ...folders.test.keys()])].sort();
-  const h = wordnetTree(edges, classes, names, isA);
+  const h = wordnetTree(edges, classes, names, isA, lineOf);
   const index = new Map(h.classes.map((c, i) => [c, i]));
   const refs = (m: Map<string, FileInfo[]>) => [...m].flatMap(([wnid, files]) => files.map((f) => fileRef(f, index.get(wnid)!)));
   return { format: 'wordnet', hierarchy: h, train: refs(folders.train), test: refs(folders.test) };

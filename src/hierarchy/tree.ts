@@ -266,6 +266,34 @@ export function coarserLevels(h: Hierarchy, level: Level): Array<{ level: Level;
 }
 
 /**
+ * One cycle of an is-a graph, as the list of its nodes in edge order
+ * (parent, child, grandchild, ..., back to the first), found by walking up
+ * from `start` through parents that satisfy `onPath` (sorted, for a stable
+ * answer) until a node repeats. Every node the walk may visit must have such
+ * a parent (as nodes left over by Kahn's algorithm, or nodes of a graph with
+ * no parentless node, do); null otherwise.
+ */
+export function findCycle(parentsOf: ReadonlyMap<string, readonly string[]>, start: string, onPath: (n: string) => boolean = () => true): string[] | null {
+  const at = new Map<string, number>();
+  const walk: string[] = [];
+  for (let n: string | undefined = start; n !== undefined; ) {
+    const seenAt = at.get(n);
+    if (seenAt !== undefined) return walk.slice(seenAt).reverse(); // child-to-parent order turned round
+    at.set(n, walk.length);
+    walk.push(n);
+    n = [...(parentsOf.get(n) ?? [])].filter(onPath).sort()[0];
+  }
+  return null;
+}
+
+/** "a -> b -> c -> a", with the lines of those edges when known. */
+export function describeCycle(cycle: readonly string[], lineOf?: ReadonlyMap<string, number>): string {
+  const edges = cycle.map((n, i) => [n, cycle[(i + 1) % cycle.length]]);
+  const lines = lineOf ? edges.map(([p, c]) => lineOf.get(`${p} ${c}`)).filter((l): l is number => l !== undefined) : [];
+  return `${[...cycle, cycle[0]].join(' -> ')}${lines.length ? ` (line${lines.length > 1 ? 's' : ''} ${lines.join(', ')})` : ''}`;
+}
+
+/**
  * Turn a DAG (edges parent -> child) into a tree once: each node keeps the
  * parent on its longest path from the root, ties broken by id.
  */
@@ -274,6 +302,8 @@ export function treeFromDag(
   root: string,
   classes: readonly string[],
   names?: ReadonlyMap<string, string>,
+  /** Where the edges came from, for messages: the file, and the line of each 'parent child' edge. */
+  source?: { file: string; lineOf?: ReadonlyMap<string, number> },
 ): Hierarchy {
   const parentsOf = new Map<string, string[]>();
   const childrenOf = new Map<string, string[]>();
@@ -313,8 +343,10 @@ export function treeFromDag(
     }
   }
   if (seen !== keep.size) {
-    const cyc = [...keep].filter((n) => indeg.get(n)! > 0);
-    throw new UsageError(`hierarchy: the is-a graph has a cycle through ${cyc.length} node(s), e.g. ${cyc.slice(0, 5).join(', ')}. Remove one edge of the cycle.`);
+    // Nodes left over are on a cycle or below one; walking up through left-over parents finds one.
+    const left = (n: string) => keep.has(n) && indeg.get(n)! > 0;
+    const cycle = findCycle(parentsOf, [...keep].filter(left).sort()[0], left)!;
+    throw new UsageError(`${source?.file ?? 'hierarchy'}: the is-a graph has a cycle: ${describeCycle(cycle, source?.lineOf)}. Remove one edge of the cycle.`);
   }
   const chosenParent: Record<string, string> = {};
   let multi = 0;

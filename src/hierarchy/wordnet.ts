@@ -1,9 +1,14 @@
 import * as fs from 'node:fs';
 import { UsageError } from '../util/errors';
-import { Hierarchy, treeFromDag } from './tree';
+import { describeCycle, findCycle, Hierarchy, treeFromDag } from './tree';
 
 /** `parent child` per line (WordNet is_a edge list); blank lines and '#' comments skipped. */
 export function readEdges(file: string): Array<[string, string]> {
+  return readEdgeList(file).edges;
+}
+
+/** The edges of an is-a file, and the line each `parent child` pair is on (for messages). */
+export function readEdgeList(file: string): { edges: Array<[string, string]>; lineOf: Map<string, number> } {
   let text: string;
   try {
     text = fs.readFileSync(file, 'utf8');
@@ -11,6 +16,7 @@ export function readEdges(file: string): Array<[string, string]> {
     throw new UsageError(`cannot read the is-a edge list '${file}' (one 'parent child' pair per line). Set data.is_a.`);
   }
   const edges: Array<[string, string]> = [];
+  const lineOf = new Map<string, number>();
   const bad: number[] = [];
   text.split('\n').forEach((line, i) => {
     const t = line.trim();
@@ -18,10 +24,13 @@ export function readEdges(file: string): Array<[string, string]> {
     // Names are compared in NFC, as folder names are.
     const parts = t.normalize('NFC').split(/\s+/);
     if (parts.length !== 2) bad.push(i + 1);
-    else edges.push([parts[0], parts[1]]);
+    else {
+      edges.push([parts[0], parts[1]]);
+      if (!lineOf.has(`${parts[0]} ${parts[1]}`)) lineOf.set(`${parts[0]} ${parts[1]}`, i + 1);
+    }
   });
   if (bad.length) throw new UsageError(`${file}: ${bad.length} line(s) are not 'parent child' pairs, e.g. line(s) ${bad.slice(0, 5).join(', ')}.`);
-  return edges;
+  return { edges, lineOf };
 }
 
 /** `wnid<TAB>names` per line. */
@@ -39,9 +48,16 @@ export const VIRTUAL_ROOT = '__root__';
 /**
  * The tree over `classes` from an is-a DAG: every class must be a node of the
  * graph; the root is the single ancestor without parents (a virtual root joins
- * several). A cycle is an error naming nodes on it.
+ * several). A cycle is an error naming the file and the nodes on it (and
+ * their lines, given `lineOf`).
  */
-export function wordnetTree(edges: ReadonlyArray<[string, string]>, classes: readonly string[], names: ReadonlyMap<string, string> | undefined, source: string): Hierarchy {
+export function wordnetTree(
+  edges: ReadonlyArray<[string, string]>,
+  classes: readonly string[],
+  names: ReadonlyMap<string, string> | undefined,
+  source: string,
+  lineOf?: ReadonlyMap<string, number>,
+): Hierarchy {
   const parentsOf = new Map<string, string[]>();
   const known = new Set<string>();
   for (const [p, c] of edges) {
@@ -67,10 +83,11 @@ export function wordnetTree(edges: ReadonlyArray<[string, string]>, classes: rea
     for (const p of ps) stack.push(p);
   }
   if (roots.length === 0) {
-    const onCycle = [...seen].sort().slice(0, 5);
-    throw new UsageError(`${source}: the is-a graph above the classes has a cycle (no node without a parent), through e.g. ${onCycle.join(', ')}. Remove one edge of the cycle.`);
+    // Every node above the classes has a parent, so walking up from any class ends on a cycle.
+    const cycle = findCycle(parentsOf, [...classes].sort()[0])!;
+    throw new UsageError(`${source}: the is-a graph above the classes has a cycle (no node without a parent): ${describeCycle(cycle, lineOf)}. Remove one edge of the cycle.`);
   }
-  if (roots.length === 1) return treeFromDag(edges, roots[0], classes, names);
+  if (roots.length === 1) return treeFromDag(edges, roots[0], classes, names, { file: source, lineOf });
   const joined: Array<[string, string]> = [...edges, ...roots.sort().map((r): [string, string] => [VIRTUAL_ROOT, r])];
-  return treeFromDag(joined, VIRTUAL_ROOT, classes, names);
+  return treeFromDag(joined, VIRTUAL_ROOT, classes, names, { file: source, lineOf });
 }
