@@ -334,3 +334,50 @@ test('an is-a cycle is reported with the file, the nodes on it in order and thei
   // No root at all.
   await refused('# comment\nx y\ny x\ny n1\nx n2\n', /no node without a parent\): x -> y -> x \(lines 2, 3\)/);
 });
+
+// Also seen: a SIGKILLed sweep left its child running, and the next sweep blocked the child's dependents.
+test('a SIGKILLed sweep takes its runs down (resumably); the next sweep adopts a live run by its lock and waits for it', async () => {
+  const dir = tmpDir();
+  const sweep = {
+    name: 'kill',
+    base: QUICKSTART,
+    stages: {
+      pretrain: { grid: { seed: [0] }, set: { 'data.synthetic.train_samples': 240, 'data.synthetic.test_samples': 60, 'train.epochs': 12, 'eval.dynamics_every': 0 } },
+      finetune: { from: 'pretrain', set: { 'train.level': 'top', 'train.epochs': 1 } },
+    },
+  };
+  fs.writeFileSync(path.join(dir, 's.yaml'), YAML.stringify(sweep));
+  const runDir = path.join(dir, 'runs', 'kill', 'pretrain-seed=0');
+  const ftDir = path.join(dir, 'runs', 'kill', 'finetune-seed=0');
+  const until = async (what: string, ok: () => boolean, ms = 60_000) => {
+    for (const t0 = Date.now(); !ok(); await new Promise((r) => setTimeout(r, 100))) if (Date.now() - t0 > ms) throw new Error(`timed out waiting for ${what}`);
+  };
+  const epochs = () => (fs.existsSync(path.join(runDir, 'metrics.jsonl')) ? metricRows(runDir).filter((r) => r.kind === 'epoch').length : 0);
+  const status = () => (fs.existsSync(path.join(runDir, 'summary.json')) ? JSON.parse(fs.readFileSync(path.join(runDir, 'summary.json'), 'utf8')).status : null);
+
+  // 1. SIGKILL the sweep mid-run: its child notices within a poll and stops at a step boundary.
+  const first = spawn(process.execPath, [CLI, 'sweep', 's.yaml'], { cwd: dir, stdio: 'ignore', env: { ...process.env, GRANULAR_THREADS: '1' } });
+  await until('the first epoch', () => epochs() >= 2);
+  first.kill('SIGKILL');
+  await until('the orphaned run to stop', () => status() !== null && !fs.existsSync(path.join(runDir, 'run.lock')), 20_000);
+  assert.equal(status(), 'interrupted');
+  assert.ok(epochs() < 13, 'it stopped before finishing');
+
+  // 2. A live process holds the run (its lock): the next sweep waits for it instead of blocking
+  //    the fine-tuning run, and resumes the run itself once that process is gone.
+  const holder = spawn(process.execPath, ['-e', 'setTimeout(() => {}, 600000)'], { stdio: 'ignore' });
+  fs.writeFileSync(path.join(runDir, 'run.lock'), `${holder.pid}\n`);
+  let log = '';
+  const second = spawn(process.execPath, [CLI, 'sweep', 's.yaml'], { cwd: dir, env: { ...process.env, GRANULAR_THREADS: '1' } });
+  second.stderr.on('data', (d) => (log += d));
+  second.stdout.on('data', (d) => (log += d));
+  const done = new Promise<number | null>((resolve) => second.on('exit', (code) => resolve(code)));
+  await until('the sweep to adopt the run', () => /waiting for pretrain-seed=0: it is running in process/.test(log));
+  await new Promise((r) => setTimeout(r, 1000));
+  assert.equal(fs.existsSync(ftDir), false, 'the fine-tuning run waits for its adopted source');
+  holder.kill('SIGKILL');
+  assert.equal(await done, 0, log);
+  assert.match(log, /adopted pretrain-seed=0: interrupted; resuming it/);
+  assert.equal(status(), 'completed');
+  assert.equal(JSON.parse(fs.readFileSync(path.join(ftDir, 'summary.json'), 'utf8')).status, 'completed');
+});

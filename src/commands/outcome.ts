@@ -1,4 +1,5 @@
 import { Command } from 'commander';
+import { stopWithSweep } from '../runs/watchdog';
 import { runStage, Stage, StageOutcome } from '../train/stage';
 import { action, collect, commonOptions, withCommonOptions } from './common';
 
@@ -13,6 +14,7 @@ export function stageCommand(cmd: Command, stage: Stage): Command {
   withCommonOptions(cmd);
   return cmd.action(
     action(async (o: Record<string, unknown>) => {
+      stopWithSweep();
       const out = await runStage({
         stage,
         configFile: o.config as string | undefined,

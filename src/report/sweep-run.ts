@@ -4,6 +4,7 @@ import * as path from 'node:path';
 import * as YAML from 'yaml';
 import { parseSets, readConfigFile, resolveConfig } from '../config/load';
 import * as rd from '../runs/rundir';
+import { SWEEP_PID_ENV } from '../runs/watchdog';
 import { UsageError } from '../util/errors';
 import { ensureDir, readJson, writeJsonAtomic } from '../util/fsx';
 import { fingerprint, planSweep, PlannedRun, resumeArgs, runArgs, shellSplit, SweepPlan } from './sweep-plan';
@@ -65,6 +66,15 @@ function checkConfigs(s: LoadedSweep, cwd: string): void {
       if (e instanceof UsageError) throw new UsageError(`sweep file '${s.file}', run '${r.name}' (stage ${r.stage}): ${e.message}`);
       throw e;
     }
+  }
+}
+
+/** The PID in a run's run.lock, or 0. */
+function lockOwnerOf(dir: string): number {
+  try {
+    return Number(fs.readFileSync(path.join(dir, rd.FILES.lock), 'utf8').trim()) || 0;
+  } catch {
+    return 0;
   }
 }
 
@@ -189,10 +199,13 @@ export async function execute(s: LoadedSweep, todo: Step[], o: ExecOptions): Pro
   const logDir = path.resolve(cwd, s.runsDir, 'logs');
   ensureDir(logDir);
   const res: ExecResult = { completed: [], failed: [], skipped: [], blocked: [], interrupted: [], notStarted: [], signal: null };
-  const status = new Map<string, RunState | 'pending' | 'active' | 'blocked'>();
-  for (const st of todo) status.set(st.run.name, st.args ? 'pending' : st.state);
-  for (const st of todo) if (!st.args) res.skipped.push(st.run.name);
-  const total = todo.filter((t) => t.args).length;
+  const status = new Map<string, RunState | 'pending' | 'active' | 'blocked' | 'adopted'>();
+  // A run alive in another process (a sweep that was killed left it, or someone started it by
+  // hand) is adopted: waited for by its lock, its dependents started when it completes.
+  const adopted = todo.filter((t) => t.state === 'running');
+  for (const st of todo) status.set(st.run.name, st.args ? 'pending' : st.state === 'running' ? 'adopted' : st.state);
+  for (const st of todo) if (!st.args && st.state !== 'running') res.skipped.push(st.run.name);
+  let total = todo.filter((t) => t.args).length;
   let started = 0;
   const children = new Set<ReturnType<typeof spawn>>();
   let stopping: NodeJS.Signals | null = null;
@@ -216,7 +229,8 @@ export async function execute(s: LoadedSweep, todo: Step[], o: ExecOptions): Pro
       fs.writeSync(fd, `$ granular ${args.join(' ')}\n`);
       log(`[${n}/${total}] ${st.state === 'new' ? 'start' : st.state === 'failed' ? 'retry' : 'resume'} ${st.run.name}`);
       // Own process group: a terminal's Ctrl-C reaches children only through us, once.
-      const child = spawn(process.execPath, [BIN, ...args], { cwd, stdio: ['ignore', fd, fd], detached: true });
+      // The child stops (resumably) if this process dies without passing a signal on (SIGKILL).
+      const child = spawn(process.execPath, [BIN, ...args], { cwd, stdio: ['ignore', fd, fd], detached: true, env: { ...process.env, [SWEEP_PID_ENV]: String(process.pid) } });
       children.add(child);
       child.on('exit', (code, signal) => {
         children.delete(child);
@@ -245,8 +259,45 @@ export async function execute(s: LoadedSweep, todo: Step[], o: ExecOptions): Pro
 
   const queue = todo.filter((t) => t.args);
   const active = new Set<Promise<void>>();
+  const watching = new Set<Promise<void>>();
+  const adopt = (st: Step) => {
+    const dir = path.resolve(cwd, s.runsDir, st.run.name);
+    const owner = lockOwnerOf(dir);
+    log(`waiting for ${st.run.name}: it is running in process ${owner} (run.lock); runs that start from it wait too`);
+    const p = new Promise<void>((resolve) => {
+      const tick = () => {
+        if (stopping) return resolve();
+        const state = runState(dir);
+        if (state === 'running') {
+          setTimeout(tick, 500);
+          return;
+        }
+        if (state === 'completed') {
+          status.set(st.run.name, 'completed');
+          res.completed.push(st.run.name);
+          log(`adopted ${st.run.name}: completed`);
+        } else if (state === 'interrupted' || state === 'crashed') {
+          // It stopped (e.g. its sweep was killed): continue it here.
+          status.set(st.run.name, 'pending');
+          queue.push({ run: st.run, state, args: resumeArgs(st.run, s.runsDir) });
+          total++;
+          log(`adopted ${st.run.name}: ${state}; resuming it`);
+        } else {
+          status.set(st.run.name, 'failed');
+          res.failed.push(st.run.name);
+          log(`adopted ${st.run.name}: ${state} (exit code of process ${owner} unknown); see its summary.json`);
+        }
+        resolve();
+      };
+      tick();
+    }).then(() => {
+      watching.delete(p);
+    });
+    watching.add(p);
+  };
+  for (const st of adopted) adopt(st);
   const sourceState = (st: Step) => (st.run.from ? status.get(st.run.from) : 'completed');
-  while (queue.length || active.size) {
+  while (queue.length || active.size || watching.size) {
     if (!stopping) {
       // Block runs whose source can no longer complete in this sweep.
       for (let i = queue.length - 1; i >= 0; i--) {
@@ -269,8 +320,8 @@ export async function execute(s: LoadedSweep, todo: Step[], o: ExecOptions): Pro
         active.add(p);
       }
     }
-    if (!active.size) break;
-    await Promise.race(active);
+    if (!active.size && !watching.size) break;
+    await Promise.race([...active, ...watching]);
   }
   process.off('SIGINT', onSignal);
   process.off('SIGTERM', onSignal);
