@@ -9,7 +9,7 @@ import { spawn, spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import * as YAML from 'yaml';
-import { parseSets, resolveConfig } from '../src/config/load';
+import { parseSets, readConfigFile, resolveConfig } from '../src/config/load';
 import { loadDataset } from '../src/data';
 import { taxonomyTree } from '../src/hierarchy/taxonomy';
 import { findRunDirs } from '../src/report/runs';
@@ -380,4 +380,58 @@ test('a SIGKILLed sweep takes its runs down (resumably); the next sweep adopts a
   assert.match(log, /adopted pretrain-seed=0: interrupted; resuming it/);
   assert.equal(status(), 'completed');
   assert.equal(JSON.parse(fs.readFileSync(path.join(ftDir, 'summary.json'), 'utf8')).status, 'completed');
+});
+
+// Case 22: relative paths saved in a run.
+test('paths: a --config file is read relative to its folder, --set relative to the working folder; config.yaml stores them absolute (case 22)', () => {
+  const dir = tmpDir();
+  fs.mkdirSync(path.join(dir, 'proj', 'configs'), { recursive: true });
+  const file = path.join(dir, 'proj', 'configs', 'c.yaml');
+  fs.writeFileSync(file, 'data: {root: ../data, taxonomy: tax.csv, cache_dir: cache, is_a: /abs/is_a.txt}\neval: {ood_root: ood}\ntrain: {level: "nodes:list.txt"}\n');
+  const fromFile = resolveConfig([readConfigFile(path.relative(process.cwd(), file))]);
+  assert.equal(fromFile.data.root, path.join(dir, 'proj', 'data'));
+  assert.equal(fromFile.data.taxonomy, path.join(dir, 'proj', 'configs', 'tax.csv'));
+  assert.equal(fromFile.data.cache_dir, path.join(dir, 'proj', 'configs', 'cache'));
+  assert.equal(fromFile.data.is_a, '/abs/is_a.txt');
+  assert.equal(fromFile.eval.ood_root, path.join(dir, 'proj', 'configs', 'ood'));
+  assert.equal(fromFile.train.level, `nodes:${path.join(dir, 'proj', 'configs', 'list.txt')}`);
+  const fromSets = resolveConfig([parseSets(['data.root=d', 'train.level=nodes:n.txt'], dir)]);
+  assert.equal(fromSets.data.root, path.join(dir, 'd'));
+  assert.equal(fromSets.train.level, `nodes:${path.join(dir, 'n.txt')}`);
+  assert.equal(resolveConfig([]).data.cache_dir, path.resolve('datasets/cache'), 'a default is the working folder\'s');
+  assert.equal(resolveConfig([parseSets(['data.annotations.train=t.json'], dir)]).data.annotations.train, 't.json', 'annotations stay relative to data.root');
+});
+
+/** Two project folders with data/ of the same layout and file names but colours swapped between the classes. */
+async function twoProjects(): Promise<string> {
+  const dir = tmpDir();
+  for (const [proj, shift] of [['A', 0], ['B', 1]] as const) {
+    const root = path.join(dir, proj, 'data');
+    for (const [k, cls] of ['cat', 'dog'].entries()) {
+      for (let i = 0; i < 4; i++) await writeImage(path.join(root, 'train', cls, `img${i}.png`), 'png', (k + shift) % 2 ? 3 : 0, i);
+      for (let i = 0; i < 2; i++) await writeImage(path.join(root, 'test', cls, `img${i}.png`), 'png', (k + shift) % 2 ? 3 : 0, i + 50);
+    }
+    fs.writeFileSync(path.join(root, 'taxonomy.csv'), 'leaf\ncat\ndog\n');
+  }
+  fs.writeFileSync(path.join(dir, 'A', 'cfg.yaml'), 'data: {format: imagefolder, root: data, image_size: 8, val_fraction: 0, cache_dir: null}\nmodel: {arch: cnn-small, width: 0.5}\ntrain: {epochs: 15, batch_size: 4, lr: 0.01, optimizer: adam, schedule: constant}\neval: {dynamics_every: 0}\n');
+  return dir;
+}
+
+test('a run made with a relative data.root reads its own images from any folder: eval, finetune --from (case 22)', async () => {
+  const dir = await twoProjects();
+  const A = path.join(dir, 'A');
+  const B = path.join(dir, 'B');
+  const pre = cli(['pretrain', '--config', 'cfg.yaml', '--run-dir', 'runs/src', '--quiet'], { cwd: A });
+  assert.equal(pre.code, 0, pre.stderr);
+  const stored = YAML.parse(fs.readFileSync(path.join(A, 'runs', 'src', 'config.yaml'), 'utf8'));
+  assert.equal(stored.data.root, path.join(A, 'data'));
+  const acc = (out: string) => Number(out.match(/test_acc=([\d.]+)/)![1]);
+  const ea = cli(['eval', 'runs/src'], { cwd: A });
+  const eb = cli(['eval', '../A/runs/src'], { cwd: B });
+  assert.equal(eb.code, 0, eb.stderr);
+  assert.equal(acc(ea.stdout), 1, 'A\'s images are learned (B\'s, colours swapped, would score 0)');
+  assert.equal(acc(eb.stdout), acc(ea.stdout), 'the same run scores the same from any folder');
+  const ft = cli(['finetune', '--from', '../A/runs/src', '--level', 'leaf', '--freeze', 'all', '--set', 'train.epochs=1', '--run-dir', 'runs/ft', '--quiet'], { cwd: B });
+  assert.equal(ft.code, 0, ft.stderr);
+  assert.equal(YAML.parse(fs.readFileSync(path.join(B, 'runs', 'ft', 'config.yaml'), 'utf8')).data.root, path.join(A, 'data'));
 });

@@ -1,4 +1,5 @@
 import * as fs from 'node:fs';
+import * as path from 'node:path';
 import * as YAML from 'yaml';
 import { z } from 'zod';
 import { UsageError, nearest } from '../util/errors';
@@ -13,6 +14,46 @@ const OPEN_KEYS = new Set(['finetune.unfreeze']);
 
 /** Old or alternative spellings that keep working. */
 const ALIASES = new Map<string, string>([['data.source', 'data.format']]);
+
+/**
+ * Keys that hold a path. A run's config.yaml stores each absolute, so `eval`,
+ * `finetune --from` and `--resume` read the same files from any folder: a
+ * path in a --config file is relative to that file's folder, a path in --set
+ * (or a default) to the working folder. (`data.annotations.*` are relative to
+ * data.root by definition, and `train.level: nodes:FILE` holds one too.)
+ */
+export const PATH_KEYS = ['data.root', 'data.taxonomy', 'data.is_a', 'data.words', 'data.cache_dir', 'eval.ood_root'] as const;
+
+function getPath(o: Obj, key: string): unknown {
+  let cur: unknown = o;
+  for (const p of key.split('.')) cur = isObj(cur) ? cur[p] : undefined;
+  return cur;
+}
+
+/** The path keys of a (partial) config that hold a relative path, with their values. */
+export function relativePaths(o: Obj): Array<[string, string]> {
+  const out: Array<[string, string]> = [];
+  for (const key of PATH_KEYS) {
+    const v = getPath(o, key);
+    if (typeof v === 'string' && v !== '' && !path.isAbsolute(v)) out.push([key, v]);
+  }
+  const level = getPath(o, 'train.level');
+  const m = typeof level === 'string' ? level.match(/^\s*nodes:(.+)$/) : null;
+  if (m && !path.isAbsolute(m[1].trim())) out.push(['train.level', level as string]);
+  return out;
+}
+
+/** A copy of a (partial) config with every relative path resolved against `base`. */
+export function absolutePaths<T extends Obj>(o: T, base: string): T {
+  const rel = relativePaths(o);
+  if (!rel.length) return o;
+  const out = structuredClone(o) as Obj;
+  for (const [key, v] of rel) {
+    const abs = key === 'train.level' ? `nodes:${path.resolve(base, v.trim().slice('nodes:'.length).trim())}` : path.resolve(base, v);
+    setPath(out, key, abs, false);
+  }
+  return out as T;
+}
 
 /** Every settable dotted path: leaves and the sections above them. */
 export function configKeys(): string[] {
@@ -100,7 +141,8 @@ export function readConfigFile(file: string): Obj {
   }
   if (value == null) return {};
   if (!isObj(value)) throw new UsageError(`config file '${file}' must be a YAML mapping of sections (data, model, train, ...), not ${Array.isArray(value) ? 'a list' : typeof value}.`);
-  return normalizePartial(value, `in '${file}'`);
+  // Paths in a config file are relative to its folder, wherever granular is started from.
+  return absolutePaths(normalizePartial(value, `in '${file}'`), path.dirname(path.resolve(file)));
 }
 
 /** YAML tokens whose text never reaches the parsed value. */
@@ -125,7 +167,7 @@ function quotedSet(key: string, raw: string): string {
  * typed text that would silently not be used. Errors: UsageError (exit 2)
  * naming the item and the quoted form that works.
  */
-export function parseSets(items: readonly string[]): Obj {
+export function parseSets(items: readonly string[], cwd = process.cwd()): Obj {
   const out: Obj = {};
   for (const item of items) {
     const eq = item.indexOf('=');
@@ -158,7 +200,8 @@ export function parseSets(items: readonly string[]): Obj {
     if (isObj(value) && !OPEN_KEYS.has(key)) value = normalizePartial(value, `in --set '${item}'`, key);
     setPath(out, key, value, true);
   }
-  return out;
+  // Paths in --set are relative to the working folder.
+  return absolutePaths(out, cwd);
 }
 
 /** Merge layers in increasing precedence and validate the result once. */
@@ -167,7 +210,8 @@ export function resolveConfig(layers: readonly Obj[], what = 'the config'): Conf
   for (const l of layers) merged = deepMerge(merged, l);
   const parsed = configSchema.safeParse(merged);
   if (!parsed.success) throw new UsageError(formatZodError(parsed.error, what));
-  const cfg = parsed.data;
+  // What is still relative came from a default or a flag: the working folder's.
+  const cfg = absolutePaths(parsed.data as unknown as Obj, process.cwd()) as unknown as Config;
   // `seed` is the default of both finer seeds.
   if (cfg.data.seed === null) cfg.data.seed = cfg.seed;
   if (cfg.train.seed === null) cfg.train.seed = cfg.seed;
@@ -195,5 +239,13 @@ export function parseConfigYaml(text: string, file: string): Config {
     throw new UsageError(`'${file}' is not valid YAML: ${(e as Error).message.split('\n')[0]}`);
   }
   if (!isObj(value)) throw new UsageError(`'${file}' is empty or not a mapping of config sections; the run folder is damaged.`);
+  const rel = relativePaths(value);
+  if (rel.length) {
+    // Written before paths were stored absolute: the folder it was started from is not recorded.
+    process.stderr.write(
+      `granular: warning: '${file}' stores ${rel.map(([k, v]) => `${k} '${v}'`).join(', ')} relative (an older granular wrote it); ` +
+        `read against the working folder '${process.cwd()}'. Run from the folder the run was started in, or write absolute paths into it.\n`,
+    );
+  }
   return resolveConfig([normalizePartial(value, `in '${file}'`)], `'${file}'`);
 }

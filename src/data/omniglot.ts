@@ -7,8 +7,12 @@ import { Catalog } from './catalog';
 import { ImageRef } from './decode';
 import { ZipFile } from './zip';
 
-/** Where the project's copy lives (beside the checkout); data.root overrides it. */
-export const OMNIGLOT_DEFAULT = '../shared/data/omniglot';
+/**
+ * Where the project's copy lives: ../shared/data/omniglot beside the checkout
+ * (found from this file, dist/src/data/, not from the working folder, so a
+ * run reads the same zips from any folder); data.root overrides it.
+ */
+export const OMNIGLOT_DEFAULT = path.resolve(__dirname, '..', '..', '..', '..', 'shared', 'data', 'omniglot');
 /** Drawers 01-15 train, 16-20 test: every character is in both parts, drawn by different people. */
 export const OMNIGLOT_TRAIN_DRAWERS = 15;
 

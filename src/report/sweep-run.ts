@@ -61,7 +61,7 @@ function checkConfigs(s: LoadedSweep, cwd: string): void {
   const baseLayer = s.base ? readConfigFile(path.resolve(cwd, s.base)) : {};
   for (const r of s.plan.runs) {
     try {
-      resolveConfig([baseLayer, parseSets(r.settings.map(([k, v]) => `${k}=${JSON.stringify(v)}`))], `run '${r.name}'`);
+      resolveConfig([baseLayer, parseSets(r.settings.map(([k, v]) => `${k}=${JSON.stringify(v)}`), cwd)], `run '${r.name}'`);
     } catch (e) {
       if (e instanceof UsageError) throw new UsageError(`sweep file '${s.file}', run '${r.name}' (stage ${r.stage}): ${e.message}`);
       throw e;
