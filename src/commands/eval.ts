@@ -8,7 +8,7 @@ import { coarserLevels } from '../hierarchy/tree';
 import { oodMetrics } from '../measure/ood';
 import { buildNetwork } from '../models/archs';
 import { FILES, timestamp } from '../runs/rundir';
-import { alignmentMetrics, evaluate } from '../train/loop';
+import { alignmentMetrics, evaluate } from '../measure/evaluate';
 import { loadSourceWeights, readSourceRun } from '../train/stage';
 import { UsageError } from '../util/errors';
 import { ensureDir, readJson, writeFileAtomic, writeJsonAtomic } from '../util/fsx';

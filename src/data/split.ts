@@ -126,7 +126,8 @@ export function noisyLabels(ids: string[], labels: Int32Array, numClasses: numbe
   return { labels: out, flipped };
 }
 
-export function levelLabels(e: Examples, idx: number[], level: Level): Int32Array {
+/** Class indices at `level` of the examples `idx` of `e`, in that order (-1 where the level drops the class). */
+export function levelLabels(e: Examples, idx: readonly number[], level: Level): Int32Array {
   return Int32Array.from(idx, (i) => level.classOf[e.y[i]]);
 }
 

@@ -1,22 +1,21 @@
 import * as tf from '@tensorflow/tfjs';
 import { SingleBar, Presets } from 'cli-progress';
 import { Config } from '../config/schema';
-import { Dataset, Examples } from '../data/types';
-import { Split } from '../data/split';
+import { Dataset } from '../data/types';
+import { levelLabels, Split } from '../data/split';
 import { Level } from '../hierarchy/tree';
-import { accuracy, argmaxRows, coarsenProbs, topkAccuracy } from '../measure/accuracy';
-import { alignment, randomDirections } from '../measure/alignment';
+import { alignmentMetrics, dynamicsMetrics, evaluate, isDynamicsStep, validate } from '../measure/evaluate';
 import { Network } from '../models/network';
 import { appendMetrics } from '../runs/rundir';
 import { RunFailure } from '../util/errors';
 import { Rng } from '../util/rng';
 import { batchSource } from '../data/prefetch';
 import { saveCheckpoint, CheckpointState, InEpoch, ScheduleState } from './checkpoint';
-import { blockLrScale, initialTrainable, isDynamicsStep } from './unfreeze';
+import { blockLrScale, initialTrainable } from './unfreeze';
 import { TrainableSet, Unfreezer } from './trainable';
 import { oodMetrics } from '../measure/ood';
-import { predictProbs, prefixFeatures } from '../measure/predict';
-import { fisherTrace, makeProbe, Probe, sharpness, weightDistance } from '../measure/dynamics';
+import { cachePart } from '../measure/predict';
+import { makeProbe } from '../measure/dynamics';
 import { NamedOptimizer } from './optimizer';
 import { learningRate } from './schedule';
 
@@ -54,102 +53,6 @@ export interface TrainResult {
   stoppedEarly: boolean;
 }
 
-/**
- * Examples already passed through the frozen prefix (the first `from` blocks,
- * inference mode): the frozen-prefix cache. `idx` indexes `e` in split order.
- */
-export interface CachedPart {
-  e: Examples;
-  idx: number[];
-  shape: number[];
-  from: number;
-}
-
-/** Cache the frozen prefix's outputs for the examples `idx` of `e`. */
-function cachePart(net: Network, e: Examples, idx: number[], shape: readonly number[], from: number): CachedPart {
-  const f = prefixFeatures(net, e, idx, shape, from);
-  return { e: { x: f.x, y: Int32Array.from(idx, (i) => e.y[i]), ids: idx.map((i) => e.ids[i]) }, idx: idx.map((_, k) => k), shape: f.shape, from };
-}
-
-/**
- * Test metrics (DESIGN.md "Metric keys"): accuracy at the stage's level, at
- * every coarser level by summing probabilities, top-5, easy/hard.
- */
-export function evaluate(job: Pick<TrainJob, 'net' | 'data' | 'split' | 'level' | 'coarser'>, cached?: CachedPart): Record<string, number> {
-  const { net, data, split, level, coarser } = job;
-  const e = data.test;
-  const idx = split.test;
-  const K = net.numClasses;
-  const probs = cached ? predictProbs(net, cached.e, cached.idx, cached.shape, cached.from) : predictProbs(net, e, idx, data.shape);
-  const labels = Int32Array.from(idx, (i) => level.classOf[e.y[i]]);
-  const pred = argmaxRows(probs, K);
-  const out: Record<string, number> = { test_acc: accuracy(pred, labels) };
-  if (K > 5) out.test_top5 = topkAccuracy(probs, K, labels, 5);
-  if (e.hard) {
-    out.test_acc_easy = accuracy(pred, labels, (i) => e.hard![idx[i]] === 0);
-    out.test_acc_hard = accuracy(pred, labels, (i) => e.hard![idx[i]] === 1);
-  }
-  for (const c of coarser) {
-    const kc = c.level.classes.length;
-    const cp = coarsenProbs(probs, K, c.map, kc);
-    const cl = Int32Array.from(idx, (i) => c.level.classOf[e.y[i]]);
-    const cpred = argmaxRows(cp, kc);
-    out[`test_acc@${c.level.name}`] = accuracy(cpred, cl);
-    if (kc > 5) out[`test_top5@${c.level.name}`] = topkAccuracy(cp, kc, cl, 5);
-    if (e.hard) out[`test_acc_hard@${c.level.name}`] = accuracy(cpred, cl, (i) => e.hard![idx[i]] === 1);
-  }
-  return out;
-}
-
-/** Accuracy on validation examples (model selection and stop rules look only here). */
-function validate(job: TrainJob, valLabels: Int32Array, cached?: CachedPart): number {
-  if (!job.split.val.length) return NaN;
-  const probs = cached ? predictProbs(job.net, cached.e, cached.idx, cached.shape, cached.from) : predictProbs(job.net, job.data.train, job.split.val, job.data.shape);
-  return accuracy(argmaxRows(probs, job.net.numClasses), valLabels);
-}
-
-/**
- * Alignment of the two-layer network's filters with the true synthetic
- * features at each depth, and the same statistic for random directions.
- */
-export function alignmentMetrics(net: Network, data: Dataset, seed: number): Record<string, number> {
-  if (net.arch !== 'two-layer-conv' || !data.features) return {};
-  const kernel = net.blocks[0].layers[0].getWeights()[0];
-  const [p1, p2, c, m] = kernel.shape;
-  const dim = p1 * p2 * c;
-  if (dim !== data.features.dim) return {};
-  const w = kernel.dataSync() as Float32Array; // [p, p, C, m] row-major = [dim x m]
-  const out: Record<string, number> = {};
-  const depths = data.features.byDepth;
-  depths.forEach((f, d) => {
-    const name = data.hierarchy.levelNames.get(d + 1) ?? `depth${d + 1}`;
-    out[`align@${name}`] = alignment(w, dim, m, f);
-  });
-  out.align_common = out[`align@${data.hierarchy.levelNames.get(1) ?? 'depth1'}`];
-  out.align_fine = out[`align@${data.hierarchy.levelNames.get(depths.length) ?? `depth${depths.length}`}`];
-  const nRandom = Math.max(...depths.map((f) => f.length / dim));
-  out.align_random = alignment(w, dim, m, randomDirections(nRandom, dim, seed));
-  return out;
-}
-
-/**
- * The measures of a dynamics row (DESIGN.md "Fisher trace", "Sharpness"), plus
- * weight distances: the Fisher on the first fisher_samples examples of the
- * fixed subset, sharpness on sharpness_examples of them.
- */
-function measureDynamics(job: TrainJob, fisherProbe: Probe, sharpProbe: Probe, reference: ReadonlyMap<string, tf.Tensor> | null): Record<string, number> {
-  const { cfg, net } = job;
-  const seed = cfg.train.seed!;
-  const mc = fisherTrace(net, fisherProbe, true, seed);
-  const emp = fisherTrace(net, fisherProbe, false, seed);
-  const sh = sharpness(net, sharpProbe, cfg.eval.sharpness_rho, cfg.eval.sharpness_draws, cfg.eval.sharpness_steps, seed);
-  const row: Record<string, number> = { fisher_trace: mc.total, fisher_trace_emp: emp.total, sharpness_avg: sh.avg, sharpness_worst: sh.worst };
-  for (const [b, v] of Object.entries(mc.perBlock)) row[`fisher_trace@${b}`] = v;
-  for (const [b, v] of Object.entries(emp.perBlock)) row[`fisher_trace_emp@${b}`] = v;
-  if (reference) for (const [b, v] of Object.entries(weightDistance(net, reference))) row[`weight_dist@${b}`] = v;
-  return row;
-}
-
 export async function train(job: TrainJob): Promise<TrainResult> {
   const { cfg, net, data, split, runDir } = job;
   const n = split.train.length;
@@ -182,7 +85,7 @@ export async function train(job: TrainJob): Promise<TrainResult> {
 
   // What trains; gradual unfreezing opens more of it.
   const trainable = new TrainableSet(net, trainableFlags, lrScale);
-  const valLabels = Int32Array.from(split.val, (i) => job.level.classOf[data.train.y[i]]);
+  const valLabels = levelLabels(data.train, split.val, job.level);
 
   // Frozen-prefix cache: blocks that never train and run deterministically
   // (inference mode, no augmentation) map each example to the same output
@@ -209,7 +112,7 @@ export async function train(job: TrainJob): Promise<TrainResult> {
   let lastDynamics: Record<string, number> = {};
   const dynamicsRow = (rowEpoch: number) => {
     const t0 = performance.now();
-    const m = measureDynamics(job, fisherProbe!, sharpProbe!, reference);
+    const m = dynamicsMetrics(net, cfg.eval, cfg.train.seed!, fisherProbe!, sharpProbe!, reference);
     lastDynamics = m;
     appendMetrics(runDir, { kind: 'dynamics', epoch: rowEpoch, step, ...m, ...rowBase(), seconds: (performance.now() - t0) / 1000 });
     carry.dynamicsSeconds = (carry.dynamicsSeconds ?? 0) + (performance.now() - t0) / 1000;

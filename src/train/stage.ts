@@ -5,7 +5,7 @@ import * as tf from '@tensorflow/tfjs';
 import { Config } from '../config/schema';
 import { configToYaml, parseConfigYaml, parseSets, readConfigFile, resolveConfig } from '../config/load';
 import { loadDataset } from '../data';
-import { makeSplit, noisyLabels, restrictToLevel, Split, splitFromRecord, splitRecord } from '../data/split';
+import { levelLabels, makeSplit, noisyLabels, restrictToLevel, Split, splitFromRecord, splitRecord } from '../data/split';
 import { sourceOverlap } from '../data/overlap';
 import { Dataset } from '../data/types';
 import { BackendChoice, EngineInfo, initEngine } from '../engine/backend';
@@ -159,7 +159,7 @@ async function prepare(req: StageRequest, cfg: Config, source: SourceRun | null)
   const restricted = restrictToLevel(data, split, level);
   split = restricted.split;
   if (restricted.dropped) process.stderr.write(`granular: level '${level.spec}': ${restricted.dropped} image(s) of ${level.droppedClasses} class(es) under no listed node are left out\n`);
-  const clean = Int32Array.from(split.train, (i) => level.classOf[data.train.y[i]]);
+  const clean = levelLabels(data.train, split.train, level);
   const { labels: trainLabels, flipped } = noisyLabels(split.train.map((i) => data.train.ids[i]), clean, level.classes.length, cfg.data.label_noise, cfg.data.seed!);
   const net = buildNetwork(cfg, data.shape, level.classes.length);
   if (source) loadSourceWeights(net, source, cfg, level);

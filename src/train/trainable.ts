@@ -9,7 +9,7 @@ import { fisherTrace, Probe } from '../measure/dynamics';
 import { NamedVariable, Network } from '../models/network';
 import { appendMetrics } from '../runs/rundir';
 import { ScheduleState } from './checkpoint';
-import { lossOf } from './loss';
+import { lossOf } from '../models/loss';
 import { NamedOptimizer } from './optimizer';
 import { fixedStopMet, metricStopMet, openingOrder, opensAfter, UnfreezeConfig } from './unfreeze';
 

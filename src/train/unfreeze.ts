@@ -57,21 +57,6 @@ export function metricStopMet(u: UnfreezeConfig, history: readonly number[]): bo
   return rel < u.stop.value;
 }
 
-/**
- * Steps after which a dynamics row is written. 'auto': half-way through the
- * first epoch (the early period moves fastest), then after epochs 1, 2, 4, 8,
- * 16, ... and at the end, so the cost stays a small share of a run.
- */
-export function isDynamicsStep(every: number | 'auto', step: number, stepsPerEpoch: number, totalSteps: number): boolean {
-  if (every === 0) return false;
-  if (every !== 'auto') return step % every === 0 || step === totalSteps;
-  if (step === 0 || step === totalSteps) return true;
-  if (step < stepsPerEpoch) return step === Math.ceil(stepsPerEpoch / 2);
-  if (step % stepsPerEpoch !== 0) return false;
-  const e = step / stepsPerEpoch;
-  return (e & (e - 1)) === 0;
-}
-
 /** Per-block learning-rate multipliers: decay^(distance from the head); the head gets 1. */
 export function blockLrScale(nBlocks: number, decay: number): number[] {
   return Array.from({ length: nBlocks }, (_, i) => Math.pow(decay, nBlocks - i));
