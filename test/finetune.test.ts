@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import * as path from 'node:path';
 import { cli, finalMetrics, metricRows, modelWeights, QUICKSTART, readJson, runUntil, same, tmpDir } from './helpers';
 import { blockNames } from '../src/models/archs';
-import { fixedStopMet, initialTrainable, metricStopMet, openingOrder, opensAfter, UnfreezeConfig } from '../src/train/unfreeze';
+import { fixedStopMet, initialTrainable, metricStopMet, openingOrder, opensAfter, UnfreezeConfig } from '../src/train/finetune';
 import { isDynamicsStep } from '../src/measure/evaluate';
 
 const base = ['--config', QUICKSTART, '--quiet'];

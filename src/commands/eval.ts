@@ -9,7 +9,8 @@ import { oodMetrics } from '../measure/ood';
 import { buildNetwork } from '../models/archs';
 import { FILES, timestamp } from '../runs/rundir';
 import { alignmentMetrics, evaluate } from '../measure/evaluate';
-import { loadSourceWeights, readSourceRun } from '../train/stage';
+import { readSourceRun } from '../train/stage';
+import { loadRunWeights } from '../runs/run';
 import { UsageError } from '../util/errors';
 import { ensureDir, readJson, writeFileAtomic, writeJsonAtomic } from '../util/fsx';
 import { action, collect, commonOptions, withCommonOptions } from './common';
@@ -39,7 +40,7 @@ export function evalCommand(): Command {
       const split = splitFromRecord(data, readJson(path.join(runDir, FILES.split)), runDir);
       const net = buildNetwork(cfg, data.shape, level.classes.length);
       try {
-        loadSourceWeights(net, run, { ...cfg, finetune: { ...cfg.finetune, head: 'keep' } }, level);
+        loadRunWeights(net, runDir);
         const metrics = {
           ...evaluate({ net, data, split, level, coarser: coarserLevels(data.hierarchy, level) }),
           ...alignmentMetrics(net, data, cfg.data.seed!),

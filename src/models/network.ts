@@ -1,5 +1,4 @@
 import * as tf from '@tensorflow/tfjs';
-import { UsageError } from '../util/errors';
 
 /**
  * A network is an ordered list of named blocks (the units that freezing and
@@ -102,16 +101,4 @@ export class Network {
   dispose(): void {
     this.model?.dispose();
   }
-}
-
-/** Resolve `finetune.freeze` to a block count, with a message naming the valid range. */
-export function frozenBlockCount(net: Network, freeze: number | 'all'): number {
-  if (freeze === 'all') return net.blocks.length;
-  if (freeze > net.blocks.length) {
-    throw new UsageError(
-      `--freeze ${freeze} is more than the ${net.blocks.length} block(s) of ${net.arch} (${net.blocks.map((b) => b.name).join(', ')}). ` +
-        `Use 0..${net.blocks.length}, or 'all' for a linear probe.`,
-    );
-  }
-  return freeze;
 }

@@ -11,8 +11,8 @@ import { RunFailure } from '../util/errors';
 import { Rng } from '../util/rng';
 import { batchSource } from '../data/prefetch';
 import { saveCheckpoint, CheckpointState, InEpoch, ScheduleState } from './checkpoint';
-import { blockLrScale, initialTrainable } from './unfreeze';
-import { TrainableSet, Unfreezer } from './trainable';
+import { batchNormModes, FinetunePlan, initialTrainable, Unfreezer } from './finetune';
+import { TrainableSet } from './trainable';
 import { oodMetrics } from '../measure/ood';
 import { cachePart } from '../measure/predict';
 import { makeProbe } from '../measure/dynamics';
@@ -29,7 +29,8 @@ export interface TrainJob {
   coarser: Array<{ level: Level; map: Int32Array }>;
   /** Labels at `level` for split.train (label noise already applied). */
   trainLabels: Int32Array;
-  frozenBlocks: number;
+  /** What trains and how (finetune.ts): frozen blocks, unfreezing, per-block rates, batch-norm modes, prefix cache. */
+  plan: FinetunePlan;
   runDir: string;
   quiet: boolean;
   /** No per-epoch output at all (the quickstart prints its own table). */
@@ -38,9 +39,6 @@ export interface TrainJob {
   /** The last epoch row already in metrics.jsonl (resume), so a run resumed at its end still reports. */
   previousRow?: Record<string, number>;
   optimizer: NamedOptimizer;
-  stage: 'pretrain' | 'finetune';
-  /** Train on cached outputs of the frozen prefix (see prefixCacheable). */
-  prefixCache?: boolean;
   /** Weights to measure distances from (the pretrained values); kept in the checkpoint. */
   reference?: ReadonlyMap<string, tf.Tensor>;
   /** Called between steps; returning true stops the loop at a step boundary. */
@@ -54,16 +52,12 @@ export interface TrainResult {
 }
 
 export async function train(job: TrainJob): Promise<TrainResult> {
-  const { cfg, net, data, split, runDir } = job;
+  const { cfg, net, data, split, runDir, plan } = job;
   const n = split.train.length;
   const bs = Math.min(cfg.train.batch_size, n);
   const stepsPerEpoch = Math.ceil(n / bs);
   const totalSteps = stepsPerEpoch * cfg.train.epochs;
   const warmup = Math.round(cfg.train.warmup_epochs * stepsPerEpoch);
-  const nBlocks = net.blocks.length;
-  const unfreeze = job.stage === 'finetune' ? cfg.finetune.unfreeze : null;
-  const lrScale = blockLrScale(nBlocks, job.stage === 'finetune' ? cfg.finetune.lr_per_block_decay : 1);
-  const bnTrains = job.stage !== 'finetune' || cfg.finetune.batchnorm === 'train';
 
   let epoch = 0;
   let step = 0;
@@ -71,7 +65,7 @@ export async function train(job: TrainJob): Promise<TrainResult> {
   let resumeInEpoch: InEpoch | null = null;
   let rng = new Rng(cfg.train.seed!, 11);
   let carry: Record<string, number> = { trainImages: 0, trainSeconds: 0 };
-  let trainableFlags = initialTrainable(nBlocks, job.frozenBlocks, unfreeze, cfg.train.seed!);
+  let trainableFlags = initialTrainable(net.blocks.length, plan.frozenBlocks, plan.unfreeze, cfg.train.seed!);
   let schedule: ScheduleState = { stopped: false, history: [] };
   if (job.resumeFrom) {
     epoch = job.resumeFrom.epoch;
@@ -84,13 +78,13 @@ export async function train(job: TrainJob): Promise<TrainResult> {
   }
 
   // What trains; gradual unfreezing opens more of it.
-  const trainable = new TrainableSet(net, trainableFlags, lrScale);
+  const trainable = new TrainableSet(net, trainableFlags, plan.lrScale);
   const valLabels = levelLabels(data.train, split.val, job.level);
 
   // Frozen-prefix cache: blocks that never train and run deterministically
   // (inference mode, no augmentation) map each example to the same output
   // every epoch, so compute it once and train the rest on it.
-  const from = job.prefixCache ? job.frozenBlocks : 0;
+  const from = plan.prefixCache ? plan.frozenBlocks : 0;
   const cache = from > 0
     ? { train: cachePart(net, data.train, split.train, data.shape, from), val: cachePart(net, data.train, split.val, data.shape, from), test: cachePart(net, data.test, split.test, data.shape, from) }
     : null;
@@ -103,12 +97,10 @@ export async function train(job: TrainJob): Promise<TrainResult> {
   const dynamicsOn = cfg.eval.dynamics_every !== 0;
   // One fixed, seeded subset of training examples for every measurement of the run.
   const subset = (k: number) => makeProbe(data.train.x, data.shape, split.train, job.trainLabels, k, cfg.train.seed!, cfg.train.loss);
-  const fisherProbe = dynamicsOn || unfreeze?.order === 'fisher' ? subset(cfg.eval.fisher_samples) : null;
+  const fisherProbe = dynamicsOn || plan.unfreeze?.order === 'fisher' ? subset(cfg.eval.fisher_samples) : null;
   const sharpProbe = dynamicsOn ? subset(cfg.eval.sharpness_examples) : null;
   const reference = dynamicsOn ? job.reference ?? null : null;
-  const unfreezer = unfreeze
-    ? new Unfreezer(unfreeze, trainable, schedule, { net, runDir, frozenBlocks: job.frozenBlocks, seed: cfg.train.seed!, stepsPerEpoch, fisherProbe })
-    : null;
+  const unfreezer = Unfreezer.of(plan, trainable, schedule, { net, runDir, seed: cfg.train.seed!, stepsPerEpoch, fisherProbe });
   let lastDynamics: Record<string, number> = {};
   const dynamicsRow = (rowEpoch: number) => {
     const t0 = performance.now();
@@ -151,8 +143,7 @@ export async function train(job: TrainJob): Promise<TrainResult> {
         const ts = performance.now();
         const { x: xbuf, y: ybuf, b } = batches.next();
         const lr = learningRate(cfg.train.schedule, cfg.train.lr, step, totalSteps, warmup);
-        const blockTraining = trainable.flags.map((t) => t && bnTrains);
-        const { loss, hits: h } = trainable.step(xbuf, ybuf, b, shape, from, blockTraining, cfg.train.loss, job.optimizer, lr);
+        const { loss, hits: h } = trainable.step(xbuf, ybuf, b, shape, from, batchNormModes(plan, trainable.flags), cfg.train.loss, job.optimizer, lr);
         if (!Number.isFinite(loss)) {
           bar?.stop();
           throw new RunFailure(
@@ -169,7 +160,7 @@ export async function train(job: TrainJob): Promise<TrainResult> {
         unfreezer?.afterStep(epoch + 1, step);
         if (everySteps && step % everySteps === 0 && s + b < n) {
           saveCheckpoint(runDir, net, job.optimizer, job.reference ?? null, {
-            epoch, step, rng: epochStart, frozenBlocks: job.frozenBlocks, trainableBlocks: trainable.flags, schedule, carry,
+            epoch, step, rng: epochStart, frozenBlocks: plan.frozenBlocks, trainableBlocks: trainable.flags, schedule, carry,
             inEpoch: { pos: s + b, lossSum, hits, seen, stepSeconds },
           });
         }
@@ -206,7 +197,7 @@ export async function train(job: TrainJob): Promise<TrainResult> {
       appendMetrics(runDir, { kind: 'epoch', ...row });
       last = row;
       if (!bar && !job.silent) logEpoch(row, cfg.train.epochs);
-      saveCheckpoint(runDir, net, job.optimizer, job.reference ?? null, { epoch: epoch + 1, step, rng: rng.state(), frozenBlocks: job.frozenBlocks, trainableBlocks: trainable.flags, schedule, carry });
+      saveCheckpoint(runDir, net, job.optimizer, job.reference ?? null, { epoch: epoch + 1, step, rng: rng.state(), frozenBlocks: plan.frozenBlocks, trainableBlocks: trainable.flags, schedule, carry });
     }
   } finally {
     batches.close();

@@ -11,16 +11,18 @@ import { Dataset } from '../data/types';
 import { BackendChoice, EngineInfo, initEngine } from '../engine/backend';
 import { coarserLevels, Hierarchy, Level } from '../hierarchy/tree';
 import { buildNetwork } from '../models/archs';
-import { frozenBlockCount, Network } from '../models/network';
-import { readModelWeights, saveLayersModel } from '../runs/bundle';
+import { Network } from '../models/network';
+import { saveLayersModel } from '../runs/bundle';
+import { Stage } from '../runs/run';
 import * as rd from '../runs/rundir';
 import { RunFailure, UsageError } from '../util/errors';
 import { readJson, relPath, writeFileAtomic, writeJsonAtomic } from '../util/fsx';
 import { CheckpointState, hasCheckpoint, loadCheckpoint, recoverCheckpoint } from './checkpoint';
 import { NamedOptimizer } from './optimizer';
+import { FinetunePlan, parseFreeze, planFinetune } from './finetune';
 import { train } from './loop';
 
-export type Stage = 'pretrain' | 'finetune';
+export type { Stage };
 
 /** What a pretrain/finetune command asks for, as parsed from the command line. */
 export interface StageRequest {
@@ -92,11 +94,7 @@ function resolveStageConfig(req: StageRequest, source: SourceRun | null): Config
   layers.push(parseSets(req.sets));
   const flags: Record<string, unknown> = {};
   if (req.level !== undefined) flags.train = { level: req.level };
-  if (req.freeze !== undefined) {
-    const f = req.freeze.trim();
-    if (f !== 'all' && !/^\d+$/.test(f)) throw new UsageError(`--freeze '${req.freeze}' must be a number of blocks (0, 1, ...) or 'all'.`);
-    flags.finetune = { freeze: f === 'all' ? 'all' : Number(f) };
-  }
+  if (req.freeze !== undefined) flags.finetune = { freeze: parseFreeze(req.freeze) };
   layers.push(flags);
   const cfg = resolveConfig(layers);
   if (source) {
@@ -133,7 +131,7 @@ interface Prepared {
   trainLabels: Int32Array;
   flipped: number;
   net: Network;
-  frozenBlocks: number;
+  plan: FinetunePlan;
   engine: EngineInfo;
 }
 
@@ -162,47 +160,8 @@ async function prepare(req: StageRequest, cfg: Config, source: SourceRun | null)
   const clean = levelLabels(data.train, split.train, level);
   const { labels: trainLabels, flipped } = noisyLabels(split.train.map((i) => data.train.ids[i]), clean, level.classes.length, cfg.data.label_noise, cfg.data.seed!);
   const net = buildNetwork(cfg, data.shape, level.classes.length);
-  if (source) loadSourceWeights(net, source, cfg, level);
-  const frozenBlocks = req.stage === 'finetune' ? frozenBlockCount(net, cfg.finetune.freeze) : 0;
-  if (source && cfg.finetune.transfer === 'frozen_only') reinitUnfrozen(net, cfg, data.shape, level.classes.length, frozenBlocks);
-  if (req.stage === 'pretrain' && cfg.finetune.unfreeze !== null) {
-    throw new UsageError(`finetune.unfreeze is a fine-tuning schedule; 'granular pretrain' trains every block. Remove it, or use 'granular finetune'.`);
-  }
-  return { cfg, source, data, split, level, coarser: coarserLevels(data.hierarchy, level), trainLabels, flipped, net, frozenBlocks, engine };
-}
-
-export function loadSourceWeights(net: Network, source: SourceRun, cfg: Config, level: Level): void {
-  const saved = readModelWeights(path.join(source.dir, rd.FILES.model));
-  try {
-    if (cfg.finetune.head === 'keep') {
-      const units = saved.get('head/kernel')?.shape[1];
-      if (units !== level.classes.length) {
-        throw new UsageError(`finetune.head=keep needs the target level to have as many classes as the source's head (${units}); '${cfg.train.level}' has ${level.classes.length}. Use finetune.head=new.`);
-      }
-    }
-    for (const v of net.variables()) {
-      if (v.block < 0 && cfg.finetune.head === 'new') continue;
-      const w = saved.get(v.name);
-      if (!w) throw new UsageError(`the pretrained network in '${source.dir}' has no weight '${v.name}'; it was saved by a different architecture.`);
-      if (w.shape.join('x') !== v.variable.shape.join('x')) {
-        throw new UsageError(`weight '${v.name}' of '${source.dir}' has shape [${w.shape}] but this run needs [${v.variable.shape}] (different data.image_size or data.channels?).`);
-      }
-      v.variable.assign(w);
-    }
-  } finally {
-    for (const t of saved.values()) t.dispose();
-  }
-}
-
-/**
- * Dar et al.'s transfer: only the frozen blocks keep the pretrained weights;
- * the others start anew, from the initialisation a fresh network gets.
- */
-function reinitUnfrozen(net: Network, cfg: Config, shape: [number, number, number], numClasses: number, frozen: number): void {
-  const fresh = buildNetwork(cfg, shape, numClasses);
-  const init = new Map(fresh.variables().map((v) => [v.name, v.variable]));
-  for (const v of net.variables()) if (v.block >= frozen) v.variable.assign(init.get(v.name)!);
-  fresh.dispose();
+  const plan = planFinetune(cfg, req.stage, net, source?.dir ?? null, data.shape, level);
+  return { cfg, source, data, split, level, coarser: coarserLevels(data.hierarchy, level), trainLabels, flipped, net, plan, engine };
 }
 
 function hierarchyRecord(h: Hierarchy, level: Level): Record<string, unknown> {
@@ -219,15 +178,6 @@ function hierarchyRecord(h: Hierarchy, level: Level): Record<string, unknown> {
     })),
     dag: h.dag ? { nodes_with_several_parents: h.dag.multiParentNodes, chosen_parent: h.dag.chosenParent } : null,
   };
-}
-
-/**
- * The frozen prefix can be computed once per example when it never trains and
- * is deterministic: permanently frozen blocks (no unfreezing schedule) run in
- * inference mode, and no augmentation reaches them.
- */
-export function prefixCacheable(cfg: Config, stage: Stage, frozen: number): boolean {
-  return stage === 'finetune' && frozen > 0 && cfg.finetune.unfreeze === null && cfg.data.augment.length === 0 && process.env.GRANULAR_PREFIX_CACHE !== '0';
 }
 
 function envRecord(engine: EngineInfo, net: Network, frozen: number, prefixCached: boolean): Record<string, unknown> {
@@ -328,8 +278,7 @@ export async function runStage(req: StageRequest): Promise<StageOutcome> {
   const lockNote = rd.acquireLock(runDir);
   if (lockNote) process.stderr.write(`granular: ${lockNote}\n`);
   const started = Date.now();
-  const prefixCache = prefixCacheable(cfg, req.stage, p.frozenBlocks);
-  const env = envRecord(p.engine, p.net, p.frozenBlocks, prefixCache);
+  const env = envRecord(p.engine, p.net, p.plan.frozenBlocks, p.plan.prefixCache);
   let resumeState: CheckpointState | undefined;
   let reference: Map<string, tf.Tensor> | undefined;
   let previousRow: Record<string, number> | undefined;
@@ -378,7 +327,7 @@ export async function runStage(req: StageRequest): Promise<StageOutcome> {
     pretrain_level: meta.pretrain_level,
     from: meta.from,
     from_run_id: meta.from_run_id,
-    frozen_blocks: p.frozenBlocks,
+    frozen_blocks: p.plan.frozenBlocks,
     backend: p.engine.backend,
     threads: p.engine.threads,
     skipped_images: p.data.skipped,
@@ -390,8 +339,7 @@ export async function runStage(req: StageRequest): Promise<StageOutcome> {
   try {
     const result = await train({
       cfg, net: p.net, data: p.data, split: p.split, level: p.level, coarser: p.coarser, trainLabels: p.trainLabels,
-      frozenBlocks: p.frozenBlocks, runDir, quiet: req.quiet, silent: req.silent, optimizer, resumeFrom: resumeState, previousRow,
-      stage: req.stage, reference, prefixCache,
+      plan: p.plan, runDir, quiet: req.quiet, silent: req.silent, optimizer, resumeFrom: resumeState, previousRow, reference,
       shouldStop: () => interrupted !== null,
     });
     const wall = (Date.now() - started) / 1000;
