@@ -38,7 +38,7 @@ export function stratifiedOrder(labels: Int32Array, rng: Rng): number[] {
  * move when data.train_size changes); training subsets come from the rest.
  */
 export function makeSplit(ds: Dataset, cfg: Config): Split {
-  const seed = cfg.data.seed!;
+  const seed = cfg.data.seed;
   const order = stratifiedOrder(ds.train.y, new Rng(seed, 401));
   const nVal = Math.round(cfg.data.val_fraction * order.length);
   const val = order.slice(0, nVal);

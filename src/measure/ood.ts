@@ -30,7 +30,7 @@ export async function oodMetrics(cfg: Config, net: Network, data: Dataset, split
   const all = split.test.map((_, k) => k);
   const means: number[] = [];
   const shifts: Array<[string, (s: number) => Promise<number>]> = [
-    ...cfg.eval.ood.map((c): [string, (s: number) => Promise<number>] => [c, async (s) => score({ x: await corrupt(testX, data.shape, c as Corruption, s, cfg.data.seed!), y: testY, ids: [] }, all)]),
+    ...cfg.eval.ood.map((c): [string, (s: number) => Promise<number>] => [c, async (s) => score({ x: await corrupt(testX, data.shape, c as Corruption, s, cfg.data.seed), y: testY, ids: [] }, all)]),
     ...cfg.eval.ood_synthetic.map((c): [string, (s: number) => Promise<number>] => [
       c,
       async (s) => {
@@ -40,7 +40,7 @@ export async function oodMetrics(cfg: Config, net: Network, data: Dataset, split
     ]),
   ];
   if (cfg.eval.ood_root) {
-    const ext = await externalOod(cfg.eval.ood_root, data, cfg);
+    const ext = await externalOod(cfg.eval.ood_root, data);
     shifts.push(['external', async () => score(ext, ext.ids.map((_, k) => k))]);
   }
   for (const [name, at] of shifts) {
@@ -67,7 +67,7 @@ export async function oodMetrics(cfg: Config, net: Network, data: Dataset, split
  * one folder per dataset class, named like the class (its last path segment).
  * Images are decoded like the dataset's; every one is a test example.
  */
-async function externalOod(root: string, data: Dataset, cfg: Config): Promise<Examples> {
+async function externalOod(root: string, data: Dataset): Promise<Examples> {
   const h = data.hierarchy;
   const byName = new Map<string, number[]>();
   h.classes.forEach((c, i) => byName.set(h.node(c).name, [...(byName.get(h.node(c).name) ?? []), i]));

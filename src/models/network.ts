@@ -32,7 +32,7 @@ export class Network {
     readonly arch: string,
     readonly inputShape: [number, number, number],
     readonly blocks: Block[],
-    public head: tf.layers.Layer,
+    readonly head: tf.layers.Layer,
     readonly numClasses: number,
   ) {
     this.buildSymbolic();
@@ -45,14 +45,6 @@ export class Network {
     for (const b of this.blocks) h = b.applySymbolic(h);
     const out = this.head.apply(h) as tf.SymbolicTensor;
     this.model = tf.model({ inputs: input, outputs: out, name: this.arch.replace(/[^A-Za-z0-9_]/g, '_') });
-  }
-
-  /** Replace the head (a new one for a new label level); the blocks are kept. */
-  replaceHead(head: tf.layers.Layer): void {
-    this.head.dispose();
-    this.head = head;
-    (this as { numClasses: number }).numClasses = (head.getConfig() as { units: number }).units;
-    this.buildSymbolic();
   }
 
   layersModel(): tf.LayersModel {

@@ -63,9 +63,9 @@ export async function train(job: TrainJob): Promise<TrainResult> {
   let step = 0;
   // Where a mid-epoch checkpoint left off inside its epoch (train.checkpoint_every_steps).
   let resumeInEpoch: InEpoch | null = null;
-  let rng = new Rng(cfg.train.seed!, 11);
+  let rng = new Rng(cfg.train.seed, 11);
   let carry: Record<string, number> = { trainImages: 0, trainSeconds: 0 };
-  let trainableFlags = initialTrainable(net.blocks.length, plan.frozenBlocks, plan.unfreeze, cfg.train.seed!);
+  let trainableFlags = initialTrainable(net.blocks.length, plan.frozenBlocks, plan.unfreeze, cfg.train.seed);
   let schedule: ScheduleState = { stopped: false, history: [] };
   if (job.resumeFrom) {
     epoch = job.resumeFrom.epoch;
@@ -96,15 +96,15 @@ export async function train(job: TrainJob): Promise<TrainResult> {
 
   const dynamicsOn = cfg.eval.dynamics_every !== 0;
   // One fixed, seeded subset of training examples for every measurement of the run.
-  const subset = (k: number) => makeProbe(data.train.x, data.shape, split.train, job.trainLabels, k, cfg.train.seed!, cfg.train.loss);
+  const subset = (k: number) => makeProbe(data.train.x, data.shape, split.train, job.trainLabels, k, cfg.train.seed, cfg.train.loss);
   const fisherProbe = dynamicsOn || plan.unfreeze?.order === 'fisher' ? subset(cfg.eval.fisher_samples) : null;
   const sharpProbe = dynamicsOn ? subset(cfg.eval.sharpness_examples) : null;
   const reference = dynamicsOn ? job.reference ?? null : null;
-  const unfreezer = Unfreezer.of(plan, trainable, schedule, { net, runDir, seed: cfg.train.seed!, stepsPerEpoch, fisherProbe });
+  const unfreezer = Unfreezer.of(plan, trainable, schedule, { net, runDir, seed: cfg.train.seed, stepsPerEpoch, fisherProbe });
   let lastDynamics: Record<string, number> = {};
   const dynamicsRow = (rowEpoch: number) => {
     const t0 = performance.now();
-    const m = dynamicsMetrics(net, cfg.eval, cfg.train.seed!, fisherProbe!, sharpProbe!, reference);
+    const m = dynamicsMetrics(net, cfg.eval, cfg.train.seed, fisherProbe!, sharpProbe!, reference);
     lastDynamics = m;
     appendMetrics(runDir, { kind: 'dynamics', epoch: rowEpoch, step, ...m, ...rowBase(), seconds: (performance.now() - t0) / 1000 });
     carry.dynamicsSeconds = (carry.dynamicsSeconds ?? 0) + (performance.now() - t0) / 1000;
@@ -114,7 +114,7 @@ export async function train(job: TrainJob): Promise<TrainResult> {
   let last: Record<string, number> = job.previousRow ?? {};
   if (step === 0) {
     // The state before training: chance accuracy and alignment at initialisation.
-    const init = { ...evaluate(job, cache?.test), ...alignmentMetrics(net, data, cfg.data.seed!) };
+    const init = { ...evaluate(job, cache?.test), ...alignmentMetrics(net, data, cfg.data.seed) };
     appendMetrics(runDir, { kind: 'epoch', epoch: 0, step: 0, ...init, ...rowBase() });
     carry = { ...carry, ...Object.fromEntries(Object.entries(init).filter(([k]) => k.startsWith('align')).map(([k, v]) => [`${k}_init`, v])) };
     if (dynamicsOn) dynamicsRow(0);
@@ -122,7 +122,7 @@ export async function train(job: TrainJob): Promise<TrainResult> {
 
   const bar = process.stderr.isTTY && !job.quiet && !job.silent ? new SingleBar({ format: 'epoch {epoch}/{epochs} [{bar}] {value}/{total} loss {loss} acc {acc} {ips} img/s', hideCursor: true }, Presets.shades_classic) : null;
   // Batch t+1 is gathered (and augmented) on a worker thread while step t trains.
-  const batches = batchSource(trainX, { size, shape: data.shape, augment: cache ? [] : cfg.data.augment, seed: cfg.train.seed! }, bs);
+  const batches = batchSource(trainX, { size, shape: data.shape, augment: cache ? [] : cfg.data.augment, seed: cfg.train.seed }, bs);
   let stoppedEarly = false;
   try {
 
@@ -160,7 +160,7 @@ export async function train(job: TrainJob): Promise<TrainResult> {
         unfreezer?.afterStep(epoch + 1, step);
         if (everySteps && step % everySteps === 0 && s + b < n) {
           saveCheckpoint(runDir, net, job.optimizer, job.reference ?? null, {
-            epoch, step, rng: epochStart, frozenBlocks: plan.frozenBlocks, trainableBlocks: trainable.flags, schedule, carry,
+            epoch, step, rng: epochStart, trainableBlocks: trainable.flags, schedule, carry,
             inEpoch: { pos: s + b, lossSum, hits, seen, stepSeconds },
           });
         }
@@ -185,7 +185,7 @@ export async function train(job: TrainJob): Promise<TrainResult> {
         lr: learningRate(cfg.train.schedule, cfg.train.lr, Math.max(0, step - 1), totalSteps, warmup),
         train_loss: lossSum / seen,
         train_acc: hits / seen,
-        ...(evalNow ? { val_acc: validate(job, valLabels, cache?.val), ...evaluate(job, cache?.test), ...alignmentMetrics(net, data, cfg.data.seed!) } : {}),
+        ...(evalNow ? { val_acc: validate(job, valLabels, cache?.val), ...evaluate(job, cache?.test), ...alignmentMetrics(net, data, cfg.data.seed) } : {}),
         // The OOD test once, on the final network.
         ...(epoch + 1 === cfg.train.epochs ? await oodMetrics(cfg, net, data, split, job.level) : {}),
         ...rowBase(),
@@ -197,7 +197,7 @@ export async function train(job: TrainJob): Promise<TrainResult> {
       appendMetrics(runDir, { kind: 'epoch', ...row });
       last = row;
       if (!bar && !job.silent) logEpoch(row, cfg.train.epochs);
-      saveCheckpoint(runDir, net, job.optimizer, job.reference ?? null, { epoch: epoch + 1, step, rng: rng.state(), frozenBlocks: plan.frozenBlocks, trainableBlocks: trainable.flags, schedule, carry });
+      saveCheckpoint(runDir, net, job.optimizer, job.reference ?? null, { epoch: epoch + 1, step, rng: rng.state(), trainableBlocks: trainable.flags, schedule, carry });
     }
   } finally {
     batches.close();
