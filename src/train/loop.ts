@@ -51,6 +51,12 @@ export interface TrainResult {
   stoppedEarly: boolean;
 }
 
+/**
+ * Train `job.net` to cfg.train.epochs (or from a checkpoint on): every step
+ * through TrainableSet.step under the plan, epoch/dynamics/event rows appended
+ * to metrics.jsonl (metrics from measure/evaluate.ts), a checkpoint after each
+ * epoch. Returns the final metrics; throws RunFailure on a non-finite loss.
+ */
 export async function train(job: TrainJob): Promise<TrainResult> {
   const { cfg, net, data, split, runDir, plan } = job;
   const n = split.train.length;
