@@ -211,11 +211,9 @@ export function resolveConfig(layers: readonly Obj[], what = 'the config'): Conf
   const parsed = configSchema.safeParse(merged);
   if (!parsed.success) throw new UsageError(formatZodError(parsed.error, what));
   // What is still relative came from a default or a flag: the working folder's.
-  const cfg = absolutePaths(parsed.data as unknown as Obj, process.cwd()) as unknown as Config;
+  const p = absolutePaths(parsed.data as unknown as Obj, process.cwd()) as unknown as typeof parsed.data;
   // `seed` is the default of both finer seeds.
-  if (cfg.data.seed === null) cfg.data.seed = cfg.seed;
-  if (cfg.train.seed === null) cfg.train.seed = cfg.seed;
-  return cfg;
+  return { ...p, data: { ...p.data, seed: p.data.seed ?? p.seed }, train: { ...p.train, seed: p.train.seed ?? p.seed } };
 }
 
 function formatZodError(err: z.ZodError, what: string): string {

@@ -1,7 +1,7 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { UsageError } from '../util/errors';
-import { claimNewDir, createExclusive, isNonEmptyDir, readJson, sanitizeName, sleepSync, writeFileAtomic, writeJsonAtomic } from '../util/fsx';
+import { claimNewDir, createExclusive, isNonEmptyDir, sanitizeName, sleepSync, writeFileAtomic, writeJsonAtomic } from '../util/fsx';
 
 /**
  * The run folder: every file a run writes, and the rules for creating one.
@@ -19,6 +19,10 @@ export const FILES = {
   run: 'run.json',
   model: 'model',
   checkpoint: 'checkpoint',
+  /** Re-evaluations by `granular eval`: eval/<time>/ (config.yaml, command.txt, summary.json). */
+  eval: 'eval',
+  /** Beside the runs of a sweep (runs/<sweep>/sweep.json), not inside a run. */
+  sweep: 'sweep.json',
 } as const;
 
 export function timestamp(d = new Date()): string {
@@ -57,7 +61,7 @@ export function createRunDir(dir: string, numbered: boolean): string {
 
 /** Claim `<runDir>/eval/<time>/` for one evaluation (`-2`, `-3`, ... when several end in the same second). */
 export function claimEvalDir(runDir: string): string {
-  return claimNewDir(path.join(runDir, 'eval', timestamp()));
+  return claimNewDir(path.join(runDir, FILES.eval, timestamp()));
 }
 
 export function appendMetrics(dir: string, row: Record<string, unknown>): void {
@@ -94,11 +98,6 @@ export function rewriteMetrics(dir: string, rows: ReadonlyArray<Record<string, u
 
 export function writeSummary(dir: string, summary: Record<string, unknown>): void {
   writeJsonAtomic(path.join(dir, FILES.summary), summary);
-}
-
-export function readSummary(dir: string): Record<string, unknown> | null {
-  const f = path.join(dir, FILES.summary);
-  return fs.existsSync(f) ? readJson(f) : null;
 }
 
 export function isAlive(pid: number): boolean {

@@ -1,6 +1,7 @@
 import { Command } from 'commander';
+import { Stage } from '../runs/run';
 import { stopWithSweep } from '../runs/watchdog';
-import { runStage, Stage, StageOutcome } from '../train/stage';
+import { runStage, StageOutcome } from '../train/stage';
 import { action, collect, commonOptions, withCommonOptions } from './common';
 
 /** The options pretrain and finetune share, with the action that runs the stage. */
