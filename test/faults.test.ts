@@ -278,7 +278,7 @@ test('every documented --dry-run recipe runs each printed command exactly as pri
   assert.ok(recipes.length >= 4, `found ${recipes.length} recipes`);
   for (const { line } of recipes) assert.doesNotMatch(line, /-I\s*\{\}|-i\b|parallel/, `${line}: a recipe that interprets a command twice, or one this test cannot run`);
   const dir = tmpDir();
-  const values = ['/d/a b', "/d/it's", '/d/x;y', '/d/$HOME', '/d/back\\slash', '/d/*', '/d/q"d', '/d/h #2', '/d/`id`', '-x', '/d/two\nlines'];
+  const values = ['/d/a b', "/d/it's", '/d/x;y', '/d/$HOME', '/d/back\\slash', '/d/*', '/d/q"d', '/d/h #2', '/d/`id`', '-x', '/d/two\nlines', "/d/it's $HOME", '/d/!bang'];
   const sweep = path.join(dir, 's.yaml');
   fs.writeFileSync(sweep, YAML.stringify({ name: 'quoting', base: QUICKSTART, stages: { pretrain: { grid: { 'data.root': values } }, finetune: { from: 'pretrain', grid: { 'eval.ood_root': ['/o/a b', '/o/$x'] } } } }));
   // `granular` on PATH: the real CLI for `sweep`, a recorder of its arguments for the printed commands;
@@ -434,4 +434,52 @@ test('a run made with a relative data.root reads its own images from any folder:
   const ft = cli(['finetune', '--from', '../A/runs/src', '--level', 'leaf', '--freeze', 'all', '--set', 'train.epochs=1', '--run-dir', 'runs/ft', '--quiet'], { cwd: B });
   assert.equal(ft.code, 0, ft.stderr);
   assert.equal(YAML.parse(fs.readFileSync(path.join(B, 'runs', 'ft', 'config.yaml'), 'utf8')).data.root, path.join(A, 'data'));
+});
+
+test('the images of a saved split are checked against the content hashes the run recorded: eval and --resume refuse other pictures under the same names (case 22)', async () => {
+  const dir = await twoProjects();
+  const A = path.join(dir, 'A');
+  const run = path.join(A, 'runs', 'src');
+  assert.equal(cli(['pretrain', '--config', 'cfg.yaml', '--set', 'train.epochs=1', '--run-dir', 'runs/src', '--quiet'], { cwd: A }).code, 0);
+  const rec = JSON.parse(fs.readFileSync(path.join(run, 'split.json'), 'utf8'));
+  assert.equal(rec.hashes.test.length, rec.test.length, 'split.json records a content hash per image');
+  // A config.yaml that points at B's data (as a relative data.root read from B did): same names, other pictures.
+  const cfgFile = path.join(run, 'config.yaml');
+  fs.writeFileSync(cfgFile, fs.readFileSync(cfgFile, 'utf8').replace(path.join(A, 'data'), path.join(dir, 'B', 'data')));
+  const ev = cli(['eval', run]);
+  assert.equal(ev.code, 2, ev.stderr);
+  assert.match(ev.stderr, /12 of its 12 images have other content than when the run recorded them \(split\.json content hashes\): train\/cat\/img0\.png/);
+  assert.equal(fs.existsSync(path.join(run, 'eval')), false);
+  // --resume of a crashed run whose data changed since.
+  fs.writeFileSync(cfgFile, fs.readFileSync(cfgFile, 'utf8').replace(path.join(dir, 'B', 'data'), path.join(A, 'data')));
+  fs.rmSync(path.join(run, 'summary.json'));
+  fs.copyFileSync(path.join(dir, 'B', 'data', 'test', 'dog', 'img1.png'), path.join(A, 'data', 'test', 'dog', 'img1.png'));
+  const res = cli(['pretrain', '--resume', run, '--quiet']);
+  assert.equal(res.code, 2, res.stderr);
+  assert.match(res.stderr, /--resume '.*src': 1 of its 12 images have other content.*: test\/dog\/img1\.png\./);
+});
+
+// Case 18: test images the source trained on.
+test('a fine-tuning test set that overlaps the source training set is refused naming the images, however it was made (case 18)', async () => {
+  const dir = tmpDir();
+  const data = path.join(dir, 'data');
+  await writeFolderDataset(data, { taxonomy: 'group,leaf\nwarm,red\nwarm,yellow\ncool,green\ncool,blue\n', leaves: { red: [6, 0], yellow: [6, 0], green: [6, 0], blue: [6, 0] }, flat: true });
+  fs.writeFileSync(path.join(dir, 'cfg.yaml'), 'data: {format: imagefolder, root: data, test_fraction: 0.5, image_size: 8, val_fraction: 0, cache_dir: null}\nmodel: {arch: cnn-small, width: 0.25}\ntrain: {epochs: 1, batch_size: 8}\neval: {dynamics_every: 0}\n');
+  assert.equal(cli(['pretrain', '--config', 'cfg.yaml', '--run-dir', 'runs/src', '--quiet'], { cwd: dir }).code, 0);
+  const ft = (name: string, ...sets: string[]) => cli(['finetune', '--from', 'runs/src', '--level', 'top', '--freeze', 'all', ...sets.flatMap((s) => ['--set', s]), '--run-dir', `runs/${name}`, '--quiet'], { cwd: dir });
+  // The source's own data: its split is reused, and nothing overlaps.
+  const same = ft('same');
+  assert.equal(same.code, 0, same.stderr);
+  // A split made again (another seed, a larger test fraction), or the same pictures copied under
+  // another folder name: the new test set holds images the source trained on.
+  fs.cpSync(data, path.join(dir, 'copy'), { recursive: true });
+  for (const [name, sets] of [['seed', ['data.seed=1']], ['fraction', ['data.test_fraction=0.7']], ['copy', [`data.root=${path.join(dir, 'copy')}`, 'data.seed=1']]] as const) {
+    const r = ft(name, ...sets);
+    assert.equal(r.code, 2, `${name}: ${r.stderr}`);
+    assert.match(r.stderr, /\d+ of the \d+ fine-tuning test images are images the source run 'runs\/src' trained on \(same file content\): (red|yellow|green|blue)\/img\d+\.png/, name);
+    assert.equal(fs.existsSync(path.join(dir, 'runs', name)), false, `${name}: nothing written`);
+  }
+  // The same pictures under another folder name with the source's own seed: the same test set, allowed.
+  const copy = ft('copy-same', `data.root=${path.join(dir, 'copy')}`);
+  assert.equal(copy.code, 0, copy.stderr);
 });

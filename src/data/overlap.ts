@@ -1,25 +1,52 @@
 import { Config } from '../config/schema';
+import { UsageError } from '../util/errors';
 import { Log } from './catalog';
 import { loadDataset } from './index';
-import { Split } from './split';
+import { Split, SplitRecord } from './split';
 import { Dataset, SourceOverlap } from './types';
 
 /**
- * Fine-tuning on other data than the source run's (Dar et al.; ImageNet-21k ->
- * 1k): count the target images whose file content is in the source run's
- * training set. Reported, not refused: some overlap can be intended. Null
- * when either side has no content hashes (synthetic data).
+ * The content hashes of the images a source run trained on: from its
+ * split.json, or, for runs made before split.json recorded them, by reading
+ * its data again (`same`: the target data when it is the source's, so nothing
+ * is read twice). Null for synthetic data (no image files).
  */
-export async function sourceOverlap(sourceCfg: Config, sourceTrainIds: readonly string[], target: Dataset, split: Split, log: Log): Promise<SourceOverlap | null> {
-  if (sourceCfg.data.format === 'synthetic' || !target.train.hashes || !target.test.hashes) return null;
-  const src = await loadDataset(sourceCfg, () => {});
+async function sourceTrainHashes(sourceCfg: Config, rec: SplitRecord, same: Dataset | null): Promise<Set<string> | null> {
+  if (rec.hashes) return new Set(rec.hashes.train);
+  if (sourceCfg.data.format === 'synthetic') return null;
+  const src = same ?? (await loadDataset(sourceCfg, () => {}));
   if (!src.train.hashes) return null;
   const index = new Map(src.train.ids.map((id, i) => [id, i]));
   const seen = new Set<string>();
-  for (const id of sourceTrainIds) {
-    const i = index.get(id);
+  for (const id of rec.train) {
+    const i = index.get(id.normalize('NFC'));
     if (i !== undefined) seen.add(src.train.hashes[i]);
   }
+  return seen;
+}
+
+/**
+ * Fine-tuning from a source run: the target images whose file content is in
+ * the source run's training set, by content hash (so the name of the folder
+ * or file does not matter). A test set that holds any of them is refused
+ * (DESIGN.md, "Datasets and hierarchies": the fine-tuned network would be
+ * scored partly on images its weights were trained on): a UsageError naming
+ * them. Training images in common are reported only (fine-tuning on other
+ * data that shares some images can be intended; on the same data they all
+ * are). `sameData`: the target data is the source's, so the source's split is
+ * reused and only the report of other data is left out. Returns the overlap,
+ * or null for data without image files (synthetic).
+ */
+export async function checkSourceOverlap(
+  source: { dir: string; cfg: Config; split: SplitRecord },
+  target: Dataset,
+  split: Split,
+  sameData: boolean,
+  log: Log,
+): Promise<SourceOverlap | null> {
+  if (!target.train.hashes || !target.test.hashes) return null;
+  const seen = await sourceTrainHashes(source.cfg, source.split, sameData ? target : null);
+  if (!seen) return null;
   const testHits = split.test.filter((i) => seen.has(target.test.hashes![i]));
   const trainHits = split.train.filter((i) => seen.has(target.train.hashes![i]));
   const out: SourceOverlap = {
@@ -28,9 +55,17 @@ export async function sourceOverlap(sourceCfg: Config, sourceTrainIds: readonly 
     test_examples: testHits.slice(0, 5).map((i) => target.test.ids[i]),
     source_train_checked: seen.size,
   };
-  log(
-    `overlap with the source run's training set (by content hash): ${testHits.length} of ${split.test.length} test and ${trainHits.length} of ${split.train.length} training images` +
-      (testHits.length ? `, e.g. ${out.test_examples.join(', ')}` : ''),
-  );
+  if (testHits.length) {
+    const names = testHits.map((i) => target.test.ids[i]);
+    throw new UsageError(
+      `${testHits.length} of the ${split.test.length} fine-tuning test images are images the source run '${source.dir}' trained on (same file content): ` +
+        `${names.slice(0, 10).join(', ')}${names.length > 10 ? `, and ${names.length - 10} more` : ''}. A test set that overlaps the source's training set ` +
+        `would score the network on images it has learned. Fine-tune on the source's own split (leave out the data.* settings that change it: data.seed, ` +
+        `data.test_fraction, ...), or take these images out of the test set.`,
+    );
+  }
+  if (!sameData) {
+    log(`overlap with the source run's training set (by content hash): 0 of ${split.test.length} test and ${trainHits.length} of ${split.train.length} training images`);
+  }
   return out;
 }

@@ -78,10 +78,27 @@ export function makeSplit(ds: Dataset, cfg: Config): Split {
   return { train: pool.sort(asc), val: val.sort(asc), test: test.sort(asc) };
 }
 
-/** split.json: example ids per part, and a hash of ids and labels. */
+/** What split.json holds that readers use: ids per part and, for image data, each image's content hash. */
+export interface SplitRecord {
+  train: string[];
+  val: string[];
+  test: string[];
+  /** Content hash of each image, parallel to the ids (file-based formats; runs made before they were recorded lack them). */
+  hashes?: { train: string[]; val: string[]; test: string[] };
+}
+
+/**
+ * split.json: example ids per part, a hash of ids and labels, and for image
+ * data the content hash of every image (what `splitFromRecord` checks a
+ * later read against, and the source's training set for fine-tuning overlap).
+ */
 export function splitRecord(ds: Dataset, split: Split): Record<string, unknown> {
   const ids = (e: Examples, idx: number[]) => idx.map((i) => e.ids[i]);
-  const rec = { train: ids(ds.train, split.train), val: ids(ds.train, split.val), test: ids(ds.test, split.test) };
+  const rec: SplitRecord = { train: ids(ds.train, split.train), val: ids(ds.train, split.val), test: ids(ds.test, split.test) };
+  if (ds.train.hashes && ds.test.hashes) {
+    const hs = (e: Examples, idx: number[]) => idx.map((i) => e.hashes![i]);
+    rec.hashes = { train: hs(ds.train, split.train), val: hs(ds.train, split.val), test: hs(ds.test, split.test) };
+  }
   const h = createHash('sha256');
   for (const [part, e, idx] of [['train', ds.train, split.train], ['val', ds.train, split.val], ['test', ds.test, split.test]] as const) {
     h.update(part);
@@ -92,18 +109,36 @@ export function splitRecord(ds: Dataset, split: Split): Record<string, unknown> 
   return out;
 }
 
-/** Rebuild a split from a split.json written by another run (same data). */
-export function splitFromRecord(ds: Dataset, rec: { train: string[]; val: string[]; test: string[] }, where: string): Split {
-  const lookup = (e: Examples, ids: string[], part: string) => {
+/**
+ * Rebuild a split from a split.json written by a run (its own, for eval and
+ * --resume, or the source's when fine-tuning on the same data). Where the
+ * record has content hashes, every image must still have the content the run
+ * recorded: the same names with other pictures (another folder of the same
+ * layout, files replaced since) are a UsageError naming them, never read silently.
+ */
+export function splitFromRecord(ds: Dataset, rec: SplitRecord, where: string): Split {
+  const changed: string[] = [];
+  const lookup = (e: Examples, part: 'train' | 'val' | 'test') => {
     const index = new Map(e.ids.map((id, i) => [id, i]));
-    return ids.map((id) => {
+    const hashes = rec.hashes?.[part];
+    return rec[part].map((id, k) => {
       // Ids are NFC (runs made before names were normalized may hold NFD ones).
       const i = index.get(id.normalize('NFC'));
       if (i === undefined) throw new UsageError(`${where}: example '${id}' of its ${part} split is not in this dataset. Fine-tune on the same data, or set data.* so a new split is made.`);
+      if (hashes && e.hashes && hashes[k] !== e.hashes[i]) changed.push(id);
       return i;
     });
   };
-  return { train: lookup(ds.train, rec.train, 'train'), val: lookup(ds.train, rec.val, 'val'), test: lookup(ds.test, rec.test, 'test') };
+  const split = { train: lookup(ds.train, 'train'), val: lookup(ds.train, 'val'), test: lookup(ds.test, 'test') };
+  if (changed.length) {
+    const n = rec.train.length + rec.val.length + rec.test.length;
+    throw new UsageError(
+      `${where}: ${changed.length} of its ${n} images have other content than when the run recorded them (split.json content hashes): ` +
+        `${changed.slice(0, 5).join(', ')}${changed.length > 5 ? `, and ${changed.length - 5} more` : ''}. ` +
+        `The data folder holds other pictures under the same names: point data.root at the run's own images.`,
+    );
+  }
+  return split;
 }
 
 /**

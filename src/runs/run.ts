@@ -12,6 +12,7 @@ import * as path from 'node:path';
 import * as tf from '@tensorflow/tfjs';
 import { configToYaml, parseConfigYaml } from '../config/load';
 import { Config } from '../config/schema';
+import { SplitRecord } from '../data/split';
 import { Dataset } from '../data/types';
 import { EngineInfo } from '../engine/backend';
 import { Hierarchy, Level } from '../hierarchy/tree';
@@ -101,7 +102,7 @@ export function readSourceRun(dir: string): SourceRun {
 }
 
 /** split.json of a run: example ids of each part (throws if absent: a run writes it before training). */
-export function readSplitRecord(dir: string): { train: string[]; val: string[]; test: string[] } {
+export function readSplitRecord(dir: string): SplitRecord {
   return readJson(path.join(dir, FILES.split));
 }
 

@@ -4,7 +4,7 @@ import { Config } from '../config/schema';
 import { configToYaml, parseConfigYaml, parseSets, readConfigFile, resolveConfig } from '../config/load';
 import { loadDataset } from '../data';
 import { levelLabels, makeSplit, noisyLabels, restrictToLevel, Split, splitFromRecord, splitRecord } from '../data/split';
-import { sourceOverlap } from '../data/overlap';
+import { checkSourceOverlap } from '../data/overlap';
 import { Dataset } from '../data/types';
 import { BackendChoice, EngineInfo, initEngine } from '../engine/backend';
 import { coarserLevels, Level } from '../hierarchy/tree';
@@ -107,16 +107,21 @@ async function prepare(req: StageRequest, cfg: Config, source: SourceRun | null)
   const level = data.hierarchy.resolveLevel(cfg.train.level);
   if (level.classes.length < 2) throw new UsageError(`level '${cfg.train.level}' has only ${level.classes.length} class; training needs at least 2.`);
   let split: Split;
-  if (source && JSON.stringify(source.cfg.data) === JSON.stringify(cfg.data)) {
+  const sameData = source !== null && JSON.stringify(source.cfg.data) === JSON.stringify(cfg.data);
+  if (req.resume !== undefined) {
+    // The run's own split, its images checked against the content it recorded.
+    split = splitFromRecord(data, readSplitRecord(req.resume), `--resume '${req.resume}'`);
+  } else if (sameData) {
     // Fine-tuning on the pretraining images (Hong et al.): the same split, so
     // the test set cannot overlap what the source network trained on.
-    split = splitFromRecord(data, readSplitRecord(source.dir), `--from '${source.dir}'`);
+    split = splitFromRecord(data, readSplitRecord(source!.dir), `--from '${source!.dir}'`);
   } else {
     split = makeSplit(data, cfg);
-    if (source) {
-      const rec = readSplitRecord(source.dir);
-      data.sourceOverlap = (await sourceOverlap(source.cfg, rec.train, data, split, (l) => process.stderr.write(`granular: ${l}\n`))) ?? undefined;
-    }
+  }
+  if (source) {
+    // However the data is named or split: a test image the source trained on is refused.
+    const overlap = await checkSourceOverlap({ dir: source.dir, cfg: source.cfg, split: readSplitRecord(source.dir) }, data, split, sameData, (l) => process.stderr.write(`granular: ${l}\n`));
+    if (overlap && !sameData) data.sourceOverlap = overlap;
   }
   const restricted = restrictToLevel(data, split, level);
   split = restricted.split;
