@@ -123,7 +123,8 @@ export function parseSets(items: readonly string[]): Obj {
     try {
       value = raw.trim() === '' ? '' : YAML.parse(raw);
     } catch (e) {
-      throw new UsageError(`--set '${item}': the value is not valid YAML (${(e as Error).message.split('\n')[0]}). Quote strings that contain ':' or '#'.`);
+      const first = (e as Error).message.split('\n')[0].replace(/ at line 1, column (\d+):?$/, ' (at character $1 of the value)');
+      throw new UsageError(`--set '${item}': the value is not valid YAML: ${first}. Quote strings that contain ':' or '#'.`);
     }
     if (isObj(value) && !OPEN_KEYS.has(key)) value = normalizePartial(value, `in --set '${item}'`, key);
     setPath(out, key, value, true);
@@ -156,9 +157,11 @@ export function configToYaml(cfg: Config, header?: string): string {
 }
 
 export function parseConfigYaml(text: string, file: string): Config {
+  const doc = YAML.parseDocument(text, { prettyErrors: true });
+  if (doc.errors.length) throw new UsageError(`'${file}' ${yamlErrorText(doc.errors[0])}\nThe run folder is damaged: restore config.yaml or start a new run.`);
   let value: unknown;
   try {
-    value = YAML.parse(text);
+    value = doc.toJS();
   } catch (e) {
     throw new UsageError(`'${file}' is not valid YAML: ${(e as Error).message.split('\n')[0]}`);
   }

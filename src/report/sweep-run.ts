@@ -2,7 +2,7 @@ import { spawn } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import * as YAML from 'yaml';
-import { parseSets, readConfigFile, resolveConfig } from '../config/load';
+import { parseSets, readConfigFile, resolveConfig, yamlErrorText } from '../config/load';
 import * as rd from '../runs/rundir';
 import { UsageError } from '../util/errors';
 import { ensureDir, readJson, writeJsonAtomic } from '../util/fsx';
@@ -31,10 +31,7 @@ export function loadSweep(file: string, runsRoot: string, cwd = process.cwd()): 
     throw new UsageError(`cannot read sweep file '${file}': ${(e as NodeJS.ErrnoException).code ?? e}. Check the path.`);
   }
   const doc = YAML.parseDocument(text, { prettyErrors: true, uniqueKeys: true, merge: true });
-  if (doc.errors.length) {
-    const pos = doc.errors[0].linePos?.[0];
-    throw new UsageError(`sweep file '${file}'${pos ? ` line ${pos.line}, column ${pos.col}` : ''} is not valid YAML: ${doc.errors[0].message.split('\n')[0]}`);
-  }
+  if (doc.errors.length) throw new UsageError(`sweep file '${file}' ${yamlErrorText(doc.errors[0])}`);
   const plan = planSweep(doc.toJS(), `sweep file '${file}'`);
   let base: string | null = null;
   if (plan.base) {

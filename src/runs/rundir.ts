@@ -37,7 +37,12 @@ export function defaultRunDir(stage: string, name: string, root = 'runs'): strin
 /** Check (without creating anything) that a run may be written to `dir`. */
 export function checkNewRunDir(dir: string): void {
   if (isNonEmptyDir(dir)) {
-    throw new UsageError(`run folder '${dir}' already exists and is not empty. Choose another --run-dir, or continue that run with --resume ${dir}.`);
+    const status = readSummaryOrNull(dir)?.status;
+    if (status === 'completed') {
+      throw new UsageError(`run folder '${dir}' holds a completed run. Choose another --run-dir; to build on that run, evaluate it ('granular eval ${dir}') or fine-tune from it ('granular finetune --from ${dir}').`);
+    }
+    if (!fs.existsSync(path.join(dir, FILES.config))) throw new UsageError(`run folder '${dir}' already exists, is not empty and is not a run folder. Choose another --run-dir.`);
+    throw new UsageError(`run folder '${dir}' already exists and holds a${status ? ` ${status}` : 'n unfinished'} run. Choose another --run-dir, or continue that run with --resume ${dir}.`);
   }
   if (fs.existsSync(dir) && !fs.statSync(dir).isDirectory()) throw new UsageError(`--run-dir '${dir}' exists and is not a folder.`);
 }
@@ -80,6 +85,15 @@ export function rewriteMetrics(dir: string, rows: ReadonlyArray<Record<string, u
 
 export function writeSummary(dir: string, summary: Record<string, unknown>): void {
   writeJsonAtomic(path.join(dir, FILES.summary), summary);
+}
+
+/** summary.json, or null when absent or unreadable (for messages, which must not fail themselves). */
+function readSummaryOrNull(dir: string): Record<string, unknown> | null {
+  try {
+    return readSummary(dir);
+  } catch {
+    return null;
+  }
 }
 
 export function readSummary(dir: string): Record<string, unknown> | null {

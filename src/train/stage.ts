@@ -3,6 +3,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import * as tf from '@tensorflow/tfjs';
 import { Config } from '../config/schema';
+import { checkEvalApplies } from '../config/checks';
 import { configToYaml, parseConfigYaml, parseSets, readConfigFile, resolveConfig } from '../config/load';
 import { loadDataset } from '../data';
 import { makeSplit, noisyLabels, restrictToLevel, Split, splitFromRecord, splitRecord } from '../data/split';
@@ -67,18 +68,24 @@ interface SourceRun {
   summary: Record<string, unknown>;
 }
 
-/** A finished run to fine-tune from, or a clear error saying why it is not one. */
-export function readSourceRun(dir: string): SourceRun {
+/**
+ * A finished run to fine-tune from (or evaluate), or a clear error saying why
+ * it is not one. `what` names the argument in messages: `--from 'x'`, `RUN_DIR 'x'`.
+ */
+export function readSourceRun(dir: string, what = `--from '${dir}'`, use = "Give the folder of a finished 'granular pretrain' run."): SourceRun {
   const cfgFile = path.join(dir, rd.FILES.config);
-  if (!fs.existsSync(cfgFile)) throw new UsageError(`--from '${dir}' is not a run folder (no ${rd.FILES.config}). Give the folder of a finished 'granular pretrain' run.`);
+  if (!fs.existsSync(dir)) throw new UsageError(`${what} does not exist. ${use}`);
+  if (!fs.statSync(dir).isDirectory()) throw new UsageError(`${what} is a file, not a run folder. ${use}`);
+  if (!fs.existsSync(cfgFile)) throw new UsageError(`${what} is not a run folder (no ${rd.FILES.config}). ${use}`);
   const summary = rd.readSummary(dir);
   if (!summary || summary.status !== 'completed') {
+    const stage = readJsonOr<{ stage?: string }>(path.join(dir, rd.FILES.run), {}).stage ?? 'pretrain';
     throw new UsageError(
-      `--from '${dir}' is not a finished run (status: ${summary ? String(summary.status) : 'no summary.json, still running or crashed'}). ` +
-        `Resume it with 'granular pretrain --resume ${dir}' or pick a completed run.`,
+      `${what} is not a finished run (status: ${summary ? String(summary.status) : 'no summary.json, still running or crashed'}). ` +
+        `Resume it with 'granular ${stage} --resume ${dir}' or pick a completed run.`,
     );
   }
-  if (!fs.existsSync(path.join(dir, rd.FILES.model, 'model.json'))) throw new UsageError(`--from '${dir}' has no model/model.json; the run did not save its network.`);
+  if (!fs.existsSync(path.join(dir, rd.FILES.model, 'model.json'))) throw new UsageError(`${what} has no model/model.json; the run did not save its network.`);
   const cfg = parseConfigYaml(fs.readFileSync(cfgFile, 'utf8'), cfgFile);
   const meta = readJson<RunMeta>(path.join(dir, rd.FILES.run));
   return { dir, cfg, meta, summary };
@@ -111,18 +118,6 @@ function resolveStageConfig(req: StageRequest, source: SourceRun | null): Config
   return cfg;
 }
 
-/** Features named by the contract whose implementation has not landed yet: refuse, never ignore. */
-function refuseUnavailable(cfg: Config): void {
-  const no = (key: string, what: string) => {
-    throw new UsageError(`${key} is set but ${what} is not available in this version of granular yet. Remove the setting (see README.md).`);
-  };
-  if (cfg.eval.ood_root !== null && cfg.data.format === 'synthetic') throw new UsageError('eval.ood_root holds image folders; synthetic data have no images to compare with. Use eval.ood_synthetic.');
-  if (cfg.eval.ood.length && cfg.data.format === 'synthetic') {
-    throw new UsageError(`eval.ood corrupts images in [0, 1]; synthetic data are feature patterns. Use eval.ood_synthetic (${['weak_common', 'more_noise', 'all_hard'].join(', ')}) for synthetic covariate shift.`);
-  }
-  if (cfg.eval.ood_synthetic.length && cfg.data.format !== 'synthetic') no('eval.ood_synthetic', `generator shifts for data.format '${cfg.data.format}' (they need synthetic data)`);
-}
-
 interface Prepared {
   cfg: Config;
   source: SourceRun | null;
@@ -139,7 +134,7 @@ interface Prepared {
 
 /** Everything that can be wrong with a request is found here, before any file is written. */
 async function prepare(req: StageRequest, cfg: Config, source: SourceRun | null): Promise<Prepared> {
-  refuseUnavailable(cfg);
+  checkEvalApplies(cfg);
   const engine = await initEngine(req.backend, req.threads);
   const data = await loadDataset(cfg);
   const level = data.hierarchy.resolveLevel(cfg.train.level);
@@ -169,6 +164,14 @@ async function prepare(req: StageRequest, cfg: Config, source: SourceRun | null)
     throw new UsageError(`finetune.unfreeze is a fine-tuning schedule; 'granular pretrain' trains every block. Remove it, or use 'granular finetune'.`);
   }
   return { cfg, source, data, split, level, coarser: coarserLevels(data.hierarchy, level), trainLabels, flipped, net, frozenBlocks, engine };
+}
+
+function readJsonOr<T>(file: string, fallback: T): T {
+  try {
+    return readJson<T>(file);
+  } catch {
+    return fallback;
+  }
 }
 
 export function loadSourceWeights(net: Network, source: SourceRun, cfg: Config, level: Level): void {
