@@ -8,6 +8,7 @@ import { hierarchyCommand } from '../src/commands/hierarchy';
 import { pretrainCommand } from '../src/commands/pretrain';
 import { quickstartCommand } from '../src/commands/quickstart';
 import { reportCommand } from '../src/commands/report';
+import { runsCommand } from '../src/commands/runs';
 import { sweepCommand } from '../src/commands/sweep';
 
 // Only assembles the commands; each lives in src/commands/<verb>.ts.
@@ -17,7 +18,7 @@ const program = new Command('granular')
   .showHelpAfterError('(run with --help for usage)')
   .configureOutput({ outputError: (s, write) => write(`granular: ${s}`) });
 
-for (const cmd of [pretrainCommand(), finetuneCommand(), evalCommand(), hierarchyCommand(), quickstartCommand(), doctorCommand(), sweepCommand(), reportCommand(), configCommand()]) {
+for (const cmd of [pretrainCommand(), finetuneCommand(), evalCommand(), hierarchyCommand(), quickstartCommand(), doctorCommand(), sweepCommand(), reportCommand(), runsCommand(), configCommand()]) {
   program.addCommand(cmd.showHelpAfterError('(run with --help for usage)').configureOutput({ outputError: (s, write) => write(`granular: ${s}`) }));
 }
 // `--epochs 2` on a command that takes --set: say which --set it means.

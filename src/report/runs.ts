@@ -76,7 +76,24 @@ export function readRun(dir: string): RunRecord {
   const meta = json(rd.FILES.run) ?? {};
   const stage = sweepStage(dir);
   if (stage !== undefined) meta.sweep_stage = stage;
-  return { dir, config, summary: json(rd.FILES.summary), meta, rows: rd.readMetrics(dir), source: sourceConfig(dir, meta.from) };
+  return { dir, config, summary: snakeCaseKeys(json(rd.FILES.summary)), meta, rows: rd.readMetrics(dir), source: sourceConfig(dir, meta.from) };
+}
+
+/**
+ * summary.json keys are snake_case; runs written before that have a few
+ * camelCase ones (`dynamicsSeconds`). Both names stay readable: each camelCase
+ * key gains its snake_case twin.
+ */
+export function snakeCaseKeys(rec: Record<string, unknown> | null): Record<string, unknown> | null {
+  if (!rec) return rec;
+  const out = { ...rec };
+  for (const [k, v] of Object.entries(rec)) {
+    // Only plain identifiers: a qualifier (`test_acc@Genus`) is a name, not a spelling.
+    if (!/^[a-z][A-Za-z0-9]*$/.test(k)) continue;
+    const snake = k.replace(/([a-z0-9])([A-Z])/g, '$1_$2').toLowerCase();
+    if (snake !== k && !(snake in out)) out[snake] = v;
+  }
+  return out;
 }
 
 function sourceConfig(dir: string, from: unknown): Record<string, unknown> | null {
