@@ -2,7 +2,7 @@ import { spawn } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import * as YAML from 'yaml';
-import { parseSets, readConfigFile, resolveConfig, yamlErrorText } from '../config/load';
+import { yamlErrorText } from '../config/load';
 import * as rd from '../runs/rundir';
 import { UsageError } from '../util/errors';
 import { ensureDir, readJson, writeJsonAtomic } from '../util/fsx';
@@ -42,28 +42,10 @@ export function loadSweep(file: string, runsRoot: string, cwd = process.cwd()): 
     base = rel.startsWith('..') || path.isAbsolute(rel) ? posix(abs) : posix(rel);
   }
   const runsDir = posix(path.relative(cwd, path.resolve(cwd, runsRoot, plan.name)));
-  const loaded = { file, plan, base, runsDir };
-  checkConfigs(loaded, cwd);
-  return loaded;
+  return { file, plan, base, runsDir };
 }
 
 const posix = (p: string) => p.split(path.sep).join('/');
-
-/**
- * Resolve every run's config now, so a bad value fails the whole sweep (exit 2)
- * before anything runs rather than one child at a time.
- */
-function checkConfigs(s: LoadedSweep, cwd: string): void {
-  const baseLayer = s.base ? readConfigFile(path.resolve(cwd, s.base)) : {};
-  for (const r of s.plan.runs) {
-    try {
-      resolveConfig([baseLayer, parseSets(r.settings.map(([k, v]) => `${k}=${JSON.stringify(v)}`))], `run '${r.name}'`);
-    } catch (e) {
-      if (e instanceof UsageError) throw new UsageError(`sweep file '${s.file}', run '${r.name}' (stage ${r.stage}): ${e.message}`);
-      throw e;
-    }
-  }
-}
 
 export function runState(dir: string): RunState {
   if (!fs.existsSync(path.join(dir, rd.FILES.config))) return 'new';
@@ -159,8 +141,8 @@ export function steps(s: LoadedSweep, retry: boolean, cwd = process.cwd()): Step
 
 export interface ExecOptions {
   jobs: number;
-  /** Extra arguments for every child (--backend, --threads). */
-  childArgs: string[];
+  /** Extra arguments for a child (--backend, --threads): the same for all, or per step. */
+  childArgs: string[] | ((st: Step) => string[]);
   cwd?: string;
   log?: (line: string) => void;
 }
@@ -168,6 +150,8 @@ export interface ExecOptions {
 export interface ExecResult {
   completed: string[];
   failed: string[];
+  /** Failed runs that exited 2 (refused as bad usage, config or data; nothing written): --retry cannot help. */
+  refused: string[];
   skipped: string[];
   blocked: string[];
   interrupted: string[];
@@ -185,7 +169,7 @@ export async function execute(s: LoadedSweep, todo: Step[], o: ExecOptions): Pro
   const log = o.log ?? ((l: string) => process.stderr.write(l + '\n'));
   const logDir = path.resolve(cwd, s.runsDir, 'logs');
   ensureDir(logDir);
-  const res: ExecResult = { completed: [], failed: [], skipped: [], blocked: [], interrupted: [], notStarted: [], signal: null };
+  const res: ExecResult = { completed: [], failed: [], refused: [], skipped: [], blocked: [], interrupted: [], notStarted: [], signal: null };
   const status = new Map<string, RunState | 'pending' | 'active' | 'blocked'>();
   for (const st of todo) status.set(st.run.name, st.args ? 'pending' : st.state);
   for (const st of todo) if (!st.args) res.skipped.push(st.run.name);
@@ -209,7 +193,7 @@ export async function execute(s: LoadedSweep, todo: Step[], o: ExecOptions): Pro
       const t0 = Date.now();
       const logFile = path.join(logDir, `${st.run.name}.log`);
       const fd = fs.openSync(logFile, 'a');
-      const args = [...st.args!, '--quiet', ...o.childArgs];
+      const args = [...st.args!, '--quiet', ...(typeof o.childArgs === 'function' ? o.childArgs(st) : o.childArgs)];
       fs.writeSync(fd, `$ granular ${args.join(' ')}\n`);
       log(`[${n}/${total}] ${st.state === 'new' ? 'start' : st.state === 'failed' ? 'retry' : 'resume'} ${st.run.name}`);
       // Own process group: a terminal's Ctrl-C reaches children only through us, once.
@@ -233,8 +217,9 @@ export async function execute(s: LoadedSweep, todo: Step[], o: ExecOptions): Pro
         } else {
           status.set(st.run.name, 'failed');
           res.failed.push(st.run.name);
-          const why = summary?.error ? String(summary.error) : lastLines(logFile, 3);
-          log(`[${n}/${total}] FAILED ${st.run.name} (exit ${code}): ${why}\n    log: ${posix(path.relative(cwd, logFile))}`);
+          if (code === 2) res.refused.push(st.run.name);
+          const why = summary?.error && code !== 2 ? String(summary.error) : lastLines(logFile, 3);
+          log(`[${n}/${total}] ${code === 2 ? 'REFUSED' : 'FAILED'} ${st.run.name} (exit ${code}${code === 2 ? ': bad usage, config or data' : ''}): ${why}\n    log: ${posix(path.relative(cwd, logFile))}`);
         }
         resolve();
       });
