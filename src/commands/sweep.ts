@@ -4,7 +4,7 @@ import * as path from 'node:path';
 import { Command } from 'commander';
 import { checkSweepRuns } from '../report/sweep-check';
 import { granularPrefix, shellScript, slurmScript } from '../report/sweep-emit';
-import { shellQuote } from '../report/sweep-plan';
+import { shellQuote } from '../util/shell';
 import { checkOwnership, execute, loadSweep, Step, steps, writeSweepRecord } from '../report/sweep-run';
 import { UsageError } from '../util/errors';
 import { readJson, writeFileAtomic } from '../util/fsx';

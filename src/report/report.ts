@@ -1,4 +1,3 @@
-import * as fs from 'node:fs';
 import * as path from 'node:path';
 import sharp from 'sharp';
 import { UsageError } from '../util/errors';
@@ -213,4 +212,3 @@ function fmtRun(v: number | undefined): string {
   return v === undefined ? '–' : Math.abs(v) >= 100 ? v.toFixed(1) : v.toFixed(4);
 }
 
-export { label };

@@ -19,6 +19,10 @@ export const FILES = {
   run: 'run.json',
   model: 'model',
   checkpoint: 'checkpoint',
+  /** Re-evaluations by `granular eval`: eval/<time>/ (config.yaml, command.txt, summary.json). */
+  eval: 'eval',
+  /** Beside the runs of a sweep (runs/<sweep>/sweep.json), not inside a run. */
+  sweep: 'sweep.json',
 } as const;
 
 export function timestamp(d = new Date()): string {
@@ -90,15 +94,10 @@ export function writeSummary(dir: string, summary: Record<string, unknown>): voi
 /** summary.json, or null when absent or unreadable (for messages, which must not fail themselves). */
 function readSummaryOrNull(dir: string): Record<string, unknown> | null {
   try {
-    return readSummary(dir);
+    return readJson<Record<string, unknown>>(path.join(dir, FILES.summary));
   } catch {
     return null;
   }
-}
-
-export function readSummary(dir: string): Record<string, unknown> | null {
-  const f = path.join(dir, FILES.summary);
-  return fs.existsSync(f) ? readJson(f) : null;
 }
 
 export function isAlive(pid: number): boolean {
