@@ -182,7 +182,9 @@ test('an existing non-empty --run-dir is refused with exit 2', () => {
   fs.writeFileSync(path.join(dir, 'keep.txt'), 'mine');
   const r = cli(['pretrain', ...base, '--run-dir', dir]);
   assert.equal(r.code, 2);
-  assert.match(r.stderr, /already exists and is not empty.*--resume/);
+  // Not a run folder: --resume cannot help, so it is not suggested.
+  assert.match(r.stderr, /already exists, is not empty and is not a run folder\. Choose another --run-dir/);
+  assert.doesNotMatch(r.stderr, /--resume/);
   assert.deepEqual(fs.readdirSync(dir), ['keep.txt']);
 });
 

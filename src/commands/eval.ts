@@ -1,6 +1,8 @@
 import * as path from 'node:path';
 import { Command } from 'commander';
+import { checkEvalApplies } from '../config/checks';
 import { configToYaml, parseSets, resolveConfig } from '../config/load';
+import { tagLayer } from '../config/provenance';
 import { loadDataset } from '../data';
 import { splitFromRecord } from '../data/split';
 import { initEngine } from '../engine/backend';
@@ -27,12 +29,13 @@ export function evalCommand(): Command {
   return cmd.action(
     action(async (runDir: string, o: Record<string, unknown>) => {
       const c = commonOptions(o);
-      const run = readSourceRun(runDir);
       const sets = o.set as string[];
       const bad = sets.filter((s) => !s.trim().startsWith('eval.'));
       if (bad.length) throw new UsageError(`granular eval only takes eval.* overrides (the run's data, model and training are fixed); got: ${bad.join(', ')}`);
-      const cfg = resolveConfig([run.cfg as unknown as Record<string, unknown>, parseSets(sets)]);
-      if (cfg.eval.ood.length && cfg.data.format === 'synthetic') throw new UsageError('eval.ood corrupts images in [0, 1]; for synthetic data use eval.ood_synthetic.');
+      const overrides = parseSets(sets);
+      const run = readSourceRun(runDir, `RUN_DIR '${runDir}'`, "Give the folder of a completed 'granular pretrain' or 'granular finetune' run.");
+      const cfg = resolveConfig([tagLayer(run.cfg as unknown as Record<string, unknown>, `${runDir}/config.yaml`), overrides]);
+      checkEvalApplies(cfg, `run '${runDir}'`);
       const engine = await initEngine(c.backend, c.threads);
       const data = await loadDataset(cfg);
       const level = data.hierarchy.resolveLevel(cfg.train.level);

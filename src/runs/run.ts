@@ -69,7 +69,24 @@ const readObject = (file: string): Record<string, unknown> | null => {
 
 /** The one reader of a run folder: config text, run.json and summary.json; never throws. */
 export function readRunFolder(dir: string): RunFolder {
-  return { dir, configText: readText(path.join(dir, FILES.config)), meta: readObject(path.join(dir, FILES.run)) ?? {}, summary: readObject(path.join(dir, FILES.summary)) };
+  return { dir, configText: readText(path.join(dir, FILES.config)), meta: readObject(path.join(dir, FILES.run)) ?? {}, summary: snakeCaseKeys(readObject(path.join(dir, FILES.summary))) };
+}
+
+/**
+ * summary.json keys are snake_case; runs written before that have a few
+ * camelCase ones (`dynamicsSeconds`). Both names stay readable: each camelCase
+ * key gains its snake_case twin.
+ */
+export function snakeCaseKeys(rec: Record<string, unknown> | null): Record<string, unknown> | null {
+  if (!rec) return rec;
+  const out = { ...rec };
+  for (const [k, v] of Object.entries(rec)) {
+    // Only plain identifiers: a qualifier (`test_acc@Genus`) is a name, not a spelling.
+    if (!/^[a-z][A-Za-z0-9]*$/.test(k)) continue;
+    const snake = k.replace(/([a-z0-9])([A-Z])/g, '$1_$2').toLowerCase();
+    if (snake !== k && !(snake in out)) out[snake] = v;
+  }
+  return out;
 }
 
 /** A finished run to start from: its folder, resolved config, run.json and summary. */
@@ -82,20 +99,25 @@ export interface SourceRun {
 
 /**
  * A finished run to fine-tune from (`--from`) or evaluate, or a UsageError
- * saying why it is not one (no config.yaml, not completed, no saved model).
+ * saying why it is not one (missing, no config.yaml, not completed, no saved
+ * model). `what` names the argument in messages (`--from 'x'`, `RUN_DIR 'x'`),
+ * `use` says what to give instead.
  */
-export function readSourceRun(dir: string): SourceRun {
+export function readSourceRun(dir: string, what = `--from '${dir}'`, use = "Give the folder of a finished 'granular pretrain' run."): SourceRun {
+  if (!fs.existsSync(dir)) throw new UsageError(`${what} does not exist. ${use}`);
+  if (!fs.statSync(dir).isDirectory()) throw new UsageError(`${what} is a file, not a run folder. ${use}`);
   const run = readRunFolder(dir);
   const cfgFile = path.join(dir, FILES.config);
-  if (run.configText === null) throw new UsageError(`--from '${dir}' is not a run folder (no ${FILES.config}). Give the folder of a finished 'granular pretrain' run.`);
+  if (run.configText === null) throw new UsageError(`${what} is not a run folder (no ${FILES.config}). ${use}`);
   const summary = run.summary;
   if (!summary || summary.status !== 'completed') {
+    const stage = typeof run.meta.stage === 'string' ? run.meta.stage : 'pretrain';
     throw new UsageError(
-      `--from '${dir}' is not a finished run (status: ${summary ? String(summary.status) : `no ${FILES.summary}, still running or crashed`}). ` +
-        `Resume it with 'granular pretrain --resume ${dir}' or pick a completed run.`,
+      `${what} is not a finished run (status: ${summary ? String(summary.status) : `no ${FILES.summary}, still running or crashed`}). ` +
+        `Resume it with 'granular ${stage} --resume ${dir}' or pick a completed run.`,
     );
   }
-  if (!fs.existsSync(path.join(dir, FILES.model, 'model.json'))) throw new UsageError(`--from '${dir}' has no ${FILES.model}/model.json; the run did not save its network.`);
+  if (!fs.existsSync(path.join(dir, FILES.model, 'model.json'))) throw new UsageError(`${what} has no ${FILES.model}/model.json; the run did not save its network.`);
   const cfg = parseConfigYaml(run.configText, cfgFile);
   return { dir, cfg, meta: run.meta as RunMeta, summary };
 }

@@ -1,6 +1,7 @@
 import * as path from 'node:path';
 import * as tf from '@tensorflow/tfjs';
 import { Config } from '../config/schema';
+import { checkEvalApplies } from '../config/checks';
 import { configToYaml, parseConfigYaml, parseSets, readConfigFile, resolveConfig } from '../config/load';
 import { loadDataset } from '../data';
 import { levelLabels, makeSplit, noisyLabels, restrictToLevel, Split, splitFromRecord, splitRecord } from '../data/split';
@@ -73,18 +74,6 @@ function resolveStageConfig(req: StageRequest, source: SourceRun | null): Config
   return cfg;
 }
 
-/** Features named by the contract whose implementation has not landed yet: refuse, never ignore. */
-function refuseUnavailable(cfg: Config): void {
-  const no = (key: string, what: string) => {
-    throw new UsageError(`${key} is set but ${what} is not available in this version of granular yet. Remove the setting (see README.md).`);
-  };
-  if (cfg.eval.ood_root !== null && cfg.data.format === 'synthetic') throw new UsageError('eval.ood_root holds image folders; synthetic data have no images to compare with. Use eval.ood_synthetic.');
-  if (cfg.eval.ood.length && cfg.data.format === 'synthetic') {
-    throw new UsageError(`eval.ood corrupts images in [0, 1]; synthetic data are feature patterns. Use eval.ood_synthetic (${['weak_common', 'more_noise', 'all_hard'].join(', ')}) for synthetic covariate shift.`);
-  }
-  if (cfg.eval.ood_synthetic.length && cfg.data.format !== 'synthetic') no('eval.ood_synthetic', `generator shifts for data.format '${cfg.data.format}' (they need synthetic data)`);
-}
-
 interface Prepared {
   cfg: Config;
   source: SourceRun | null;
@@ -101,7 +90,7 @@ interface Prepared {
 
 /** Everything that can be wrong with a request is found here, before any file is written. */
 async function prepare(req: StageRequest, cfg: Config, source: SourceRun | null): Promise<Prepared> {
-  refuseUnavailable(cfg);
+  checkEvalApplies(cfg);
   const engine = await initEngine(req.backend, req.threads);
   const data = await loadDataset(cfg);
   const level = data.hierarchy.resolveLevel(cfg.train.level);
