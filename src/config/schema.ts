@@ -111,15 +111,24 @@ const train = z
   .strict()
   .prefault({});
 
+const stopMetric = z.enum(['fisher_trace', 'fisher_trace_emp', 'sharpness_avg', 'sharpness_worst']);
+
 /** When gradual unfreezing stops opening blocks (Liu & Gurevych 2024). */
 const unfreezeStop = z.union([
   z
     .object({
-      metric: z.enum(['fisher_trace', 'fisher_trace_emp', 'sharpness_avg', 'sharpness_worst']),
+      metric: stopMetric,
       when: z.literal('relative_change_below').default('relative_change_below'),
       value: z.number().positive().default(0.05),
       /** Compare with the measurement this many dynamics rows earlier. */
       window: int().positive().default(2),
+    })
+    .strict(),
+  z
+    .object({
+      metric: stopMetric.describe('dynamics measure the rule watches (Fisher trace or sharpness)'),
+      when: z.literal('below_fraction_of_peak').describe('stop once the measure falls below value x its running maximum (fires on a geometric decay)'),
+      value: z.number().gt(0).lt(1).default(0.5).describe('fraction of the running maximum, in (0, 1)'),
     })
     .strict(),
   z.object({ step: int().min(0) }).strict(),

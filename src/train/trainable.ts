@@ -11,7 +11,7 @@ import { appendMetrics } from '../runs/rundir';
 import { ScheduleState } from './checkpoint';
 import { lossOf } from './loss';
 import { NamedOptimizer } from './optimizer';
-import { fixedStopMet, metricStopMet, openingOrder, opensAfter, UnfreezeConfig } from './unfreeze';
+import { fixedStopMet, metricStopMet, metricStopReason, openingOrder, opensAfter, UnfreezeConfig } from './unfreeze';
 
 /** The trainable blocks (`flags`, by block index; the head always trains) and their variables. */
 export class TrainableSet {
@@ -95,7 +95,7 @@ export class Unfreezer {
     const stop = this.u.stop;
     if (!stop || !('metric' in stop) || this.schedule.stopped) return;
     this.schedule.history.push(m[stop.metric]);
-    if (metricStopMet(this.u, this.schedule.history)) this.stop(epoch, step, `${stop.metric} changed by less than ${stop.value} over ${stop.window} measurements`);
+    if (metricStopMet(this.u, this.schedule.history)) this.stop(epoch, step, metricStopReason(this.u, this.schedule.history));
   }
 
   /** After each step: stop on a fixed step/epoch, or open the next block when it is due. */

@@ -44,17 +44,47 @@ export function fixedStopMet(u: UnfreezeConfig, step: number, stepsPerEpoch: num
 }
 
 /**
- * The metric rule: the relative change of the metric over the last `window`
- * measurements fell below `value` (the measure has settled: stop opening).
+ * The metric rules, on the history of the watched measure (one value per
+ * dynamics row, oldest first):
+ * - `relative_change_below`: the relative change over the last `window`
+ *   measurements fell below `value` (the measure has settled). It compares
+ *   values `window` rows apart, so a measure that keeps falling by a constant
+ *   factor per row (a geometric decay, as the Fisher trace does after its early
+ *   peak) never meets it;
+ * - `below_fraction_of_peak`: the latest value fell below `value` times the
+ *   running maximum of the history (the early period is over once the trace
+ *   has lost that share of its peak); fires on a geometric decay.
  */
 export function metricStopMet(u: UnfreezeConfig, history: readonly number[]): boolean {
-  if (!u.stop || !('metric' in u.stop)) return false;
-  const w = u.stop.window;
-  if (history.length <= w) return false;
+  if (!u.stop || !('metric' in u.stop) || history.length === 0) return false;
+  const stop = u.stop;
   const now = history[history.length - 1];
+  if (stop.when === 'below_fraction_of_peak') return belowFractionOfPeak(history, stop.value);
+  const w = stop.window;
+  if (history.length <= w) return false;
   const before = history[history.length - 1 - w];
   const rel = Math.abs(now - before) / Math.max(Math.abs(before), 1e-12);
-  return rel < u.stop.value;
+  return rel < stop.value;
+}
+
+/** The latest value is below `fraction` x the maximum of all values so far (itself included). */
+export function belowFractionOfPeak(history: readonly number[], fraction: number): boolean {
+  if (history.length === 0) return false;
+  let peak = -Infinity;
+  for (const v of history) if (v > peak) peak = v;
+  return history[history.length - 1] < fraction * peak;
+}
+
+/** The sentence an `unfreeze_stop` event gives for a metric rule that fired. */
+export function metricStopReason(u: UnfreezeConfig, history: readonly number[]): string {
+  const stop = u.stop;
+  if (!stop || !('metric' in stop)) return '';
+  const now = history[history.length - 1];
+  if (stop.when === 'below_fraction_of_peak') {
+    const peak = Math.max(...history);
+    return `${stop.metric} ${now.toPrecision(4)} fell below ${stop.value} x its peak ${peak.toPrecision(4)}`;
+  }
+  return `${stop.metric} changed by less than ${stop.value} over ${stop.window} measurements`;
 }
 
 /**
