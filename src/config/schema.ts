@@ -105,6 +105,7 @@ const train = z
     schedule: z.enum(['constant', 'cosine', 'step']).default('cosine'),
     warmup_epochs: z.number().min(0).default(0),
     loss: z.enum(['xent', 'mse']).default('xent'),
+    label_smoothing: z.number().min(0).lt(1).default(0).describe('label smoothing eps: targets (1 - eps) one-hot + eps / classes (Szegedy et al. 2016); 0 = off'),
     /** Also checkpoint every this many steps inside an epoch (long epochs); 0 = at epoch ends only. */
     checkpoint_every_steps: int().min(0).default(0),
   })

@@ -249,7 +249,7 @@ export async function train(job: TrainJob): Promise<TrainResult> {
         const { x: xbuf, y: ybuf, b } = batches.next();
         const lr = learningRate(cfg.train.schedule, cfg.train.lr, step, totalSteps, warmup);
         const blockTraining = trainable.flags.map((t) => t && bnTrains);
-        const { loss, hits: h } = trainable.step(xbuf, ybuf, b, shape, from, blockTraining, cfg.train.loss, job.optimizer, lr);
+        const { loss, hits: h } = trainable.step(xbuf, ybuf, b, shape, from, blockTraining, cfg.train.loss, job.optimizer, lr, cfg.train.label_smoothing);
         if (!Number.isFinite(loss)) {
           bar?.stop();
           throw new RunFailure(

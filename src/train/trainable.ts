@@ -39,9 +39,10 @@ export class TrainableSet {
    * One optimizer step on a batch: forward (batch norm of block i in training
    * mode where `blockTraining[i]`), loss, gradients of the trainable variables,
    * update at `lr` times each block's scale. Returns the loss and the number of
-   * correct predictions; a non-finite loss updates nothing.
+   * correct predictions; a non-finite loss updates nothing. `labelSmoothing`
+   * is train.label_smoothing.
    */
-  step(x: Float32Array, y: Int32Array, b: number, shape: readonly number[], from: number, blockTraining: boolean[], loss: Config['train']['loss'], optimizer: NamedOptimizer, lr: number): { loss: number; hits: number } {
+  step(x: Float32Array, y: Int32Array, b: number, shape: readonly number[], from: number, blockTraining: boolean[], loss: Config['train']['loss'], optimizer: NamedOptimizer, lr: number, labelSmoothing = 0): { loss: number; hits: number } {
     const size = shape.reduce((a, c) => a * c, 1);
     let predTensor: tf.Tensor | null = null;
     const { value, grads } = tf.tidy(() => {
@@ -50,7 +51,7 @@ export class TrainableSet {
       return tf.variableGrads(() => {
         const logits = this.net.forward(xt, blockTraining, from);
         predTensor = tf.keep(logits.argMax(1));
-        return lossOf(loss, logits, yt, this.net.numClasses);
+        return lossOf(loss, logits, yt, this.net.numClasses, labelSmoothing);
       }, this.vars.map((v) => v.variable));
     });
     try {
