@@ -59,7 +59,8 @@ const data = z
     image_size: int().positive().default(32),
     channels: z.union([z.literal(1), z.literal(3)]).default(1),
     label_noise: z.number().min(0).max(1).default(0),
-    relabel: z.string().regex(/^(random_split:\d+|shuffle_parents)$/).nullable().default(null),
+    relabel: z.string().regex(/^(random_split:\d+|shuffle_parents|cluster:\d+)$/, 'random_split:K, shuffle_parents or cluster:K').nullable().default(null),
+    relabel_from: nullableStr().describe('cluster:K: folder of the finished run whose penultimate features are clustered, within each class of the level it trained at'),
     /** imagefolder/wordnet without train/ and test/ folders: seeded per-class share of ROOT/<class>/ held out for test. */
     test_fraction: z.number().gt(0).lt(1).nullable().default(null),
     /** Training-only augmentation. */

@@ -205,7 +205,7 @@ function reinitUnfrozen(net: Network, cfg: Config, shape: [number, number, numbe
   fresh.dispose();
 }
 
-function hierarchyRecord(h: Hierarchy, level: Level): Record<string, unknown> {
+function hierarchyRecord(h: Hierarchy, level: Level, relabel?: Record<string, unknown>): Record<string, unknown> {
   const levels = h.levels();
   return {
     root: h.root,
@@ -218,6 +218,7 @@ function hierarchyRecord(h: Hierarchy, level: Level): Record<string, unknown> {
       class_of: Array.from(l.classOf),
     })),
     dag: h.dag ? { nodes_with_several_parents: h.dag.multiParentNodes, chosen_parent: h.dag.chosenParent } : null,
+    ...(relabel ? { relabel } : {}),
   };
 }
 
@@ -338,7 +339,7 @@ export async function runStage(req: StageRequest): Promise<StageOutcome> {
     writeFileAtomic(path.join(runDir, rd.FILES.config), configToYaml(cfg, `resolved config of this ${req.stage} run, written before training\n${meta.run_id}`));
     writeFileAtomic(path.join(runDir, rd.FILES.command), req.argv.map(shellQuote).join(' ') + '\n');
     writeJsonAtomic(path.join(runDir, rd.FILES.run), meta);
-    writeJsonAtomic(path.join(runDir, rd.FILES.hierarchy), hierarchyRecord(p.data.hierarchy, p.level));
+    writeJsonAtomic(path.join(runDir, rd.FILES.hierarchy), hierarchyRecord(p.data.hierarchy, p.level, p.data.relabelRecord));
     writeJsonAtomic(path.join(runDir, rd.FILES.split), { ...splitRecord(p.data, p.split), label_noise_flipped: p.flipped });
   } else if (recoverCheckpoint(runDir) !== null || hasCheckpoint(runDir)) {
     ({ state: resumeState, reference } = loadCheckpoint(runDir, p.net, optimizer));
