@@ -23,6 +23,10 @@ test('below_fraction_of_peak fires on a geometric decay that relative_change_bel
   assert.equal(belowFractionOfPeak([1, 4, 3.9], 0.99), true);
   assert.equal(belowFractionOfPeak([1, 4, 3.96], 0.99), false, '3.96 = 0.99 x 4 is not below');
   assert.equal(belowFractionOfPeak([], 0.5), false);
+  // A negative sharpness estimate is no peak (it fired at step 0 in the early-period study before this rule).
+  assert.equal(belowFractionOfPeak([-0.0115], 0.5), false);
+  assert.equal(belowFractionOfPeak([-0.02, -0.01, -0.03], 0.5), false);
+  assert.equal(belowFractionOfPeak([-0.02, 0.1, 0.04], 0.5), true);
   // The same rule for sharpness, from the config.
   const cfg = resolveConfig([{ finetune: { unfreeze: { every: 1, stop: { metric: 'sharpness_avg', when: 'below_fraction_of_peak' } } } }]);
   assert.deepEqual(cfg.finetune.unfreeze!.stop, { metric: 'sharpness_avg', when: 'below_fraction_of_peak', value: 0.5 });

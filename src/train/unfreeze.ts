@@ -67,12 +67,18 @@ export function metricStopMet(u: UnfreezeConfig, history: readonly number[]): bo
   return rel < stop.value;
 }
 
-/** The latest value is below `fraction` x the maximum of all values so far (itself included). */
+/**
+ * The latest value is below `fraction` x the maximum of all values so far
+ * (itself included), once that maximum is positive. A Monte-Carlo sharpness
+ * estimate can be negative (E[L(w + delta)] - L(w) from a few draws); "a
+ * fraction of a negative peak" means nothing, so the rule waits for a
+ * positive one.
+ */
 export function belowFractionOfPeak(history: readonly number[], fraction: number): boolean {
   if (history.length === 0) return false;
   let peak = -Infinity;
   for (const v of history) if (v > peak) peak = v;
-  return history[history.length - 1] < fraction * peak;
+  return peak > 0 && history[history.length - 1] < fraction * peak;
 }
 
 /** The sentence an `unfreeze_stop` event gives for a metric rule that fired. */
