@@ -10,6 +10,7 @@ import { buildNetwork } from '../models/archs';
 import { FILES, timestamp } from '../runs/rundir';
 import { alignmentMetrics, evaluate } from '../train/loop';
 import { loadSourceWeights, readSourceRun } from '../train/stage';
+import { headsOfRun, resolveTrainLevels } from '../train/heads';
 import { UsageError } from '../util/errors';
 import { ensureDir, readJson, writeFileAtomic, writeJsonAtomic } from '../util/fsx';
 import { action, collect, commonOptions, withCommonOptions } from './common';
@@ -35,13 +36,15 @@ export function evalCommand(): Command {
       if (cfg.eval.ood.length && cfg.data.format === 'synthetic') throw new UsageError('eval.ood corrupts images in [0, 1]; for synthetic data use eval.ood_synthetic.');
       const engine = await initEngine(c.backend, c.threads);
       const data = await loadDataset(cfg);
-      const level = data.hierarchy.resolveLevel(cfg.train.level);
+      const trained = resolveTrainLevels(data.hierarchy, cfg);
+      const level = trained.levels[0];
+      const heads = headsOfRun(cfg, run.summary, data.hierarchy, trained);
       const split = splitFromRecord(data, readJson(path.join(runDir, FILES.split)), runDir);
-      const net = buildNetwork(cfg, data.shape, level.classes.length);
+      const net = buildNetwork(cfg, data.shape, heads.headClasses, { extraHeads: heads.extra.map((e) => ({ level: e.level.name, numClasses: e.level.classes.length })) });
       try {
-        loadSourceWeights(net, run, { ...cfg, finetune: { ...cfg.finetune, head: 'keep' } }, level);
+        loadSourceWeights(net, run, 'all');
         const metrics = {
-          ...evaluate({ net, data, split, level, coarser: coarserLevels(data.hierarchy, level) }),
+          ...evaluate({ net, data, split, level, coarser: coarserLevels(data.hierarchy, level), heads }),
           ...alignmentMetrics(net, data, cfg.data.seed!),
           ...(await oodMetrics(cfg, net, data, split, level)),
         };

@@ -89,7 +89,11 @@ const model = z
 const train = z
   .object({
     seed: int().nullable().default(null).describe('seed of initialisation, shuffling and augmentation; null = the top-level seed'),
-    level: z.string().min(1).default('leaf').describe('label level: leaf, top|coarse, a level name, depth:N, height:N, nodes:FILE'),
+    level: z
+      .union([z.string().min(1), z.array(z.string().min(1)).min(1)])
+      .default('leaf')
+      .describe('label level: leaf, top|coarse, a level name, depth:N, height:N, nodes:FILE; a list (finest first) trains one head per level'),
+    level_weights: z.array(z.number().positive()).nullable().default(null).describe('multi-level training: loss weight of each listed level (normalised to sum 1); null = equal'),
     epochs: int().min(0).default(30).describe('passes over the training set'),
     batch_size: int().positive().default(64).describe('training batch size'),
     lr: z.number().positive().default(0.01).describe('peak learning rate'),
@@ -101,6 +105,12 @@ const train = z
     loss: z.enum(['xent', 'mse']).default('xent').describe('cross-entropy or mean squared error on one-hot targets'),
     label_smoothing: z.number().min(0).lt(1).default(0).describe('label smoothing eps: targets (1 - eps) one-hot + eps / classes (Szegedy et al. 2016); 0 = off'),
     checkpoint_every_steps: int().min(0).default(0).describe('also checkpoint every this many steps inside an epoch (long epochs); 0 = at epoch ends only'),
+    until_converged: z
+      .object({ patience: int().min(1).default(3).describe('stop once this many epoch-to-epoch changes of the training loss in a row are below 1 % of the first epoch\'s loss') })
+      .strict()
+      .nullable()
+      .default(null)
+      .describe('train until the training loss plateaus (train.epochs is then the maximum; the schedule still spans train.epochs); null = exactly train.epochs'),
   })
   .strict()
   .prefault({})
@@ -142,7 +152,11 @@ const unfreeze = z
 const finetune = z
   .object({
     freeze: z.union([int().min(0), z.literal('all')]).default(0).describe('blocks frozen from the input side (all = linear probe); with unfreeze these stay frozen throughout'),
-    head: z.enum(['new', 'keep']).default('new').describe("new: a fresh head for the target level; keep: the source's head (same class count)"),
+    head: z
+      .enum(['new', 'keep', 'coarsen'])
+      .default('new')
+      .describe("new: a fresh head for the target level; keep: the source's head for that level; coarsen: the source's finer head, trained through summed probabilities"),
+    head_level: nullableStr().describe('keep/coarsen from a multi-level source: which of its levels\' heads to start from; null = the target level (keep) or the finest (coarsen)'),
     transfer: z.enum(['all', 'frozen_only']).default('all').describe('all: every block starts from the pretrained weights; frozen_only (Dar et al.): re-initialise the blocks that are not frozen'),
     unfreeze: unfreeze.nullable().default(null).describe('gradual-unfreezing schedule {every, unit, order, start, stop}; null = none'),
     lr_per_block_decay: z.number().positive().max(1).default(1).describe('discriminative learning rates: block i trains at lr * decay^(distance from the head)'),

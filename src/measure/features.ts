@@ -9,6 +9,7 @@ import { readModelWeights } from '../runs/bundle';
 import * as rd from '../runs/rundir';
 import { UsageError } from '../util/errors';
 import { prefixFeatures } from './predict';
+import { primaryLevelSpec } from '../train/heads';
 
 /**
  * Penultimate features (the head's input: the output of every block, batch
@@ -66,7 +67,7 @@ export function runFeatures(runDir: string, data: Dataset, key: string): { train
     } catch {
       runId = null;
     }
-    return { train: tr.x, test: te.x, dim: tr.dim, levelSpec: cfg.train.level, runId };
+    return { train: tr.x, test: te.x, dim: tr.dim, levelSpec: primaryLevelSpec(cfg.train.level), runId };
   } finally {
     net.dispose();
   }

@@ -45,6 +45,8 @@ export function extraHeadName(level: string): string {
 
 export class Network {
   private model: tf.LayersModel | null = null;
+  /** Seed the primary head was initialised from (set by buildNetwork). */
+  headSeed = 0;
 
   constructor(
     readonly arch: string,

@@ -30,7 +30,7 @@ export function plainObjective(kind: 'xent' | 'mse', numClasses: number, smoothi
 }
 
 /** A [K_fine x K_coarse] 0/1 matrix: fine class j belongs to coarse class map[j]. */
-function membership(map: Int32Array, kCoarse: number): tf.Tensor2D {
+export function coarsenMembership(map: Int32Array, kCoarse: number): tf.Tensor2D {
   const m = new Float32Array(map.length * kCoarse);
   map.forEach((c, j) => (m[j * kCoarse + c] = 1));
   return tf.tensor2d(m, [map.length, kCoarse]);
@@ -57,7 +57,7 @@ export function coarsenedLogProbs(logits: tf.Tensor, member: tf.Tensor2D): tf.Te
  * the run ends (the membership matrix is a tensor).
  */
 export function coarsenedObjective(map: Int32Array, kCoarse: number, smoothing = 0): Objective & { dispose(): void } {
-  const member = membership(map, kCoarse);
+  const member = coarsenMembership(map, kCoarse);
   return {
     loss: (out, y) =>
       tf.tidy(() => {

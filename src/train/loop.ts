@@ -7,7 +7,7 @@ import { Level } from '../hierarchy/tree';
 import { accuracy, argmaxRows, coarsenProbs, topkAccuracy } from '../measure/accuracy';
 import { alignment, randomDirections } from '../measure/alignment';
 import { Network } from '../models/network';
-import { appendMetrics } from '../runs/rundir';
+import { appendMetrics, readMetrics } from '../runs/rundir';
 import { RunFailure } from '../util/errors';
 import { Rng } from '../util/rng';
 import { batchSource } from '../data/prefetch';
@@ -15,7 +15,11 @@ import { saveCheckpoint, CheckpointState, InEpoch, ScheduleState } from './check
 import { blockLrScale, initialTrainable, isDynamicsStep } from './unfreeze';
 import { TrainableSet, Unfreezer } from './trainable';
 import { oodMetrics } from '../measure/ood';
-import { predictProbs, prefixFeatures } from '../measure/predict';
+import { predictHeadProbs, predictProbs, prefixFeatures } from '../measure/predict';
+import { hasConverged, plateauReached } from '../measure/convergence';
+import { hierarchicalDistanceAtK, LcaHeights, mistakeSeverity } from '../measure/severity';
+import { coarsenedLogProbs, coarsenMembership } from '../models/objective';
+import { HeadPlan, makeObjective } from './heads';
 import { fisherTrace, makeProbe, Probe, sharpness, weightDistance } from '../measure/dynamics';
 import { NamedOptimizer } from './optimizer';
 import { learningRate } from './schedule';
@@ -40,6 +44,8 @@ export interface TrainJob {
   previousRow?: Record<string, number>;
   optimizer: NamedOptimizer;
   stage: 'pretrain' | 'finetune';
+  /** The heads and what they train on (train/heads.ts). */
+  heads: HeadPlan;
   /** Train on cached outputs of the frozen prefix (see prefixCacheable). */
   prefixCache?: boolean;
   /** Weights to measure distances from (the pretrained values); kept in the checkpoint. */
@@ -50,6 +56,8 @@ export interface TrainJob {
 
 export interface TrainResult {
   final: Record<string, number>;
+  /** Whether the run learned its level (DESIGN.md "Convergence"), and its training budget. */
+  fit: { converged: boolean; train_acc_final: number; epochs_trained: number; train_images: number; budget_images: number };
   trainImagesPerSecond: number;
   stoppedEarly: boolean;
 }
@@ -72,29 +80,48 @@ function cachePart(net: Network, e: Examples, idx: number[], shape: readonly num
 }
 
 /**
- * Test metrics (DESIGN.md "Metric keys"): accuracy at the stage's level, at
- * every coarser level by summing probabilities, top-5, easy/hard.
+ * The run's probabilities at its level: the primary head's softmax, summed
+ * over the fine classes under each class of the level when the head is a kept
+ * finer one (finetune.head: coarsen). Returns the matrix and its class count.
  */
-export function evaluate(job: Pick<TrainJob, 'net' | 'data' | 'split' | 'level' | 'coarser'>, cached?: CachedPart): Record<string, number> {
+export function atRunLevel(probs: Float32Array, numHeadClasses: number, heads: Pick<HeadPlan, 'headMap' | 'runClasses'> | undefined): { probs: Float32Array; k: number } {
+  if (!heads?.headMap) return { probs, k: numHeadClasses };
+  return { probs: coarsenProbs(probs, numHeadClasses, heads.headMap, heads.runClasses), k: heads.runClasses };
+}
+
+/**
+ * Test metrics (DESIGN.md "Metric keys"): accuracy at the stage's level, at
+ * every coarser level by summing probabilities, top-5, easy/hard, mistake
+ * severity (Bertinetto et al.). A level with a head of its own (multi-level
+ * training) reports that head's accuracy as `test_acc@<level>` and the summed
+ * reading as `test_acc_summed@<level>`.
+ */
+export function evaluate(job: Pick<TrainJob, 'net' | 'data' | 'split' | 'level' | 'coarser'> & { heads?: HeadPlan }, cached?: CachedPart): Record<string, number> {
   const { net, data, split, level, coarser } = job;
   const e = data.test;
   const idx = split.test;
-  const K = net.numClasses;
-  const probs = cached ? predictProbs(net, cached.e, cached.idx, cached.shape, cached.from) : predictProbs(net, e, idx, data.shape);
+  const all = cached ? predictHeadProbs(net, cached.e, cached.idx, cached.shape, cached.from) : predictHeadProbs(net, e, idx, data.shape);
+  const { probs, k: K } = atRunLevel(all[0], net.numClasses, job.heads);
   const labels = Int32Array.from(idx, (i) => level.classOf[e.y[i]]);
   const pred = argmaxRows(probs, K);
   const out: Record<string, number> = { test_acc: accuracy(pred, labels) };
   if (K > 5) out.test_top5 = topkAccuracy(probs, K, labels, 5);
+  const lca = new LcaHeights(data.hierarchy, level);
+  out.test_mistake_severity = mistakeSeverity(pred, labels, lca);
+  if (K > 5) out['test_hdist@5'] = hierarchicalDistanceAtK(probs, K, labels, lca, 5);
   if (e.hard) {
     out.test_acc_easy = accuracy(pred, labels, (i) => e.hard![idx[i]] === 0);
     out.test_acc_hard = accuracy(pred, labels, (i) => e.hard![idx[i]] === 1);
   }
+  const ownHead = new Map((job.heads?.extra ?? []).map((x, h) => [x.level.name, h + 1]));
   for (const c of coarser) {
     const kc = c.level.classes.length;
     const cp = coarsenProbs(probs, K, c.map, kc);
     const cl = Int32Array.from(idx, (i) => c.level.classOf[e.y[i]]);
     const cpred = argmaxRows(cp, kc);
-    out[`test_acc@${c.level.name}`] = accuracy(cpred, cl);
+    const h = ownHead.get(c.level.name);
+    out[`${h === undefined ? 'test_acc' : 'test_acc_summed'}@${c.level.name}`] = accuracy(cpred, cl);
+    if (h !== undefined) out[`test_acc@${c.level.name}`] = accuracy(argmaxRows(all[h], kc), cl);
     if (kc > 5) out[`test_top5@${c.level.name}`] = topkAccuracy(cp, kc, cl, 5);
     if (e.hard) out[`test_acc_hard@${c.level.name}`] = accuracy(cpred, cl, (i) => e.hard![idx[i]] === 1);
   }
@@ -104,8 +131,20 @@ export function evaluate(job: Pick<TrainJob, 'net' | 'data' | 'split' | 'level' 
 /** Accuracy on validation examples (model selection and stop rules look only here). */
 function validate(job: TrainJob, valLabels: Int32Array, cached?: CachedPart): number {
   if (!job.split.val.length) return NaN;
-  const probs = cached ? predictProbs(job.net, cached.e, cached.idx, cached.shape, cached.from) : predictProbs(job.net, job.data.train, job.split.val, job.data.shape);
-  return accuracy(argmaxRows(probs, job.net.numClasses), valLabels);
+  const raw = cached ? predictProbs(job.net, cached.e, cached.idx, cached.shape, cached.from) : predictProbs(job.net, job.data.train, job.split.val, job.data.shape);
+  const { probs, k } = atRunLevel(raw, job.net.numClasses, job.heads);
+  return accuracy(argmaxRows(probs, k), valLabels);
+}
+
+/**
+ * `train_acc_final`: the final network (inference mode, no augmentation) on
+ * its own training images, against the labels it trained on (label noise
+ * included), at its level: did the run learn its level?
+ */
+function trainAccuracy(job: TrainJob, cached?: CachedPart): number {
+  const raw = cached ? predictProbs(job.net, cached.e, cached.idx, cached.shape, cached.from) : predictProbs(job.net, job.data.train, job.split.train, job.data.shape);
+  const { probs, k } = atRunLevel(raw, job.net.numClasses, job.heads);
+  return accuracy(argmaxRows(probs, k), job.trainLabels);
 }
 
 /**
@@ -199,7 +238,15 @@ export async function train(job: TrainJob): Promise<TrainResult> {
 
   const dynamicsOn = cfg.eval.dynamics_every !== 0;
   // One fixed, seeded subset of training examples for every measurement of the run.
-  const subset = (k: number) => makeProbe(data.train.x, data.shape, split.train, job.trainLabels, k, cfg.train.seed!, cfg.train.loss);
+  const objective = makeObjective(job.heads, cfg);
+  const coarsenProbes: tf.Tensor[] = [];
+  const subset = (k: number) => {
+    const probe = makeProbe(data.train.x, data.shape, split.train, job.trainLabels, k, cfg.train.seed!, cfg.train.loss);
+    if (!job.heads.headMap) return probe;
+    const member = coarsenMembership(job.heads.headMap, job.heads.runClasses);
+    coarsenProbes.push(member);
+    return { ...probe, logProbs: (z: tf.Tensor) => coarsenedLogProbs(z, member), numClasses: job.heads.runClasses };
+  };
   const fisherProbe = dynamicsOn || unfreeze?.order === 'fisher' ? subset(cfg.eval.fisher_samples) : null;
   const sharpProbe = dynamicsOn ? subset(cfg.eval.sharpness_examples) : null;
   const reference = dynamicsOn ? job.reference ?? null : null;
@@ -211,16 +258,21 @@ export async function train(job: TrainJob): Promise<TrainResult> {
     const t0 = performance.now();
     const m = measureDynamics(job, fisherProbe!, sharpProbe!, reference);
     lastDynamics = m;
+    lastDynamicsStep = step;
     appendMetrics(runDir, { kind: 'dynamics', epoch: rowEpoch, step, ...m, ...rowBase(), seconds: (performance.now() - t0) / 1000 });
     carry.dynamicsSeconds = (carry.dynamicsSeconds ?? 0) + (performance.now() - t0) / 1000;
     unfreezer?.observe(m, rowEpoch, step);
     return m;
   };
   let last: Record<string, number> = job.previousRow ?? {};
+  // Mean training loss of every finished epoch (from metrics.jsonl when resuming): the convergence rule reads them.
+  const epochLosses = readMetrics(runDir).filter((r) => r.kind === 'epoch' && Number(r.epoch) >= 1).map((r) => Number(r.train_loss));
+  let lastDynamicsStep = -1;
   if (step === 0) {
     // The state before training: chance accuracy and alignment at initialisation.
     const init = { ...evaluate(job, cache?.test), ...alignmentMetrics(net, data, cfg.data.seed!) };
     appendMetrics(runDir, { kind: 'epoch', epoch: 0, step: 0, ...init, ...rowBase() });
+    last = init; // a run of 0 epochs reports the network it was given
     carry = { ...carry, ...Object.fromEntries(Object.entries(init).filter(([k]) => k.startsWith('align')).map(([k, v]) => [`${k}_init`, v])) };
     if (dynamicsOn) dynamicsRow(0);
   }
@@ -249,7 +301,7 @@ export async function train(job: TrainJob): Promise<TrainResult> {
         const { x: xbuf, y: ybuf, b } = batches.next();
         const lr = learningRate(cfg.train.schedule, cfg.train.lr, step, totalSteps, warmup);
         const blockTraining = trainable.flags.map((t) => t && bnTrains);
-        const { loss, hits: h } = trainable.step(xbuf, ybuf, b, shape, from, blockTraining, cfg.train.loss, job.optimizer, lr, cfg.train.label_smoothing);
+        const { loss, hits: h } = trainable.step(xbuf, ybuf, b, shape, from, blockTraining, objective, job.optimizer, lr);
         if (!Number.isFinite(loss)) {
           bar?.stop();
           throw new RunFailure(
@@ -284,7 +336,12 @@ export async function train(job: TrainJob): Promise<TrainResult> {
       carry.trainSeconds += stepSeconds;
       // Time the training thread waited for batches (the pipeline's cost on the critical path).
       carry.batch_wait_seconds = batches.waitedMs / 1000 + (job.resumeFrom?.carry.batch_wait_seconds ?? 0);
-      const evalNow = (epoch + 1) % cfg.eval.every === 0 || epoch + 1 === cfg.train.epochs;
+      epochLosses.push(lossSum / seen);
+      // train.until_converged: this epoch is the last once the training loss has plateaued.
+      const plateau = cfg.train.until_converged !== null && epoch + 1 < cfg.train.epochs && plateauReached(epochLosses, cfg.train.until_converged.patience);
+      const lastEpoch = epoch + 1 === cfg.train.epochs || plateau;
+      if (plateau && dynamicsOn && lastDynamicsStep !== step) dynamicsRow(epoch + 1);
+      const evalNow = (epoch + 1) % cfg.eval.every === 0 || lastEpoch;
       const row: Record<string, number> = {
         epoch: epoch + 1,
         step,
@@ -293,7 +350,7 @@ export async function train(job: TrainJob): Promise<TrainResult> {
         train_acc: hits / seen,
         ...(evalNow ? { val_acc: validate(job, valLabels, cache?.val), ...evaluate(job, cache?.test), ...alignmentMetrics(net, data, cfg.data.seed!) } : {}),
         // The OOD test once, on the final network.
-        ...(epoch + 1 === cfg.train.epochs ? await oodMetrics(cfg, net, data, split, job.level) : {}),
+        ...(lastEpoch ? await oodMetrics(cfg, net, data, split, job.level) : {}),
         ...rowBase(),
         images_per_second: seen / stepSeconds,
         epoch_seconds: (performance.now() - t0) / 1000,
@@ -304,17 +361,30 @@ export async function train(job: TrainJob): Promise<TrainResult> {
       last = row;
       if (!bar && !job.silent) logEpoch(row, cfg.train.epochs);
       saveCheckpoint(runDir, net, job.optimizer, job.reference ?? null, { epoch: epoch + 1, step, rng: rng.state(), frozenBlocks: job.frozenBlocks, trainableBlocks: trainable.flags, schedule, carry });
+      if (plateau) {
+        appendMetrics(runDir, { kind: 'event', event: 'converged', epoch: epoch + 1, step, reason: `train_loss changed by less than 1 % of the first epoch's (${epochLosses[0].toPrecision(4)}) per epoch over the last ${cfg.train.until_converged!.patience}+ epochs`, ...rowBase() });
+        break;
+      }
     }
   } finally {
     batches.close();
+    objective.dispose();
   }
   fisherProbe?.x.dispose();
   sharpProbe?.x.dispose();
+  tf.dispose(coarsenProbes);
   const final = { ...carry, ...last, ...lastDynamics };
   delete final.trainImages;
   delete final.trainSeconds;
   delete final.num_tensors;
-  return { final, trainImagesPerSecond: carry.trainSeconds ? carry.trainImages / carry.trainSeconds : 0, stoppedEarly };
+  const fit = {
+    converged: hasConverged(epochLosses),
+    train_acc_final: stoppedEarly ? NaN : trainAccuracy(job, cache?.train),
+    epochs_trained: epochLosses.length,
+    train_images: n,
+    budget_images: epochLosses.length * n,
+  };
+  return { final, fit, trainImagesPerSecond: carry.trainSeconds ? carry.trainImages / carry.trainSeconds : 0, stoppedEarly };
 }
 
 function logEpoch(row: Record<string, number>, epochs: number): void {

@@ -10,6 +10,7 @@ import { sourceOverlap } from '../data/overlap';
 import { Dataset } from '../data/types';
 import { BackendChoice, EngineInfo, initEngine } from '../engine/backend';
 import { coarserLevels, Hierarchy, Level } from '../hierarchy/tree';
+import { HeadPlan, levelsName, planHeads, resolveTrainLevels, TrainLevels } from './heads';
 import { buildNetwork } from '../models/archs';
 import { frozenBlockCount, Network } from '../models/network';
 import { readModelWeights, saveLayersModel } from '../runs/bundle';
@@ -99,6 +100,11 @@ function resolveStageConfig(req: StageRequest, source: SourceRun | null): Config
   }
   layers.push(flags);
   const cfg = resolveConfig(layers);
+  if (source && cfg.train.level_weights !== null && JSON.stringify(cfg.train.level) !== JSON.stringify(source.cfg.train.level)) {
+    // The source's per-level loss weights belong to its list of levels; a run at other levels does not inherit them.
+    const own = layers.slice(1).some((l) => (l.train as Record<string, unknown> | undefined)?.level_weights !== undefined);
+    if (!own) cfg.train.level_weights = null;
+  }
   if (source) {
     // A pretrained network's architecture is fixed: changing it is an error, not a silent reinit.
     for (const [k, v] of Object.entries(source.cfg.model)) {
@@ -129,6 +135,9 @@ interface Prepared {
   data: Dataset;
   split: Split;
   level: Level;
+  /** Every trained level (multi-level: one head each), primary first. */
+  trained: TrainLevels;
+  heads: HeadPlan;
   coarser: Array<{ level: Level; map: Int32Array }>;
   trainLabels: Int32Array;
   flipped: number;
@@ -142,8 +151,10 @@ async function prepare(req: StageRequest, cfg: Config, source: SourceRun | null)
   refuseUnavailable(cfg);
   const engine = await initEngine(req.backend, req.threads);
   const data = await loadDataset(cfg);
-  const level = data.hierarchy.resolveLevel(cfg.train.level);
-  if (level.classes.length < 2) throw new UsageError(`level '${cfg.train.level}' has only ${level.classes.length} class; training needs at least 2.`);
+  const trained = resolveTrainLevels(data.hierarchy, cfg);
+  const level = trained.levels[0];
+  for (const l of trained.levels) if (l.classes.length < 2) throw new UsageError(`level '${l.spec}' has only ${l.classes.length} class; training needs at least 2.`);
+  const heads = planHeads(cfg, req.stage, data.hierarchy, trained, source ? { cfg: source.cfg, dir: source.dir } : null, (l) => process.stderr.write(`granular: ${l}\n`));
   let split: Split;
   if (source && JSON.stringify(source.cfg.data) === JSON.stringify(cfg.data)) {
     // Fine-tuning on the pretraining images (Hong et al.): the same split, so
@@ -161,31 +172,39 @@ async function prepare(req: StageRequest, cfg: Config, source: SourceRun | null)
   if (restricted.dropped) process.stderr.write(`granular: level '${level.spec}': ${restricted.dropped} image(s) of ${level.droppedClasses} class(es) under no listed node are left out\n`);
   const clean = Int32Array.from(split.train, (i) => level.classOf[data.train.y[i]]);
   const { labels: trainLabels, flipped } = noisyLabels(split.train.map((i) => data.train.ids[i]), clean, level.classes.length, cfg.data.label_noise, cfg.data.seed!);
-  const net = buildNetwork(cfg, data.shape, level.classes.length);
-  if (source) loadSourceWeights(net, source, cfg, level);
+  const net = buildNetwork(cfg, data.shape, heads.headClasses, {
+    headSeed: heads.headSeed ?? undefined,
+    extraHeads: heads.extra.map((e) => ({ level: e.level.name, numClasses: e.level.classes.length })),
+  });
+  if (source) loadSourceWeights(net, source, heads.sourceHead);
   const frozenBlocks = req.stage === 'finetune' ? frozenBlockCount(net, cfg.finetune.freeze) : 0;
-  if (source && cfg.finetune.transfer === 'frozen_only') reinitUnfrozen(net, cfg, data.shape, level.classes.length, frozenBlocks);
+  if (source && cfg.finetune.transfer === 'frozen_only') reinitUnfrozen(net, cfg, data.shape, heads.headClasses, frozenBlocks);
   if (req.stage === 'pretrain' && cfg.finetune.unfreeze !== null) {
     throw new UsageError(`finetune.unfreeze is a fine-tuning schedule; 'granular pretrain' trains every block. Remove it, or use 'granular finetune'.`);
   }
-  return { cfg, source, data, split, level, coarser: coarserLevels(data.hierarchy, level), trainLabels, flipped, net, frozenBlocks, engine };
+  return { cfg, source, data, split, level, trained, heads, coarser: coarserLevels(data.hierarchy, level), trainLabels, flipped, net, frozenBlocks, engine };
 }
 
-export function loadSourceWeights(net: Network, source: SourceRun, cfg: Config, level: Level): void {
+/**
+ * The source run's weights into `net`, matched by name. `sourceHead`: the
+ * source's weight-name prefix that goes into this network's primary head
+ * (`head`, or `head_<level>` of a multi-level source), null to keep the
+ * fresh head; 'all' loads every weight under its own name (re-evaluating a
+ * run). Extra heads of `net` start fresh unless 'all'.
+ */
+export function loadSourceWeights(net: Network, source: SourceRun, sourceHead: string | null | 'all'): void {
   const saved = readModelWeights(path.join(source.dir, rd.FILES.model));
   try {
-    if (cfg.finetune.head === 'keep') {
-      const units = saved.get('head/kernel')?.shape[1];
-      if (units !== level.classes.length) {
-        throw new UsageError(`finetune.head=keep needs the target level to have as many classes as the source's head (${units}); '${cfg.train.level}' has ${level.classes.length}. Use finetune.head=new.`);
-      }
-    }
     for (const v of net.variables()) {
-      if (v.block < 0 && cfg.finetune.head === 'new') continue;
-      const w = saved.get(v.name);
-      if (!w) throw new UsageError(`the pretrained network in '${source.dir}' has no weight '${v.name}'; it was saved by a different architecture.`);
+      let name = v.name;
+      if (v.block < 0 && sourceHead !== 'all') {
+        if (sourceHead === null || !name.startsWith('head/')) continue;
+        name = `${sourceHead}/${name.slice('head/'.length)}`;
+      }
+      const w = saved.get(name);
+      if (!w) throw new UsageError(`the pretrained network in '${source.dir}' has no weight '${name}'; it was saved by a different architecture.`);
       if (w.shape.join('x') !== v.variable.shape.join('x')) {
-        throw new UsageError(`weight '${v.name}' of '${source.dir}' has shape [${w.shape}] but this run needs [${v.variable.shape}] (different data.image_size or data.channels?).`);
+        throw new UsageError(`weight '${name}' of '${source.dir}' has shape [${w.shape}] but this run needs [${v.variable.shape}] (different data.image_size or data.channels?).`);
       }
       v.variable.assign(w);
     }
@@ -320,7 +339,7 @@ export async function runStage(req: StageRequest): Promise<StageOutcome> {
   }
 
   const p = await prepare(req, cfg, source);
-  if (req.stage === 'pretrain') meta.pretrain_level = p.level.name;
+  if (req.stage === 'pretrain') meta.pretrain_level = levelsName(p.trained.levels);
   if (resuming) checkSameEngine(runDir, p.engine, req.force === true);
 
   // From here on the run exists: failures are recorded in summary.json.
@@ -373,9 +392,13 @@ export async function runStage(req: StageRequest): Promise<StageOutcome> {
   const base = {
     run_id: meta.run_id,
     stage: req.stage,
-    level: p.level.name,
+    level: levelsName(p.trained.levels),
     level_spec: cfg.train.level,
+    ...(p.trained.levels.length > 1 ? { levels: p.trained.levels.map((l) => l.name), level_weights: p.trained.weights } : {}),
     num_classes: p.level.classes.length,
+    head: p.heads.head,
+    head_seed: p.heads.head === 'new' ? p.net.headSeed : null,
+    ...(p.heads.sourceHead ? { head_from: p.heads.sourceHead, head_level: p.heads.sourceLevel } : {}),
     pretrain_level: meta.pretrain_level,
     from: meta.from,
     from_run_id: meta.from_run_id,
@@ -392,7 +415,7 @@ export async function runStage(req: StageRequest): Promise<StageOutcome> {
     const result = await train({
       cfg, net: p.net, data: p.data, split: p.split, level: p.level, coarser: p.coarser, trainLabels: p.trainLabels,
       frozenBlocks: p.frozenBlocks, runDir, quiet: req.quiet, silent: req.silent, optimizer, resumeFrom: resumeState, previousRow,
-      stage: req.stage, reference, prefixCache,
+      stage: req.stage, reference, prefixCache, heads: p.heads,
       shouldStop: () => interrupted !== null,
     });
     const wall = (Date.now() - started) / 1000;
@@ -401,7 +424,7 @@ export async function runStage(req: StageRequest): Promise<StageOutcome> {
       exitCode = interrupted === 'SIGINT' ? 130 : 143;
     } else {
       await saveModel(p.net, runDir);
-      summary = { status: 'completed', ...base, ...result.final, epochs: cfg.train.epochs, wall_seconds: wall, train_images_per_second: result.trainImagesPerSecond };
+      summary = { status: 'completed', ...base, ...result.final, ...result.fit, epochs: cfg.train.epochs, wall_seconds: wall, train_images_per_second: result.trainImagesPerSecond };
       exitCode = 0;
     }
   } catch (e) {
