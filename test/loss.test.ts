@@ -1,7 +1,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import * as tf from '@tensorflow/tfjs';
-import { lossOf, smoothedTargets } from '../src/train/loss';
+import { lossOf, smoothedTargets } from '../src/models/loss';
 import { coarsenedObjective, multiLevelObjective, plainObjective } from '../src/models/objective';
 import { resolveConfig } from '../src/config/load';
 

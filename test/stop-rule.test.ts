@@ -2,7 +2,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import * as path from 'node:path';
 import { cli, metricRows, QUICKSTART, tmpDir } from './helpers';
-import { belowFractionOfPeak, metricStopMet, metricStopReason, UnfreezeConfig } from '../src/train/unfreeze';
+import { belowFractionOfPeak, metricStopMet, metricStopReason, UnfreezeConfig } from '../src/train/finetune';
 import { resolveConfig } from '../src/config/load';
 
 const U = (stop: UnfreezeConfig['stop']): UnfreezeConfig => ({ every: 1, unit: 'epoch', order: 'top-down', start: 0, stop });

@@ -8,11 +8,11 @@ import { coarserLevels } from '../hierarchy/tree';
 import { oodMetrics } from '../measure/ood';
 import { buildNetwork } from '../models/archs';
 import { FILES, timestamp } from '../runs/rundir';
-import { alignmentMetrics, evaluate } from '../train/loop';
-import { loadSourceWeights, readSourceRun } from '../train/stage';
+import { alignmentMetrics, evaluate } from '../measure/evaluate';
+import { loadRunWeights, readSourceRun, readSplitRecord } from '../runs/run';
 import { headsOfRun, resolveTrainLevels } from '../train/heads';
 import { UsageError } from '../util/errors';
-import { ensureDir, readJson, writeFileAtomic, writeJsonAtomic } from '../util/fsx';
+import { ensureDir, writeFileAtomic, writeJsonAtomic } from '../util/fsx';
 import { action, collect, commonOptions, withCommonOptions } from './common';
 
 /**
@@ -38,21 +38,21 @@ export function evalCommand(): Command {
       const data = await loadDataset(cfg);
       const trained = resolveTrainLevels(data.hierarchy, cfg);
       const level = trained.levels[0];
-      const heads = headsOfRun(cfg, run.summary, data.hierarchy, trained);
-      const split = splitFromRecord(data, readJson(path.join(runDir, FILES.split)), runDir);
+      const heads = headsOfRun(run.summary, data.hierarchy, trained);
+      const split = splitFromRecord(data, readSplitRecord(runDir), runDir);
       const net = buildNetwork(cfg, data.shape, heads.headClasses, { extraHeads: heads.extra.map((e) => ({ level: e.level.name, numClasses: e.level.classes.length })) });
       try {
-        loadSourceWeights(net, run, 'all');
+        loadRunWeights(net, runDir);
         const metrics = {
           ...evaluate({ net, data, split, level, coarser: coarserLevels(data.hierarchy, level), heads }),
-          ...alignmentMetrics(net, data, cfg.data.seed!),
+          ...alignmentMetrics(net, data, cfg.data.seed),
           ...(await oodMetrics(cfg, net, data, split, level)),
         };
-        const out = path.join(runDir, 'eval', timestamp());
+        const out = path.join(runDir, FILES.eval, timestamp());
         ensureDir(out);
-        writeFileAtomic(path.join(out, 'config.yaml'), configToYaml(cfg, `config of this evaluation of ${run.meta.run_id}`));
-        writeFileAtomic(path.join(out, 'command.txt'), ['granular', ...process.argv.slice(2)].join(' ') + '\n');
-        writeJsonAtomic(path.join(out, 'summary.json'), { status: 'completed', run_id: run.meta.run_id, level: level.name, backend: engine.backend, evaluated_at: new Date().toISOString(), ...metrics });
+        writeFileAtomic(path.join(out, FILES.config), configToYaml(cfg, `config of this evaluation of ${run.meta.run_id}`));
+        writeFileAtomic(path.join(out, FILES.command), ['granular', ...process.argv.slice(2)].join(' ') + '\n');
+        writeJsonAtomic(path.join(out, FILES.summary), { status: 'completed', run_id: run.meta.run_id, level: level.name, backend: engine.backend, evaluated_at: new Date().toISOString(), ...metrics });
         const f = (k: string) => (typeof metrics[k as keyof typeof metrics] === 'number' ? ` ${k}=${(metrics[k as keyof typeof metrics] as number).toFixed(4)}` : '');
         process.stdout.write(`evaluated ${out}${f('test_acc')}${f('test_acc_hard')}${f('ood_acc')}\n`);
         return 0;

@@ -196,9 +196,16 @@ export const configSchema = z
   })
   .strict();
 
-export type Config = z.infer<typeof configSchema>;
+/** The config as the schema parses it: data.seed and train.seed may still be null (they inherit `seed`). */
+export type ParsedConfig = z.infer<typeof configSchema>;
 
-/** The config with every default filled in. */
-export function defaultConfig(): Config {
+/** The resolved config every run uses (config/load.ts resolveConfig): every seed is a number. */
+export type Config = Omit<ParsedConfig, 'data' | 'train'> & {
+  data: ParsedConfig['data'] & { seed: number };
+  train: ParsedConfig['train'] & { seed: number };
+};
+
+/** The config with every default filled in (seeds not yet inherited). */
+export function defaultConfig(): ParsedConfig {
   return configSchema.parse({});
 }

@@ -38,33 +38,10 @@ export interface SourceOverlap {
   source_train_checked: number;
 }
 
-export function exampleCount(e: Examples): number {
-  return e.y.length;
-}
-
 /**
  * A Float32Array on a SharedArrayBuffer. Example pixels live in one, so the
  * batch prefetch worker (./prefetch.ts) reads them without a copy.
  */
 export function sharedFloat32(n: number): Float32Array {
   return new Float32Array(new SharedArrayBuffer(n * Float32Array.BYTES_PER_ELEMENT));
-}
-
-/** Gather a subset of examples (copies pixels). */
-export function takeExamples(e: Examples, idx: ArrayLike<number>, size: number): Examples {
-  const n = idx.length;
-  const x = sharedFloat32(n * size);
-  const y = new Int32Array(n);
-  const ids: string[] = new Array(n);
-  const hard = e.hard ? new Uint8Array(n) : undefined;
-  const hashes = e.hashes ? new Array<string>(n) : undefined;
-  for (let i = 0; i < n; i++) {
-    const j = idx[i];
-    x.set(e.x.subarray(j * size, (j + 1) * size), i * size);
-    y[i] = e.y[j];
-    ids[i] = e.ids[j];
-    if (hard) hard[i] = e.hard![j];
-    if (hashes) hashes[i] = e.hashes![j];
-  }
-  return { x, y, ids, hard, hashes };
 }

@@ -1,6 +1,6 @@
 import * as tf from '@tensorflow/tfjs';
 import { Network, NamedVariable } from '../models/network';
-import { lossOf } from '../train/loss';
+import { lossOf } from '../models/loss';
 import { Rng } from '../util/rng';
 
 /**

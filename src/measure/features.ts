@@ -1,4 +1,3 @@
-import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { Config } from '../config/schema';
 import { parseConfigYaml } from '../config/load';
@@ -7,6 +6,7 @@ import { buildNetwork } from '../models/archs';
 import { Network } from '../models/network';
 import { readModelWeights } from '../runs/bundle';
 import * as rd from '../runs/rundir';
+import { readRunFolder } from '../runs/run';
 import { UsageError } from '../util/errors';
 import { prefixFeatures } from './predict';
 import { primaryLevelSpec } from '../train/heads';
@@ -24,10 +24,11 @@ export function penultimateFeatures(net: Network, e: Examples, idx: readonly num
 /** A finished run's network, rebuilt from its config.yaml and model/ for inputs of `shape`. */
 export function loadRunNetwork(runDir: string, shape: [number, number, number], key: string): { net: Network; cfg: Config; summary: Record<string, unknown> } {
   const cfgFile = path.join(runDir, rd.FILES.config);
-  if (!fs.existsSync(cfgFile)) throw new UsageError(`${key} '${runDir}' is not a run folder (no ${rd.FILES.config}). Give the folder of a finished granular run.`);
-  const summary = rd.readSummary(runDir);
+  const run = readRunFolder(runDir);
+  if (run.configText === null) throw new UsageError(`${key} '${runDir}' is not a run folder (no ${rd.FILES.config}). Give the folder of a finished granular run.`);
+  const summary = run.summary;
   if (summary?.status !== 'completed') throw new UsageError(`${key} '${runDir}' is not a completed run (status: ${summary ? String(summary.status) : 'no summary.json'}). Finish it first.`);
-  const cfg = parseConfigYaml(fs.readFileSync(cfgFile, 'utf8'), cfgFile);
+  const cfg = parseConfigYaml(run.configText, cfgFile);
   if (cfg.data.image_size !== shape[0] || cfg.data.channels !== shape[2]) {
     throw new UsageError(`${key} '${runDir}' was trained on ${cfg.data.image_size}x${cfg.data.image_size}x${cfg.data.channels} images; this data is ${shape.join('x')}. Use the same data.image_size and data.channels.`);
   }
@@ -61,13 +62,8 @@ export function runFeatures(runDir: string, data: Dataset, key: string): { train
     const all = (e: Examples) => Array.from(e.y, (_, i) => i);
     const tr = penultimateFeatures(net, data.train, all(data.train), data.shape);
     const te = penultimateFeatures(net, data.test, all(data.test), data.shape);
-    let runId: string | null = null;
-    try {
-      runId = (JSON.parse(fs.readFileSync(path.join(runDir, rd.FILES.run), 'utf8')) as { run_id?: string }).run_id ?? null;
-    } catch {
-      runId = null;
-    }
-    return { train: tr.x, test: te.x, dim: tr.dim, levelSpec: primaryLevelSpec(cfg.train.level), runId };
+    const runId = readRunFolder(runDir).meta.run_id;
+    return { train: tr.x, test: te.x, dim: tr.dim, levelSpec: primaryLevelSpec(cfg.train.level), runId: typeof runId === 'string' ? runId : null };
   } finally {
     net.dispose();
   }

@@ -7,11 +7,11 @@ import { UsageError } from '../util/errors';
 import { corrupt, Corruption } from '../data/corruptions';
 import { renderShifted, SyntheticShift } from '../data/synthetic';
 import { Dataset, Examples } from '../data/types';
-import { Split } from '../data/split';
+import { levelLabels, Split } from '../data/split';
 import { Level } from '../hierarchy/tree';
 import { Network } from '../models/network';
-import { predictProbs } from './predict';
-import { accuracy, argmaxRows } from './accuracy';
+import { classify } from './predict';
+import { accuracy } from './accuracy';
 
 /**
  * OOD accuracy at the run's level (DESIGN.md metric keys):
@@ -22,10 +22,7 @@ import { accuracy, argmaxRows } from './accuracy';
 export async function oodMetrics(cfg: Config, net: Network, data: Dataset, split: Split, level: Level): Promise<Record<string, number>> {
   const out: Record<string, number> = {};
   const severities = cfg.eval.ood_severities.filter((s) => s > 0);
-  const score = (e: Examples, idx: number[]) => {
-    const probs = predictProbs(net, e, idx, data.shape);
-    return accuracy(argmaxRows(probs, net.numClasses), Int32Array.from(idx, (i) => level.classOf[e.y[i]]));
-  };
+  const score = (e: Examples, idx: number[]) => accuracy(classify(net, e, idx, data.shape).pred, levelLabels(e, idx, level));
   const size = data.shape[0] * data.shape[1] * data.shape[2];
   const testX = new Float32Array(split.test.length * size);
   split.test.forEach((i, k) => testX.set(data.test.x.subarray(i * size, (i + 1) * size), k * size));
@@ -33,7 +30,7 @@ export async function oodMetrics(cfg: Config, net: Network, data: Dataset, split
   const all = split.test.map((_, k) => k);
   const means: number[] = [];
   const shifts: Array<[string, (s: number) => Promise<number>]> = [
-    ...cfg.eval.ood.map((c): [string, (s: number) => Promise<number>] => [c, async (s) => score({ x: await corrupt(testX, data.shape, c as Corruption, s, cfg.data.seed!), y: testY, ids: [] }, all)]),
+    ...cfg.eval.ood.map((c): [string, (s: number) => Promise<number>] => [c, async (s) => score({ x: await corrupt(testX, data.shape, c as Corruption, s, cfg.data.seed), y: testY, ids: [] }, all)]),
     ...cfg.eval.ood_synthetic.map((c): [string, (s: number) => Promise<number>] => [
       c,
       async (s) => {
@@ -43,7 +40,7 @@ export async function oodMetrics(cfg: Config, net: Network, data: Dataset, split
     ]),
   ];
   if (cfg.eval.ood_root) {
-    const ext = await externalOod(cfg.eval.ood_root, data, cfg);
+    const ext = await externalOod(cfg.eval.ood_root, data);
     shifts.push(['external', async () => score(ext, ext.ids.map((_, k) => k))]);
   }
   for (const [name, at] of shifts) {
@@ -70,7 +67,7 @@ export async function oodMetrics(cfg: Config, net: Network, data: Dataset, split
  * one folder per dataset class, named like the class (its last path segment).
  * Images are decoded like the dataset's; every one is a test example.
  */
-async function externalOod(root: string, data: Dataset, cfg: Config): Promise<Examples> {
+async function externalOod(root: string, data: Dataset): Promise<Examples> {
   const h = data.hierarchy;
   const byName = new Map<string, number[]>();
   h.classes.forEach((c, i) => byName.set(h.node(c).name, [...(byName.get(h.node(c).name) ?? []), i]));

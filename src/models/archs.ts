@@ -149,7 +149,7 @@ export interface HeadOptions {
  * `Network.headSeed` (summary.json records it).
  */
 export function buildNetwork(cfg: Config, shape: [number, number, number], numClasses: number, heads: HeadOptions = {}): Network {
-  const seeds = new Seeds(cfg.train.seed!);
+  const seeds = new Seeds(cfg.train.seed);
   let blocks: Block[];
   switch (cfg.model.arch) {
     case 'two-layer-conv':

@@ -1,5 +1,5 @@
 import * as tf from '@tensorflow/tfjs';
-import { lossOf, smoothedTargets } from '../train/loss';
+import { lossOf, smoothedTargets } from './loss';
 
 /**
  * What a training step minimises and how it reads a prediction at the run's

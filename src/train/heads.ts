@@ -190,7 +190,7 @@ export function makeObjective(plan: HeadPlan, cfg: Config): Objective & { dispos
  * trained levels from its config, and, for a coarsen run, the kept head's
  * level from its summary.json (`head_level`).
  */
-export function headsOfRun(cfg: Config, summary: Record<string, unknown>, h: Hierarchy, trained: TrainLevels): HeadPlan {
+export function headsOfRun(summary: Record<string, unknown>, h: Hierarchy, trained: TrainLevels): HeadPlan {
   const level = trained.levels[0];
   const extra = trained.levels.slice(1).map((l, i) => ({ level: l, map: trained.maps[i + 1], weight: trained.weights[i + 1] }));
   const plan: HeadPlan = { head: 'new', headClasses: level.classes.length, runClasses: level.classes.length, headMap: null, extra, primaryWeight: trained.weights[0], headSeed: null, sourceHead: null, sourceLevel: null };
@@ -199,4 +199,21 @@ export function headsOfRun(cfg: Config, summary: Record<string, unknown>, h: Hie
   const map = coarsening(from, level);
   if (!map) throw new UsageError(`the run's kept head is at level '${from.name}', which does not coarsen to its level '${level.name}'; the run folder is inconsistent.`);
   return { ...plan, head: 'coarsen', headClasses: from.classes.length, headMap: map, sourceLevel: from.name };
+}
+
+/**
+ * What summary.json says about a run's levels and heads: `level` (all trained
+ * levels joined by '+'), `levels` and `level_weights` for multi-level runs,
+ * `head` (new/keep/coarsen), `head_seed` of a new head, and for a kept or
+ * coarsened one the source head it came from (`head_from`) and its level
+ * (`head_level`).
+ */
+export function headsSummary(trained: TrainLevels, plan: HeadPlan, headSeed: number): Record<string, unknown> {
+  return {
+    level: levelsName(trained.levels),
+    ...(trained.levels.length > 1 ? { levels: trained.levels.map((l) => l.name), level_weights: trained.weights } : {}),
+    head: plan.head,
+    head_seed: plan.head === 'new' ? headSeed : null,
+    ...(plan.sourceHead ? { head_from: plan.sourceHead, head_level: plan.sourceLevel } : {}),
+  };
 }

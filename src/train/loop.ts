@@ -1,26 +1,24 @@
 import * as tf from '@tensorflow/tfjs';
 import { SingleBar, Presets } from 'cli-progress';
 import { Config } from '../config/schema';
-import { Dataset, Examples } from '../data/types';
-import { Split } from '../data/split';
+import { Dataset } from '../data/types';
+import { levelLabels, Split } from '../data/split';
 import { Level } from '../hierarchy/tree';
-import { accuracy, argmaxRows, coarsenProbs, topkAccuracy } from '../measure/accuracy';
-import { alignment, randomDirections } from '../measure/alignment';
+import { alignmentMetrics, dynamicsMetrics, evaluate, isDynamicsStep, trainAccuracy, validate } from '../measure/evaluate';
+import { hasConverged, plateauReached } from '../measure/convergence';
+import { coarsenedLogProbs, coarsenMembership } from '../models/objective';
+import { HeadPlan, makeObjective } from './heads';
 import { Network } from '../models/network';
 import { appendMetrics, readMetrics } from '../runs/rundir';
 import { RunFailure } from '../util/errors';
 import { Rng } from '../util/rng';
 import { batchSource } from '../data/prefetch';
 import { saveCheckpoint, CheckpointState, InEpoch, ScheduleState } from './checkpoint';
-import { blockLrScale, initialTrainable, isDynamicsStep } from './unfreeze';
-import { TrainableSet, Unfreezer } from './trainable';
+import { batchNormModes, FinetunePlan, initialTrainable, Unfreezer } from './finetune';
+import { TrainableSet } from './trainable';
 import { oodMetrics } from '../measure/ood';
-import { predictHeadProbs, predictProbs, prefixFeatures } from '../measure/predict';
-import { hasConverged, plateauReached } from '../measure/convergence';
-import { hierarchicalDistanceAtK, LcaHeights, mistakeSeverity } from '../measure/severity';
-import { coarsenedLogProbs, coarsenMembership } from '../models/objective';
-import { HeadPlan, makeObjective } from './heads';
-import { fisherTrace, makeProbe, Probe, sharpness, weightDistance } from '../measure/dynamics';
+import { cachePart } from '../measure/predict';
+import { makeProbe } from '../measure/dynamics';
 import { NamedOptimizer } from './optimizer';
 import { learningRate } from './schedule';
 
@@ -34,7 +32,10 @@ export interface TrainJob {
   coarser: Array<{ level: Level; map: Int32Array }>;
   /** Labels at `level` for split.train (label noise already applied). */
   trainLabels: Int32Array;
-  frozenBlocks: number;
+  /** What trains and how (finetune.ts): frozen blocks, unfreezing, per-block rates, batch-norm modes, prefix cache. */
+  plan: FinetunePlan;
+  /** The heads and what they train on (heads.ts): a new, kept or coarsened head; one per level when multi-level. */
+  heads: HeadPlan;
   runDir: string;
   quiet: boolean;
   /** No per-epoch output at all (the quickstart prints its own table). */
@@ -43,11 +44,6 @@ export interface TrainJob {
   /** The last epoch row already in metrics.jsonl (resume), so a run resumed at its end still reports. */
   previousRow?: Record<string, number>;
   optimizer: NamedOptimizer;
-  stage: 'pretrain' | 'finetune';
-  /** The heads and what they train on (train/heads.ts). */
-  heads: HeadPlan;
-  /** Train on cached outputs of the frozen prefix (see prefixCacheable). */
-  prefixCache?: boolean;
   /** Weights to measure distances from (the pretrained values); kept in the checkpoint. */
   reference?: ReadonlyMap<string, tf.Tensor>;
   /** Called between steps; returning true stops the loop at a step boundary. */
@@ -56,158 +52,35 @@ export interface TrainJob {
 
 export interface TrainResult {
   final: Record<string, number>;
-  /** Whether the run learned its level (DESIGN.md "Convergence"), and its training budget. */
+  /** Whether the run learned its level (DESIGN.md "Convergence") and its training budget. */
   fit: { converged: boolean; train_acc_final: number; epochs_trained: number; train_images: number; budget_images: number };
   trainImagesPerSecond: number;
   stoppedEarly: boolean;
 }
 
 /**
- * Examples already passed through the frozen prefix (the first `from` blocks,
- * inference mode): the frozen-prefix cache. `idx` indexes `e` in split order.
+ * Train `job.net` to cfg.train.epochs (or from a checkpoint on): every step
+ * through TrainableSet.step under the plan, epoch/dynamics/event rows appended
+ * to metrics.jsonl (metrics from measure/evaluate.ts), a checkpoint after each
+ * epoch; with train.until_converged, it stops once the training loss has
+ * plateaued. Returns the final metrics and whether the run converged; throws
+ * RunFailure on a non-finite loss.
  */
-export interface CachedPart {
-  e: Examples;
-  idx: number[];
-  shape: number[];
-  from: number;
-}
-
-/** Cache the frozen prefix's outputs for the examples `idx` of `e`. */
-function cachePart(net: Network, e: Examples, idx: number[], shape: readonly number[], from: number): CachedPart {
-  const f = prefixFeatures(net, e, idx, shape, from);
-  return { e: { x: f.x, y: Int32Array.from(idx, (i) => e.y[i]), ids: idx.map((i) => e.ids[i]) }, idx: idx.map((_, k) => k), shape: f.shape, from };
-}
-
-/**
- * The run's probabilities at its level: the primary head's softmax, summed
- * over the fine classes under each class of the level when the head is a kept
- * finer one (finetune.head: coarsen). Returns the matrix and its class count.
- */
-export function atRunLevel(probs: Float32Array, numHeadClasses: number, heads: Pick<HeadPlan, 'headMap' | 'runClasses'> | undefined): { probs: Float32Array; k: number } {
-  if (!heads?.headMap) return { probs, k: numHeadClasses };
-  return { probs: coarsenProbs(probs, numHeadClasses, heads.headMap, heads.runClasses), k: heads.runClasses };
-}
-
-/**
- * Test metrics (DESIGN.md "Metric keys"): accuracy at the stage's level, at
- * every coarser level by summing probabilities, top-5, easy/hard, mistake
- * severity (Bertinetto et al.). A level with a head of its own (multi-level
- * training) reports that head's accuracy as `test_acc@<level>` and the summed
- * reading as `test_acc_summed@<level>`.
- */
-export function evaluate(job: Pick<TrainJob, 'net' | 'data' | 'split' | 'level' | 'coarser'> & { heads?: HeadPlan }, cached?: CachedPart): Record<string, number> {
-  const { net, data, split, level, coarser } = job;
-  const e = data.test;
-  const idx = split.test;
-  const all = cached ? predictHeadProbs(net, cached.e, cached.idx, cached.shape, cached.from) : predictHeadProbs(net, e, idx, data.shape);
-  const { probs, k: K } = atRunLevel(all[0], net.numClasses, job.heads);
-  const labels = Int32Array.from(idx, (i) => level.classOf[e.y[i]]);
-  const pred = argmaxRows(probs, K);
-  const out: Record<string, number> = { test_acc: accuracy(pred, labels) };
-  if (K > 5) out.test_top5 = topkAccuracy(probs, K, labels, 5);
-  const lca = new LcaHeights(data.hierarchy, level);
-  out.test_mistake_severity = mistakeSeverity(pred, labels, lca);
-  if (K > 5) out['test_hdist@5'] = hierarchicalDistanceAtK(probs, K, labels, lca, 5);
-  if (e.hard) {
-    out.test_acc_easy = accuracy(pred, labels, (i) => e.hard![idx[i]] === 0);
-    out.test_acc_hard = accuracy(pred, labels, (i) => e.hard![idx[i]] === 1);
-  }
-  const ownHead = new Map((job.heads?.extra ?? []).map((x, h) => [x.level.name, h + 1]));
-  for (const c of coarser) {
-    const kc = c.level.classes.length;
-    const cp = coarsenProbs(probs, K, c.map, kc);
-    const cl = Int32Array.from(idx, (i) => c.level.classOf[e.y[i]]);
-    const cpred = argmaxRows(cp, kc);
-    const h = ownHead.get(c.level.name);
-    out[`${h === undefined ? 'test_acc' : 'test_acc_summed'}@${c.level.name}`] = accuracy(cpred, cl);
-    if (h !== undefined) out[`test_acc@${c.level.name}`] = accuracy(argmaxRows(all[h], kc), cl);
-    if (kc > 5) out[`test_top5@${c.level.name}`] = topkAccuracy(cp, kc, cl, 5);
-    if (e.hard) out[`test_acc_hard@${c.level.name}`] = accuracy(cpred, cl, (i) => e.hard![idx[i]] === 1);
-  }
-  return out;
-}
-
-/** Accuracy on validation examples (model selection and stop rules look only here). */
-function validate(job: TrainJob, valLabels: Int32Array, cached?: CachedPart): number {
-  if (!job.split.val.length) return NaN;
-  const raw = cached ? predictProbs(job.net, cached.e, cached.idx, cached.shape, cached.from) : predictProbs(job.net, job.data.train, job.split.val, job.data.shape);
-  const { probs, k } = atRunLevel(raw, job.net.numClasses, job.heads);
-  return accuracy(argmaxRows(probs, k), valLabels);
-}
-
-/**
- * `train_acc_final`: the final network (inference mode, no augmentation) on
- * its own training images, against the labels it trained on (label noise
- * included), at its level: did the run learn its level?
- */
-function trainAccuracy(job: TrainJob, cached?: CachedPart): number {
-  const raw = cached ? predictProbs(job.net, cached.e, cached.idx, cached.shape, cached.from) : predictProbs(job.net, job.data.train, job.split.train, job.data.shape);
-  const { probs, k } = atRunLevel(raw, job.net.numClasses, job.heads);
-  return accuracy(argmaxRows(probs, k), job.trainLabels);
-}
-
-/**
- * Alignment of the two-layer network's filters with the true synthetic
- * features at each depth, and the same statistic for random directions.
- */
-export function alignmentMetrics(net: Network, data: Dataset, seed: number): Record<string, number> {
-  if (net.arch !== 'two-layer-conv' || !data.features) return {};
-  const kernel = net.blocks[0].layers[0].getWeights()[0];
-  const [p1, p2, c, m] = kernel.shape;
-  const dim = p1 * p2 * c;
-  if (dim !== data.features.dim) return {};
-  const w = kernel.dataSync() as Float32Array; // [p, p, C, m] row-major = [dim x m]
-  const out: Record<string, number> = {};
-  const depths = data.features.byDepth;
-  depths.forEach((f, d) => {
-    const name = data.hierarchy.levelNames.get(d + 1) ?? `depth${d + 1}`;
-    out[`align@${name}`] = alignment(w, dim, m, f);
-  });
-  out.align_common = out[`align@${data.hierarchy.levelNames.get(1) ?? 'depth1'}`];
-  out.align_fine = out[`align@${data.hierarchy.levelNames.get(depths.length) ?? `depth${depths.length}`}`];
-  const nRandom = Math.max(...depths.map((f) => f.length / dim));
-  out.align_random = alignment(w, dim, m, randomDirections(nRandom, dim, seed));
-  return out;
-}
-
-/**
- * The measures of a dynamics row (DESIGN.md "Fisher trace", "Sharpness"), plus
- * weight distances: the Fisher on the first fisher_samples examples of the
- * fixed subset, sharpness on sharpness_examples of them.
- */
-function measureDynamics(job: TrainJob, fisherProbe: Probe, sharpProbe: Probe, reference: ReadonlyMap<string, tf.Tensor> | null): Record<string, number> {
-  const { cfg, net } = job;
-  const seed = cfg.train.seed!;
-  const mc = fisherTrace(net, fisherProbe, true, seed);
-  const emp = fisherTrace(net, fisherProbe, false, seed);
-  const sh = sharpness(net, sharpProbe, cfg.eval.sharpness_rho, cfg.eval.sharpness_draws, cfg.eval.sharpness_steps, seed);
-  const row: Record<string, number> = { fisher_trace: mc.total, fisher_trace_emp: emp.total, sharpness_avg: sh.avg, sharpness_worst: sh.worst };
-  for (const [b, v] of Object.entries(mc.perBlock)) row[`fisher_trace@${b}`] = v;
-  for (const [b, v] of Object.entries(emp.perBlock)) row[`fisher_trace_emp@${b}`] = v;
-  if (reference) for (const [b, v] of Object.entries(weightDistance(net, reference))) row[`weight_dist@${b}`] = v;
-  return row;
-}
-
 export async function train(job: TrainJob): Promise<TrainResult> {
-  const { cfg, net, data, split, runDir } = job;
+  const { cfg, net, data, split, runDir, plan } = job;
   const n = split.train.length;
   const bs = Math.min(cfg.train.batch_size, n);
   const stepsPerEpoch = Math.ceil(n / bs);
   const totalSteps = stepsPerEpoch * cfg.train.epochs;
   const warmup = Math.round(cfg.train.warmup_epochs * stepsPerEpoch);
-  const nBlocks = net.blocks.length;
-  const unfreeze = job.stage === 'finetune' ? cfg.finetune.unfreeze : null;
-  const lrScale = blockLrScale(nBlocks, job.stage === 'finetune' ? cfg.finetune.lr_per_block_decay : 1);
-  const bnTrains = job.stage !== 'finetune' || cfg.finetune.batchnorm === 'train';
 
   let epoch = 0;
   let step = 0;
   // Where a mid-epoch checkpoint left off inside its epoch (train.checkpoint_every_steps).
   let resumeInEpoch: InEpoch | null = null;
-  let rng = new Rng(cfg.train.seed!, 11);
+  let rng = new Rng(cfg.train.seed, 11);
   let carry: Record<string, number> = { trainImages: 0, trainSeconds: 0 };
-  let trainableFlags = initialTrainable(nBlocks, job.frozenBlocks, unfreeze, cfg.train.seed!);
+  let trainableFlags = initialTrainable(net.blocks.length, plan.frozenBlocks, plan.unfreeze, cfg.train.seed);
   let schedule: ScheduleState = { stopped: false, history: [] };
   if (job.resumeFrom) {
     epoch = job.resumeFrom.epoch;
@@ -220,13 +93,13 @@ export async function train(job: TrainJob): Promise<TrainResult> {
   }
 
   // What trains; gradual unfreezing opens more of it.
-  const trainable = new TrainableSet(net, trainableFlags, lrScale);
-  const valLabels = Int32Array.from(split.val, (i) => job.level.classOf[data.train.y[i]]);
+  const trainable = new TrainableSet(net, trainableFlags, plan.lrScale);
+  const valLabels = levelLabels(data.train, split.val, job.level);
 
   // Frozen-prefix cache: blocks that never train and run deterministically
   // (inference mode, no augmentation) map each example to the same output
   // every epoch, so compute it once and train the rest on it.
-  const from = job.prefixCache ? job.frozenBlocks : 0;
+  const from = plan.prefixCache ? plan.frozenBlocks : 0;
   const cache = from > 0
     ? { train: cachePart(net, data.train, split.train, data.shape, from), val: cachePart(net, data.train, split.val, data.shape, from), test: cachePart(net, data.test, split.test, data.shape, from) }
     : null;
@@ -241,22 +114,21 @@ export async function train(job: TrainJob): Promise<TrainResult> {
   const objective = makeObjective(job.heads, cfg);
   const coarsenProbes: tf.Tensor[] = [];
   const subset = (k: number) => {
-    const probe = makeProbe(data.train.x, data.shape, split.train, job.trainLabels, k, cfg.train.seed!, cfg.train.loss);
+    const probe = makeProbe(data.train.x, data.shape, split.train, job.trainLabels, k, cfg.train.seed, cfg.train.loss);
     if (!job.heads.headMap) return probe;
+    // finetune.head: coarsen: the Fisher and sharpness see the run's predictive distribution, the coarsened one.
     const member = coarsenMembership(job.heads.headMap, job.heads.runClasses);
     coarsenProbes.push(member);
     return { ...probe, logProbs: (z: tf.Tensor) => coarsenedLogProbs(z, member), numClasses: job.heads.runClasses };
   };
-  const fisherProbe = dynamicsOn || unfreeze?.order === 'fisher' ? subset(cfg.eval.fisher_samples) : null;
+  const fisherProbe = dynamicsOn || plan.unfreeze?.order === 'fisher' ? subset(cfg.eval.fisher_samples) : null;
   const sharpProbe = dynamicsOn ? subset(cfg.eval.sharpness_examples) : null;
   const reference = dynamicsOn ? job.reference ?? null : null;
-  const unfreezer = unfreeze
-    ? new Unfreezer(unfreeze, trainable, schedule, { net, runDir, frozenBlocks: job.frozenBlocks, seed: cfg.train.seed!, stepsPerEpoch, fisherProbe })
-    : null;
+  const unfreezer = Unfreezer.of(plan, trainable, schedule, { net, runDir, seed: cfg.train.seed, stepsPerEpoch, fisherProbe });
   let lastDynamics: Record<string, number> = {};
   const dynamicsRow = (rowEpoch: number) => {
     const t0 = performance.now();
-    const m = measureDynamics(job, fisherProbe!, sharpProbe!, reference);
+    const m = dynamicsMetrics(net, cfg.eval, cfg.train.seed, fisherProbe!, sharpProbe!, reference);
     lastDynamics = m;
     lastDynamicsStep = step;
     appendMetrics(runDir, { kind: 'dynamics', epoch: rowEpoch, step, ...m, ...rowBase(), seconds: (performance.now() - t0) / 1000 });
@@ -270,7 +142,7 @@ export async function train(job: TrainJob): Promise<TrainResult> {
   let lastDynamicsStep = -1;
   if (step === 0) {
     // The state before training: chance accuracy and alignment at initialisation.
-    const init = { ...evaluate(job, cache?.test), ...alignmentMetrics(net, data, cfg.data.seed!) };
+    const init = { ...evaluate(job, cache?.test), ...alignmentMetrics(net, data, cfg.data.seed) };
     appendMetrics(runDir, { kind: 'epoch', epoch: 0, step: 0, ...init, ...rowBase() });
     last = init; // a run of 0 epochs reports the network it was given
     carry = { ...carry, ...Object.fromEntries(Object.entries(init).filter(([k]) => k.startsWith('align')).map(([k, v]) => [`${k}_init`, v])) };
@@ -279,7 +151,7 @@ export async function train(job: TrainJob): Promise<TrainResult> {
 
   const bar = process.stderr.isTTY && !job.quiet && !job.silent ? new SingleBar({ format: 'epoch {epoch}/{epochs} [{bar}] {value}/{total} loss {loss} acc {acc} {ips} img/s', hideCursor: true }, Presets.shades_classic) : null;
   // Batch t+1 is gathered (and augmented) on a worker thread while step t trains.
-  const batches = batchSource(trainX, { size, shape: data.shape, augment: cache ? [] : cfg.data.augment, seed: cfg.train.seed! }, bs);
+  const batches = batchSource(trainX, { size, shape: data.shape, augment: cache ? [] : cfg.data.augment, seed: cfg.train.seed }, bs);
   let stoppedEarly = false;
   try {
 
@@ -300,8 +172,7 @@ export async function train(job: TrainJob): Promise<TrainResult> {
         const ts = performance.now();
         const { x: xbuf, y: ybuf, b } = batches.next();
         const lr = learningRate(cfg.train.schedule, cfg.train.lr, step, totalSteps, warmup);
-        const blockTraining = trainable.flags.map((t) => t && bnTrains);
-        const { loss, hits: h } = trainable.step(xbuf, ybuf, b, shape, from, blockTraining, objective, job.optimizer, lr);
+        const { loss, hits: h } = trainable.step(xbuf, ybuf, b, shape, from, batchNormModes(plan, trainable.flags), objective, job.optimizer, lr);
         if (!Number.isFinite(loss)) {
           bar?.stop();
           throw new RunFailure(
@@ -318,7 +189,7 @@ export async function train(job: TrainJob): Promise<TrainResult> {
         unfreezer?.afterStep(epoch + 1, step);
         if (everySteps && step % everySteps === 0 && s + b < n) {
           saveCheckpoint(runDir, net, job.optimizer, job.reference ?? null, {
-            epoch, step, rng: epochStart, frozenBlocks: job.frozenBlocks, trainableBlocks: trainable.flags, schedule, carry,
+            epoch, step, rng: epochStart, trainableBlocks: trainable.flags, schedule, carry,
             inEpoch: { pos: s + b, lossSum, hits, seen, stepSeconds },
           });
         }
@@ -348,7 +219,7 @@ export async function train(job: TrainJob): Promise<TrainResult> {
         lr: learningRate(cfg.train.schedule, cfg.train.lr, Math.max(0, step - 1), totalSteps, warmup),
         train_loss: lossSum / seen,
         train_acc: hits / seen,
-        ...(evalNow ? { val_acc: validate(job, valLabels, cache?.val), ...evaluate(job, cache?.test), ...alignmentMetrics(net, data, cfg.data.seed!) } : {}),
+        ...(evalNow ? { val_acc: validate(job, valLabels, cache?.val), ...evaluate(job, cache?.test), ...alignmentMetrics(net, data, cfg.data.seed) } : {}),
         // The OOD test once, on the final network.
         ...(lastEpoch ? await oodMetrics(cfg, net, data, split, job.level) : {}),
         ...rowBase(),
@@ -360,7 +231,7 @@ export async function train(job: TrainJob): Promise<TrainResult> {
       appendMetrics(runDir, { kind: 'epoch', ...row });
       last = row;
       if (!bar && !job.silent) logEpoch(row, cfg.train.epochs);
-      saveCheckpoint(runDir, net, job.optimizer, job.reference ?? null, { epoch: epoch + 1, step, rng: rng.state(), frozenBlocks: job.frozenBlocks, trainableBlocks: trainable.flags, schedule, carry });
+      saveCheckpoint(runDir, net, job.optimizer, job.reference ?? null, { epoch: epoch + 1, step, rng: rng.state(), trainableBlocks: trainable.flags, schedule, carry });
       if (plateau) {
         appendMetrics(runDir, { kind: 'event', event: 'converged', epoch: epoch + 1, step, reason: `train_loss changed by less than 1 % of the first epoch's (${epochLosses[0].toPrecision(4)}) per epoch over the last ${cfg.train.until_converged!.patience}+ epochs`, ...rowBase() });
         break;
@@ -379,7 +250,7 @@ export async function train(job: TrainJob): Promise<TrainResult> {
   delete final.num_tensors;
   const fit = {
     converged: hasConverged(epochLosses),
-    train_acc_final: stoppedEarly ? NaN : trainAccuracy(job, cache?.train),
+    train_acc_final: stoppedEarly ? NaN : trainAccuracy(job, job.trainLabels, cache?.train),
     epochs_trained: epochLosses.length,
     train_images: n,
     budget_images: epochLosses.length * n,
