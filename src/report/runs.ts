@@ -143,6 +143,8 @@ export function metricValue(rec: Record<string, unknown> | null | undefined, met
   if (!rec) return undefined;
   const v = rec[metric];
   if (typeof v === 'number' && Number.isFinite(v)) return v;
+  // A yes/no fact (converged) counts 1 or 0, so a cell's mean is the share of runs where it holds.
+  if (typeof v === 'boolean') return v ? 1 : 0;
   const m = /^(.*)_(error|err)(@.*)?$/.exec(metric);
   if (m) {
     const acc = rec[`${m[1]}_acc${m[3] ?? ''}`];
