@@ -16,6 +16,21 @@ export interface Probe {
   y: Int32Array;
   /** The loss the run trains with: sharpness is measured on it. */
   loss: 'xent' | 'mse';
+  /**
+   * When the run's predictive distribution is not the head's softmax
+   * (finetune.head: coarsen): log-probabilities at the run's level from the
+   * head's logits, and that level's class count. The Fisher samples labels
+   * from, and differentiates, this distribution; sharpness uses its
+   * cross-entropy.
+   */
+  logProbs?: (logits: tf.Tensor) => tf.Tensor2D;
+  numClasses?: number;
+}
+
+/** The probe's loss on the network's output: the run's loss, or the cross-entropy of `logProbs`. */
+function lossOnProbe(probe: Probe, logits: tf.Tensor, numClasses: number): tf.Scalar {
+  if (!probe.logProbs) return lossOf(probe.loss, logits, probe.y, numClasses);
+  return tf.tidy(() => probe.logProbs!(logits).mul(tf.oneHot(tf.tensor1d(probe.y, 'int32'), probe.numClasses!)).sum(1).mean().neg() as tf.Scalar);
 }
 
 function learnable(net: Network): NamedVariable[] {
@@ -40,11 +55,12 @@ export function fisherTrace(net: Network, probe: Probe, sampled: boolean, seed: 
   const inference = net.blocks.map(() => false);
   const rng = new Rng(seed, 31);
   const n = probe.x.shape[0];
-  const K = net.numClasses;
+  const K = probe.numClasses ?? net.numClasses;
+  const logProbs = probe.logProbs ?? ((z: tf.Tensor) => tf.logSoftmax(z) as tf.Tensor2D);
   const perBlock: Record<string, number> = {};
   let total = 0;
   // Predictive distributions for the whole subset in one batch (inference mode: examples are independent).
-  const probs = sampled ? tf.tidy(() => tf.softmax(net.forward(probe.x, inference)).dataSync()) : null;
+  const probs = sampled ? tf.tidy(() => tf.exp(logProbs(net.forward(probe.x, inference))).dataSync()) : null;
   for (let i = 0; i < n; i++) {
     const sq = tf.tidy(() => {
       const xi = probe.x.slice([i, 0, 0, 0], [1, -1, -1, -1]);
@@ -61,7 +77,7 @@ export function fisherTrace(net: Network, probe: Probe, sampled: boolean, seed: 
         }
       }
       const { grads } = tf.variableGrads(() => {
-        const logp = tf.logSoftmax(net.forward(xi, inference));
+        const logp = logProbs(net.forward(xi, inference));
         return logp.slice([0, label], [1, 1]).sum().neg() as tf.Scalar;
       }, list);
       return Object.entries(grads).map(([name, g]) => [name, g.square().sum()] as const);
@@ -80,7 +96,7 @@ export function fisherTrace(net: Network, probe: Probe, sampled: boolean, seed: 
 /** Mean cross-entropy of the network (inference mode) on the probe batch. */
 export function probeLoss(net: Network, probe: Probe): number {
   const inference = net.blocks.map(() => false);
-  return tf.tidy(() => lossOf(probe.loss, net.forward(probe.x, inference), probe.y, net.numClasses).dataSync()[0]);
+  return tf.tidy(() => lossOnProbe(probe, net.forward(probe.x, inference), net.numClasses).dataSync()[0]);
 }
 
 /** Run `fn` with perturbed weights and put the exact original values back afterwards. */
@@ -127,7 +143,7 @@ export function sharpness(net: Network, probe: Probe, rho: number, draws: number
     let best = 0;
     const inference = net.blocks.map(() => false);
     for (let s = 0; s < steps; s++) {
-      const { value, grads } = tf.variableGrads(() => lossOf(probe.loss, net.forward(probe.x, inference), probe.y, net.numClasses), list);
+      const { value, grads } = tf.variableGrads(() => lossOnProbe(probe, net.forward(probe.x, inference), net.numClasses), list);
       best = Math.max(best, value.dataSync()[0] - base);
       value.dispose();
       vars.forEach((v, i) => {

@@ -70,3 +70,25 @@ export function prefixFeatures(net: Network, e: Examples, idx: readonly number[]
   }
   return { x: out ?? new Float32Array(0), shape: featShape };
 }
+
+/**
+ * Softmax probabilities of every head of `net` (primary first; multi-level
+ * networks have one head per trained level) on examples `idx`, in one pass
+ * through the blocks. Each entry is [n x K_head] row-major.
+ */
+export function predictHeadProbs(net: Network, e: Examples, idx: readonly number[], shape: readonly number[], fromBlock = 0): Float32Array[] {
+  if (net.extraHeads.length === 0) return [predictProbs(net, e, idx, shape, fromBlock)];
+  const size = shape.reduce((a, b) => a * b, 1);
+  const ks = [net.numClasses, ...net.extraHeads.map((h) => h.numClasses)];
+  const out = ks.map((k) => new Float32Array(idx.length * k));
+  const buf = new Float32Array(EVAL_BATCH * size);
+  const inference = net.blocks.map(() => false);
+  for (let s = 0; s < idx.length; s += EVAL_BATCH) {
+    const n = Math.min(EVAL_BATCH, idx.length - s);
+    for (let i = 0; i < n; i++) buf.set(e.x.subarray(idx[s + i] * size, (idx[s + i] + 1) * size), i * size);
+    const probs = tf.tidy(() => net.forwardAll(tf.tensor(buf.subarray(0, n * size), [n, ...shape]), inference, fromBlock).map((l) => tf.softmax(l)));
+    probs.forEach((p, h) => out[h].set(p.dataSync(), s * ks[h]));
+    tf.dispose(probs);
+  }
+  return out;
+}

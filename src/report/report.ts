@@ -7,6 +7,7 @@ import { renderHtml, runHref } from './html';
 import { checkKey, findRunDirs, keyValue, levelLabel, metricValue, readRun, regime, RunRecord } from './runs';
 import { Chart, renderChart } from './svg';
 import { groupRuns, groupsCsv, groupTable, keyHeader, label, markdownTable, runsCsv } from './table';
+import { flagNotes, rowFlags, sourceBudgets } from './flags';
 
 export interface ReportOptions {
   dirs: string[];
@@ -14,6 +15,8 @@ export interface ReportOptions {
   metrics: string[];
   /** Keep only runs whose key has this value (`stage=finetune`). */
   where?: string[];
+  /** A source run whose train_acc_final is below this is flagged underfit (default 0.8). */
+  underfitBelow?: number;
   x?: string;
   out: string;
   png: boolean;
@@ -32,6 +35,8 @@ export interface ReportResult {
   files: string[];
   /** The level of the comparable accuracy column, when the runs trained at more than one level. */
   targetLevel: string | null;
+  /** Fair-comparison notes (report/flags.ts), one paragraph each; empty when no flag is raised. */
+  notes: string[];
 }
 
 const DEFAULT_METRICS = ['test_acc', 'test_acc_easy', 'test_acc_hard', 'val_acc'];
@@ -130,7 +135,10 @@ export async function makeReport(o: ReportOptions): Promise<ReportResult> {
   if (xKey) checkKey(runs, xKey, '--x');
 
   const groups = groupRuns(runs, groupBy);
-  const table = markdownTable(groups, groupBy, metrics);
+  const flagOpts = { underfitBelow: o.underfitBelow ?? 0.8 };
+  const budgetsDiffer = sourceBudgets(runs).length > 1;
+  const table = markdownTable(groups, groupBy, metrics, (g) => rowFlags(g, flagOpts, budgetsDiffer));
+  const flagText = flagNotes(groups, flagOpts);
   ensureDir(o.out);
   const files: string[] = [];
   const write = (name: string, text: string) => {
@@ -183,6 +191,7 @@ export async function makeReport(o: ReportOptions): Promise<ReportResult> {
     '',
     table,
     '',
+    ...flagText.flatMap((n) => [n, '']),
     ...plotNames.map((n) => `![${n}](${n}.${o.png ? 'png' : 'svg'})`),
     '',
   ].join('\n');
@@ -196,7 +205,7 @@ export async function makeReport(o: ReportOptions): Promise<ReportResult> {
     }));
     const html = renderHtml({
       title: `Report: ${o.dirs.join(', ')}`,
-      notes: [...notes, 'Click a column heading to sort; each run links to its folder.', ...(excluded.length ? [`Not included (not completed): ${excluded.map((r) => r.dir).join(', ')}.`] : [])],
+      notes: [...notes, ...flagText, 'Click a column heading to sort; each run links to its folder.', ...(excluded.length ? [`Not included (not completed): ${excluded.map((r) => r.dir).join(', ')}.`] : [])],
       tables: [
         { id: 'groups', caption: 'Groups', head: gt.head, rows: gt.rows.map((cells) => ({ cells })) },
         { id: 'runs', caption: 'Runs', head: ['run', 'stage', 'level (classes)', 'regime', ...shownKeys.map(keyHeader), ...metrics], rows: runRows },
@@ -205,7 +214,7 @@ export async function makeReport(o: ReportOptions): Promise<ReportResult> {
     });
     write('index.html', html);
   }
-  return { table, groupBy, metrics, runs, excluded, files, targetLevel: target };
+  return { table, groupBy, metrics, runs, excluded, files, targetLevel: target, notes: flagText };
 }
 
 function fmtRun(v: number | undefined): string {

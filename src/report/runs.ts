@@ -201,6 +201,8 @@ export function metricValue(rec: Record<string, unknown> | null | undefined, met
   if (!rec) return undefined;
   const v = rec[metric];
   if (typeof v === 'number' && Number.isFinite(v)) return v;
+  // A yes/no fact (converged) counts 1 or 0, so a cell's mean is the share of runs where it holds.
+  if (typeof v === 'boolean') return v ? 1 : 0;
   const at = metric.lastIndexOf('@');
   const own = level ?? rec.level;
   if (at > 0 && typeof own === 'string' && metric.slice(at + 1) === own) return metricValue(rec, metric.slice(0, at), own);

@@ -1,3 +1,4 @@
+import { levelSpecs, primaryLevelSpec } from '../train/heads';
 import * as path from 'node:path';
 import { checkEvalApplies } from '../config/checks';
 import { parseSets, readConfigFile, resolveConfig } from '../config/load';
@@ -64,7 +65,10 @@ export async function checkSweepRuns(s: LoadedSweep, cwd = process.cwd()): Promi
       }
       const key = JSON.stringify({ data: cfg.data, ood: cfg.eval.ood_synthetic });
       if (!hierarchies.has(key)) hierarchies.set(key, hierarchyOf(cfg));
-      const level = (await hierarchies.get(key)!).resolveLevel(cfg.train.level);
+      // Multi-level training (train.level as a list): every listed level must exist; the first is the run's level.
+      const h = await hierarchies.get(key)!;
+      for (const spec of levelSpecs(cfg.train.level)) h.resolveLevel(spec);
+      const level = h.resolveLevel(primaryLevelSpec(cfg.train.level));
       if (level.classes.length < 2) throw new UsageError(`level '${cfg.train.level}' has only ${level.classes.length} class; training needs at least 2.`);
       if (r.from && cfg.finetune.head === 'keep') {
         const src = out.find((c) => c.run.name === r.from)!;

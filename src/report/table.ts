@@ -122,23 +122,33 @@ export const keyHeader = (k: string) => (k === 'level_classes' ? 'level (classes
 /**
  * The rows of the group table: the grouping keys' values, the level the runs
  * trained at with its class count (accuracies are comparable only at one
- * level), n, and a mean ± std cell per metric.
+ * level), n, a mean ± std cell per metric, and with `flags` a last column
+ * `flags` holding each row's fair-comparison flags (report/flags.ts) when any
+ * row has one.
  */
-export function groupTable(groups: readonly Group[], keys: readonly string[], metrics: readonly string[]): { head: string[]; rows: string[][] } {
+export function groupTable(groups: readonly Group[], keys: readonly string[], metrics: readonly string[], flags?: (g: Group) => string[]): { head: string[]; rows: string[][] } {
   const shown = keys.filter((k) => k !== 'level_classes');
   // Runs that record no level (made by hand, or very old) get no level column.
   const levels = groups.some((g) => g.runs.some((r) => levelLabel(r) !== undefined));
-  const head = [...shown.map(keyHeader), ...(levels ? ['level (classes)'] : []), 'n', ...metrics];
-  const rows = groups.map((g) => {
+  const rowFlags = groups.map((g) => flags?.(g) ?? []);
+  const withFlags = rowFlags.some((f) => f.length);
+  const head = [...shown.map(keyHeader), ...(levels ? ['level (classes)'] : []), 'n', ...metrics, ...(withFlags ? ['flags'] : [])];
+  const rows = groups.map((g, i) => {
     const stats = groupStats(g, metrics);
-    return [...g.values.filter((_, i) => keys[i] !== 'level_classes'), ...(levels ? [groupLevel(g)] : []), String(g.runs.length), ...stats.map((s) => statCell(s, g.runs.length))];
+    return [
+      ...g.values.filter((_, j) => keys[j] !== 'level_classes'),
+      ...(levels ? [groupLevel(g)] : []),
+      String(g.runs.length),
+      ...stats.map((s) => statCell(s, g.runs.length)),
+      ...(withFlags ? [rowFlags[i].length ? `⚠ ${rowFlags[i].join('; ')}` : ''] : []),
+    ];
   });
   return { head, rows };
 }
 
-/** One markdown table: a row per group, mean ± std over its runs, n per cell. */
-export function markdownTable(groups: readonly Group[], keys: readonly string[], metrics: readonly string[]): string {
-  const t = groupTable(groups, keys, metrics);
+/** One markdown table: a row per group, mean ± std over its runs, n per cell (and the flags column, see groupTable). */
+export function markdownTable(groups: readonly Group[], keys: readonly string[], metrics: readonly string[], flags?: (g: Group) => string[]): string {
+  const t = groupTable(groups, keys, metrics, flags);
   const head = t.head;
   const rows = t.rows.map((r) => r.map((v) => v.replace(/\|/g, '\\|')));
   const widths = head.map((h, i) => Math.max(h.length, 3, ...rows.map((r) => r[i].length)));
