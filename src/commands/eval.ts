@@ -2,6 +2,7 @@ import * as path from 'node:path';
 import { Command } from 'commander';
 import { configToYaml, parseSets, resolveConfig } from '../config/load';
 import { loadDataset } from '../data';
+import { applyNormalization, inputNormalization } from '../data/normalize';
 import { splitFromRecord } from '../data/split';
 import { initEngine } from '../engine/backend';
 import { coarserLevels } from '../hierarchy/tree';
@@ -37,6 +38,7 @@ export function evalCommand(): Command {
       const data = await loadDataset(cfg);
       const level = data.hierarchy.resolveLevel(cfg.train.level);
       const split = splitFromRecord(data, readJson(path.join(runDir, FILES.split)), runDir);
+      applyNormalization(data, inputNormalization(cfg, data, split));
       const net = buildNetwork(cfg, data.shape, level.classes.length);
       try {
         loadSourceWeights(net, run, { ...cfg, finetune: { ...cfg.finetune, head: 'keep' } }, level);

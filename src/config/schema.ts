@@ -63,10 +63,27 @@ const data = z
     /** imagefolder/wordnet without train/ and test/ folders: seeded per-class share of ROOT/<class>/ held out for test. */
     test_fraction: z.number().gt(0).lt(1).nullable().default(null),
     /** Training-only augmentation. */
-    augment: z.array(z.enum(['flip', 'crop'])).default([]),
+    augment: z
+      .array(z.enum(['flip', 'crop', 'random_resized_crop']))
+      .default([])
+      .describe('training-only augmentation: flip (left-right, p=1/2), crop (shift by up to side/8, edges repeated), random_resized_crop (a random area 8-100 % and aspect 3/4-4/3 of the stored image, resized to image_size)'),
+    /** Side of the square records images are decoded to; null = data.image_size. */
+    stored_size: int()
+      .positive()
+      .nullable()
+      .default(null)
+      .describe('side of the stored (decoded) square image, >= data.image_size; evaluation centre-crops image_size from it, random_resized_crop draws from all of it; null = data.image_size'),
+    normalize: z
+      .enum(['none', 'imagenet', 'dataset'])
+      .default('none')
+      .describe('per-channel input normalisation after augmentation: none (pixels in [0, 1]), imagenet (ImageNet mean/std), dataset (mean/std of the training split)'),
+    verify: z
+      .enum(['files', 'folders'])
+      .default('files')
+      .describe('how a cached dataset is checked for changes: files (size and mtime of every image) or folders (only images in folders whose mtime changed; faster, misses files rewritten in place)'),
     /** An unreadable or truncated image: skip it (counted in skipped_images) or fail (exit 2). */
     on_bad_image: z.enum(['skip', 'fail']).default('skip'),
-    /** Decoded images are cached here (relative to the working folder); null = no cache. */
+    /** Decoded images are cached here (relative to the working folder); null = a temporary record store, removed when the process ends. */
     cache_dir: z.string().nullable().default('datasets/cache'),
     synthetic,
   })
@@ -107,6 +124,11 @@ const train = z
     loss: z.enum(['xent', 'mse']).default('xent'),
     /** Also checkpoint every this many steps inside an epoch (long epochs); 0 = at epoch ends only. */
     checkpoint_every_steps: int().min(0).default(0),
+    max_steps: int()
+      .positive()
+      .nullable()
+      .default(null)
+      .describe('stop after this many training steps in all (the run then evaluates and ends mid-epoch); null = train.epochs full epochs'),
   })
   .strict()
   .prefault({});
@@ -162,6 +184,11 @@ const evalSection = z
     /** Generator-side covariate shifts for synthetic data (see src/data/synthetic.ts). */
     ood_synthetic: z.array(z.enum(['weak_common', 'more_noise', 'all_hard'])).default([]),
     ood_severities: z.array(int().min(0).max(5)).default([1, 2, 3, 4, 5]),
+    batch_size: int()
+      .positive()
+      .nullable()
+      .default(null)
+      .describe('batch of every evaluation pass (test, validation, OOD, Fisher/sharpness probes, frozen-prefix cache); null = train.batch_size'),
     /** Evaluate every this many epochs (the last epoch is always evaluated). */
     every: int().positive().default(1),
     /** Steps between dynamics rows; 'auto' = half-way through epoch 1, then after epochs 1, 2, 4, 8, 16, ... and the last; 0 = off. */

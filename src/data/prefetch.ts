@@ -16,6 +16,7 @@ import * as path from 'node:path';
 import { Worker } from 'node:worker_threads';
 import { Rng } from '../util/rng';
 import { augmentBatch, AugmentKind } from './augment';
+import { PixelStore, StoreSpec } from './store';
 import { sharedFloat32 } from './types';
 
 export const FREE = 0;
@@ -30,22 +31,25 @@ export interface BatchSpec {
   /** [H, W, C] for augmentation (only used when `augment` is non-empty). */
   shape: [number, number, number];
   augment: AugmentKind[];
-  /** train.seed: augmentation draws from Rng(seed * 1_000_003 + step, 19). */
+  /**
+   * train.seed: random resized crops draw from Rng(seed * 1_000_003 + step, 23),
+   * flips and shifts from Rng(seed * 1_000_003 + step, 19).
+   */
   seed: number;
 }
 
 /**
- * Gather examples `index[from .. from+b)` of X into `x`, their labels into `y`,
- * and augment them as training step `step` does.
+ * Read examples `index[from .. from+b)` of the store into `x` in their
+ * training view (random resized crops if asked), their labels into `y`, then
+ * flip/shift them and normalise, as training step `step` does.
  */
-export function fillBatch(X: Float32Array, spec: BatchSpec, index: Int32Array, labels: Int32Array, from: number, b: number, step: number, x: Float32Array, y: Int32Array): void {
-  const { size } = spec;
-  for (let i = 0; i < b; i++) {
-    const j = index[from + i];
-    x.set(X.subarray(j * size, (j + 1) * size), i * size);
-    y[i] = labels[from + i];
-  }
-  if (spec.augment.length) augmentBatch(x, b, spec.shape, spec.augment, new Rng(spec.seed * 1_000_003 + step, 19));
+export function fillBatch(store: PixelStore, spec: BatchSpec, index: Int32Array, labels: Int32Array, from: number, b: number, step: number, x: Float32Array, y: Int32Array): void {
+  const rrc = spec.augment.includes('random_resized_crop') ? new Rng(spec.seed * 1_000_003 + step, 23) : null;
+  store.readTrain(index, from, b, x, rrc);
+  for (let i = 0; i < b; i++) y[i] = labels[from + i];
+  const rest = spec.augment.filter((k) => k !== 'random_resized_crop');
+  if (rest.length) augmentBatch(x, b, spec.shape, rest, new Rng(spec.seed * 1_000_003 + step, 19));
+  store.normalize(x, b);
 }
 
 export interface Batch {
@@ -74,7 +78,7 @@ export class InlineBatches implements BatchSource {
   private pos = 0;
   private step = 0;
   waitedMs = 0;
-  constructor(private readonly X: Float32Array, private readonly spec: BatchSpec, private readonly bs: number) {
+  constructor(private readonly X: PixelStore, private readonly spec: BatchSpec, private readonly bs: number) {
     this.x = new Float32Array(bs * spec.size);
     this.y = new Int32Array(bs);
   }
@@ -99,7 +103,7 @@ export class InlineBatches implements BatchSource {
 
 /** Messages to the worker. */
 export type PrefetchMessage =
-  | { kind: 'init'; X: Float32Array; spec: BatchSpec; bs: number; xs: SharedArrayBuffer; ys: SharedArrayBuffer; status: SharedArrayBuffer; slots: number }
+  | { kind: 'init'; store: StoreSpec; spec: BatchSpec; bs: number; xs: SharedArrayBuffer; ys: SharedArrayBuffer; status: SharedArrayBuffer; slots: number }
   | { kind: 'epoch'; index: Int32Array; labels: Int32Array; from: number; step: number; slot: number; epochId: number };
 
 /** Prefetches on a worker thread into a ring of shared buffers. */
@@ -115,13 +119,15 @@ export class PrefetchedBatches implements BatchSource {
   private epochId = 0;
   waitedMs = 0;
 
-  constructor(X: Float32Array, spec: BatchSpec, private readonly bs: number) {
-    // Share the examples without a copy when they already live in shared memory (see sharedFloat32).
-    const shared = X.buffer instanceof SharedArrayBuffer ? X : (() => {
-      const c = sharedFloat32(X.length);
-      c.set(X);
-      return c;
-    })();
+  constructor(X: PixelStore, spec: BatchSpec, private readonly bs: number) {
+    // Records are read by the worker itself; floats are shared without a copy when
+    // they already live in shared memory (see sharedFloat32).
+    let store = X.spec();
+    if (store.kind === 'floats' && !(store.x.buffer instanceof SharedArrayBuffer)) {
+      const c = sharedFloat32(store.x.length);
+      c.set(store.x);
+      store = { ...store, x: c };
+    }
     this.per = bs * spec.size;
     const xs = new SharedArrayBuffer(SLOTS * this.per * 4);
     const ys = new SharedArrayBuffer(SLOTS * bs * 4);
@@ -133,7 +139,7 @@ export class PrefetchedBatches implements BatchSource {
     this.worker.unref();
     // A failure inside the worker is flagged in `status` (next() throws); this keeps it from being an unhandled 'error' event.
     this.worker.on('error', () => Atomics.store(this.status, SLOTS, 1));
-    this.worker.postMessage({ kind: 'init', X: shared, spec, bs, xs, ys, status, slots: SLOTS } satisfies PrefetchMessage);
+    this.worker.postMessage({ kind: 'init', store, spec, bs, xs, ys, status, slots: SLOTS } satisfies PrefetchMessage);
   }
 
   epoch(index: Int32Array, labels: Int32Array, from: number, step: number): void {
@@ -175,7 +181,7 @@ export class PrefetchedBatches implements BatchSource {
 }
 
 /** The pipeline for a training run: prefetching unless GRANULAR_PREFETCH=0. */
-export function batchSource(X: Float32Array, spec: BatchSpec, bs: number): BatchSource {
+export function batchSource(X: PixelStore, spec: BatchSpec, bs: number): BatchSource {
   if (process.env.GRANULAR_PREFETCH === '0') return new InlineBatches(X, spec, bs);
   return new PrefetchedBatches(X, spec, bs);
 }

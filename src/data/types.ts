@@ -1,16 +1,18 @@
 import { Hierarchy } from '../hierarchy/tree';
+import { PixelStore } from './store';
 
-/** A set of examples held in memory as one typed array (N x H x W x C, row-major). */
+/** A set of examples: labels and ids in memory, pixels in a store (in memory or the on-disk record cache). */
 export interface Examples {
-  x: Float32Array;
+  /** Pixels, read by example index (./store.ts). */
+  x: PixelStore;
   /** Dataset class index (into Hierarchy.classes) per example. */
   y: Int32Array;
   /** Stable example ids (split.json records them). */
   ids: string[];
   /** 1 where the example is "hard" (synthetic: lacks the coarsest features). */
   hard?: Uint8Array;
-  /** Content hash of each example's image file (file-based formats), for overlap checks across datasets. */
-  hashes?: string[];
+  /** Content hash of each example's image file (file-based formats), HASH_BYTES per example, for overlap checks across datasets (see hashHex). */
+  hashes?: Uint8Array;
 }
 
 export interface Dataset {
@@ -40,29 +42,15 @@ export function exampleCount(e: Examples): number {
   return e.y.length;
 }
 
+/** The content hash of example i as 16 hex digits (decode.ts contentHash). */
+export function hashHex(hashes: Uint8Array, i: number): string {
+  return Buffer.from(hashes.buffer, hashes.byteOffset + i * 8, 8).toString('hex');
+}
+
 /**
  * A Float32Array on a SharedArrayBuffer. Example pixels live in one, so the
  * batch prefetch worker (./prefetch.ts) reads them without a copy.
  */
 export function sharedFloat32(n: number): Float32Array {
   return new Float32Array(new SharedArrayBuffer(n * Float32Array.BYTES_PER_ELEMENT));
-}
-
-/** Gather a subset of examples (copies pixels). */
-export function takeExamples(e: Examples, idx: ArrayLike<number>, size: number): Examples {
-  const n = idx.length;
-  const x = sharedFloat32(n * size);
-  const y = new Int32Array(n);
-  const ids: string[] = new Array(n);
-  const hard = e.hard ? new Uint8Array(n) : undefined;
-  const hashes = e.hashes ? new Array<string>(n) : undefined;
-  for (let i = 0; i < n; i++) {
-    const j = idx[i];
-    x.set(e.x.subarray(j * size, (j + 1) * size), i * size);
-    y[i] = e.y[j];
-    ids[i] = e.ids[j];
-    if (hard) hard[i] = e.hard![j];
-    if (hashes) hashes[i] = e.hashes![j];
-  }
-  return { x, y, ids, hard, hashes };
 }

@@ -1,4 +1,5 @@
 import * as tf from '@tensorflow/tfjs';
+import { PixelStore } from '../data/store';
 import { Network, NamedVariable } from '../models/network';
 import { lossOf } from '../train/loss';
 import { Rng } from '../util/rng';
@@ -160,12 +161,12 @@ export function weightDistance(net: Network, reference: ReadonlyMap<string, tf.T
   return out;
 }
 
-/** A fixed, seeded subset of training examples, as one tensor. */
-export function makeProbe(x: Float32Array, shape: [number, number, number], idx: readonly number[], labels: Int32Array, n: number, seed: number, loss: 'xent' | 'mse'): Probe {
+/** A fixed, seeded subset of training examples (evaluation view, normalised), as one tensor. */
+export function makeProbe(x: PixelStore, shape: [number, number, number], idx: readonly number[], labels: Int32Array, n: number, seed: number, loss: 'xent' | 'mse'): Probe {
   const rng = new Rng(seed, 41);
   const pick = rng.sample(idx.length, Math.min(n, idx.length));
   const size = shape[0] * shape[1] * shape[2];
   const buf = new Float32Array(pick.length * size);
-  pick.forEach((p, i) => buf.set(x.subarray(idx[p] * size, (idx[p] + 1) * size), i * size));
+  x.read(Int32Array.from(pick, (p) => idx[p]), 0, pick.length, buf);
   return { x: tf.tensor4d(buf, [pick.length, ...shape]), y: Int32Array.from(pick, (p) => labels[p]), loss };
 }

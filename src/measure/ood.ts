@@ -1,7 +1,7 @@
 import * as fs from 'node:fs';
 import { Config } from '../config/schema';
-import { toUnitFloats } from '../data/cache';
 import { decodeAll } from '../data/decode';
+import { FloatStore, gatherFloats, RecordStore } from '../data/store';
 import { listImages } from '../data/folders';
 import { UsageError } from '../util/errors';
 import { corrupt, Corruption } from '../data/corruptions';
@@ -26,18 +26,22 @@ export async function oodMetrics(cfg: Config, net: Network, data: Dataset, split
     const probs = predictProbs(net, e, idx, data.shape);
     return accuracy(argmaxRows(probs, net.numClasses), Int32Array.from(idx, (i) => level.classOf[e.y[i]]));
   };
-  const size = data.shape[0] * data.shape[1] * data.shape[2];
-  const testX = new Float32Array(split.test.length * size);
-  split.test.forEach((i, k) => testX.set(data.test.x.subarray(i * size, (i + 1) * size), k * size));
+  const norm = data.test.x.norm;
+  // Corruptions act on the test images in [0, 1], before normalisation (DESIGN.md "OOD").
+  const testX = cfg.eval.ood.length ? gatherFloats(data.test.x, split.test) : new Float32Array(0);
   const testY = Int32Array.from(split.test, (i) => data.test.y[i]);
   const all = split.test.map((_, k) => k);
   const means: number[] = [];
   const shifts: Array<[string, (s: number) => Promise<number>]> = [
-    ...cfg.eval.ood.map((c): [string, (s: number) => Promise<number>] => [c, async (s) => score({ x: await corrupt(testX, data.shape, c as Corruption, s, cfg.data.seed!), y: testY, ids: [] }, all)]),
+    ...cfg.eval.ood.map((c): [string, (s: number) => Promise<number>] => [
+      c,
+      async (s) => score({ x: new FloatStore(await corrupt(testX, data.shape, c as Corruption, s, cfg.data.seed!), data.shape, norm), y: testY, ids: [] }, all),
+    ]),
     ...cfg.eval.ood_synthetic.map((c): [string, (s: number) => Promise<number>] => [
       c,
       async (s) => {
         const e = renderShifted(cfg, c as SyntheticShift, s, split.test.length);
+        e.x.norm = norm;
         return score(e, e.ids.map((_, k) => k));
       },
     ]),
@@ -89,9 +93,11 @@ async function externalOod(root: string, data: Dataset, cfg: Config): Promise<Ex
   }
   const files = folders.flatMap((f) => listImages(root, f).map((x) => ({ ...x, cls: byName.get(f)![0] })));
   const [side, , C] = data.shape;
-  const dec = await decodeAll(files.map((f) => ({ id: f.id, cls: f.cls, stamp: f.stamp, read: () => fs.readFileSync(f.abs) })), side, C as 1 | 3);
+  // Decoded as the test images are (EXIF orientation, stored size), then seen through the same centre crop.
+  const stored = cfg.data.stored_size ?? side;
+  const dec = await decodeAll(files.map((f) => ({ read: () => fs.promises.readFile(f.abs) })), stored, C as 1 | 3);
   const bad = new Set(dec.bad.map((b) => b.index));
   const keep = files.map((_, i) => i).filter((i) => !bad.has(i));
-  const x = toUnitFloats(dec.pixels, keep, side * side * C);
+  const x = new RecordStore({ kind: 'bytes', data: dec.pixels, stored, rows: Int32Array.from(keep), shape: data.shape, norm: data.test.x.norm });
   return { x, y: Int32Array.from(keep, (i) => files[i].cls), ids: keep.map((i) => files[i].id) };
 }

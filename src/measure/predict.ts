@@ -2,22 +2,23 @@ import * as tf from '@tensorflow/tfjs';
 import { Examples, sharedFloat32 } from '../data/types';
 import { Network } from '../models/network';
 
-const EVAL_BATCH = 256;
+/** Batch of an evaluation pass when the caller names none (eval.batch_size decides in runs). */
+export const EVAL_BATCH = 256;
 
 /**
  * Softmax probabilities of `net` (every block in inference mode) on examples
  * `idx` of shape `shape`; with `fromBlock` > 0 the examples are the cached
  * outputs of the first `fromBlock` blocks.
  */
-export function predictProbs(net: Network, e: Examples, idx: readonly number[], shape: readonly number[], fromBlock = 0): Float32Array {
+export function predictProbs(net: Network, e: Examples, idx: readonly number[], shape: readonly number[], fromBlock = 0, batch = EVAL_BATCH): Float32Array {
   const size = shape.reduce((a, b) => a * b, 1);
   const K = net.numClasses;
   const out = new Float32Array(idx.length * K);
-  const buf = new Float32Array(EVAL_BATCH * size);
+  const buf = new Float32Array(batch * size);
   const inference = net.blocks.map(() => false);
-  for (let s = 0; s < idx.length; s += EVAL_BATCH) {
-    const n = Math.min(EVAL_BATCH, idx.length - s);
-    for (let i = 0; i < n; i++) buf.set(e.x.subarray(idx[s + i] * size, (idx[s + i] + 1) * size), i * size);
+  for (let s = 0; s < idx.length; s += batch) {
+    const n = Math.min(batch, idx.length - s);
+    e.x.read(idx, s, n, buf);
     const probs = tf.tidy(() => tf.softmax(net.forward(tf.tensor(buf.subarray(0, n * size), [n, ...shape]), inference, fromBlock)));
     out.set(probs.dataSync(), s * K);
     probs.dispose();
@@ -27,14 +28,14 @@ export function predictProbs(net: Network, e: Examples, idx: readonly number[], 
 
 
 /** Run the first `upTo` blocks (inference mode) over examples `idx`: the frozen-prefix cache. */
-export function prefixFeatures(net: Network, e: Examples, idx: readonly number[], shape: readonly number[], upTo: number): { x: Float32Array; shape: number[] } {
+export function prefixFeatures(net: Network, e: Examples, idx: readonly number[], shape: readonly number[], upTo: number, batch = EVAL_BATCH): { x: Float32Array; shape: number[] } {
   const size = shape.reduce((a, b) => a * b, 1);
-  const buf = new Float32Array(EVAL_BATCH * size);
+  const buf = new Float32Array(batch * size);
   let out: Float32Array | null = null;
   let featShape: number[] = [];
-  for (let s = 0; s < idx.length; s += EVAL_BATCH) {
-    const n = Math.min(EVAL_BATCH, idx.length - s);
-    for (let i = 0; i < n; i++) buf.set(e.x.subarray(idx[i + s] * size, (idx[i + s] + 1) * size), i * size);
+  for (let s = 0; s < idx.length; s += batch) {
+    const n = Math.min(batch, idx.length - s);
+    e.x.read(idx, s, n, buf);
     const f = tf.tidy(() => net.prefix(tf.tensor(buf.subarray(0, n * size), [n, ...shape]), upTo));
     featShape = f.shape.slice(1);
     const per = featShape.reduce((a, b) => a * b, 1);

@@ -11,6 +11,7 @@ import { appendMetrics } from '../runs/rundir';
 import { RunFailure } from '../util/errors';
 import { Rng } from '../util/rng';
 import { batchSource } from '../data/prefetch';
+import { FloatStore } from '../data/store';
 import { saveCheckpoint, CheckpointState, InEpoch, ScheduleState } from './checkpoint';
 import { blockLrScale, initialTrainable, isDynamicsStep } from './unfreeze';
 import { TrainableSet, Unfreezer } from './trainable';
@@ -68,7 +69,7 @@ export interface CachedPart {
 /** Cache the frozen prefix's outputs for the examples `idx` of `e`. */
 function cachePart(net: Network, e: Examples, idx: number[], shape: readonly number[], from: number): CachedPart {
   const f = prefixFeatures(net, e, idx, shape, from);
-  return { e: { x: f.x, y: Int32Array.from(idx, (i) => e.y[i]), ids: idx.map((i) => e.ids[i]) }, idx: idx.map((_, k) => k), shape: f.shape, from };
+  return { e: { x: new FloatStore(f.x, f.shape), y: Int32Array.from(idx, (i) => e.y[i]), ids: idx.map((i) => e.ids[i]) }, idx: idx.map((_, k) => k), shape: f.shape, from };
 }
 
 /**
@@ -155,7 +156,8 @@ export async function train(job: TrainJob): Promise<TrainResult> {
   const n = split.train.length;
   const bs = Math.min(cfg.train.batch_size, n);
   const stepsPerEpoch = Math.ceil(n / bs);
-  const totalSteps = stepsPerEpoch * cfg.train.epochs;
+  // train.max_steps ends the run early (mid-epoch); the schedule runs its course within it.
+  const totalSteps = Math.min(stepsPerEpoch * cfg.train.epochs, cfg.train.max_steps ?? Infinity);
   const warmup = Math.round(cfg.train.warmup_epochs * stepsPerEpoch);
   const nBlocks = net.blocks.length;
   const unfreeze = job.stage === 'finetune' ? cfg.finetune.unfreeze : null;
@@ -232,7 +234,7 @@ export async function train(job: TrainJob): Promise<TrainResult> {
   try {
 
     const everySteps = cfg.train.checkpoint_every_steps;
-    for (; epoch < cfg.train.epochs; epoch++) {
+    for (; epoch < cfg.train.epochs && step < totalSteps; epoch++) {
       // The shuffle is drawn from the state at the epoch's start, which a
       // mid-epoch checkpoint stores, so a resumed epoch replays the same order.
       const epochStart = rng.state();
@@ -244,8 +246,11 @@ export async function train(job: TrainJob): Promise<TrainResult> {
       bar?.start(stepsPerEpoch, Math.ceil(start / bs), { epoch: epoch + 1, epochs: cfg.train.epochs, loss: '-', acc: '-', ips: '-' });
       // Augmentation draws from a generator seeded by the step, so a resumed run augments identically.
       batches.epoch(Int32Array.from(order, (o) => trainIdx[o]), Int32Array.from(order, (o) => job.trainLabels[o]), start, step);
+      let lastEpoch = epoch + 1 === cfg.train.epochs;
       for (let s = start; s < n; s += bs) {
         const ts = performance.now();
+        // Seconds from process start to the first training step (startup: data, model, first evaluation).
+        if (step === 0) carry.first_step_seconds = ts / 1000;
         const { x: xbuf, y: ybuf, b } = batches.next();
         const lr = learningRate(cfg.train.schedule, cfg.train.lr, step, totalSteps, warmup);
         const blockTraining = trainable.flags.map((t) => t && bnTrains);
@@ -277,6 +282,10 @@ export async function train(job: TrainJob): Promise<TrainResult> {
           stoppedEarly = true;
           break;
         }
+        if (step >= totalSteps) {
+          lastEpoch = true;
+          break;
+        }
       }
       bar?.stop();
       if (stoppedEarly) break;
@@ -284,7 +293,7 @@ export async function train(job: TrainJob): Promise<TrainResult> {
       carry.trainSeconds += stepSeconds;
       // Time the training thread waited for batches (the pipeline's cost on the critical path).
       carry.batch_wait_seconds = batches.waitedMs / 1000 + (job.resumeFrom?.carry.batch_wait_seconds ?? 0);
-      const evalNow = (epoch + 1) % cfg.eval.every === 0 || epoch + 1 === cfg.train.epochs;
+      const evalNow = (epoch + 1) % cfg.eval.every === 0 || lastEpoch;
       const row: Record<string, number> = {
         epoch: epoch + 1,
         step,
@@ -293,7 +302,7 @@ export async function train(job: TrainJob): Promise<TrainResult> {
         train_acc: hits / seen,
         ...(evalNow ? { val_acc: validate(job, valLabels, cache?.val), ...evaluate(job, cache?.test), ...alignmentMetrics(net, data, cfg.data.seed!) } : {}),
         // The OOD test once, on the final network.
-        ...(epoch + 1 === cfg.train.epochs ? await oodMetrics(cfg, net, data, split, job.level) : {}),
+        ...(lastEpoch ? await oodMetrics(cfg, net, data, split, job.level) : {}),
         ...rowBase(),
         images_per_second: seen / stepSeconds,
         epoch_seconds: (performance.now() - t0) / 1000,

@@ -6,7 +6,8 @@ import { Config } from '../config/schema';
 import { configToYaml, parseConfigYaml, parseSets, readConfigFile, resolveConfig } from '../config/load';
 import { loadDataset } from '../data';
 import { makeSplit, noisyLabels, restrictToLevel, Split, splitFromRecord, splitRecord } from '../data/split';
-import { sourceOverlap } from '../data/overlap';
+import { applyNormalization, inputNormalization } from '../data/normalize';
+import { sourceOverlap, SourceSplitRecord } from '../data/overlap';
 import { Dataset } from '../data/types';
 import { BackendChoice, EngineInfo, initEngine } from '../engine/backend';
 import { coarserLevels, Hierarchy, Level } from '../hierarchy/tree';
@@ -152,13 +153,14 @@ async function prepare(req: StageRequest, cfg: Config, source: SourceRun | null)
   } else {
     split = makeSplit(data, cfg);
     if (source) {
-      const rec = readJson<{ train: string[] }>(path.join(source.dir, rd.FILES.split));
-      data.sourceOverlap = (await sourceOverlap(source.cfg, rec.train, data, split, (l) => process.stderr.write(`granular: ${l}\n`))) ?? undefined;
+      const rec = readJson<SourceSplitRecord>(path.join(source.dir, rd.FILES.split));
+      data.sourceOverlap = (await sourceOverlap(source.cfg, rec, data, split, (l) => process.stderr.write(`granular: ${l}\n`))) ?? undefined;
     }
   }
   const restricted = restrictToLevel(data, split, level);
   split = restricted.split;
   if (restricted.dropped) process.stderr.write(`granular: level '${level.spec}': ${restricted.dropped} image(s) of ${level.droppedClasses} class(es) under no listed node are left out\n`);
+  applyNormalization(data, inputNormalization(cfg, data, split));
   const clean = Int32Array.from(split.train, (i) => level.classOf[data.train.y[i]]);
   const { labels: trainLabels, flipped } = noisyLabels(split.train.map((i) => data.train.ids[i]), clean, level.classes.length, cfg.data.label_noise, cfg.data.seed!);
   const net = buildNetwork(cfg, data.shape, level.classes.length);
