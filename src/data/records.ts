@@ -457,7 +457,7 @@ export async function syncRecords(o: SyncOptions): Promise<Synced> {
       writeFileAtomic(path.join(dir, `${base}.catalog`), encodeCatalogue(cat));
       const badList = Object.entries(badOut).map(([r, reason]) => ({ index: Number(r), reason })).sort((a, b) => a.index - b.index);
       const shards = Array.from({ length: Math.ceil(loc.count / perShard) }, (_, s) => path.basename(shardPath(loc, s)));
-      const meta = { version: RECORD_VERSION, format: o.format, identity: source.identity, size, channels, record_bytes: recordBytes, records_per_shard: perShard, count: loc.count, images: n, shards, bad: badList };
+      const meta = { version: RECORD_VERSION, format: o.format, identity: source.identity, size, channels, record_bytes: recordBytes, records_per_shard: perShard, count: loc.count, images: n, shards, bad: badList, ...(lastDecode ? { last_decode: lastDecode } : {}) };
       writeFileAtomic(path.join(dir, `${base}.json`), JSON.stringify(meta, null, 1) + '\n');
     };
     // Small datasets decode in a blink: say nothing then.
@@ -465,7 +465,12 @@ export async function syncRecords(o: SyncOptions): Promise<Synced> {
       if (!old) log(`decoding ${todo.length} image(s) once into the record cache ${path.join(dir, base)}.* (${size}x${size}x${channels})`);
       else if (todo.length > changed) log(`decoding ${todo.length - changed} image(s) not in the record cache yet`);
     }
-    if (todo.length) await decodeInto(o, loc, ids, todo, record, hash, badOut, writeCatalogue);
+    let lastDecode: { images: number; seconds: number } | null = null;
+    if (todo.length) {
+      const t0 = performance.now();
+      await decodeInto(o, loc, ids, todo, record, hash, badOut, writeCatalogue);
+      lastDecode = { images: todo.length, seconds: (performance.now() - t0) / 1000 };
+    }
     const foldersMoved = o.verify === 'folders' && JSON.stringify(folders) !== JSON.stringify(old?.header.folders ?? {});
     if (todo.length || !old || old.header.ids_hash !== listHash || old.header.listed !== n || foldersMoved) writeCatalogue();
     const bad: Synced['bad'] = [];
