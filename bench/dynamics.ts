@@ -8,6 +8,7 @@ import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
+import { FILES } from '../src/runs/rundir';
 
 const ROOT = path.resolve(__dirname, '..', '..');
 const CLI = path.join(ROOT, 'bin', 'granular.js');
@@ -17,7 +18,7 @@ function run(args: string[]): Record<string, unknown> {
   const r = spawnSync(process.execPath, [CLI, ...args, '--quiet'], { encoding: 'utf8', cwd: ROOT });
   if (r.status !== 0) throw new Error(`granular ${args.join(' ')} failed:\n${r.stderr}`);
   const dir = args[args.indexOf('--run-dir') + 1];
-  return JSON.parse(fs.readFileSync(path.join(dir, 'summary.json'), 'utf8'));
+  return JSON.parse(fs.readFileSync(path.join(dir, FILES.summary), 'utf8'));
 }
 
 const cases: Array<{ name: string; sets: string[] }> = [
@@ -40,7 +41,7 @@ for (const c of cases) {
     const dir = path.join(root, `${c.name.split(' ')[0]}-ft-${every}`);
     const s = run(['finetune', '--from', pre, '--level', 'top', '--set', 'train.epochs=30', '--set', `eval.dynamics_every=${every}`, '--run-dir', dir]);
     wall.push(Number(s.wall_seconds));
-    if (every === 'auto') rows = fs.readFileSync(path.join(dir, 'metrics.jsonl'), 'utf8').split('\n').filter((l) => l.includes('"dynamics"')).length;
+    if (every === 'auto') rows = fs.readFileSync(path.join(dir, FILES.metrics), 'utf8').split('\n').filter((l) => l.includes('"dynamics"')).length;
   }
   console.log(`| ${c.name} | ${wall[0].toFixed(1)} | ${wall[1].toFixed(1)} | ${rows} | ${((100 * (wall[1] - wall[0])) / wall[0]).toFixed(0)} % |`);
 }

@@ -10,6 +10,7 @@ import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
+import { FILES } from '../src/runs/rundir';
 
 const CLI = path.join(__dirname, '..', 'bin', 'granular.js');
 const images = Number(process.argv[2] ?? 4000);
@@ -23,7 +24,7 @@ function run(prefetch: boolean): { ips: number; wait: number; loss: number } {
     env: { ...process.env, GRANULAR_PREFETCH: prefetch ? '1' : '0' },
   });
   if (r.status !== 0) throw new Error(`run failed: ${r.stderr}`);
-  const s = JSON.parse(fs.readFileSync(path.join(dir, 'summary.json'), 'utf8'));
+  const s = JSON.parse(fs.readFileSync(path.join(dir, FILES.summary), 'utf8'));
   return { ips: s.train_images_per_second, wait: s.batch_wait_seconds, loss: s.train_loss };
 }
 

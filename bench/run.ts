@@ -20,7 +20,9 @@ import { resolveConfig } from '../src/config/load';
 import { initEngine, parseBackend, EngineInfo } from '../src/engine/backend';
 import { buildNetwork } from '../src/models/archs';
 import { Network } from '../src/models/network';
+import { blockLrScale } from '../src/train/finetune';
 import { NamedOptimizer } from '../src/train/optimizer';
+import { TrainableSet } from '../src/train/trainable';
 import { Rng } from '../src/util/rng';
 
 const SHAPE: [number, number, number] = [32, 32, 3];
@@ -91,43 +93,23 @@ function randomBatches(count: number, batch: number, seed: number): Batch[] {
 }
 
 /**
- * One training step exactly as src/train/loop.ts takes it: tensors built from
- * the host buffers, variableGrads over net.forward with every block in
- * training mode, softmax cross-entropy, NamedOptimizer SGD with momentum, and
- * the loss and predictions read back (the loop reads both every step).
+ * Training steps as src/train/loop.ts takes them: TrainableSet.step (the
+ * loop's own step: forward with every block in training mode, softmax
+ * cross-entropy, gradients, NamedOptimizer SGD with momentum 0.9, the loss
+ * and predictions read back) with every block trainable.
  */
 class Trainer {
-  private readonly vars;
-  private readonly byTfName: Map<string, string>;
-  private readonly varByName: Map<string, tf.Variable>;
+  private readonly trainable: TrainableSet;
   private readonly training: boolean[];
   readonly optimizer = new NamedOptimizer({ kind: 'sgd', momentum: 0.9, weightDecay: 0 });
 
   constructor(readonly net: Network) {
     this.training = net.blocks.map(() => true);
-    this.vars = net.variables().filter((v) => v.trainable);
-    this.byTfName = new Map(this.vars.map((v) => [v.variable.name, v.name]));
-    this.varByName = new Map(this.vars.map((v) => [v.name, v.variable]));
+    this.trainable = new TrainableSet(net, this.training.slice(), blockLrScale(net.blocks.length, 1));
   }
 
   step(batch: Batch): number {
-    const b = batch.y.length;
-    let predTensor: tf.Tensor | null = null;
-    const { value, grads } = tf.tidy(() => {
-      const x = tf.tensor4d(batch.x, [b, ...SHAPE]);
-      const y = tf.oneHot(tf.tensor1d(batch.y, 'int32'), CLASSES);
-      return tf.variableGrads(() => {
-        const logits = this.net.forward(x, this.training);
-        predTensor = tf.keep(logits.argMax(1));
-        return tf.losses.softmaxCrossEntropy(y, logits) as tf.Scalar;
-      }, this.vars.map((v) => v.variable));
-    });
-    const loss = value.dataSync()[0];
-    const named = new Map(Object.entries(grads).map(([k, g]) => [this.byTfName.get(k)!, g]));
-    this.optimizer.apply(this.varByName, named, LR);
-    (predTensor as unknown as tf.Tensor).dataSync();
-    tf.dispose([value, predTensor!, ...Object.values(grads)]);
-    return loss;
+    return this.trainable.step(batch.x, batch.y, batch.y.length, SHAPE, 0, this.training, 'xent', this.optimizer, LR).loss;
   }
 
   dispose(): void {

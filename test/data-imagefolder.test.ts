@@ -7,7 +7,7 @@ import { loadDataset } from '../src/data';
 import { readAll } from '../src/data/store';
 import { UsageError } from '../src/util/errors';
 import { cli, readJson, tmpDir } from './helpers';
-import { LEAVES, TAXONOMY, writeFolderDataset, writeImage } from './data-fixtures';
+import { LEAVES, TAXONOMY, writeFolderDataset } from './data-fixtures';
 
 function cfgFor(root: string, ...sets: string[]) {
   return resolveConfig([parseSets(['data.format=imagefolder', `data.root=${root}`, 'data.image_size=8', 'data.cache_dir=null', ...sets])]);

@@ -5,7 +5,6 @@ import * as path from 'node:path';
 import sharp from 'sharp';
 import { parseSets, resolveConfig } from '../src/config/load';
 import { loadCatalog, loadDataset } from '../src/data';
-import { folderSource } from '../src/data/catalog';
 import { decodeImage } from '../src/data/decode';
 import { inputNormalization } from '../src/data/normalize';
 import { InlineBatches, PrefetchedBatches } from '../src/data/prefetch';

@@ -3,7 +3,8 @@ import assert from 'node:assert/strict';
 import * as path from 'node:path';
 import { cli, finalMetrics, metricRows, modelWeights, QUICKSTART, readJson, runUntil, same, tmpDir } from './helpers';
 import { blockNames } from '../src/models/archs';
-import { fixedStopMet, initialTrainable, isDynamicsStep, metricStopMet, openingOrder, opensAfter, UnfreezeConfig } from '../src/train/unfreeze';
+import { fixedStopMet, initialTrainable, metricStopMet, openingOrder, opensAfter, UnfreezeConfig } from '../src/train/finetune';
+import { isDynamicsStep } from '../src/measure/evaluate';
 
 const base = ['--config', QUICKSTART, '--quiet'];
 /** cnn-small (3 blocks) on 16x16 synthetic images: small enough to train in seconds. */

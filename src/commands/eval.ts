@@ -9,10 +9,10 @@ import { coarserLevels } from '../hierarchy/tree';
 import { oodMetrics } from '../measure/ood';
 import { buildNetwork } from '../models/archs';
 import { FILES, timestamp } from '../runs/rundir';
-import { alignmentMetrics, evaluate } from '../train/loop';
-import { loadSourceWeights, readSourceRun } from '../train/stage';
+import { alignmentMetrics, evaluate } from '../measure/evaluate';
+import { loadRunWeights, readSourceRun, readSplitRecord } from '../runs/run';
 import { UsageError } from '../util/errors';
-import { ensureDir, readJson, writeFileAtomic, writeJsonAtomic } from '../util/fsx';
+import { ensureDir, writeFileAtomic, writeJsonAtomic } from '../util/fsx';
 import { action, collect, commonOptions, withCommonOptions } from './common';
 
 /**
@@ -37,21 +37,21 @@ export function evalCommand(): Command {
       const engine = await initEngine(c.backend, c.threads);
       const data = await loadDataset(cfg);
       const level = data.hierarchy.resolveLevel(cfg.train.level);
-      const split = splitFromRecord(data, readJson(path.join(runDir, FILES.split)), runDir);
+      const split = splitFromRecord(data, readSplitRecord(runDir), runDir);
       applyNormalization(data, inputNormalization(cfg, data, split));
       const net = buildNetwork(cfg, data.shape, level.classes.length);
       try {
-        loadSourceWeights(net, run, { ...cfg, finetune: { ...cfg.finetune, head: 'keep' } }, level);
+        loadRunWeights(net, runDir);
         const metrics = {
           ...evaluate({ net, data, split, level, coarser: coarserLevels(data.hierarchy, level) }),
-          ...alignmentMetrics(net, data, cfg.data.seed!),
+          ...alignmentMetrics(net, data, cfg.data.seed),
           ...(await oodMetrics(cfg, net, data, split, level)),
         };
-        const out = path.join(runDir, 'eval', timestamp());
+        const out = path.join(runDir, FILES.eval, timestamp());
         ensureDir(out);
-        writeFileAtomic(path.join(out, 'config.yaml'), configToYaml(cfg, `config of this evaluation of ${run.meta.run_id}`));
-        writeFileAtomic(path.join(out, 'command.txt'), ['granular', ...process.argv.slice(2)].join(' ') + '\n');
-        writeJsonAtomic(path.join(out, 'summary.json'), { status: 'completed', run_id: run.meta.run_id, level: level.name, backend: engine.backend, evaluated_at: new Date().toISOString(), ...metrics });
+        writeFileAtomic(path.join(out, FILES.config), configToYaml(cfg, `config of this evaluation of ${run.meta.run_id}`));
+        writeFileAtomic(path.join(out, FILES.command), ['granular', ...process.argv.slice(2)].join(' ') + '\n');
+        writeJsonAtomic(path.join(out, FILES.summary), { status: 'completed', run_id: run.meta.run_id, level: level.name, backend: engine.backend, evaluated_at: new Date().toISOString(), ...metrics });
         const f = (k: string) => (typeof metrics[k as keyof typeof metrics] === 'number' ? ` ${k}=${(metrics[k as keyof typeof metrics] as number).toFixed(4)}` : '');
         process.stdout.write(`evaluated ${out}${f('test_acc')}${f('test_acc_hard')}${f('ood_acc')}\n`);
         return 0;

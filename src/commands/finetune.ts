@@ -1,6 +1,6 @@
 import { Command } from 'commander';
 import { ARCHS, blockNames } from '../models/archs';
-import { stageCommand } from './outcome';
+import { stageCommand } from './stage';
 
 const BLOCKS_HELP = ARCHS.map((a) => `  ${a.padEnd(15)} ${blockNames(a).join(', ')}`).join('\n');
 

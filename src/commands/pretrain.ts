@@ -1,5 +1,5 @@
 import { Command } from 'commander';
-import { stageCommand } from './outcome';
+import { stageCommand } from './stage';
 
 export function pretrainCommand(): Command {
   const cmd = new Command('pretrain')

@@ -1,7 +1,7 @@
-import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { Command } from 'commander';
 import { makeReport } from '../report/report';
+import { readRunFolder } from '../runs/run';
 import { exitQuietlyOnEpipe } from '../report/stdout';
 import { action, collect } from './common';
 
@@ -40,6 +40,6 @@ from metrics.jsonl. Only completed runs enter the table.
 
 /** Beside the runs, never inside a run folder (a run's own folder stays as the run left it). */
 function defaultOut(first: string): string {
-  const isRun = fs.existsSync(path.join(first, 'config.yaml'));
+  const isRun = readRunFolder(first).configText !== null;
   return isRun ? `${first.replace(/\/+$/, '')}-report` : path.join(first, 'report');
 }

@@ -2,7 +2,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { Command } from 'commander';
 import { shellScript, slurmScript } from '../report/sweep-emit';
-import { shellQuote } from '../report/sweep-plan';
+import { shellQuote } from '../util/shell';
 import { checkOwnership, execute, loadSweep, steps, writeSweepRecord } from '../report/sweep-run';
 import { UsageError } from '../util/errors';
 import { writeFileAtomic } from '../util/fsx';

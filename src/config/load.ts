@@ -129,11 +129,9 @@ export function resolveConfig(layers: readonly Obj[], what = 'the config'): Conf
   for (const l of layers) merged = deepMerge(merged, l);
   const parsed = configSchema.safeParse(merged);
   if (!parsed.success) throw new UsageError(formatZodError(parsed.error, what));
-  const cfg = parsed.data;
+  const p = parsed.data;
   // `seed` is the default of both finer seeds.
-  if (cfg.data.seed === null) cfg.data.seed = cfg.seed;
-  if (cfg.train.seed === null) cfg.train.seed = cfg.seed;
-  return cfg;
+  return { ...p, data: { ...p.data, seed: p.data.seed ?? p.seed }, train: { ...p.train, seed: p.train.seed ?? p.seed } };
 }
 
 function formatZodError(err: z.ZodError, what: string): string {

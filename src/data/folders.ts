@@ -71,7 +71,7 @@ export function scanClassFolders(root: string, cfg: Config, skip: (name: string)
     throw new UsageError(`'${root}' has no train/ folder. Use ROOT/train/<class>/ and ROOT/test/<class>/, or set data.test_fraction (e.g. 0.2) to split ROOT/<class>/ into train and test.`);
   }
   const all = new Map(subfolders(root).filter((n) => !skip(n)).map((n) => [n, listImages(root, n)]));
-  const rng = new Rng(cfg.data.seed!, 403);
+  const rng = new Rng(cfg.data.seed, 403);
   const train = new Map<string, FileInfo[]>();
   const test = new Map<string, FileInfo[]>();
   for (const [name, files] of all) {

@@ -1,4 +1,3 @@
-import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { Config } from '../config/schema';
 import { taxonomyTree, TaxonRow } from '../hierarchy/taxonomy';

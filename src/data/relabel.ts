@@ -18,7 +18,7 @@ export function relabel(h: Hierarchy, cfg: Config, labels: readonly Int32Array[]
     const t = randomSplit(h, Number(spec.split(':')[1]));
     const dealt = labels.map((ys, part) => {
       const order = Array.from(ys, (_, i) => i);
-      new Rng(cfg.data.seed!, 405 + part).shuffle(order);
+      new Rng(cfg.data.seed, 405 + part).shuffle(order);
       const seen = new Map<number, number>();
       const out = new Int32Array(ys.length);
       for (const i of order) {
@@ -30,6 +30,6 @@ export function relabel(h: Hierarchy, cfg: Config, labels: readonly Int32Array[]
     });
     return { hierarchy: t.hierarchy, labels: dealt };
   }
-  if (spec === 'shuffle_parents') return { hierarchy: shuffleParents(h, cfg.data.seed!).hierarchy, labels: [...labels] };
+  if (spec === 'shuffle_parents') return { hierarchy: shuffleParents(h, cfg.data.seed).hierarchy, labels: [...labels] };
   return { hierarchy: h, labels: [...labels] };
 }

@@ -38,7 +38,7 @@ export function stratifiedOrder(labels: Int32Array, rng: Rng): number[] {
  * move when data.train_size changes); training subsets come from the rest.
  */
 export function makeSplit(ds: Dataset, cfg: Config): Split {
-  const seed = cfg.data.seed!;
+  const seed = cfg.data.seed;
   const order = stratifiedOrder(ds.train.y, new Rng(seed, 401));
   const nVal = Math.round(cfg.data.val_fraction * order.length);
   const val = order.slice(0, nVal);
@@ -138,7 +138,8 @@ export function noisyLabels(ids: string[], labels: Int32Array, numClasses: numbe
   return { labels: out, flipped };
 }
 
-export function levelLabels(e: Examples, idx: number[], level: Level): Int32Array {
+/** Class indices at `level` of the examples `idx` of `e`, in that order (-1 where the level drops the class). */
+export function levelLabels(e: Examples, idx: readonly number[], level: Level): Int32Array {
   return Int32Array.from(idx, (i) => level.classOf[e.y[i]]);
 }
 

@@ -89,7 +89,7 @@ export function planSynthetic(cfg: Config): SyntheticPlan {
   const used = patchesPerLevel.reduce((a, b) => a + b, 0);
   if (used > P) throw new UsageError(`data.synthetic.patches_per_level uses ${used} patches but an image has only ${P} (${grid}x${grid}).`);
   const hierarchy = syntheticHierarchy(s.branching);
-  const rng = new Rng(cfg.data.seed!, 101);
+  const rng = new Rng(cfg.data.seed, 101);
   const nodesByDepth: string[][] = Array.from({ length: levels }, () => []);
   for (const n of hierarchy.nodes.values()) if (n.depth >= 1) nodesByDepth[n.depth - 1].push(n.id);
   nodesByDepth.forEach((l) => l.sort());
@@ -181,7 +181,7 @@ export function renderSamples(
 export function loadSynthetic(cfg: Config): Dataset {
   const plan = planSynthetic(cfg);
   const s = cfg.data.synthetic;
-  const seed = cfg.data.seed!;
+  const seed = cfg.data.seed;
   const train = renderSamples(plan, cfg, s.train_samples, s.hard_fraction_train, new Rng(seed, 201), 'train-');
   const test = renderSamples(plan, cfg, s.test_samples, s.hard_fraction_test, new Rng(seed, 301), 'test-');
   const side = plan.grid * plan.patch;
@@ -207,7 +207,7 @@ export type SyntheticShift = (typeof SYNTHETIC_SHIFTS)[number];
 export function renderShifted(cfg: Config, shift: SyntheticShift, severity: number, n: number): Examples {
   const plan = planSynthetic(cfg);
   const s = cfg.data.synthetic;
-  const rng = new Rng(cfg.data.seed!, 700 + SYNTHETIC_SHIFTS.indexOf(shift) * 10 + severity);
+  const rng = new Rng(cfg.data.seed, 700 + SYNTHETIC_SHIFTS.indexOf(shift) * 10 + severity);
   const hard = shift === 'all_hard' ? Math.min(1, s.hard_fraction_test + 0.1 * severity) : s.hard_fraction_test;
   return renderSamples(plan, cfg, n, hard, rng, `ood-${shift}${severity}-`, {
     commonScale: shift === 'weak_common' ? Math.max(0, 1 - 0.2 * severity) : 1,

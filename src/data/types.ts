@@ -38,10 +38,6 @@ export interface SourceOverlap {
   source_train_checked: number;
 }
 
-export function exampleCount(e: Examples): number {
-  return e.y.length;
-}
-
 /** The content hash of example i as 16 hex digits (decode.ts contentHash). */
 export function hashHex(hashes: Uint8Array, i: number): string {
   return Buffer.from(hashes.buffer, hashes.byteOffset + i * 8, 8).toString('hex');

@@ -159,10 +159,6 @@ function tensorflowDevice(): string {
   return b.isUsingGpuDevice ? 'GPU (CUDA via libtensorflow)' : `CPU via libtensorflow (${os.cpus().length} cores)`;
 }
 
-export function engineInfo(): EngineInfo | null {
-  return active;
-}
-
 export function parseBackend(v: string | undefined): BackendChoice {
   const s = v ?? process.env.GRANULAR_BACKEND ?? 'auto';
   if (!['auto', 'tensorflow', 'wasm', 'cpu'].includes(s)) {

@@ -347,12 +347,3 @@ export function registerNativeKernels(threads: number): { native: string | null;
   return { native: `${a.version()}, ${n} thread${n === 1 ? '' : 's'}`, why: null };
 }
 
-/** Puts the kernels the native ones replaced back (tests and kernel timing compare both). */
-export function unregisterNativeKernels(): void {
-  for (const config of configs) {
-    const before = previous.get(config.kernelName);
-    if (!before || tf.getKernel(config.kernelName, WASM) !== config) continue;
-    tf.unregisterKernel(config.kernelName, WASM);
-    tf.registerKernel(before);
-  }
-}

@@ -1,7 +1,7 @@
 import * as tf from '@tensorflow/tfjs';
 import { PixelStore } from '../data/store';
 import { Network, NamedVariable } from '../models/network';
-import { lossOf } from '../train/loss';
+import { lossOf } from '../models/loss';
 import { Rng } from '../util/rng';
 
 /**

@@ -7,11 +7,11 @@ import { UsageError } from '../util/errors';
 import { corrupt, Corruption } from '../data/corruptions';
 import { renderShifted, SyntheticShift } from '../data/synthetic';
 import { Dataset, Examples } from '../data/types';
-import { Split } from '../data/split';
+import { levelLabels, Split } from '../data/split';
 import { Level } from '../hierarchy/tree';
 import { Network } from '../models/network';
-import { predictProbs } from './predict';
-import { accuracy, argmaxRows } from './accuracy';
+import { classify } from './predict';
+import { accuracy } from './accuracy';
 
 /**
  * OOD accuracy at the run's level (DESIGN.md metric keys):
@@ -22,10 +22,7 @@ import { accuracy, argmaxRows } from './accuracy';
 export async function oodMetrics(cfg: Config, net: Network, data: Dataset, split: Split, level: Level): Promise<Record<string, number>> {
   const out: Record<string, number> = {};
   const severities = cfg.eval.ood_severities.filter((s) => s > 0);
-  const score = (e: Examples, idx: number[]) => {
-    const probs = predictProbs(net, e, idx, data.shape);
-    return accuracy(argmaxRows(probs, net.numClasses), Int32Array.from(idx, (i) => level.classOf[e.y[i]]));
-  };
+  const score = (e: Examples, idx: number[]) => accuracy(classify(net, e, idx, data.shape).pred, levelLabels(e, idx, level));
   const norm = data.test.x.norm;
   // Corruptions act on the test images in [0, 1], before normalisation (DESIGN.md "OOD").
   const testX = cfg.eval.ood.length ? gatherFloats(data.test.x, split.test) : new Float32Array(0);
@@ -35,7 +32,7 @@ export async function oodMetrics(cfg: Config, net: Network, data: Dataset, split
   const shifts: Array<[string, (s: number) => Promise<number>]> = [
     ...cfg.eval.ood.map((c): [string, (s: number) => Promise<number>] => [
       c,
-      async (s) => score({ x: new FloatStore(await corrupt(testX, data.shape, c as Corruption, s, cfg.data.seed!), data.shape, norm), y: testY, ids: [] }, all),
+      async (s) => score({ x: new FloatStore(await corrupt(testX, data.shape, c as Corruption, s, cfg.data.seed), data.shape, norm), y: testY, ids: [] }, all),
     ]),
     ...cfg.eval.ood_synthetic.map((c): [string, (s: number) => Promise<number>] => [
       c,
@@ -47,7 +44,7 @@ export async function oodMetrics(cfg: Config, net: Network, data: Dataset, split
     ]),
   ];
   if (cfg.eval.ood_root) {
-    const ext = await externalOod(cfg.eval.ood_root, data, cfg);
+    const ext = await externalOod(cfg.eval.ood_root, data, cfg.data.stored_size);
     shifts.push(['external', async () => score(ext, ext.ids.map((_, k) => k))]);
   }
   for (const [name, at] of shifts) {
@@ -74,7 +71,7 @@ export async function oodMetrics(cfg: Config, net: Network, data: Dataset, split
  * one folder per dataset class, named like the class (its last path segment).
  * Images are decoded like the dataset's; every one is a test example.
  */
-async function externalOod(root: string, data: Dataset, cfg: Config): Promise<Examples> {
+async function externalOod(root: string, data: Dataset, storedSize: number | null): Promise<Examples> {
   const h = data.hierarchy;
   const byName = new Map<string, number[]>();
   h.classes.forEach((c, i) => byName.set(h.node(c).name, [...(byName.get(h.node(c).name) ?? []), i]));
@@ -94,7 +91,7 @@ async function externalOod(root: string, data: Dataset, cfg: Config): Promise<Ex
   const files = folders.flatMap((f) => listImages(root, f).map((x) => ({ ...x, cls: byName.get(f)![0] })));
   const [side, , C] = data.shape;
   // Decoded as the test images are (EXIF orientation, stored size), then seen through the same centre crop.
-  const stored = cfg.data.stored_size ?? side;
+  const stored = storedSize ?? side;
   const dec = await decodeAll(files.map((f) => ({ read: () => fs.promises.readFile(f.abs) })), stored, C as 1 | 3);
   const bad = new Set(dec.bad.map((b) => b.index));
   const keep = files.map((_, i) => i).filter((i) => !bad.has(i));

@@ -1,6 +1,8 @@
 import * as tf from '@tensorflow/tfjs';
+import { FloatStore } from '../data/store';
 import { Examples, sharedFloat32 } from '../data/types';
 import { Network } from '../models/network';
+import { argmaxRows } from './accuracy';
 
 /** Batch of an evaluation pass when the caller names none (eval.batch_size decides in runs). */
 export const EVAL_BATCH = 256;
@@ -26,6 +28,31 @@ export function predictProbs(net: Network, e: Examples, idx: readonly number[], 
   return out;
 }
 
+/**
+ * The predict -> argmax step every accuracy starts from: softmax probabilities
+ * [idx.length x K] (row-major) and the predicted class of each example.
+ */
+export function classify(net: Network, e: Examples, idx: readonly number[], shape: readonly number[], fromBlock = 0): { probs: Float32Array; pred: Int32Array } {
+  const probs = predictProbs(net, e, idx, shape, fromBlock);
+  return { probs, pred: argmaxRows(probs, net.numClasses) };
+}
+
+/**
+ * Examples already passed through the frozen prefix (the first `from` blocks,
+ * inference mode): the frozen-prefix cache. `idx` indexes `e` in split order.
+ */
+export interface CachedPart {
+  e: Examples;
+  idx: number[];
+  shape: number[];
+  from: number;
+}
+
+/** Cache the frozen prefix's outputs for the examples `idx` of `e` (labels and ids follow). */
+export function cachePart(net: Network, e: Examples, idx: number[], shape: readonly number[], from: number): CachedPart {
+  const f = prefixFeatures(net, e, idx, shape, from);
+  return { e: { x: new FloatStore(f.x, f.shape), y: Int32Array.from(idx, (i) => e.y[i]), ids: idx.map((i) => e.ids[i]) }, idx: idx.map((_, k) => k), shape: f.shape, from };
+}
 
 /** Run the first `upTo` blocks (inference mode) over examples `idx`: the frozen-prefix cache. */
 export function prefixFeatures(net: Network, e: Examples, idx: readonly number[], shape: readonly number[], upTo: number, batch = EVAL_BATCH): { x: Float32Array; shape: number[] } {

@@ -138,7 +138,7 @@ export function newHead(numClasses: number, seed: number): tf.layers.Layer {
 
 /** Build the configured architecture with a fresh head for `numClasses`. */
 export function buildNetwork(cfg: Config, shape: [number, number, number], numClasses: number): Network {
-  const seeds = new Seeds(cfg.train.seed!);
+  const seeds = new Seeds(cfg.train.seed);
   let blocks: Block[];
   switch (cfg.model.arch) {
     case 'two-layer-conv':

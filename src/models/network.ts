@@ -1,5 +1,4 @@
 import * as tf from '@tensorflow/tfjs';
-import { UsageError } from '../util/errors';
 
 /**
  * A network is an ordered list of named blocks (the units that freezing and
@@ -33,7 +32,7 @@ export class Network {
     readonly arch: string,
     readonly inputShape: [number, number, number],
     readonly blocks: Block[],
-    public head: tf.layers.Layer,
+    readonly head: tf.layers.Layer,
     readonly numClasses: number,
   ) {
     this.buildSymbolic();
@@ -46,14 +45,6 @@ export class Network {
     for (const b of this.blocks) h = b.applySymbolic(h);
     const out = this.head.apply(h) as tf.SymbolicTensor;
     this.model = tf.model({ inputs: input, outputs: out, name: this.arch.replace(/[^A-Za-z0-9_]/g, '_') });
-  }
-
-  /** Replace the head (a new one for a new label level); the blocks are kept. */
-  replaceHead(head: tf.layers.Layer): void {
-    this.head.dispose();
-    this.head = head;
-    (this as { numClasses: number }).numClasses = (head.getConfig() as { units: number }).units;
-    this.buildSymbolic();
   }
 
   layersModel(): tf.LayersModel {
@@ -102,16 +93,4 @@ export class Network {
   dispose(): void {
     this.model?.dispose();
   }
-}
-
-/** Resolve `finetune.freeze` to a block count, with a message naming the valid range. */
-export function frozenBlockCount(net: Network, freeze: number | 'all'): number {
-  if (freeze === 'all') return net.blocks.length;
-  if (freeze > net.blocks.length) {
-    throw new UsageError(
-      `--freeze ${freeze} is more than the ${net.blocks.length} block(s) of ${net.arch} (${net.blocks.map((b) => b.name).join(', ')}). ` +
-        `Use 0..${net.blocks.length}, or 'all' for a linear probe.`,
-    );
-  }
-  return freeze;
 }

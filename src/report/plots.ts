@@ -1,6 +1,6 @@
 import { keyValue, metricValue, RunRecord } from './runs';
 import { Chart, Point, Series, wantsLogY } from './svg';
-import { Group, groupRuns, label, stat, valueOrder } from './table';
+import { Group, groupRuns, stat, valueOrder } from './table';
 
 /** A file-name-safe version of a metric or key (`test_acc@superclass` → `test_acc_at_superclass`). */
 export function fileSafe(s: string): string {
@@ -102,4 +102,3 @@ export function dynamicsMeasures(runs: readonly RunRecord[]): string[] {
   return [...s];
 }
 
-export { label };

@@ -1,4 +1,3 @@
-import * as fs from 'node:fs';
 import * as path from 'node:path';
 import sharp from 'sharp';
 import { UsageError } from '../util/errors';
@@ -136,4 +135,3 @@ export async function makeReport(o: ReportOptions): Promise<ReportResult> {
   return { table, groupBy, metrics, runs, excluded, files };
 }
 
-export { label };

@@ -1,6 +1,7 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import * as YAML from 'yaml';
+import { readRunFolder } from '../runs/run';
 import * as rd from '../runs/rundir';
 import { nearest, UsageError } from '../util/errors';
 
@@ -57,32 +58,25 @@ export function findRunDirs(roots: readonly string[]): string[] {
 
 export function readRun(dir: string): RunRecord {
   const cfgFile = path.join(dir, rd.FILES.config);
+  const run = readRunFolder(dir);
   let config: Record<string, unknown>;
   try {
-    const parsed = YAML.parse(fs.readFileSync(cfgFile, 'utf8'));
+    if (run.configText === null) throw new Error('cannot be read');
+    const parsed = YAML.parse(run.configText);
     config = isObj(parsed) ? flattenObj(parsed) : {};
   } catch (e) {
     throw new UsageError(`'${cfgFile}' is not valid YAML (${(e as Error).message.split('\n')[0]}).`);
   }
-  const json = (f: string): Record<string, unknown> | null => {
-    const p = path.join(dir, f);
-    if (!fs.existsSync(p)) return null;
-    try {
-      return JSON.parse(fs.readFileSync(p, 'utf8'));
-    } catch {
-      return null; // being written right now, or torn: treated as absent
-    }
-  };
-  const meta = json(rd.FILES.run) ?? {};
+  const meta: Record<string, unknown> = { ...run.meta };
   const stage = sweepStage(dir);
   if (stage !== undefined) meta.sweep_stage = stage;
-  return { dir, config, summary: json(rd.FILES.summary), meta, rows: rd.readMetrics(dir), source: sourceConfig(dir, meta.from) };
+  return { dir, config, summary: run.summary, meta, rows: rd.readMetrics(dir), source: sourceConfig(dir, meta.from) };
 }
 
 function sourceConfig(dir: string, from: unknown): Record<string, unknown> | null {
   if (typeof from !== 'string') return null;
   try {
-    const parsed = YAML.parse(fs.readFileSync(path.join(path.resolve(dir, from), rd.FILES.config), 'utf8'));
+    const parsed = YAML.parse(readRunFolder(path.resolve(dir, from)).configText ?? '');
     return isObj(parsed) ? flattenObj(parsed) : null;
   } catch {
     return null;
@@ -92,7 +86,7 @@ function sourceConfig(dir: string, from: unknown): Record<string, unknown> | nul
 /** The sweep stage (its key under `stages:`) a run folder was made by, from the sweep.json beside it. */
 function sweepStage(dir: string): string | undefined {
   try {
-    const sweep = JSON.parse(fs.readFileSync(path.join(path.dirname(dir), 'sweep.json'), 'utf8'));
+    const sweep = JSON.parse(fs.readFileSync(path.join(path.dirname(dir), rd.FILES.sweep), 'utf8'));
     const stage = sweep?.runs?.[path.basename(dir)]?.stage;
     return typeof stage === 'string' ? stage : undefined;
   } catch {

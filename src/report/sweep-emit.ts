@@ -1,4 +1,6 @@
-import { PlannedRun, runArgs, shellQuote, SweepPlan } from './sweep-plan';
+import { PlannedRun, runArgs, SweepPlan } from './sweep-plan';
+import { shellQuote } from '../util/shell';
+import { FILES } from '../runs/rundir';
 
 /**
  * Scripts that run a sweep without `granular sweep` driving it: a plain shell
@@ -21,9 +23,9 @@ const RUN_ONE = `# run_one STAGE DIR ARGS...: skip a completed run, resume a cra
 run_one() {
   local stage=$1 dir=$2
   shift 2
-  if [ -f "$dir/summary.json" ] && grep -Eq '"status": *"completed"' "$dir/summary.json"; then
+  if [ -f "$dir/${FILES.summary}" ] && grep -Eq '"status": *"completed"' "$dir/${FILES.summary}"; then
     echo "skip $dir (completed)"
-  elif [ -f "$dir/config.yaml" ]; then
+  elif [ -f "$dir/${FILES.config}" ]; then
     $GRANULAR "$stage" --resume "$dir" --quiet
   else
     $GRANULAR "$@" --quiet

@@ -326,44 +326,6 @@ function joinPosix(a: string, b: string): string {
   return a === '' || a === '.' ? b : `${a.replace(/\/+$/, '')}/${b}`;
 }
 
-/** Quote an argument for a POSIX shell (only where needed, so commands stay readable). */
-export function shellQuote(s: string): string {
-  return /^[A-Za-z0-9_./:=@,+%-]+$/.test(s) ? s : `'${s.replace(/'/g, `'\\''`)}'`;
-}
-
-/** Split a command line written by shellQuote (command.txt) back into arguments. */
-export function shellSplit(line: string): string[] {
-  const out: string[] = [];
-  let cur = '';
-  let has = false;
-  for (let i = 0; i < line.length; i++) {
-    const c = line[i];
-    if (c === "'") {
-      const end = line.indexOf("'", i + 1);
-      cur += line.slice(i + 1, end < 0 ? line.length : end);
-      i = end < 0 ? line.length : end;
-      has = true;
-    } else if (c === '"') {
-      let j = i + 1;
-      for (; j < line.length && line[j] !== '"'; j++) cur += line[j] === '\\' && j + 1 < line.length ? line[++j] : line[j];
-      i = j;
-      has = true;
-    } else if (c === '\\' && i + 1 < line.length) {
-      cur += line[++i];
-      has = true;
-    } else if (/\s/.test(c)) {
-      if (has) out.push(cur);
-      cur = '';
-      has = false;
-    } else {
-      cur += c;
-      has = true;
-    }
-  }
-  if (has) out.push(cur);
-  return out;
-}
-
 /**
  * What identifies a run's request, independent of where the command was typed:
  * the command, its --set items and the name of the folder it starts from.

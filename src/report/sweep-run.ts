@@ -3,10 +3,12 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import * as YAML from 'yaml';
 import { parseSets, readConfigFile, resolveConfig } from '../config/load';
+import { readRunFolder } from '../runs/run';
 import * as rd from '../runs/rundir';
 import { UsageError } from '../util/errors';
 import { ensureDir, readJson, writeJsonAtomic } from '../util/fsx';
-import { fingerprint, planSweep, PlannedRun, resumeArgs, runArgs, shellSplit, SweepPlan } from './sweep-plan';
+import { fingerprint, planSweep, PlannedRun, resumeArgs, runArgs, SweepPlan } from './sweep-plan';
+import { shellSplit } from '../util/shell';
 
 /** The CLI shim every child run goes through (dist/src/report → bin/granular.js). */
 const BIN = path.resolve(__dirname, '..', '..', '..', 'bin', 'granular.js');
@@ -69,13 +71,14 @@ function checkConfigs(s: LoadedSweep, cwd: string): void {
 }
 
 export function runState(dir: string): RunState {
-  if (!fs.existsSync(path.join(dir, rd.FILES.config))) return 'new';
+  const run = readRunFolder(dir);
+  if (run.configText === null) return 'new';
   const lock = path.join(dir, rd.FILES.lock);
   if (fs.existsSync(lock)) {
     const pid = Number(fs.readFileSync(lock, 'utf8').trim());
     if (pid && rd.isAlive(pid)) return 'running';
   }
-  const s = rd.readSummary(dir);
+  const s = run.summary;
   if (!s) return 'crashed';
   if (s.status === 'completed' || s.status === 'failed' || s.status === 'interrupted') return s.status;
   return 'crashed';
@@ -94,7 +97,7 @@ interface SweepRecord {
  */
 export function checkOwnership(s: LoadedSweep, cwd = process.cwd()): void {
   const dir = path.resolve(cwd, s.runsDir);
-  const recFile = path.join(dir, 'sweep.json');
+  const recFile = path.join(dir, rd.FILES.sweep);
   if (fs.existsSync(recFile)) {
     const rec = readJson<SweepRecord>(recFile);
     if (rec.name !== s.plan.name) {
@@ -130,7 +133,7 @@ export function writeSweepRecord(s: LoadedSweep, cwd = process.cwd()): void {
     sweep_file: posix(path.relative(dir, path.resolve(cwd, s.file))),
     runs: Object.fromEntries(s.plan.runs.map((r) => [r.name, { stage: r.stage, command: ['granular', ...runArgs(r, { base: s.base, runsDir: s.runsDir })] }])),
   };
-  writeJsonAtomic(path.join(dir, 'sweep.json'), rec);
+  writeJsonAtomic(path.join(dir, rd.FILES.sweep), rec);
 }
 
 /** What to do with each run now: the arguments to run, or why it is left alone. */
@@ -222,7 +225,7 @@ export async function execute(s: LoadedSweep, todo: Step[], o: ExecOptions): Pro
         children.delete(child);
         fs.closeSync(fd);
         const dir = path.resolve(cwd, s.runsDir, st.run.name);
-        const summary = rd.readSummary(dir);
+        const summary = readRunFolder(dir).summary;
         const secs = ((Date.now() - t0) / 1000).toFixed(1);
         const acc = typeof summary?.test_acc === 'number' ? ` test_acc=${(summary.test_acc as number).toFixed(4)}` : '';
         if (code === 0 && summary?.status === 'completed') {
@@ -287,4 +290,3 @@ function lastLines(file: string, n: number): string {
   }
 }
 
-export { BIN };

@@ -1,6 +1,7 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { keyValue, metricValue, RunRecord } from './runs';
+import * as rd from '../runs/rundir';
 
 /** Mean, sample standard deviation (n − 1; NaN for one value) and count. */
 export interface Stat {
@@ -33,7 +34,7 @@ export interface Group {
  * finest (most classes) to the coarsest, `scratch` last; otherwise by name.
  */
 export function valueOrder(runs: readonly RunRecord[]): (a: string, b: string) => number {
-  const classes = new Map<string, number>(hierarchyLevels(runs.find((r) => fs.existsSync(path.join(r.dir, 'hierarchy.json')))?.dir));
+  const classes = new Map<string, number>(hierarchyLevels(runs.find((r) => fs.existsSync(path.join(r.dir, rd.FILES.hierarchy)))?.dir));
   for (const r of runs) {
     const n = r.summary?.num_classes;
     if (typeof n !== 'number') continue;
@@ -59,7 +60,7 @@ function hierarchyLevels(dir: string | undefined): Array<[string, number]> {
   if (!levelCache.has(dir)) {
     let levels: Array<[string, number]> = [];
     try {
-      const h = JSON.parse(fs.readFileSync(path.join(dir, 'hierarchy.json'), 'utf8')) as { levels?: Array<{ name: string; classes: unknown[] }> };
+      const h = JSON.parse(fs.readFileSync(path.join(dir, rd.FILES.hierarchy), 'utf8')) as { levels?: Array<{ name: string; classes: unknown[] }> };
       levels = (h.levels ?? []).map((l) => [l.name, l.classes.length]);
       // The spellings a level is asked for by: leaf (finest), top/coarse, depth:N (levels listed coarsest first).
       const counts = levels.map(([, n]) => n);

@@ -1,7 +1,7 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { UsageError } from '../util/errors';
-import { ensureDir, isNonEmptyDir, readJson, sanitizeName, writeFileAtomic, writeJsonAtomic } from '../util/fsx';
+import { ensureDir, isNonEmptyDir, sanitizeName, writeFileAtomic, writeJsonAtomic } from '../util/fsx';
 
 /**
  * The run folder: every file a run writes, and the rules for creating one.
@@ -19,6 +19,10 @@ export const FILES = {
   run: 'run.json',
   model: 'model',
   checkpoint: 'checkpoint',
+  /** Re-evaluations by `granular eval`: eval/<time>/ (config.yaml, command.txt, summary.json). */
+  eval: 'eval',
+  /** Beside the runs of a sweep (runs/<sweep>/sweep.json), not inside a run. */
+  sweep: 'sweep.json',
 } as const;
 
 export function timestamp(d = new Date()): string {
@@ -80,11 +84,6 @@ export function rewriteMetrics(dir: string, rows: ReadonlyArray<Record<string, u
 
 export function writeSummary(dir: string, summary: Record<string, unknown>): void {
   writeJsonAtomic(path.join(dir, FILES.summary), summary);
-}
-
-export function readSummary(dir: string): Record<string, unknown> | null {
-  const f = path.join(dir, FILES.summary);
-  return fs.existsSync(f) ? readJson(f) : null;
 }
 
 export function isAlive(pid: number): boolean {

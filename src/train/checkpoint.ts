@@ -11,14 +11,13 @@ import { Network } from '../models/network';
 /**
  * What --resume needs to continue a run exactly: every weight (batch-norm
  * statistics included), the optimizer's per-variable state, the step and epoch,
- * the shuffling RNG, and which blocks are frozen.
+ * the shuffling RNG, and which blocks train.
  */
 export interface CheckpointState {
   version: 1;
   epoch: number;
   step: number;
   rng: RngState;
-  frozenBlocks: number;
   trainableBlocks: boolean[];
   optimizer: { kind: string; slots: Array<{ name: string; step: number; hasV: boolean }> };
   tensors: TensorSpec[];

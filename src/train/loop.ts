@@ -1,23 +1,21 @@
 import * as tf from '@tensorflow/tfjs';
 import { SingleBar, Presets } from 'cli-progress';
 import { Config } from '../config/schema';
-import { Dataset, Examples } from '../data/types';
-import { Split } from '../data/split';
+import { Dataset } from '../data/types';
+import { levelLabels, Split } from '../data/split';
 import { Level } from '../hierarchy/tree';
-import { accuracy, argmaxRows, coarsenProbs, topkAccuracy } from '../measure/accuracy';
-import { alignment, randomDirections } from '../measure/alignment';
+import { alignmentMetrics, dynamicsMetrics, evaluate, isDynamicsStep, validate } from '../measure/evaluate';
 import { Network } from '../models/network';
 import { appendMetrics } from '../runs/rundir';
 import { RunFailure } from '../util/errors';
 import { Rng } from '../util/rng';
 import { batchSource } from '../data/prefetch';
-import { FloatStore } from '../data/store';
 import { saveCheckpoint, CheckpointState, InEpoch, ScheduleState } from './checkpoint';
-import { blockLrScale, initialTrainable, isDynamicsStep } from './unfreeze';
-import { TrainableSet, Unfreezer } from './trainable';
+import { batchNormModes, FinetunePlan, initialTrainable, Unfreezer } from './finetune';
+import { TrainableSet } from './trainable';
 import { oodMetrics } from '../measure/ood';
-import { predictProbs, prefixFeatures } from '../measure/predict';
-import { fisherTrace, makeProbe, Probe, sharpness, weightDistance } from '../measure/dynamics';
+import { cachePart } from '../measure/predict';
+import { makeProbe } from '../measure/dynamics';
 import { NamedOptimizer } from './optimizer';
 import { learningRate } from './schedule';
 
@@ -31,7 +29,8 @@ export interface TrainJob {
   coarser: Array<{ level: Level; map: Int32Array }>;
   /** Labels at `level` for split.train (label noise already applied). */
   trainLabels: Int32Array;
-  frozenBlocks: number;
+  /** What trains and how (finetune.ts): frozen blocks, unfreezing, per-block rates, batch-norm modes, prefix cache. */
+  plan: FinetunePlan;
   runDir: string;
   quiet: boolean;
   /** No per-epoch output at all (the quickstart prints its own table). */
@@ -40,9 +39,6 @@ export interface TrainJob {
   /** The last epoch row already in metrics.jsonl (resume), so a run resumed at its end still reports. */
   previousRow?: Record<string, number>;
   optimizer: NamedOptimizer;
-  stage: 'pretrain' | 'finetune';
-  /** Train on cached outputs of the frozen prefix (see prefixCacheable). */
-  prefixCache?: boolean;
   /** Weights to measure distances from (the pretrained values); kept in the checkpoint. */
   reference?: ReadonlyMap<string, tf.Tensor>;
   /** Called between steps; returning true stops the loop at a step boundary. */
@@ -56,121 +52,27 @@ export interface TrainResult {
 }
 
 /**
- * Examples already passed through the frozen prefix (the first `from` blocks,
- * inference mode): the frozen-prefix cache. `idx` indexes `e` in split order.
+ * Train `job.net` to cfg.train.epochs (or from a checkpoint on): every step
+ * through TrainableSet.step under the plan, epoch/dynamics/event rows appended
+ * to metrics.jsonl (metrics from measure/evaluate.ts), a checkpoint after each
+ * epoch. Returns the final metrics; throws RunFailure on a non-finite loss.
  */
-export interface CachedPart {
-  e: Examples;
-  idx: number[];
-  shape: number[];
-  from: number;
-}
-
-/** Cache the frozen prefix's outputs for the examples `idx` of `e`. */
-function cachePart(net: Network, e: Examples, idx: number[], shape: readonly number[], from: number): CachedPart {
-  const f = prefixFeatures(net, e, idx, shape, from);
-  return { e: { x: new FloatStore(f.x, f.shape), y: Int32Array.from(idx, (i) => e.y[i]), ids: idx.map((i) => e.ids[i]) }, idx: idx.map((_, k) => k), shape: f.shape, from };
-}
-
-/**
- * Test metrics (DESIGN.md "Metric keys"): accuracy at the stage's level, at
- * every coarser level by summing probabilities, top-5, easy/hard.
- */
-export function evaluate(job: Pick<TrainJob, 'net' | 'data' | 'split' | 'level' | 'coarser'>, cached?: CachedPart): Record<string, number> {
-  const { net, data, split, level, coarser } = job;
-  const e = data.test;
-  const idx = split.test;
-  const K = net.numClasses;
-  const probs = cached ? predictProbs(net, cached.e, cached.idx, cached.shape, cached.from) : predictProbs(net, e, idx, data.shape);
-  const labels = Int32Array.from(idx, (i) => level.classOf[e.y[i]]);
-  const pred = argmaxRows(probs, K);
-  const out: Record<string, number> = { test_acc: accuracy(pred, labels) };
-  if (K > 5) out.test_top5 = topkAccuracy(probs, K, labels, 5);
-  if (e.hard) {
-    out.test_acc_easy = accuracy(pred, labels, (i) => e.hard![idx[i]] === 0);
-    out.test_acc_hard = accuracy(pred, labels, (i) => e.hard![idx[i]] === 1);
-  }
-  for (const c of coarser) {
-    const kc = c.level.classes.length;
-    const cp = coarsenProbs(probs, K, c.map, kc);
-    const cl = Int32Array.from(idx, (i) => c.level.classOf[e.y[i]]);
-    const cpred = argmaxRows(cp, kc);
-    out[`test_acc@${c.level.name}`] = accuracy(cpred, cl);
-    if (kc > 5) out[`test_top5@${c.level.name}`] = topkAccuracy(cp, kc, cl, 5);
-    if (e.hard) out[`test_acc_hard@${c.level.name}`] = accuracy(cpred, cl, (i) => e.hard![idx[i]] === 1);
-  }
-  return out;
-}
-
-/** Accuracy on validation examples (model selection and stop rules look only here). */
-function validate(job: TrainJob, valLabels: Int32Array, cached?: CachedPart): number {
-  if (!job.split.val.length) return NaN;
-  const probs = cached ? predictProbs(job.net, cached.e, cached.idx, cached.shape, cached.from) : predictProbs(job.net, job.data.train, job.split.val, job.data.shape);
-  return accuracy(argmaxRows(probs, job.net.numClasses), valLabels);
-}
-
-/**
- * Alignment of the two-layer network's filters with the true synthetic
- * features at each depth, and the same statistic for random directions.
- */
-export function alignmentMetrics(net: Network, data: Dataset, seed: number): Record<string, number> {
-  if (net.arch !== 'two-layer-conv' || !data.features) return {};
-  const kernel = net.blocks[0].layers[0].getWeights()[0];
-  const [p1, p2, c, m] = kernel.shape;
-  const dim = p1 * p2 * c;
-  if (dim !== data.features.dim) return {};
-  const w = kernel.dataSync() as Float32Array; // [p, p, C, m] row-major = [dim x m]
-  const out: Record<string, number> = {};
-  const depths = data.features.byDepth;
-  depths.forEach((f, d) => {
-    const name = data.hierarchy.levelNames.get(d + 1) ?? `depth${d + 1}`;
-    out[`align@${name}`] = alignment(w, dim, m, f);
-  });
-  out.align_common = out[`align@${data.hierarchy.levelNames.get(1) ?? 'depth1'}`];
-  out.align_fine = out[`align@${data.hierarchy.levelNames.get(depths.length) ?? `depth${depths.length}`}`];
-  const nRandom = Math.max(...depths.map((f) => f.length / dim));
-  out.align_random = alignment(w, dim, m, randomDirections(nRandom, dim, seed));
-  return out;
-}
-
-/**
- * The measures of a dynamics row (DESIGN.md "Fisher trace", "Sharpness"), plus
- * weight distances: the Fisher on the first fisher_samples examples of the
- * fixed subset, sharpness on sharpness_examples of them.
- */
-function measureDynamics(job: TrainJob, fisherProbe: Probe, sharpProbe: Probe, reference: ReadonlyMap<string, tf.Tensor> | null): Record<string, number> {
-  const { cfg, net } = job;
-  const seed = cfg.train.seed!;
-  const mc = fisherTrace(net, fisherProbe, true, seed);
-  const emp = fisherTrace(net, fisherProbe, false, seed);
-  const sh = sharpness(net, sharpProbe, cfg.eval.sharpness_rho, cfg.eval.sharpness_draws, cfg.eval.sharpness_steps, seed);
-  const row: Record<string, number> = { fisher_trace: mc.total, fisher_trace_emp: emp.total, sharpness_avg: sh.avg, sharpness_worst: sh.worst };
-  for (const [b, v] of Object.entries(mc.perBlock)) row[`fisher_trace@${b}`] = v;
-  for (const [b, v] of Object.entries(emp.perBlock)) row[`fisher_trace_emp@${b}`] = v;
-  if (reference) for (const [b, v] of Object.entries(weightDistance(net, reference))) row[`weight_dist@${b}`] = v;
-  return row;
-}
-
 export async function train(job: TrainJob): Promise<TrainResult> {
-  const { cfg, net, data, split, runDir } = job;
+  const { cfg, net, data, split, runDir, plan } = job;
   const n = split.train.length;
   const bs = Math.min(cfg.train.batch_size, n);
   const stepsPerEpoch = Math.ceil(n / bs);
   // train.max_steps ends the run early (mid-epoch); the schedule runs its course within it.
   const totalSteps = Math.min(stepsPerEpoch * cfg.train.epochs, cfg.train.max_steps ?? Infinity);
   const warmup = Math.round(cfg.train.warmup_epochs * stepsPerEpoch);
-  const nBlocks = net.blocks.length;
-  const unfreeze = job.stage === 'finetune' ? cfg.finetune.unfreeze : null;
-  const lrScale = blockLrScale(nBlocks, job.stage === 'finetune' ? cfg.finetune.lr_per_block_decay : 1);
-  const bnTrains = job.stage !== 'finetune' || cfg.finetune.batchnorm === 'train';
 
   let epoch = 0;
   let step = 0;
   // Where a mid-epoch checkpoint left off inside its epoch (train.checkpoint_every_steps).
   let resumeInEpoch: InEpoch | null = null;
-  let rng = new Rng(cfg.train.seed!, 11);
+  let rng = new Rng(cfg.train.seed, 11);
   let carry: Record<string, number> = { trainImages: 0, trainSeconds: 0 };
-  let trainableFlags = initialTrainable(nBlocks, job.frozenBlocks, unfreeze, cfg.train.seed!);
+  let trainableFlags = initialTrainable(net.blocks.length, plan.frozenBlocks, plan.unfreeze, cfg.train.seed);
   let schedule: ScheduleState = { stopped: false, history: [] };
   if (job.resumeFrom) {
     epoch = job.resumeFrom.epoch;
@@ -183,13 +85,13 @@ export async function train(job: TrainJob): Promise<TrainResult> {
   }
 
   // What trains; gradual unfreezing opens more of it.
-  const trainable = new TrainableSet(net, trainableFlags, lrScale);
-  const valLabels = Int32Array.from(split.val, (i) => job.level.classOf[data.train.y[i]]);
+  const trainable = new TrainableSet(net, trainableFlags, plan.lrScale);
+  const valLabels = levelLabels(data.train, split.val, job.level);
 
   // Frozen-prefix cache: blocks that never train and run deterministically
   // (inference mode, no augmentation) map each example to the same output
   // every epoch, so compute it once and train the rest on it.
-  const from = job.prefixCache ? job.frozenBlocks : 0;
+  const from = plan.prefixCache ? plan.frozenBlocks : 0;
   const cache = from > 0
     ? { train: cachePart(net, data.train, split.train, data.shape, from), val: cachePart(net, data.train, split.val, data.shape, from), test: cachePart(net, data.test, split.test, data.shape, from) }
     : null;
@@ -201,17 +103,15 @@ export async function train(job: TrainJob): Promise<TrainResult> {
 
   const dynamicsOn = cfg.eval.dynamics_every !== 0;
   // One fixed, seeded subset of training examples for every measurement of the run.
-  const subset = (k: number) => makeProbe(data.train.x, data.shape, split.train, job.trainLabels, k, cfg.train.seed!, cfg.train.loss);
-  const fisherProbe = dynamicsOn || unfreeze?.order === 'fisher' ? subset(cfg.eval.fisher_samples) : null;
+  const subset = (k: number) => makeProbe(data.train.x, data.shape, split.train, job.trainLabels, k, cfg.train.seed, cfg.train.loss);
+  const fisherProbe = dynamicsOn || plan.unfreeze?.order === 'fisher' ? subset(cfg.eval.fisher_samples) : null;
   const sharpProbe = dynamicsOn ? subset(cfg.eval.sharpness_examples) : null;
   const reference = dynamicsOn ? job.reference ?? null : null;
-  const unfreezer = unfreeze
-    ? new Unfreezer(unfreeze, trainable, schedule, { net, runDir, frozenBlocks: job.frozenBlocks, seed: cfg.train.seed!, stepsPerEpoch, fisherProbe })
-    : null;
+  const unfreezer = Unfreezer.of(plan, trainable, schedule, { net, runDir, seed: cfg.train.seed, stepsPerEpoch, fisherProbe });
   let lastDynamics: Record<string, number> = {};
   const dynamicsRow = (rowEpoch: number) => {
     const t0 = performance.now();
-    const m = measureDynamics(job, fisherProbe!, sharpProbe!, reference);
+    const m = dynamicsMetrics(net, cfg.eval, cfg.train.seed, fisherProbe!, sharpProbe!, reference);
     lastDynamics = m;
     appendMetrics(runDir, { kind: 'dynamics', epoch: rowEpoch, step, ...m, ...rowBase(), seconds: (performance.now() - t0) / 1000 });
     carry.dynamicsSeconds = (carry.dynamicsSeconds ?? 0) + (performance.now() - t0) / 1000;
@@ -221,7 +121,7 @@ export async function train(job: TrainJob): Promise<TrainResult> {
   let last: Record<string, number> = job.previousRow ?? {};
   if (step === 0) {
     // The state before training: chance accuracy and alignment at initialisation.
-    const init = { ...evaluate(job, cache?.test), ...alignmentMetrics(net, data, cfg.data.seed!) };
+    const init = { ...evaluate(job, cache?.test), ...alignmentMetrics(net, data, cfg.data.seed) };
     appendMetrics(runDir, { kind: 'epoch', epoch: 0, step: 0, ...init, ...rowBase() });
     carry = { ...carry, ...Object.fromEntries(Object.entries(init).filter(([k]) => k.startsWith('align')).map(([k, v]) => [`${k}_init`, v])) };
     if (dynamicsOn) dynamicsRow(0);
@@ -229,7 +129,7 @@ export async function train(job: TrainJob): Promise<TrainResult> {
 
   const bar = process.stderr.isTTY && !job.quiet && !job.silent ? new SingleBar({ format: 'epoch {epoch}/{epochs} [{bar}] {value}/{total} loss {loss} acc {acc} {ips} img/s', hideCursor: true }, Presets.shades_classic) : null;
   // Batch t+1 is gathered (and augmented) on a worker thread while step t trains.
-  const batches = batchSource(trainX, { size, shape: data.shape, augment: cache ? [] : cfg.data.augment, seed: cfg.train.seed! }, bs);
+  const batches = batchSource(trainX, { size, shape: data.shape, augment: cache ? [] : cfg.data.augment, seed: cfg.train.seed }, bs);
   let stoppedEarly = false;
   try {
 
@@ -253,8 +153,7 @@ export async function train(job: TrainJob): Promise<TrainResult> {
         if (step === 0) carry.first_step_seconds = ts / 1000;
         const { x: xbuf, y: ybuf, b } = batches.next();
         const lr = learningRate(cfg.train.schedule, cfg.train.lr, step, totalSteps, warmup);
-        const blockTraining = trainable.flags.map((t) => t && bnTrains);
-        const { loss, hits: h } = trainable.step(xbuf, ybuf, b, shape, from, blockTraining, cfg.train.loss, job.optimizer, lr);
+        const { loss, hits: h } = trainable.step(xbuf, ybuf, b, shape, from, batchNormModes(plan, trainable.flags), cfg.train.loss, job.optimizer, lr);
         if (!Number.isFinite(loss)) {
           bar?.stop();
           throw new RunFailure(
@@ -271,7 +170,7 @@ export async function train(job: TrainJob): Promise<TrainResult> {
         unfreezer?.afterStep(epoch + 1, step);
         if (everySteps && step % everySteps === 0 && s + b < n) {
           saveCheckpoint(runDir, net, job.optimizer, job.reference ?? null, {
-            epoch, step, rng: epochStart, frozenBlocks: job.frozenBlocks, trainableBlocks: trainable.flags, schedule, carry,
+            epoch, step, rng: epochStart, trainableBlocks: trainable.flags, schedule, carry,
             inEpoch: { pos: s + b, lossSum, hits, seen, stepSeconds },
           });
         }
@@ -300,7 +199,7 @@ export async function train(job: TrainJob): Promise<TrainResult> {
         lr: learningRate(cfg.train.schedule, cfg.train.lr, Math.max(0, step - 1), totalSteps, warmup),
         train_loss: lossSum / seen,
         train_acc: hits / seen,
-        ...(evalNow ? { val_acc: validate(job, valLabels, cache?.val), ...evaluate(job, cache?.test), ...alignmentMetrics(net, data, cfg.data.seed!) } : {}),
+        ...(evalNow ? { val_acc: validate(job, valLabels, cache?.val), ...evaluate(job, cache?.test), ...alignmentMetrics(net, data, cfg.data.seed) } : {}),
         // The OOD test once, on the final network.
         ...(lastEpoch ? await oodMetrics(cfg, net, data, split, job.level) : {}),
         ...rowBase(),
@@ -312,7 +211,7 @@ export async function train(job: TrainJob): Promise<TrainResult> {
       appendMetrics(runDir, { kind: 'epoch', ...row });
       last = row;
       if (!bar && !job.silent) logEpoch(row, cfg.train.epochs);
-      saveCheckpoint(runDir, net, job.optimizer, job.reference ?? null, { epoch: epoch + 1, step, rng: rng.state(), frozenBlocks: job.frozenBlocks, trainableBlocks: trainable.flags, schedule, carry });
+      saveCheckpoint(runDir, net, job.optimizer, job.reference ?? null, { epoch: epoch + 1, step, rng: rng.state(), trainableBlocks: trainable.flags, schedule, carry });
     }
   } finally {
     batches.close();

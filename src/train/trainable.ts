@@ -1,17 +1,13 @@
 /**
- * What trains during a run, and how it changes: the trainable blocks and their
- * variables (rebuilt whenever a block opens), the gradual-unfreezing schedule
- * with its stop rules, and one optimizer step over the trainable variables.
+ * What trains during a run: the trainable blocks and their variables (rebuilt
+ * whenever a block opens; the schedule that opens them is in finetune.ts), and
+ * one optimizer step over the trainable variables.
  */
 import * as tf from '@tensorflow/tfjs';
 import { Config } from '../config/schema';
-import { fisherTrace, Probe } from '../measure/dynamics';
 import { NamedVariable, Network } from '../models/network';
-import { appendMetrics } from '../runs/rundir';
-import { ScheduleState } from './checkpoint';
-import { lossOf } from './loss';
+import { lossOf } from '../models/loss';
 import { NamedOptimizer } from './optimizer';
-import { fixedStopMet, metricStopMet, openingOrder, opensAfter, UnfreezeConfig } from './unfreeze';
 
 /** The trainable blocks (`flags`, by block index; the head always trains) and their variables. */
 export class TrainableSet {
@@ -73,52 +69,5 @@ export class TrainableSet {
     this.varByName = new Map(this.vars.map((v) => [v.name, v.variable]));
     this.lrOf = new Map(this.vars.map((v) => [v.name, v.block < 0 ? 1 : this.lrScale[v.block]]));
     this.params = this.net.paramCount(this.flags);
-  }
-}
-
-/**
- * Gradual unfreezing (finetune.unfreeze): opens one more block every `every`
- * epochs or steps, in the configured order, until every block is open or a stop
- * rule (a step, an epoch, or a dynamics measure that stopped changing) ends it.
- * Each opening and the stop are `event` rows in metrics.jsonl.
- */
-export class Unfreezer {
-  constructor(
-    private readonly u: UnfreezeConfig,
-    private readonly trainable: TrainableSet,
-    readonly schedule: ScheduleState,
-    private readonly ctx: { net: Network; runDir: string; frozenBlocks: number; seed: number; stepsPerEpoch: number; fisherProbe: Probe | null },
-  ) {}
-
-  /** After a dynamics row: the metric stop rule looks at its measure. */
-  observe(m: Record<string, number>, epoch: number, step: number): void {
-    const stop = this.u.stop;
-    if (!stop || !('metric' in stop) || this.schedule.stopped) return;
-    this.schedule.history.push(m[stop.metric]);
-    if (metricStopMet(this.u, this.schedule.history)) this.stop(epoch, step, `${stop.metric} changed by less than ${stop.value} over ${stop.window} measurements`);
-  }
-
-  /** After each step: stop on a fixed step/epoch, or open the next block when it is due. */
-  afterStep(epoch: number, step: number): void {
-    if (this.schedule.stopped) return;
-    if (fixedStopMet(this.u, step, this.ctx.stepsPerEpoch)) return this.stop(epoch, step, `reached ${JSON.stringify(this.u.stop)}`);
-    if (!opensAfter(this.u, step, this.ctx.stepsPerEpoch)) return;
-    const { net, seed } = this.ctx;
-    const closed = openingOrder(net.blocks.length, this.ctx.frozenBlocks, this.u.order, seed).filter((b) => !this.trainable.flags[b]);
-    if (!closed.length) return;
-    let pick = closed[0];
-    let why: string = this.u.order;
-    if (this.u.order === 'fisher') {
-      const per = fisherTrace(net, this.ctx.fisherProbe!, true, seed).perBlock;
-      pick = closed.reduce((a, b) => ((per[net.blocks[b].name] ?? 0) > (per[net.blocks[a].name] ?? 0) ? b : a));
-      why = `fisher (fisher_trace@${net.blocks[pick].name} = ${(per[net.blocks[pick].name] ?? 0).toPrecision(4)})`;
-    }
-    this.trainable.open(pick);
-    appendMetrics(this.ctx.runDir, { kind: 'event', event: 'unfreeze', block: net.blocks[pick].name, order: why, epoch, step, ...this.trainable.row() });
-  }
-
-  private stop(epoch: number, step: number, reason: string): void {
-    this.schedule.stopped = true;
-    appendMetrics(this.ctx.runDir, { kind: 'event', event: 'unfreeze_stop', epoch, step, reason, ...this.trainable.row() });
   }
 }

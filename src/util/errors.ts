@@ -4,7 +4,6 @@
  * escapes a run is a run failure (exit 1) recorded in summary.json.
  */
 export class UsageError extends Error {
-  readonly exitCode = 2;
   constructor(message: string) {
     super(message);
     this.name = 'UsageError';
@@ -13,7 +12,6 @@ export class UsageError extends Error {
 
 /** Raised by the training loop when the run must stop (NaN loss, ...); exit 1. */
 export class RunFailure extends Error {
-  readonly exitCode = 1;
   constructor(message: string) {
     super(message);
     this.name = 'RunFailure';

@@ -1,5 +1,6 @@
 import { Command } from 'commander';
-import { runStage, Stage, StageOutcome } from '../train/stage';
+import { Stage } from '../runs/run';
+import { runStage, StageOutcome } from '../train/stage';
 import { action, collect, commonOptions, withCommonOptions } from './common';
 
 /** The options pretrain and finetune share, with the action that runs the stage. */

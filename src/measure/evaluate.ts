@@ -1,0 +1,127 @@
+/**
+ * Every metric of a run's rows (DESIGN.md "Metric keys"), computed from a
+ * network and the run's data: test accuracy at the trained level and every
+ * coarser one, validation accuracy, feature alignment, and the dynamics row.
+ * The training loop decides when; this file decides what.
+ */
+import * as tf from '@tensorflow/tfjs';
+import { Config } from '../config/schema';
+import { levelLabels, Split } from '../data/split';
+import { Dataset } from '../data/types';
+import { Level } from '../hierarchy/tree';
+import { Network } from '../models/network';
+import { accuracy, argmaxRows, coarsenProbs, topkAccuracy } from './accuracy';
+import { alignment, randomDirections } from './alignment';
+import { fisherTrace, Probe, sharpness, weightDistance } from './dynamics';
+import { CachedPart, classify } from './predict';
+
+/** What the test metrics are measured on: a network, its data and split, the trained level and the coarser ones. */
+export interface EvalTarget {
+  net: Network;
+  data: Dataset;
+  split: Split;
+  level: Level;
+  coarser: Array<{ level: Level; map: Int32Array }>;
+}
+
+/**
+ * Test metrics (DESIGN.md "Metric keys"): `test_acc` at the stage's level,
+ * `test_acc@<level>` at every coarser level by summing the fine classes'
+ * probabilities (DESIGN.md "Scoring at a coarser level"), `test_top5` where
+ * there are more than 5 classes, and `test_acc_easy`/`test_acc_hard` on
+ * synthetic data. `cached`: the test set already through the frozen prefix.
+ * Values are fractions in [0, 1] (NaN for an empty part).
+ */
+export function evaluate(t: EvalTarget, cached?: CachedPart): Record<string, number> {
+  const { net, data, split, level, coarser } = t;
+  const e = data.test;
+  const idx = split.test;
+  const K = net.numClasses;
+  const { probs, pred } = cached ? classify(net, cached.e, cached.idx, cached.shape, cached.from) : classify(net, e, idx, data.shape);
+  const labels = levelLabels(e, idx, level);
+  const out: Record<string, number> = { test_acc: accuracy(pred, labels) };
+  if (K > 5) out.test_top5 = topkAccuracy(probs, K, labels, 5);
+  if (e.hard) {
+    out.test_acc_easy = accuracy(pred, labels, (i) => e.hard![idx[i]] === 0);
+    out.test_acc_hard = accuracy(pred, labels, (i) => e.hard![idx[i]] === 1);
+  }
+  for (const c of coarser) {
+    const kc = c.level.classes.length;
+    const cp = coarsenProbs(probs, K, c.map, kc);
+    const cl = levelLabels(e, idx, c.level);
+    const cpred = argmaxRows(cp, kc);
+    out[`test_acc@${c.level.name}`] = accuracy(cpred, cl);
+    if (kc > 5) out[`test_top5@${c.level.name}`] = topkAccuracy(cp, kc, cl, 5);
+    if (e.hard) out[`test_acc_hard@${c.level.name}`] = accuracy(cpred, cl, (i) => e.hard![idx[i]] === 1);
+  }
+  return out;
+}
+
+/**
+ * `val_acc`: accuracy on the validation hold-out at the trained level (model
+ * selection and stop rules look only here); NaN without a hold-out.
+ * `valLabels` are the level's labels of split.val, in split order.
+ */
+export function validate(t: Pick<EvalTarget, 'net' | 'data' | 'split'>, valLabels: Int32Array, cached?: CachedPart): number {
+  if (!t.split.val.length) return NaN;
+  const { pred } = cached ? classify(t.net, cached.e, cached.idx, cached.shape, cached.from) : classify(t.net, t.data.train, t.split.val, t.data.shape);
+  return accuracy(pred, valLabels);
+}
+
+/**
+ * Alignment of the two-layer network's filters with the true synthetic
+ * features at each depth (`align@<level>`, `align_common`, `align_fine`), and
+ * the same statistic for random directions (`align_random`); DESIGN.md
+ * "Feature alignment". Empty for other architectures and non-synthetic data.
+ */
+export function alignmentMetrics(net: Network, data: Dataset, seed: number): Record<string, number> {
+  if (net.arch !== 'two-layer-conv' || !data.features) return {};
+  const kernel = net.blocks[0].layers[0].getWeights()[0];
+  const [p1, p2, c, m] = kernel.shape;
+  const dim = p1 * p2 * c;
+  if (dim !== data.features.dim) return {};
+  const w = kernel.dataSync() as Float32Array; // [p, p, C, m] row-major = [dim x m]
+  const out: Record<string, number> = {};
+  const depths = data.features.byDepth;
+  depths.forEach((f, d) => {
+    const name = data.hierarchy.levelNames.get(d + 1) ?? `depth${d + 1}`;
+    out[`align@${name}`] = alignment(w, dim, m, f);
+  });
+  out.align_common = out[`align@${data.hierarchy.levelNames.get(1) ?? 'depth1'}`];
+  out.align_fine = out[`align@${data.hierarchy.levelNames.get(depths.length) ?? `depth${depths.length}`}`];
+  const nRandom = Math.max(...depths.map((f) => f.length / dim));
+  out.align_random = alignment(w, dim, m, randomDirections(nRandom, dim, seed));
+  return out;
+}
+
+/**
+ * The measures of a dynamics row (DESIGN.md "Fisher trace", "Sharpness"):
+ * `fisher_trace`, `fisher_trace_emp` (and per block), `sharpness_avg`,
+ * `sharpness_worst`, plus `weight_dist@<block>` (L2) from `reference` when
+ * given. The Fisher is taken on `fisherProbe`, sharpness on `sharpProbe`.
+ */
+export function dynamicsMetrics(net: Network, ev: Config['eval'], seed: number, fisherProbe: Probe, sharpProbe: Probe, reference: ReadonlyMap<string, tf.Tensor> | null): Record<string, number> {
+  const mc = fisherTrace(net, fisherProbe, true, seed);
+  const emp = fisherTrace(net, fisherProbe, false, seed);
+  const sh = sharpness(net, sharpProbe, ev.sharpness_rho, ev.sharpness_draws, ev.sharpness_steps, seed);
+  const row: Record<string, number> = { fisher_trace: mc.total, fisher_trace_emp: emp.total, sharpness_avg: sh.avg, sharpness_worst: sh.worst };
+  for (const [b, v] of Object.entries(mc.perBlock)) row[`fisher_trace@${b}`] = v;
+  for (const [b, v] of Object.entries(emp.perBlock)) row[`fisher_trace_emp@${b}`] = v;
+  if (reference) for (const [b, v] of Object.entries(weightDistance(net, reference))) row[`weight_dist@${b}`] = v;
+  return row;
+}
+
+/**
+ * Steps after which a dynamics row is written. 'auto': half-way through the
+ * first epoch (the early period moves fastest), then after epochs 1, 2, 4, 8,
+ * 16, ... and at the end, so the cost stays a small share of a run.
+ */
+export function isDynamicsStep(every: number | 'auto', step: number, stepsPerEpoch: number, totalSteps: number): boolean {
+  if (every === 0) return false;
+  if (every !== 'auto') return step % every === 0 || step === totalSteps;
+  if (step === 0 || step === totalSteps) return true;
+  if (step < stepsPerEpoch) return step === Math.ceil(stepsPerEpoch / 2);
+  if (step % stepsPerEpoch !== 0) return false;
+  const e = step / stepsPerEpoch;
+  return (e & (e - 1)) === 0;
+}

@@ -1,0 +1,239 @@
+/**
+ * The fine-tuning plan: everything `finetune.*` decides, decided here once per
+ * run. Which blocks stay frozen (`freeze`), which weights come from the source
+ * run (`head`, `transfer`), whether the frozen prefix can be cached, the
+ * gradual-unfreezing schedule (`unfreeze`), the per-block learning rates
+ * (`lr_per_block_decay`) and the batch-norm mode of each block (`batchnorm`).
+ * The loop and the stage only read the plan; a pretraining run gets the plan
+ * that trains every block the plain way.
+ *
+ * Gradual unfreezing follows Lightning's BaseFinetuning shape: what to freeze
+ * before training, what to change after each step; the checkpoint records the
+ * result. Orders: top-down is ULMFiT's (Howard & Ruder 2018); the stop rules are
+ * Liu & Gurevych (2024); frozen_only transfer is Dar et al.'s.
+ */
+import * as path from 'node:path';
+import { Config } from '../config/schema';
+import { Level } from '../hierarchy/tree';
+import { fisherTrace, Probe } from '../measure/dynamics';
+import { buildNetwork } from '../models/archs';
+import { Network } from '../models/network';
+import { readModelWeights } from '../runs/bundle';
+import { appendMetrics, FILES } from '../runs/rundir';
+import { assignWeights, Stage } from '../runs/run';
+import { UsageError } from '../util/errors';
+import { Rng } from '../util/rng';
+import { ScheduleState } from './checkpoint';
+import { TrainableSet } from './trainable';
+
+export type UnfreezeConfig = NonNullable<Config['finetune']['unfreeze']>;
+
+/** What a run trains and how; built once by `planFinetune`. */
+export interface FinetunePlan {
+  /** Blocks frozen for the whole run, counted from the input side (0 when pretraining). */
+  frozenBlocks: number;
+  /** The gradual-unfreezing schedule, or null (the trainable blocks never change). */
+  unfreeze: UnfreezeConfig | null;
+  /** Learning-rate multiplier of each block (the head always gets 1). */
+  lrScale: number[];
+  /** Batch norm of a trainable block uses batch statistics (false: every block stays in inference mode). */
+  batchnormTrains: boolean;
+  /** Train on cached outputs of the frozen prefix (see `prefixCacheable`). */
+  prefixCache: boolean;
+}
+
+/**
+ * `--freeze N|all` as typed on the command line: a block count or 'all'.
+ * Throws UsageError for anything else; the range is checked against the
+ * network by `frozenBlockCount`.
+ */
+export function parseFreeze(flag: string): number | 'all' {
+  const f = flag.trim();
+  if (f !== 'all' && !/^\d+$/.test(f)) throw new UsageError(`--freeze '${flag}' must be a number of blocks (0, 1, ...) or 'all'.`);
+  return f === 'all' ? 'all' : Number(f);
+}
+
+/** Resolve `finetune.freeze` to a block count, with a message naming the valid range (UsageError past the last block). */
+export function frozenBlockCount(net: Network, freeze: number | 'all'): number {
+  if (freeze === 'all') return net.blocks.length;
+  if (freeze > net.blocks.length) {
+    throw new UsageError(
+      `--freeze ${freeze} is more than the ${net.blocks.length} block(s) of ${net.arch} (${net.blocks.map((b) => b.name).join(', ')}). ` +
+        `Use 0..${net.blocks.length}, or 'all' for a linear probe.`,
+    );
+  }
+  return freeze;
+}
+
+/**
+ * Prepare `net` for the run and decide the plan: load the source run's
+ * weights (`sourceDir`, when fine-tuning from one), count the frozen blocks,
+ * re-initialise the unfrozen ones for `transfer: frozen_only`. `shape` is the
+ * input [H, W, C], `level` the target level. Throws UsageError for a plan that
+ * cannot be carried out (freeze out of range, a kept head of the wrong size, an
+ * unfreezing schedule on a pretraining run).
+ */
+export function planFinetune(cfg: Config, stage: Stage, net: Network, sourceDir: string | null, shape: [number, number, number], level: Level): FinetunePlan {
+  const ft = cfg.finetune;
+  if (sourceDir) loadSourceWeights(net, sourceDir, ft.head, level, cfg.train.level);
+  if (stage === 'pretrain') {
+    if (ft.unfreeze !== null) throw new UsageError(`finetune.unfreeze is a fine-tuning schedule; 'granular pretrain' trains every block. Remove it, or use 'granular finetune'.`);
+    return { frozenBlocks: 0, unfreeze: null, lrScale: blockLrScale(net.blocks.length, 1), batchnormTrains: true, prefixCache: false };
+  }
+  const frozenBlocks = frozenBlockCount(net, ft.freeze);
+  if (sourceDir && ft.transfer === 'frozen_only') reinitUnfrozen(net, cfg, shape, level.classes.length, frozenBlocks);
+  return {
+    frozenBlocks,
+    unfreeze: ft.unfreeze,
+    lrScale: blockLrScale(net.blocks.length, ft.lr_per_block_decay),
+    batchnormTrains: ft.batchnorm === 'train',
+    prefixCache: prefixCacheable(cfg, frozenBlocks),
+  };
+}
+
+/**
+ * The frozen prefix can be computed once per example when it never trains and
+ * is deterministic: permanently frozen blocks (no unfreezing schedule) run in
+ * inference mode, and no augmentation reaches them. GRANULAR_PREFIX_CACHE=0
+ * turns it off (the tests compare both ways).
+ */
+function prefixCacheable(cfg: Config, frozen: number): boolean {
+  return frozen > 0 && cfg.finetune.unfreeze === null && cfg.data.augment.length === 0 && process.env.GRANULAR_PREFIX_CACHE !== '0';
+}
+
+/** The source run's weights into `net`; with head=new the head keeps its fresh initialisation. */
+function loadSourceWeights(net: Network, sourceDir: string, head: 'new' | 'keep', level: Level, levelSpec: string): void {
+  const saved = readModelWeights(path.join(sourceDir, FILES.model));
+  try {
+    if (head === 'keep') {
+      const units = saved.get('head/kernel')?.shape[1];
+      if (units !== level.classes.length) {
+        throw new UsageError(`finetune.head=keep needs the target level to have as many classes as the source's head (${units}); '${levelSpec}' has ${level.classes.length}. Use finetune.head=new.`);
+      }
+    }
+    assignWeights(net, saved, sourceDir, head === 'keep');
+  } finally {
+    for (const t of saved.values()) t.dispose();
+  }
+}
+
+/**
+ * Dar et al.'s transfer: only the frozen blocks keep the pretrained weights;
+ * the others start anew, from the initialisation a fresh network gets.
+ */
+function reinitUnfrozen(net: Network, cfg: Config, shape: [number, number, number], numClasses: number, frozen: number): void {
+  const fresh = buildNetwork(cfg, shape, numClasses);
+  const init = new Map(fresh.variables().map((v) => [v.name, v.variable]));
+  for (const v of net.variables()) if (v.block >= frozen) v.variable.assign(init.get(v.name)!);
+  fresh.dispose();
+}
+
+/** Per-block learning-rate multipliers: decay^(distance from the head); the head gets 1. */
+export function blockLrScale(nBlocks: number, decay: number): number[] {
+  return Array.from({ length: nBlocks }, (_, i) => Math.pow(decay, nBlocks - i));
+}
+
+/** Whether each block runs in training mode (batch statistics) in a training step, given which blocks train. */
+export function batchNormModes(plan: FinetunePlan, trainable: readonly boolean[]): boolean[] {
+  return trainable.map((t) => t && plan.batchnormTrains);
+}
+
+/** Blocks that may open, in opening order (`fisher` decides at run time: input order here). */
+export function openingOrder(nBlocks: number, frozenForever: number, order: UnfreezeConfig['order'], seed: number): number[] {
+  const cand = Array.from({ length: nBlocks - frozenForever }, (_, i) => frozenForever + i);
+  if (order === 'top-down') return cand.reverse();
+  if (order === 'random') new Rng(seed, 53).shuffle(cand);
+  return cand;
+}
+
+/** Trainable blocks at step 0. */
+export function initialTrainable(nBlocks: number, frozenForever: number, u: UnfreezeConfig | null, seed: number): boolean[] {
+  const t = Array.from({ length: nBlocks }, (_, i) => i >= frozenForever);
+  if (!u) return t;
+  const open = new Set(u.order === 'fisher' ? [] : openingOrder(nBlocks, frozenForever, u.order, seed).slice(0, u.start));
+  if (u.order === 'fisher' && u.start > 0) {
+    // Without a measurement yet, `fisher` starts like top-down.
+    for (const b of openingOrder(nBlocks, frozenForever, 'top-down', seed).slice(0, u.start)) open.add(b);
+  }
+  return t.map((_, i) => open.has(i));
+}
+
+/** Whether a block opens after training step `step` (1-based count of finished steps). */
+export function opensAfter(u: UnfreezeConfig, step: number, stepsPerEpoch: number): boolean {
+  const period = u.unit === 'step' ? u.every : u.every * stepsPerEpoch;
+  return step > 0 && step % period === 0;
+}
+
+/** Fixed stop rules (a step or an epoch) are met once that point is reached. */
+export function fixedStopMet(u: UnfreezeConfig, step: number, stepsPerEpoch: number): boolean {
+  if (!u.stop) return false;
+  if ('step' in u.stop) return step >= u.stop.step;
+  if ('epoch' in u.stop) return step >= u.stop.epoch * stepsPerEpoch;
+  return false;
+}
+
+/**
+ * The metric rule: the relative change of the metric over the last `window`
+ * measurements fell below `value` (the measure has settled: stop opening).
+ */
+export function metricStopMet(u: UnfreezeConfig, history: readonly number[]): boolean {
+  if (!u.stop || !('metric' in u.stop)) return false;
+  const w = u.stop.window;
+  if (history.length <= w) return false;
+  const now = history[history.length - 1];
+  const before = history[history.length - 1 - w];
+  const rel = Math.abs(now - before) / Math.max(Math.abs(before), 1e-12);
+  return rel < u.stop.value;
+}
+
+/**
+ * Gradual unfreezing (finetune.unfreeze): opens one more block every `every`
+ * epochs or steps, in the configured order, until every block is open or a stop
+ * rule (a step, an epoch, or a dynamics measure that stopped changing) ends it.
+ * Each opening and the stop are `event` rows in metrics.jsonl.
+ */
+export class Unfreezer {
+  constructor(
+    private readonly u: UnfreezeConfig,
+    private readonly trainable: TrainableSet,
+    readonly schedule: ScheduleState,
+    private readonly ctx: { net: Network; runDir: string; frozenBlocks: number; seed: number; stepsPerEpoch: number; fisherProbe: Probe | null },
+  ) {}
+
+  /** The plan's schedule, or null when it has none. */
+  static of(plan: FinetunePlan, trainable: TrainableSet, schedule: ScheduleState, ctx: Omit<Unfreezer['ctx'], 'frozenBlocks'>): Unfreezer | null {
+    return plan.unfreeze ? new Unfreezer(plan.unfreeze, trainable, schedule, { ...ctx, frozenBlocks: plan.frozenBlocks }) : null;
+  }
+
+  /** After a dynamics row: the metric stop rule looks at its measure. */
+  observe(m: Record<string, number>, epoch: number, step: number): void {
+    const stop = this.u.stop;
+    if (!stop || !('metric' in stop) || this.schedule.stopped) return;
+    this.schedule.history.push(m[stop.metric]);
+    if (metricStopMet(this.u, this.schedule.history)) this.stop(epoch, step, `${stop.metric} changed by less than ${stop.value} over ${stop.window} measurements`);
+  }
+
+  /** After each step: stop on a fixed step/epoch, or open the next block when it is due. */
+  afterStep(epoch: number, step: number): void {
+    if (this.schedule.stopped) return;
+    if (fixedStopMet(this.u, step, this.ctx.stepsPerEpoch)) return this.stop(epoch, step, `reached ${JSON.stringify(this.u.stop)}`);
+    if (!opensAfter(this.u, step, this.ctx.stepsPerEpoch)) return;
+    const { net, seed } = this.ctx;
+    const closed = openingOrder(net.blocks.length, this.ctx.frozenBlocks, this.u.order, seed).filter((b) => !this.trainable.flags[b]);
+    if (!closed.length) return;
+    let pick = closed[0];
+    let why: string = this.u.order;
+    if (this.u.order === 'fisher') {
+      const per = fisherTrace(net, this.ctx.fisherProbe!, true, seed).perBlock;
+      pick = closed.reduce((a, b) => ((per[net.blocks[b].name] ?? 0) > (per[net.blocks[a].name] ?? 0) ? b : a));
+      why = `fisher (fisher_trace@${net.blocks[pick].name} = ${(per[net.blocks[pick].name] ?? 0).toPrecision(4)})`;
+    }
+    this.trainable.open(pick);
+    appendMetrics(this.ctx.runDir, { kind: 'event', event: 'unfreeze', block: net.blocks[pick].name, order: why, epoch, step, ...this.trainable.row() });
+  }
+
+  private stop(epoch: number, step: number, reason: string): void {
+    this.schedule.stopped = true;
+    appendMetrics(this.ctx.runDir, { kind: 'event', event: 'unfreeze_stop', epoch, step, reason, ...this.trainable.row() });
+  }
+}
