@@ -7,6 +7,7 @@ import { splitFromRecord } from '../data/split';
 import { initEngine } from '../engine/backend';
 import { coarserLevels } from '../hierarchy/tree';
 import { oodMetrics } from '../measure/ood';
+import { evalBatchSize } from '../measure/predict';
 import { buildNetwork } from '../models/archs';
 import { FILES, timestamp } from '../runs/rundir';
 import { alignmentMetrics, evaluate } from '../measure/evaluate';
@@ -43,7 +44,7 @@ export function evalCommand(): Command {
       try {
         loadRunWeights(net, runDir);
         const metrics = {
-          ...evaluate({ net, data, split, level, coarser: coarserLevels(data.hierarchy, level) }),
+          ...(await evaluate({ net, data, split, level, coarser: coarserLevels(data.hierarchy, level), batch: evalBatchSize(cfg) })),
           ...alignmentMetrics(net, data, cfg.data.seed),
           ...(await oodMetrics(cfg, net, data, split, level)),
         };

@@ -10,7 +10,7 @@ import { Dataset, Examples } from '../data/types';
 import { levelLabels, Split } from '../data/split';
 import { Level } from '../hierarchy/tree';
 import { Network } from '../models/network';
-import { classify } from './predict';
+import { classify, evalBatchSize } from './predict';
 import { accuracy } from './accuracy';
 
 /**
@@ -22,7 +22,7 @@ import { accuracy } from './accuracy';
 export async function oodMetrics(cfg: Config, net: Network, data: Dataset, split: Split, level: Level): Promise<Record<string, number>> {
   const out: Record<string, number> = {};
   const severities = cfg.eval.ood_severities.filter((s) => s > 0);
-  const score = (e: Examples, idx: number[]) => accuracy(classify(net, e, idx, data.shape).pred, levelLabels(e, idx, level));
+  const score = async (e: Examples, idx: number[]) => accuracy((await classify(net, e, idx, data.shape, 0, evalBatchSize(cfg))).pred, levelLabels(e, idx, level));
   const norm = data.test.x.norm;
   // Corruptions act on the test images in [0, 1], before normalisation (DESIGN.md "OOD").
   const testX = cfg.eval.ood.length ? gatherFloats(data.test.x, split.test) : new Float32Array(0);

@@ -14,7 +14,7 @@ import { saveCheckpoint, CheckpointState, InEpoch, ScheduleState } from './check
 import { batchNormModes, FinetunePlan, initialTrainable, Unfreezer } from './finetune';
 import { TrainableSet } from './trainable';
 import { oodMetrics } from '../measure/ood';
-import { cachePart } from '../measure/predict';
+import { cachePart, evalBatchSize } from '../measure/predict';
 import { makeProbe } from '../measure/dynamics';
 import { NamedOptimizer } from './optimizer';
 import { learningRate } from './schedule';
@@ -92,8 +92,15 @@ export async function train(job: TrainJob): Promise<TrainResult> {
   // (inference mode, no augmentation) map each example to the same output
   // every epoch, so compute it once and train the rest on it.
   const from = plan.prefixCache ? plan.frozenBlocks : 0;
+  // Every evaluation pass (and the prefix cache, and the probes) holds eval.batch_size examples at a time.
+  const evalBatch = evalBatchSize(cfg);
+  const target = { ...job, batch: evalBatch };
   const cache = from > 0
-    ? { train: cachePart(net, data.train, split.train, data.shape, from), val: cachePart(net, data.train, split.val, data.shape, from), test: cachePart(net, data.test, split.test, data.shape, from) }
+    ? {
+        train: await cachePart(net, data.train, split.train, data.shape, from, evalBatch),
+        val: await cachePart(net, data.train, split.val, data.shape, from, evalBatch),
+        test: await cachePart(net, data.test, split.test, data.shape, from, evalBatch),
+      }
     : null;
   const trainX = cache ? cache.train.e.x : data.train.x;
   const trainIdx = cache ? cache.train.idx : split.train;
@@ -103,7 +110,7 @@ export async function train(job: TrainJob): Promise<TrainResult> {
 
   const dynamicsOn = cfg.eval.dynamics_every !== 0;
   // One fixed, seeded subset of training examples for every measurement of the run.
-  const subset = (k: number) => makeProbe(data.train.x, data.shape, split.train, job.trainLabels, k, cfg.train.seed, cfg.train.loss);
+  const subset = (k: number) => makeProbe(data.train.x, data.shape, split.train, job.trainLabels, k, cfg.train.seed, cfg.train.loss, evalBatch);
   const fisherProbe = dynamicsOn || plan.unfreeze?.order === 'fisher' ? subset(cfg.eval.fisher_samples) : null;
   const sharpProbe = dynamicsOn ? subset(cfg.eval.sharpness_examples) : null;
   const reference = dynamicsOn ? job.reference ?? null : null;
@@ -121,7 +128,7 @@ export async function train(job: TrainJob): Promise<TrainResult> {
   let last: Record<string, number> = job.previousRow ?? {};
   if (step === 0) {
     // The state before training: chance accuracy and alignment at initialisation.
-    const init = { ...evaluate(job, cache?.test), ...alignmentMetrics(net, data, cfg.data.seed) };
+    const init = { ...(await evaluate(target, cache?.test)), ...alignmentMetrics(net, data, cfg.data.seed) };
     appendMetrics(runDir, { kind: 'epoch', epoch: 0, step: 0, ...init, ...rowBase() });
     carry = { ...carry, ...Object.fromEntries(Object.entries(init).filter(([k]) => k.startsWith('align')).map(([k, v]) => [`${k}_init`, v])) };
     if (dynamicsOn) dynamicsRow(0);
@@ -199,7 +206,7 @@ export async function train(job: TrainJob): Promise<TrainResult> {
         lr: learningRate(cfg.train.schedule, cfg.train.lr, Math.max(0, step - 1), totalSteps, warmup),
         train_loss: lossSum / seen,
         train_acc: hits / seen,
-        ...(evalNow ? { val_acc: validate(job, valLabels, cache?.val), ...evaluate(job, cache?.test), ...alignmentMetrics(net, data, cfg.data.seed) } : {}),
+        ...(evalNow ? { val_acc: await validate(target, valLabels, cache?.val), ...(await evaluate(target, cache?.test)), ...alignmentMetrics(net, data, cfg.data.seed) } : {}),
         // The OOD test once, on the final network.
         ...(lastEpoch ? await oodMetrics(cfg, net, data, split, job.level) : {}),
         ...rowBase(),

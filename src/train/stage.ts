@@ -21,6 +21,7 @@ import { relPath, writeFileAtomic, writeJsonAtomic } from '../util/fsx';
 import { CheckpointState, hasCheckpoint, loadCheckpoint, recoverCheckpoint } from './checkpoint';
 import { NamedOptimizer } from './optimizer';
 import { FinetunePlan, parseFreeze, planFinetune } from './finetune';
+import { Interrupted, stopEvaluation } from '../measure/predict';
 import { train } from './loop';
 
 /** What a pretrain/finetune command asks for, as parsed from the command line. */
@@ -210,6 +211,8 @@ export async function runStage(req: StageRequest): Promise<StageOutcome> {
   const onSignal = (sig: NodeJS.Signals) => {
     if (interrupted) process.exit(sig === 'SIGINT' ? 130 : 143); // a second signal: leave now, the last checkpoint stays valid
     interrupted = sig;
+    // An evaluation pass in progress stops at its next batch too.
+    stopEvaluation(sig);
     process.stderr.write(`granular: ${sig} received, stopping after this step (send again to exit at once)\n`);
   };
   process.on('SIGINT', onSignal);
@@ -234,9 +237,15 @@ export async function runStage(req: StageRequest): Promise<StageOutcome> {
       exitCode = 0;
     }
   } catch (e) {
-    summary = failedSummary(base, e as Error, runDir, cfg, (Date.now() - started) / 1000, e instanceof RunFailure);
-    exitCode = 1;
+    if (e instanceof Interrupted) {
+      summary = interruptedSummary(base, runDir, e.signal, (Date.now() - started) / 1000);
+      exitCode = e.signal === 'SIGINT' ? 130 : 143;
+    } else {
+      summary = failedSummary(base, e as Error, runDir, cfg, (Date.now() - started) / 1000, e instanceof RunFailure);
+      exitCode = 1;
+    }
   } finally {
+    stopEvaluation(null);
     process.off('SIGINT', onSignal);
     process.off('SIGTERM', onSignal);
     optimizer.dispose();
