@@ -278,3 +278,18 @@ test('train.max_steps ends the run mid-epoch, evaluated; first_step_seconds is r
   // 360 training images (400 less the 10 % validation) at batch 32: 12 steps per epoch.
   assert.deepEqual(rows.map((x) => x.step), [0, 12, 20]);
 });
+
+test('a prefetch worker that cannot read the records says why', async () => {
+  const root = tmpDir();
+  const cache = path.join(tmpDir(), 'cache');
+  await writeFolderDataset(root, { taxonomy: 'group,leaf\nG,x\nH,y\n', leaves: { x: [3, 1], y: [3, 1] } });
+  const ds = await loadDataset(cfgFor(root, cache), quiet);
+  for (const f of fs.readdirSync(cache).filter((x) => x.endsWith('.u8'))) fs.rmSync(path.join(cache, f));
+  const src = new PrefetchedBatches(ds.train.x, { size: 36, shape: [6, 6, 1], augment: [], seed: 1 }, 2);
+  try {
+    src.epoch(Int32Array.from([0, 1, 2, 3]), new Int32Array(4), 0, 0);
+    assert.throws(() => src.next(), /the batch prefetch worker failed: ENOENT: no such file or directory, open '.*\.u8'/);
+  } finally {
+    src.close();
+  }
+});

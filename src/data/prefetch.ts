@@ -21,6 +21,8 @@ import { sharedFloat32 } from './types';
 
 export const FREE = 0;
 export const READY = 1;
+/** Bytes of the shared buffer in which a failing worker leaves its error message. */
+export const ERROR_BYTES = 1024;
 /** Ring slots: one being trained on, one being filled, one spare to absorb jitter. */
 const SLOTS = 3;
 
@@ -131,7 +133,8 @@ export class PrefetchedBatches implements BatchSource {
     this.per = bs * spec.size;
     const xs = new SharedArrayBuffer(SLOTS * this.per * 4);
     const ys = new SharedArrayBuffer(SLOTS * bs * 4);
-    const status = new SharedArrayBuffer((SLOTS + 1) * 4);
+    // Slot states, then an error flag, then room for the worker's error message (UTF-8).
+    const status = new SharedArrayBuffer((SLOTS + 1) * 4 + ERROR_BYTES);
     this.xs = new Float32Array(xs);
     this.ys = new Int32Array(ys);
     this.status = new Int32Array(status);
@@ -164,7 +167,11 @@ export class PrefetchedBatches implements BatchSource {
     }
     while (Atomics.load(this.status, k) !== READY) {
       const err = Atomics.load(this.status, SLOTS);
-      if (err) throw new Error('the batch prefetch worker failed; run with GRANULAR_PREFETCH=0 to make batches in place');
+      if (err) {
+        const text = new Uint8Array(this.status.buffer, (SLOTS + 1) * 4, ERROR_BYTES);
+        const why = Buffer.from(text.subarray(0, Math.max(0, text.indexOf(0)))).toString('utf8');
+        throw new Error(`the batch prefetch worker failed: ${why || 'no reason given'}. (GRANULAR_PREFETCH=0 makes batches in place, for a second opinion.)`);
+      }
       Atomics.wait(this.status, k, FREE, 1000);
     }
     // Mark it in use (READY + 1) until the next call hands it back.
