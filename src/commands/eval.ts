@@ -2,10 +2,12 @@ import * as path from 'node:path';
 import { Command } from 'commander';
 import { configToYaml, parseSets, resolveConfig } from '../config/load';
 import { loadDataset } from '../data';
+import { applyNormalization, inputNormalization } from '../data/normalize';
 import { splitFromRecord } from '../data/split';
 import { initEngine } from '../engine/backend';
 import { coarserLevels } from '../hierarchy/tree';
 import { oodMetrics } from '../measure/ood';
+import { evalBatchSize } from '../measure/predict';
 import { buildNetwork } from '../models/archs';
 import { FILES, timestamp } from '../runs/rundir';
 import { alignmentMetrics, evaluate } from '../measure/evaluate';
@@ -37,11 +39,12 @@ export function evalCommand(): Command {
       const data = await loadDataset(cfg);
       const level = data.hierarchy.resolveLevel(cfg.train.level);
       const split = splitFromRecord(data, readSplitRecord(runDir), runDir);
+      applyNormalization(data, inputNormalization(cfg, data, split));
       const net = buildNetwork(cfg, data.shape, level.classes.length);
       try {
         loadRunWeights(net, runDir);
         const metrics = {
-          ...evaluate({ net, data, split, level, coarser: coarserLevels(data.hierarchy, level) }),
+          ...(await evaluate({ net, data, split, level, coarser: coarserLevels(data.hierarchy, level), batch: evalBatchSize(cfg) })),
           ...alignmentMetrics(net, data, cfg.data.seed),
           ...(await oodMetrics(cfg, net, data, split, level)),
         };

@@ -3,7 +3,7 @@ import * as path from 'node:path';
 import { Config } from '../config/schema';
 import { UsageError } from '../util/errors';
 import { Rng } from '../util/rng';
-import { ImageRef } from './decode';
+import { Refs, refsOf } from './catalog';
 
 export const IMAGE_EXT = /\.(png|jpe?g|ppm|pgm|pbm|pnm|webp|tiff?|gif)$/i;
 
@@ -11,24 +11,25 @@ export interface FileInfo {
   /** Path relative to the dataset root: the example id. */
   id: string;
   abs: string;
-  stamp: string;
 }
 
-/** Image files directly inside `dir` (sorted), each with its size and mtime stamp. */
+/**
+ * Image files directly inside `dir` (sorted). Regular files are known from the
+ * listing itself; only links are statted (to follow them): stamps are taken
+ * later, by the record cache, and only where data.verify asks for them.
+ */
 export function listImages(root: string, rel: string): FileInfo[] {
   const dir = path.join(root, rel);
   const out: FileInfo[] = [];
   for (const e of fs.readdirSync(dir, { withFileTypes: true })) {
     if (e.name.startsWith('.') || !IMAGE_EXT.test(e.name)) continue;
     const abs = path.join(dir, e.name);
-    let st: fs.Stats;
-    try {
-      st = fs.statSync(abs);
-    } catch {
-      continue; // a dangling link: not an image
+    if (!e.isFile()) {
+      // A link (followed) or an entry of unknown type; a dangling link is not an image.
+      const st = fs.statSync(abs, { throwIfNoEntry: false });
+      if (!st?.isFile()) continue;
     }
-    if (!st.isFile()) continue;
-    out.push({ id: `${rel}/${e.name}`, abs, stamp: `${st.size}:${Math.round(st.mtimeMs)}` });
+    out.push({ id: `${rel}/${e.name}`, abs });
   }
   return out.sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
 }
@@ -85,8 +86,24 @@ export function scanClassFolders(root: string, cfg: Config, skip: (name: string)
   return { train, test, layout: `ROOT/<class>/ split by data.test_fraction=${cfg.data.test_fraction}` };
 }
 
-export function fileRef(f: FileInfo, cls: number): ImageRef {
-  return { id: f.id, cls, stamp: f.stamp, read: () => fs.promises.readFile(f.abs) };
+/**
+ * The class folders of `m` as catalogue columns (folder -> class index by
+ * `classOf`), with the files whose path on disk is not root/id.
+ */
+export function folderRefs(root: string, m: Map<string, FileInfo[]>, classOf: (folder: string) => number): { refs: Refs; onDisk: Map<string, string> } {
+  const onDisk = new Map<string, string>();
+  const refs = refsOf(
+    (function* () {
+      for (const [folder, files] of m) {
+        const cls = classOf(folder);
+        for (const f of files) {
+          if (f.abs !== path.join(root, f.id)) onDisk.set(f.id, f.abs);
+          yield { id: f.id, cls };
+        }
+      }
+    })(),
+  );
+  return { refs, onDisk };
 }
 
 /** Resolve a dataset path: absolute, or relative to the working folder. */

@@ -22,6 +22,8 @@ export interface EvalTarget {
   split: Split;
   level: Level;
   coarser: Array<{ level: Level; map: Int32Array }>;
+  /** Examples per forward pass (eval.batch_size; see evalBatchSize). */
+  batch: number;
 }
 
 /**
@@ -32,12 +34,12 @@ export interface EvalTarget {
  * synthetic data. `cached`: the test set already through the frozen prefix.
  * Values are fractions in [0, 1] (NaN for an empty part).
  */
-export function evaluate(t: EvalTarget, cached?: CachedPart): Record<string, number> {
+export async function evaluate(t: EvalTarget, cached?: CachedPart): Promise<Record<string, number>> {
   const { net, data, split, level, coarser } = t;
   const e = data.test;
   const idx = split.test;
   const K = net.numClasses;
-  const { probs, pred } = cached ? classify(net, cached.e, cached.idx, cached.shape, cached.from) : classify(net, e, idx, data.shape);
+  const { probs, pred } = await (cached ? classify(net, cached.e, cached.idx, cached.shape, cached.from, t.batch) : classify(net, e, idx, data.shape, 0, t.batch));
   const labels = levelLabels(e, idx, level);
   const out: Record<string, number> = { test_acc: accuracy(pred, labels) };
   if (K > 5) out.test_top5 = topkAccuracy(probs, K, labels, 5);
@@ -62,9 +64,9 @@ export function evaluate(t: EvalTarget, cached?: CachedPart): Record<string, num
  * selection and stop rules look only here); NaN without a hold-out.
  * `valLabels` are the level's labels of split.val, in split order.
  */
-export function validate(t: Pick<EvalTarget, 'net' | 'data' | 'split'>, valLabels: Int32Array, cached?: CachedPart): number {
+export async function validate(t: Pick<EvalTarget, 'net' | 'data' | 'split' | 'batch'>, valLabels: Int32Array, cached?: CachedPart): Promise<number> {
   if (!t.split.val.length) return NaN;
-  const { pred } = cached ? classify(t.net, cached.e, cached.idx, cached.shape, cached.from) : classify(t.net, t.data.train, t.split.val, t.data.shape);
+  const { pred } = await (cached ? classify(t.net, cached.e, cached.idx, cached.shape, cached.from, t.batch) : classify(t.net, t.data.train, t.split.val, t.data.shape, 0, t.batch));
   return accuracy(pred, valLabels);
 }
 

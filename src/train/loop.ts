@@ -14,7 +14,7 @@ import { saveCheckpoint, CheckpointState, InEpoch, ScheduleState } from './check
 import { batchNormModes, FinetunePlan, initialTrainable, Unfreezer } from './finetune';
 import { TrainableSet } from './trainable';
 import { oodMetrics } from '../measure/ood';
-import { cachePart } from '../measure/predict';
+import { cachePart, evalBatchSize } from '../measure/predict';
 import { makeProbe } from '../measure/dynamics';
 import { NamedOptimizer } from './optimizer';
 import { learningRate } from './schedule';
@@ -62,7 +62,8 @@ export async function train(job: TrainJob): Promise<TrainResult> {
   const n = split.train.length;
   const bs = Math.min(cfg.train.batch_size, n);
   const stepsPerEpoch = Math.ceil(n / bs);
-  const totalSteps = stepsPerEpoch * cfg.train.epochs;
+  // train.max_steps ends the run early (mid-epoch); the schedule runs its course within it.
+  const totalSteps = Math.min(stepsPerEpoch * cfg.train.epochs, cfg.train.max_steps ?? Infinity);
   const warmup = Math.round(cfg.train.warmup_epochs * stepsPerEpoch);
 
   let epoch = 0;
@@ -91,8 +92,15 @@ export async function train(job: TrainJob): Promise<TrainResult> {
   // (inference mode, no augmentation) map each example to the same output
   // every epoch, so compute it once and train the rest on it.
   const from = plan.prefixCache ? plan.frozenBlocks : 0;
+  // Every evaluation pass (and the prefix cache, and the probes) holds eval.batch_size examples at a time.
+  const evalBatch = evalBatchSize(cfg);
+  const target = { ...job, batch: evalBatch };
   const cache = from > 0
-    ? { train: cachePart(net, data.train, split.train, data.shape, from), val: cachePart(net, data.train, split.val, data.shape, from), test: cachePart(net, data.test, split.test, data.shape, from) }
+    ? {
+        train: await cachePart(net, data.train, split.train, data.shape, from, evalBatch),
+        val: await cachePart(net, data.train, split.val, data.shape, from, evalBatch),
+        test: await cachePart(net, data.test, split.test, data.shape, from, evalBatch),
+      }
     : null;
   const trainX = cache ? cache.train.e.x : data.train.x;
   const trainIdx = cache ? cache.train.idx : split.train;
@@ -102,7 +110,7 @@ export async function train(job: TrainJob): Promise<TrainResult> {
 
   const dynamicsOn = cfg.eval.dynamics_every !== 0;
   // One fixed, seeded subset of training examples for every measurement of the run.
-  const subset = (k: number) => makeProbe(data.train.x, data.shape, split.train, job.trainLabels, k, cfg.train.seed, cfg.train.loss);
+  const subset = (k: number) => makeProbe(data.train.x, data.shape, split.train, job.trainLabels, k, cfg.train.seed, cfg.train.loss, evalBatch);
   const fisherProbe = dynamicsOn || plan.unfreeze?.order === 'fisher' ? subset(cfg.eval.fisher_samples) : null;
   const sharpProbe = dynamicsOn ? subset(cfg.eval.sharpness_examples) : null;
   const reference = dynamicsOn ? job.reference ?? null : null;
@@ -120,7 +128,7 @@ export async function train(job: TrainJob): Promise<TrainResult> {
   let last: Record<string, number> = job.previousRow ?? {};
   if (step === 0) {
     // The state before training: chance accuracy and alignment at initialisation.
-    const init = { ...evaluate(job, cache?.test), ...alignmentMetrics(net, data, cfg.data.seed) };
+    const init = { ...(await evaluate(target, cache?.test)), ...alignmentMetrics(net, data, cfg.data.seed) };
     appendMetrics(runDir, { kind: 'epoch', epoch: 0, step: 0, ...init, ...rowBase() });
     carry = { ...carry, ...Object.fromEntries(Object.entries(init).filter(([k]) => k.startsWith('align')).map(([k, v]) => [`${k}_init`, v])) };
     if (dynamicsOn) dynamicsRow(0);
@@ -133,7 +141,7 @@ export async function train(job: TrainJob): Promise<TrainResult> {
   try {
 
     const everySteps = cfg.train.checkpoint_every_steps;
-    for (; epoch < cfg.train.epochs; epoch++) {
+    for (; epoch < cfg.train.epochs && step < totalSteps; epoch++) {
       // The shuffle is drawn from the state at the epoch's start, which a
       // mid-epoch checkpoint stores, so a resumed epoch replays the same order.
       const epochStart = rng.state();
@@ -145,8 +153,11 @@ export async function train(job: TrainJob): Promise<TrainResult> {
       bar?.start(stepsPerEpoch, Math.ceil(start / bs), { epoch: epoch + 1, epochs: cfg.train.epochs, loss: '-', acc: '-', ips: '-' });
       // Augmentation draws from a generator seeded by the step, so a resumed run augments identically.
       batches.epoch(Int32Array.from(order, (o) => trainIdx[o]), Int32Array.from(order, (o) => job.trainLabels[o]), start, step);
+      let lastEpoch = epoch + 1 === cfg.train.epochs;
       for (let s = start; s < n; s += bs) {
         const ts = performance.now();
+        // Seconds from process start to the first training step (startup: data, model, first evaluation).
+        if (step === 0) carry.first_step_seconds = ts / 1000;
         const { x: xbuf, y: ybuf, b } = batches.next();
         const lr = learningRate(cfg.train.schedule, cfg.train.lr, step, totalSteps, warmup);
         const { loss, hits: h } = trainable.step(xbuf, ybuf, b, shape, from, batchNormModes(plan, trainable.flags), cfg.train.loss, job.optimizer, lr);
@@ -177,6 +188,10 @@ export async function train(job: TrainJob): Promise<TrainResult> {
           stoppedEarly = true;
           break;
         }
+        if (step >= totalSteps) {
+          lastEpoch = true;
+          break;
+        }
       }
       bar?.stop();
       if (stoppedEarly) break;
@@ -184,16 +199,16 @@ export async function train(job: TrainJob): Promise<TrainResult> {
       carry.trainSeconds += stepSeconds;
       // Time the training thread waited for batches (the pipeline's cost on the critical path).
       carry.batch_wait_seconds = batches.waitedMs / 1000 + (job.resumeFrom?.carry.batch_wait_seconds ?? 0);
-      const evalNow = (epoch + 1) % cfg.eval.every === 0 || epoch + 1 === cfg.train.epochs;
+      const evalNow = (epoch + 1) % cfg.eval.every === 0 || lastEpoch;
       const row: Record<string, number> = {
         epoch: epoch + 1,
         step,
         lr: learningRate(cfg.train.schedule, cfg.train.lr, Math.max(0, step - 1), totalSteps, warmup),
         train_loss: lossSum / seen,
         train_acc: hits / seen,
-        ...(evalNow ? { val_acc: validate(job, valLabels, cache?.val), ...evaluate(job, cache?.test), ...alignmentMetrics(net, data, cfg.data.seed) } : {}),
+        ...(evalNow ? { val_acc: await validate(target, valLabels, cache?.val), ...(await evaluate(target, cache?.test)), ...alignmentMetrics(net, data, cfg.data.seed) } : {}),
         // The OOD test once, on the final network.
-        ...(epoch + 1 === cfg.train.epochs ? await oodMetrics(cfg, net, data, split, job.level) : {}),
+        ...(lastEpoch ? await oodMetrics(cfg, net, data, split, job.level) : {}),
         ...rowBase(),
         images_per_second: seen / stepSeconds,
         epoch_seconds: (performance.now() - t0) / 1000,
