@@ -12,6 +12,7 @@ import { buildNetwork } from '../models/archs';
 import { FILES, timestamp } from '../runs/rundir';
 import { alignmentMetrics, evaluate } from '../measure/evaluate';
 import { loadRunWeights, readSourceRun, readSplitRecord } from '../runs/run';
+import { headsOfRun, resolveTrainLevels } from '../train/heads';
 import { UsageError } from '../util/errors';
 import { ensureDir, writeFileAtomic, writeJsonAtomic } from '../util/fsx';
 import { action, collect, commonOptions, withCommonOptions } from './common';
@@ -37,14 +38,16 @@ export function evalCommand(): Command {
       if (cfg.eval.ood.length && cfg.data.format === 'synthetic') throw new UsageError('eval.ood corrupts images in [0, 1]; for synthetic data use eval.ood_synthetic.');
       const engine = await initEngine(c.backend, c.threads);
       const data = await loadDataset(cfg);
-      const level = data.hierarchy.resolveLevel(cfg.train.level);
+      const trained = resolveTrainLevels(data.hierarchy, cfg);
+      const level = trained.levels[0];
+      const heads = headsOfRun(run.summary, data.hierarchy, trained);
       const split = splitFromRecord(data, readSplitRecord(runDir), runDir);
       applyNormalization(data, inputNormalization(cfg, data, split));
-      const net = buildNetwork(cfg, data.shape, level.classes.length);
+      const net = buildNetwork(cfg, data.shape, heads.headClasses, { extraHeads: heads.extra.map((e) => ({ level: e.level.name, numClasses: e.level.classes.length })) });
       try {
         loadRunWeights(net, runDir);
         const metrics = {
-          ...(await evaluate({ net, data, split, level, coarser: coarserLevels(data.hierarchy, level), batch: evalBatchSize(cfg) })),
+          ...(await evaluate({ net, data, split, level, coarser: coarserLevels(data.hierarchy, level), heads, batch: evalBatchSize(cfg) })),
           ...alignmentMetrics(net, data, cfg.data.seed),
           ...(await oodMetrics(cfg, net, data, split, level)),
         };

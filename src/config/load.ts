@@ -9,7 +9,7 @@ type Obj = Record<string, unknown>;
 const isObj = (v: unknown): v is Obj => typeof v === 'object' && v !== null && !Array.isArray(v);
 
 /** Keys whose value is free-form (validated by the feature that reads it). */
-const OPEN_KEYS = new Set(['finetune.unfreeze']);
+const OPEN_KEYS = new Set(['finetune.unfreeze', 'train.until_converged']);
 
 /** Old or alternative spellings that keep working. */
 const ALIASES = new Map<string, string>([['data.source', 'data.format']]);

@@ -25,6 +25,8 @@ export interface Dataset {
   features?: { byDepth: Float32Array[]; dim: number };
   /** Examples skipped while loading (unreadable files). */
   skipped: number;
+  /** How data.relabel changed the labels, when it needs recording (cluster:K); hierarchy.json holds it. */
+  relabelRecord?: Record<string, unknown>;
   /** Set when fine-tuning on other data than the source run's: its overlap by content hash (split.json records it). */
   sourceOverlap?: SourceOverlap;
 }

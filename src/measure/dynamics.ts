@@ -19,9 +19,24 @@ export interface Probe {
   loss: 'xent' | 'mse';
   /** Examples per forward pass (eval.batch_size): the probe is measured in chunks of this many. */
   batch: number;
+  /**
+   * When the run's predictive distribution is not the head's softmax
+   * (finetune.head: coarsen): log-probabilities at the run's level from the
+   * head's logits, and that level's class count. The Fisher samples labels
+   * from, and differentiates, this distribution; sharpness uses its
+   * cross-entropy.
+   */
+  logProbs?: (logits: tf.Tensor) => tf.Tensor2D;
+  numClasses?: number;
 }
 
-/** The probe's examples in chunks of `probe.batch`: [from, count, slice of x] (the whole tensor when it fits). */
+/** The probe's loss on the network's output: the run's loss, or the cross-entropy of `logProbs`. */
+function lossOnProbe(probe: Probe, logits: tf.Tensor, y: Int32Array, numClasses: number): tf.Scalar {
+  if (!probe.logProbs) return lossOf(probe.loss, logits, y, numClasses);
+  return tf.tidy(() => probe.logProbs!(logits).mul(tf.oneHot(tf.tensor1d(y, 'int32'), probe.numClasses!)).sum(1).mean().neg() as tf.Scalar);
+}
+
+/** The probe's examples in chunks of `probe.batch`: [from, count] (one chunk when it fits). */
 function chunks(probe: Probe): Array<[number, number]> {
   const n = probe.x.shape[0];
   const out: Array<[number, number]> = [];
@@ -37,8 +52,8 @@ function slice(probe: Probe, from: number, count: number): tf.Tensor4D {
 function chunkedLoss(net: Network, probe: Probe, inference: boolean[]): tf.Scalar {
   const parts = chunks(probe);
   const n = probe.x.shape[0];
-  if (parts.length === 1) return lossOf(probe.loss, net.forward(probe.x, inference), probe.y, net.numClasses);
-  return tf.addN(parts.map(([from, count]) => lossOf(probe.loss, net.forward(slice(probe, from, count), inference), probe.y.subarray(from, from + count), net.numClasses).mul(count / n))) as tf.Scalar;
+  if (parts.length === 1) return lossOnProbe(probe, net.forward(probe.x, inference), probe.y, net.numClasses);
+  return tf.addN(parts.map(([from, count]) => lossOnProbe(probe, net.forward(slice(probe, from, count), inference), probe.y.subarray(from, from + count), net.numClasses).mul(count / n))) as tf.Scalar;
 }
 
 function learnable(net: Network): NamedVariable[] {
@@ -63,14 +78,15 @@ export function fisherTrace(net: Network, probe: Probe, sampled: boolean, seed: 
   const inference = net.blocks.map(() => false);
   const rng = new Rng(seed, 31);
   const n = probe.x.shape[0];
-  const K = net.numClasses;
+  const K = probe.numClasses ?? net.numClasses;
+  const logProbs = probe.logProbs ?? ((z: tf.Tensor) => tf.logSoftmax(z) as tf.Tensor2D);
   const perBlock: Record<string, number> = {};
   let total = 0;
   // Predictive distributions for the whole subset in one batch (inference mode: examples are independent).
   let probs: Float32Array | null = null;
   if (sampled) {
     probs = new Float32Array(n * K);
-    for (const [from, count] of chunks(probe)) probs.set(tf.tidy(() => tf.softmax(net.forward(slice(probe, from, count), inference)).dataSync() as Float32Array), from * K);
+    for (const [from, count] of chunks(probe)) probs.set(tf.tidy(() => tf.exp(logProbs(net.forward(slice(probe, from, count), inference))).dataSync() as Float32Array), from * K);
   }
   for (let i = 0; i < n; i++) {
     const sq = tf.tidy(() => {
@@ -88,7 +104,7 @@ export function fisherTrace(net: Network, probe: Probe, sampled: boolean, seed: 
         }
       }
       const { grads } = tf.variableGrads(() => {
-        const logp = tf.logSoftmax(net.forward(xi, inference));
+        const logp = logProbs(net.forward(xi, inference));
         return logp.slice([0, label], [1, 1]).sum().neg() as tf.Scalar;
       }, list);
       return Object.entries(grads).map(([name, g]) => [name, g.square().sum()] as const);

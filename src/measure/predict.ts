@@ -103,3 +103,26 @@ export async function prefixFeatures(net: Network, e: Examples, idx: readonly nu
   }
   return { x: out ?? new Float32Array(0), shape: featShape };
 }
+
+/**
+ * Softmax probabilities of every head of `net` (primary first; multi-level
+ * networks have one head per trained level) on examples `idx`, in one pass
+ * through the blocks. Each entry is [n x K_head] row-major.
+ */
+export async function predictHeadProbs(net: Network, e: Examples, idx: readonly number[], shape: readonly number[], fromBlock = 0, batch = EVAL_BATCH): Promise<Float32Array[]> {
+  if (net.extraHeads.length === 0) return [await predictProbs(net, e, idx, shape, fromBlock, batch)];
+  const size = shape.reduce((a, b) => a * b, 1);
+  const ks = [net.numClasses, ...net.extraHeads.map((h) => h.numClasses)];
+  const out = ks.map((k) => new Float32Array(idx.length * k));
+  const buf = new Float32Array(batch * size);
+  const inference = net.blocks.map(() => false);
+  for (let s = 0; s < idx.length; s += batch) {
+    const n = Math.min(batch, idx.length - s);
+    e.x.read(idx, s, n, buf);
+    const probs = tf.tidy(() => net.forwardAll(tf.tensor(buf.subarray(0, n * size), [n, ...shape]), inference, fromBlock).map((l) => tf.softmax(l)));
+    probs.forEach((p, h) => out[h].set(p.dataSync(), s * ks[h]));
+    tf.dispose(probs);
+    await betweenBatches();
+  }
+  return out;
+}

@@ -6,6 +6,7 @@ import { curveChart, dynamicsMeasures, fileSafe, metricVsKey } from './plots';
 import { checkKey, findRunDirs, keyValue, metricValue, readRun, RunRecord } from './runs';
 import { Chart, renderChart } from './svg';
 import { groupRuns, groupsCsv, label, markdownTable, runsCsv } from './table';
+import { flagNotes, rowFlags, sourceBudgets } from './flags';
 
 export interface ReportOptions {
   dirs: string[];
@@ -13,6 +14,8 @@ export interface ReportOptions {
   metrics: string[];
   /** Keep only runs whose key has this value (`stage=finetune`). */
   where?: string[];
+  /** A source run whose train_acc_final is below this is flagged underfit (default 0.8). */
+  underfitBelow?: number;
   x?: string;
   out: string;
   png: boolean;
@@ -25,6 +28,8 @@ export interface ReportResult {
   runs: RunRecord[];
   excluded: RunRecord[];
   files: string[];
+  /** Fair-comparison notes (report/flags.ts), one paragraph each; empty when no flag is raised. */
+  notes: string[];
 }
 
 const DEFAULT_METRICS = ['test_acc', 'test_acc_easy', 'test_acc_hard', 'val_acc'];
@@ -82,7 +87,10 @@ export async function makeReport(o: ReportOptions): Promise<ReportResult> {
   if (xKey) checkKey(runs, xKey, '--x');
 
   const groups = groupRuns(runs, groupBy);
-  const table = markdownTable(groups, groupBy, metrics);
+  const flagOpts = { underfitBelow: o.underfitBelow ?? 0.8 };
+  const budgetsDiffer = sourceBudgets(runs).length > 1;
+  const table = markdownTable(groups, groupBy, metrics, (g) => rowFlags(g, flagOpts, budgetsDiffer));
+  const notes = flagNotes(groups, flagOpts);
   ensureDir(o.out);
   const files: string[] = [];
   const write = (name: string, text: string) => {
@@ -128,10 +136,11 @@ export async function makeReport(o: ReportOptions): Promise<ReportResult> {
     '',
     table,
     '',
+    ...notes.flatMap((n) => [n, '']),
     ...plotNames.map((n) => `![${n}](${n}.${o.png ? 'png' : 'svg'})`),
     '',
   ].join('\n');
   write('report.md', md);
-  return { table, groupBy, metrics, runs, excluded, files };
+  return { table, groupBy, metrics, runs, excluded, files, notes };
 }
 

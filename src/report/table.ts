@@ -101,15 +101,22 @@ export function fmt(v: number): string {
   return Math.abs(v) >= 100 ? v.toFixed(1) : v.toFixed(4);
 }
 
-/** One markdown table: a row per group, mean ± std over its runs, n per cell. */
-export function markdownTable(groups: readonly Group[], keys: readonly string[], metrics: readonly string[]): string {
-  const head = [...keys, 'n', ...metrics];
-  const rows = groups.map((g) => {
+/**
+ * One markdown table: a row per group, mean ± std over its runs, n per cell;
+ * with `flags`, a last column `flags` holds each row's fair-comparison flags
+ * (report/flags.ts) when any row has one.
+ */
+export function markdownTable(groups: readonly Group[], keys: readonly string[], metrics: readonly string[], flags?: (g: Group) => string[]): string {
+  const rowFlags = groups.map((g) => flags?.(g) ?? []);
+  const withFlags = rowFlags.some((f) => f.length);
+  const head = [...keys, 'n', ...metrics, ...(withFlags ? ['flags'] : [])];
+  const rows = groups.map((g, i) => {
     const stats = groupStats(g, metrics);
     return [
       ...g.values.map((v) => v.replace(/\|/g, '\\|')),
       String(g.runs.length),
       ...stats.map((s) => (s.n === 0 ? '–' : `${fmt(s.mean)}${s.n > 1 ? ` ± ${fmt(s.std)}` : ''}${s.n !== g.runs.length ? ` (n=${s.n})` : ''}`)),
+      ...(withFlags ? [rowFlags[i].length ? `⚠ ${rowFlags[i].join('; ').replace(/\|/g, '\\|')}` : ''] : []),
     ];
   });
   const widths = head.map((h, i) => Math.max(h.length, 3, ...rows.map((r) => r[i].length)));

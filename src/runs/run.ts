@@ -118,7 +118,7 @@ export function newRunMeta(runDir: string, stage: Stage, source: SourceRun | nul
 }
 
 /** hierarchy.json: every level (and the trained one) with its classes as paths and each leaf's class. */
-export function hierarchyRecord(h: Hierarchy, level: Level): Record<string, unknown> {
+export function hierarchyRecord(h: Hierarchy, level: Level, relabel?: Record<string, unknown>): Record<string, unknown> {
   const levels = h.levels();
   return {
     root: h.root,
@@ -131,15 +131,17 @@ export function hierarchyRecord(h: Hierarchy, level: Level): Record<string, unkn
       class_of: Array.from(l.classOf),
     })),
     dag: h.dag ? { nodes_with_several_parents: h.dag.multiParentNodes, chosen_parent: h.dag.chosenParent } : null,
+    // How data.relabel derived the classes when that needs recording (cluster:K: the run, level, K, seed, cluster sizes).
+    ...(relabel ? { relabel } : {}),
   };
 }
 
 /** The records a new run writes before training: config.yaml, command.txt, run.json, hierarchy.json, split.json. */
-export function writeRunRecords(runDir: string, r: { cfg: Config; meta: RunMeta; argv: string[]; hierarchy: Hierarchy; level: Level; split: Record<string, unknown> }): void {
+export function writeRunRecords(runDir: string, r: { cfg: Config; meta: RunMeta; argv: string[]; hierarchy: Hierarchy; level: Level; relabel?: Record<string, unknown>; split: Record<string, unknown> }): void {
   writeFileAtomic(path.join(runDir, FILES.config), configToYaml(r.cfg, `resolved config of this ${r.meta.stage} run, written before training\n${r.meta.run_id}`));
   writeFileAtomic(path.join(runDir, FILES.command), r.argv.map(shellQuote).join(' ') + '\n');
   writeJsonAtomic(path.join(runDir, FILES.run), r.meta);
-  writeJsonAtomic(path.join(runDir, FILES.hierarchy), hierarchyRecord(r.hierarchy, r.level));
+  writeJsonAtomic(path.join(runDir, FILES.hierarchy), hierarchyRecord(r.hierarchy, r.level, r.relabel));
   writeJsonAtomic(path.join(runDir, FILES.split), r.split);
 }
 
@@ -247,17 +249,25 @@ export async function saveModel(net: Network, runDir: string): Promise<void> {
 }
 
 /**
- * Saved weights (by `<layer>/<weight>` name) into `net`; the head too when
- * `withHead`. Throws UsageError naming `dir` for a missing weight or a shape
- * that differs (another architecture, image size or channel count).
+ * Saved weights (by `<layer>/<weight>` name) into `net`. `head`: true loads
+ * every head under its own name; false keeps every head as initialised; a
+ * string is the saved prefix whose weights go into the primary head (`head`,
+ * or `head_<level>` of a multi-level source; finetune.head keep/coarsen),
+ * other heads of `net` staying as initialised. Throws UsageError naming `dir`
+ * for a missing weight or a shape that differs (another architecture, image
+ * size or channel count).
  */
-export function assignWeights(net: Network, saved: ReadonlyMap<string, tf.Tensor>, dir: string, withHead: boolean): void {
+export function assignWeights(net: Network, saved: ReadonlyMap<string, tf.Tensor>, dir: string, head: boolean | string): void {
   for (const v of net.variables()) {
-    if (v.block < 0 && !withHead) continue;
-    const w = saved.get(v.name);
-    if (!w) throw new UsageError(`the pretrained network in '${dir}' has no weight '${v.name}'; it was saved by a different architecture.`);
+    let name = v.name;
+    if (v.block < 0 && head !== true) {
+      if (head === false || !name.startsWith('head/')) continue;
+      name = `${head}/${name.slice('head/'.length)}`;
+    }
+    const w = saved.get(name);
+    if (!w) throw new UsageError(`the pretrained network in '${dir}' has no weight '${name}'; it was saved by a different architecture.`);
     if (w.shape.join('x') !== v.variable.shape.join('x')) {
-      throw new UsageError(`weight '${v.name}' of '${dir}' has shape [${w.shape}] but this run needs [${v.variable.shape}] (different data.image_size or data.channels?).`);
+      throw new UsageError(`weight '${name}' of '${dir}' has shape [${w.shape}] but this run needs [${v.variable.shape}] (different data.image_size or data.channels?).`);
     }
     v.variable.assign(w);
   }
