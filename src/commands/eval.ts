@@ -4,10 +4,12 @@ import { checkEvalApplies } from '../config/checks';
 import { configToYaml, parseSets, resolveConfig } from '../config/load';
 import { tagLayer } from '../config/provenance';
 import { loadDataset } from '../data';
+import { applyNormalization, inputNormalization } from '../data/normalize';
 import { splitFromRecord } from '../data/split';
 import { initEngine } from '../engine/backend';
 import { coarserLevels } from '../hierarchy/tree';
 import { oodMetrics } from '../measure/ood';
+import { evalBatchSize } from '../measure/predict';
 import { buildNetwork } from '../models/archs';
 import { claimEvalDir, FILES } from '../runs/rundir';
 import { alignmentMetrics, evaluate } from '../measure/evaluate';
@@ -43,11 +45,12 @@ export function evalCommand(): Command {
       const level = trained.levels[0];
       const heads = headsOfRun(run.summary, data.hierarchy, trained);
       const split = splitFromRecord(data, readSplitRecord(runDir), runDir);
+      applyNormalization(data, inputNormalization(cfg, data, split));
       const net = buildNetwork(cfg, data.shape, heads.headClasses, { extraHeads: heads.extra.map((e) => ({ level: e.level.name, numClasses: e.level.classes.length })) });
       try {
         loadRunWeights(net, runDir);
         const metrics = {
-          ...evaluate({ net, data, split, level, coarser: coarserLevels(data.hierarchy, level), heads }),
+          ...(await evaluate({ net, data, split, level, coarser: coarserLevels(data.hierarchy, level), heads, batch: evalBatchSize(cfg) })),
           ...alignmentMetrics(net, data, cfg.data.seed),
           ...(await oodMetrics(cfg, net, data, split, level)),
         };

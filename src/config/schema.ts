@@ -62,9 +62,25 @@ const data = z
       .describe('hierarchy controls: random_split:K (each class split into K random pseudo-classes), shuffle_parents, or cluster:K (k-means on the features of data.relabel_from)'),
     relabel_from: nullableStr().describe('cluster:K: folder of the finished run whose penultimate features are clustered, within each class of the level it trained at'),
     test_fraction: z.number().gt(0).lt(1).nullable().default(null).describe('imagefolder/wordnet without train/ and test/ folders: seeded share of ROOT/<class>/ held out for test'),
-    augment: z.array(z.enum(['flip', 'crop'])).default([]).describe('training-only augmentation'),
+    augment: z
+      .array(z.enum(['flip', 'crop', 'random_resized_crop']))
+      .default([])
+      .describe('training-only augmentation: flip (left-right, p=1/2), crop (shift by up to side/8, edges repeated), random_resized_crop (a random area 8-100 % and aspect 3/4-4/3 of the stored image, resized to image_size)'),
+    stored_size: int()
+      .positive()
+      .nullable()
+      .default(null)
+      .describe('side of the stored (decoded) square image, >= data.image_size; evaluation centre-crops image_size from it, random_resized_crop draws from all of it; null = data.image_size'),
+    normalize: z
+      .enum(['none', 'imagenet', 'dataset'])
+      .default('none')
+      .describe('per-channel input normalisation after augmentation: none (pixels in [0, 1]), imagenet (ImageNet mean/std), dataset (mean/std of the training split)'),
+    verify: z
+      .enum(['files', 'folders'])
+      .default('files')
+      .describe('how a cached dataset is checked for changes: files (size and mtime of every image) or folders (only images in folders whose mtime changed; faster, misses files rewritten in place)'),
     on_bad_image: z.enum(['skip', 'fail']).default('skip').describe('an unreadable or truncated image: skip it (counted in skipped_images) or fail (exit 2)'),
-    cache_dir: z.string().nullable().default('datasets/cache').describe('where decoded images are cached (relative to the working folder); null = no cache'),
+    cache_dir: z.string().nullable().default('datasets/cache').describe('where the record cache of decoded images lives (relative to the working folder); null = a temporary one, removed when the process ends'),
     synthetic,
   })
   .strict()
@@ -105,6 +121,11 @@ const train = z
     loss: z.enum(['xent', 'mse']).default('xent').describe('cross-entropy or mean squared error on one-hot targets'),
     label_smoothing: z.number().min(0).lt(1).default(0).describe('label smoothing eps: targets (1 - eps) one-hot + eps / classes (Szegedy et al. 2016); 0 = off'),
     checkpoint_every_steps: int().min(0).default(0).describe('also checkpoint every this many steps inside an epoch (long epochs); 0 = at epoch ends only'),
+    max_steps: int()
+      .positive()
+      .nullable()
+      .default(null)
+      .describe('stop after this many training steps in all (the run then evaluates and ends mid-epoch); null = train.epochs full epochs'),
     until_converged: z
       .object({ patience: int().min(1).default(3).describe('stop once this many epoch-to-epoch changes of the training loss in a row are below 1 % of the first epoch\'s loss') })
       .strict()
@@ -172,6 +193,11 @@ const evalSection = z
     ood_root: nullableStr().describe('an external OOD test folder, one folder of images per class (ood_acc@external)'),
     ood_synthetic: z.array(z.enum(['weak_common', 'more_noise', 'all_hard'])).default([]).describe('generator-side covariate shifts for synthetic data (see src/data/synthetic.ts)'),
     ood_severities: z.array(int().min(0).max(5)).default([1, 2, 3, 4, 5]).describe('severities of each corruption or shift (0 = identity)'),
+    batch_size: int()
+      .positive()
+      .nullable()
+      .default(null)
+      .describe('batch of every evaluation pass (test, validation, OOD, Fisher/sharpness probes, frozen-prefix cache); null = train.batch_size'),
     every: int().positive().default(1).describe('evaluate every this many epochs (the last epoch is always evaluated)'),
     dynamics_every: z.union([int().min(0), z.literal('auto')]).default('auto').describe("steps between dynamics rows; auto = half-way through epoch 1, then after epochs 1, 2, 4, 8, ... and the last; 0 = off"),
     fisher_samples: int().positive().default(16).describe('examples of the fixed training subset the Fisher trace is measured on'),

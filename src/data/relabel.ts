@@ -116,12 +116,12 @@ export function clusterLabels(
  * that run trained at, and the dataset relabelled to the pseudo-classes. The
  * record goes to hierarchy.json (Dataset.relabelRecord).
  */
-export function clusterRelabelDataset(d: Dataset, cfg: Config): Dataset {
+export async function clusterRelabelDataset(d: Dataset, cfg: Config): Promise<Dataset> {
   const spec = cfg.data.relabel!;
   const k = Number(spec.split(':')[1]);
   if (!cfg.data.relabel_from) throw new UsageError(`data.relabel ${spec} clusters the penultimate features of a trained network: set data.relabel_from to the folder of a finished run (e.g. a pretraining run at the level to split).`);
   const from = path.resolve(cfg.data.relabel_from);
-  const f = runFeatures(from, d, 'data.relabel_from');
+  const f = await runFeatures(from, d, 'data.relabel_from');
   let level: Level;
   try {
     level = d.hierarchy.resolveLevel(f.levelSpec);

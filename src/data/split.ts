@@ -3,7 +3,7 @@ import { Config } from '../config/schema';
 import { Level } from '../hierarchy/tree';
 import { UsageError } from '../util/errors';
 import { Rng } from '../util/rng';
-import { Dataset, Examples } from './types';
+import { Dataset, Examples, hashHex } from './types';
 
 /** Indices into a dataset's train and test examples for one run. */
 export interface Split {
@@ -46,15 +46,17 @@ export function makeSplit(ds: Dataset, cfg: Config): Split {
   // stratified on its own even when the hold-out took uneven rounds per class.
   const rest = order.slice(nVal);
   const within = new Map<number, number>();
-  const rank = new Map<number, number>();
-  for (const i of rest) {
+  // Per example index (typed arrays: half a million Map entries would cost more than the images' labels).
+  const rank = new Int32Array(ds.train.y.length);
+  const pos = new Int32Array(ds.train.y.length);
+  rest.forEach((i, p) => {
     const c = ds.train.y[i];
     const r = within.get(c) ?? 0;
     within.set(c, r + 1);
-    rank.set(i, r);
-  }
-  const pos = new Map(rest.map((i, p) => [i, p]));
-  let pool = rest.slice().sort((a, b) => rank.get(a)! - rank.get(b)! || pos.get(a)! - pos.get(b)!);
+    rank[i] = r;
+    pos[i] = p;
+  });
+  let pool = rest.slice().sort((a, b) => rank[a] - rank[b] || pos[a] - pos[b]);
   if (cfg.data.train_per_class !== null) {
     const k = cfg.data.train_per_class;
     const count = new Map<number, number>();
@@ -78,10 +80,20 @@ export function makeSplit(ds: Dataset, cfg: Config): Split {
   return { train: pool.sort(asc), val: val.sort(asc), test: test.sort(asc) };
 }
 
-/** split.json: example ids per part, and a hash of ids and labels. */
+/**
+ * split.json: example ids per part, a hash of ids and labels, the content
+ * hashes of the images (file-based formats: fine-tuning on other data checks
+ * overlap against them without loading this dataset again) and the input
+ * normalisation.
+ */
 export function splitRecord(ds: Dataset, split: Split): Record<string, unknown> {
   const ids = (e: Examples, idx: number[]) => idx.map((i) => e.ids[i]);
-  const rec = { train: ids(ds.train, split.train), val: ids(ds.train, split.val), test: ids(ds.test, split.test) };
+  const rec: Record<string, unknown> = { train: ids(ds.train, split.train), val: ids(ds.train, split.val), test: ids(ds.test, split.test) };
+  if (ds.train.hashes && ds.test.hashes) {
+    const hex = (e: Examples, idx: number[]) => idx.map((i) => hashHex(e.hashes!, i));
+    rec.hashes = { train: hex(ds.train, split.train), val: hex(ds.train, split.val), test: hex(ds.test, split.test) };
+  }
+  if (ds.train.x.norm) rec.normalize = ds.train.x.norm;
   const h = createHash('sha256');
   for (const [part, e, idx] of [['train', ds.train, split.train], ['val', ds.train, split.val], ['test', ds.test, split.test]] as const) {
     h.update(part);

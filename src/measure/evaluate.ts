@@ -33,6 +33,8 @@ export interface EvalTarget {
   split: Split;
   level: Level;
   coarser: Array<{ level: Level; map: Int32Array }>;
+  /** Examples per forward pass (eval.batch_size; see evalBatchSize). */
+  batch: number;
   /** How the heads are read; absent = one head at the run's level. */
   heads?: HeadReading;
 }
@@ -47,9 +49,9 @@ export function atRunLevel(probs: Float32Array, numHeadClasses: number, heads: H
   return { probs: coarsenProbs(probs, numHeadClasses, heads.headMap, heads.runClasses), k: heads.runClasses };
 }
 
-/** Predicted class at the run's level for examples `idx` of `e` (or the cached prefix outputs). */
-function runLevelPredictions(t: Pick<EvalTarget, 'net' | 'heads'>, e: Examples, idx: readonly number[], shape: readonly number[], cached?: CachedPart): Int32Array {
-  const raw = cached ? predictProbs(t.net, cached.e, cached.idx, cached.shape, cached.from) : predictProbs(t.net, e, idx, shape);
+/** Predicted class at the run's level for examples `idx` of `e` (or the cached prefix outputs), `t.batch` examples per pass. */
+async function runLevelPredictions(t: Pick<EvalTarget, 'net' | 'heads' | 'batch'>, e: Examples, idx: readonly number[], shape: readonly number[], cached?: CachedPart): Promise<Int32Array> {
+  const raw = await (cached ? predictProbs(t.net, cached.e, cached.idx, cached.shape, cached.from, t.batch) : predictProbs(t.net, e, idx, shape, 0, t.batch));
   const { probs, k } = atRunLevel(raw, t.net.numClasses, t.heads);
   return argmaxRows(probs, k);
 }
@@ -67,11 +69,11 @@ function runLevelPredictions(t: Pick<EvalTarget, 'net' | 'heads'>, e: Examples, 
  * `cached`: the test set already through the frozen prefix. Accuracies are
  * fractions in [0, 1] (NaN for an empty part); severities are in levels.
  */
-export function evaluate(t: EvalTarget, cached?: CachedPart): Record<string, number> {
+export async function evaluate(t: EvalTarget, cached?: CachedPart): Promise<Record<string, number>> {
   const { net, data, split, level, coarser } = t;
   const e = data.test;
   const idx = split.test;
-  const all = cached ? predictHeadProbs(net, cached.e, cached.idx, cached.shape, cached.from) : predictHeadProbs(net, e, idx, data.shape);
+  const all = await (cached ? predictHeadProbs(net, cached.e, cached.idx, cached.shape, cached.from, t.batch) : predictHeadProbs(net, e, idx, data.shape, 0, t.batch));
   const { probs, k: K } = atRunLevel(all[0], net.numClasses, t.heads);
   const pred = argmaxRows(probs, K);
   const labels = levelLabels(e, idx, level);
@@ -104,9 +106,9 @@ export function evaluate(t: EvalTarget, cached?: CachedPart): Record<string, num
  * selection and stop rules look only here); NaN without a hold-out.
  * `valLabels` are the level's labels of split.val, in split order.
  */
-export function validate(t: Pick<EvalTarget, 'net' | 'data' | 'split' | 'heads'>, valLabels: Int32Array, cached?: CachedPart): number {
+export async function validate(t: Pick<EvalTarget, 'net' | 'data' | 'split' | 'heads' | 'batch'>, valLabels: Int32Array, cached?: CachedPart): Promise<number> {
   if (!t.split.val.length) return NaN;
-  return accuracy(runLevelPredictions(t, t.data.train, t.split.val, t.data.shape, cached), valLabels);
+  return accuracy(await runLevelPredictions(t, t.data.train, t.split.val, t.data.shape, cached), valLabels);
 }
 
 /**
@@ -115,8 +117,8 @@ export function validate(t: Pick<EvalTarget, 'net' | 'data' | 'split' | 'heads'>
  * noise included), at its level: did the run learn its level? A fraction in
  * [0, 1].
  */
-export function trainAccuracy(t: Pick<EvalTarget, 'net' | 'data' | 'split' | 'heads'>, trainLabels: Int32Array, cached?: CachedPart): number {
-  return accuracy(runLevelPredictions(t, t.data.train, t.split.train, t.data.shape, cached), trainLabels);
+export async function trainAccuracy(t: Pick<EvalTarget, 'net' | 'data' | 'split' | 'heads' | 'batch'>, trainLabels: Int32Array, cached?: CachedPart): Promise<number> {
+  return accuracy(await runLevelPredictions(t, t.data.train, t.split.train, t.data.shape, cached), trainLabels);
 }
 
 /**

@@ -16,8 +16,8 @@ import { primaryLevelSpec } from '../train/heads';
  * norm in inference mode) of examples `idx` of `e`. Returns [n x dim]
  * row-major and dim.
  */
-export function penultimateFeatures(net: Network, e: Examples, idx: readonly number[], shape: readonly number[]): { x: Float32Array; dim: number } {
-  const f = prefixFeatures(net, e, idx, shape, net.blocks.length);
+export async function penultimateFeatures(net: Network, e: Examples, idx: readonly number[], shape: readonly number[]): Promise<{ x: Float32Array; dim: number }> {
+  const f = await prefixFeatures(net, e, idx, shape, net.blocks.length);
   return { x: f.x, dim: f.shape.reduce((a, b) => a * b, 1) };
 }
 
@@ -56,12 +56,12 @@ export function loadRunNetwork(runDir: string, shape: [number, number, number], 
  * example of `data` (the clustering input of data.relabel cluster:K), with
  * the level that run trained at.
  */
-export function runFeatures(runDir: string, data: Dataset, key: string): { train: Float32Array; test: Float32Array; dim: number; levelSpec: string; runId: string | null } {
+export async function runFeatures(runDir: string, data: Dataset, key: string): Promise<{ train: Float32Array; test: Float32Array; dim: number; levelSpec: string; runId: string | null }> {
   const { net, cfg } = loadRunNetwork(runDir, data.shape, key);
   try {
     const all = (e: Examples) => Array.from(e.y, (_, i) => i);
-    const tr = penultimateFeatures(net, data.train, all(data.train), data.shape);
-    const te = penultimateFeatures(net, data.test, all(data.test), data.shape);
+    const tr = await penultimateFeatures(net, data.train, all(data.train), data.shape);
+    const te = await penultimateFeatures(net, data.test, all(data.test), data.shape);
     const runId = readRunFolder(runDir).meta.run_id;
     return { train: tr.x, test: te.x, dim: tr.dim, levelSpec: primaryLevelSpec(cfg.train.level), runId: typeof runId === 'string' ? runId : null };
   } finally {

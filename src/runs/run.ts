@@ -123,7 +123,7 @@ export function readSourceRun(dir: string, what = `--from '${dir}'`, use = "Give
 }
 
 /** split.json of a run: example ids of each part (throws if absent: a run writes it before training). */
-export function readSplitRecord(dir: string): { train: string[]; val: string[]; test: string[] } {
+export function readSplitRecord(dir: string): { train: string[]; val: string[]; test: string[]; hashes?: { train?: string[]; val?: string[]; test?: string[] } } {
   return readJson(path.join(dir, FILES.split));
 }
 

@@ -17,7 +17,7 @@ import { saveCheckpoint, CheckpointState, InEpoch, ScheduleState } from './check
 import { batchNormModes, FinetunePlan, initialTrainable, Unfreezer } from './finetune';
 import { TrainableSet } from './trainable';
 import { oodMetrics } from '../measure/ood';
-import { cachePart } from '../measure/predict';
+import { cachePart, evalBatchSize } from '../measure/predict';
 import { makeProbe } from '../measure/dynamics';
 import { NamedOptimizer } from './optimizer';
 import { learningRate } from './schedule';
@@ -71,7 +71,8 @@ export async function train(job: TrainJob): Promise<TrainResult> {
   const n = split.train.length;
   const bs = Math.min(cfg.train.batch_size, n);
   const stepsPerEpoch = Math.ceil(n / bs);
-  const totalSteps = stepsPerEpoch * cfg.train.epochs;
+  // train.max_steps ends the run early (mid-epoch); the schedule runs its course within it.
+  const totalSteps = Math.min(stepsPerEpoch * cfg.train.epochs, cfg.train.max_steps ?? Infinity);
   const warmup = Math.round(cfg.train.warmup_epochs * stepsPerEpoch);
 
   let epoch = 0;
@@ -100,8 +101,15 @@ export async function train(job: TrainJob): Promise<TrainResult> {
   // (inference mode, no augmentation) map each example to the same output
   // every epoch, so compute it once and train the rest on it.
   const from = plan.prefixCache ? plan.frozenBlocks : 0;
+  // Every evaluation pass (and the prefix cache, and the probes) holds eval.batch_size examples at a time.
+  const evalBatch = evalBatchSize(cfg);
+  const target = { ...job, batch: evalBatch };
   const cache = from > 0
-    ? { train: cachePart(net, data.train, split.train, data.shape, from), val: cachePart(net, data.train, split.val, data.shape, from), test: cachePart(net, data.test, split.test, data.shape, from) }
+    ? {
+        train: await cachePart(net, data.train, split.train, data.shape, from, evalBatch),
+        val: await cachePart(net, data.train, split.val, data.shape, from, evalBatch),
+        test: await cachePart(net, data.test, split.test, data.shape, from, evalBatch),
+      }
     : null;
   const trainX = cache ? cache.train.e.x : data.train.x;
   const trainIdx = cache ? cache.train.idx : split.train;
@@ -114,7 +122,7 @@ export async function train(job: TrainJob): Promise<TrainResult> {
   const objective = makeObjective(job.heads, cfg);
   const coarsenProbes: tf.Tensor[] = [];
   const subset = (k: number) => {
-    const probe = makeProbe(data.train.x, data.shape, split.train, job.trainLabels, k, cfg.train.seed, cfg.train.loss);
+    const probe = makeProbe(data.train.x, data.shape, split.train, job.trainLabels, k, cfg.train.seed, cfg.train.loss, evalBatch);
     if (!job.heads.headMap) return probe;
     // finetune.head: coarsen: the Fisher and sharpness see the run's predictive distribution, the coarsened one.
     const member = coarsenMembership(job.heads.headMap, job.heads.runClasses);
@@ -142,7 +150,7 @@ export async function train(job: TrainJob): Promise<TrainResult> {
   let lastDynamicsStep = -1;
   if (step === 0) {
     // The state before training: chance accuracy and alignment at initialisation.
-    const init = { ...evaluate(job, cache?.test), ...alignmentMetrics(net, data, cfg.data.seed) };
+    const init = { ...(await evaluate(target, cache?.test)), ...alignmentMetrics(net, data, cfg.data.seed) };
     appendMetrics(runDir, { kind: 'epoch', epoch: 0, step: 0, ...init, ...rowBase() });
     last = init; // a run of 0 epochs reports the network it was given
     carry = { ...carry, ...Object.fromEntries(Object.entries(init).filter(([k]) => k.startsWith('align')).map(([k, v]) => [`${k}_init`, v])) };
@@ -156,7 +164,7 @@ export async function train(job: TrainJob): Promise<TrainResult> {
   try {
 
     const everySteps = cfg.train.checkpoint_every_steps;
-    for (; epoch < cfg.train.epochs; epoch++) {
+    for (; epoch < cfg.train.epochs && step < totalSteps; epoch++) {
       // The shuffle is drawn from the state at the epoch's start, which a
       // mid-epoch checkpoint stores, so a resumed epoch replays the same order.
       const epochStart = rng.state();
@@ -168,8 +176,11 @@ export async function train(job: TrainJob): Promise<TrainResult> {
       bar?.start(stepsPerEpoch, Math.ceil(start / bs), { epoch: epoch + 1, epochs: cfg.train.epochs, loss: '-', acc: '-', ips: '-' });
       // Augmentation draws from a generator seeded by the step, so a resumed run augments identically.
       batches.epoch(Int32Array.from(order, (o) => trainIdx[o]), Int32Array.from(order, (o) => job.trainLabels[o]), start, step);
+      let lastEpoch = epoch + 1 === cfg.train.epochs;
       for (let s = start; s < n; s += bs) {
         const ts = performance.now();
+        // Seconds from process start to the first training step (startup: data, model, first evaluation).
+        if (step === 0) carry.first_step_seconds = ts / 1000;
         const { x: xbuf, y: ybuf, b } = batches.next();
         const lr = learningRate(cfg.train.schedule, cfg.train.lr, step, totalSteps, warmup);
         const { loss, hits: h } = trainable.step(xbuf, ybuf, b, shape, from, batchNormModes(plan, trainable.flags), objective, job.optimizer, lr);
@@ -200,6 +211,10 @@ export async function train(job: TrainJob): Promise<TrainResult> {
           stoppedEarly = true;
           break;
         }
+        if (step >= totalSteps) {
+          lastEpoch = true;
+          break;
+        }
       }
       bar?.stop();
       if (stoppedEarly) break;
@@ -210,7 +225,7 @@ export async function train(job: TrainJob): Promise<TrainResult> {
       epochLosses.push(lossSum / seen);
       // train.until_converged: this epoch is the last once the training loss has plateaued.
       const plateau = cfg.train.until_converged !== null && epoch + 1 < cfg.train.epochs && plateauReached(epochLosses, cfg.train.until_converged.patience);
-      const lastEpoch = epoch + 1 === cfg.train.epochs || plateau;
+      if (plateau) lastEpoch = true;
       if (plateau && dynamicsOn && lastDynamicsStep !== step) dynamicsRow(epoch + 1);
       const evalNow = (epoch + 1) % cfg.eval.every === 0 || lastEpoch;
       const row: Record<string, number> = {
@@ -219,7 +234,7 @@ export async function train(job: TrainJob): Promise<TrainResult> {
         lr: learningRate(cfg.train.schedule, cfg.train.lr, Math.max(0, step - 1), totalSteps, warmup),
         train_loss: lossSum / seen,
         train_acc: hits / seen,
-        ...(evalNow ? { val_acc: validate(job, valLabels, cache?.val), ...evaluate(job, cache?.test), ...alignmentMetrics(net, data, cfg.data.seed) } : {}),
+        ...(evalNow ? { val_acc: await validate(target, valLabels, cache?.val), ...(await evaluate(target, cache?.test)), ...alignmentMetrics(net, data, cfg.data.seed) } : {}),
         // The OOD test once, on the final network.
         ...(lastEpoch ? await oodMetrics(cfg, net, data, split, job.level) : {}),
         ...rowBase(),
@@ -250,7 +265,7 @@ export async function train(job: TrainJob): Promise<TrainResult> {
   delete final.num_tensors;
   const fit = {
     converged: hasConverged(epochLosses),
-    train_acc_final: stoppedEarly ? NaN : trainAccuracy(job, job.trainLabels, cache?.train),
+    train_acc_final: stoppedEarly ? NaN : await trainAccuracy(target, job.trainLabels, cache?.train),
     epochs_trained: epochLosses.length,
     train_images: n,
     budget_images: epochLosses.length * n,

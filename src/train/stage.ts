@@ -5,6 +5,7 @@ import { checkEvalApplies } from '../config/checks';
 import { configToYaml, parseConfigYaml, parseSets, readConfigFile, resolveConfig } from '../config/load';
 import { loadDataset } from '../data';
 import { levelLabels, makeSplit, noisyLabels, restrictToLevel, Split, splitFromRecord, splitRecord } from '../data/split';
+import { applyNormalization, inputNormalization } from '../data/normalize';
 import { sourceOverlap } from '../data/overlap';
 import { Dataset } from '../data/types';
 import { BackendChoice, EngineInfo, initEngine } from '../engine/backend';
@@ -21,6 +22,7 @@ import { relPath, writeFileAtomic, writeJsonAtomic } from '../util/fsx';
 import { CheckpointState, hasCheckpoint, loadCheckpoint, recoverCheckpoint } from './checkpoint';
 import { NamedOptimizer } from './optimizer';
 import { FinetunePlan, parseFreeze, planFinetune } from './finetune';
+import { Interrupted, stopEvaluation } from '../measure/predict';
 import { HeadPlan, headsSummary, levelsName, planHeads, resolveTrainLevels, TrainLevels } from './heads';
 import { train } from './loop';
 
@@ -115,12 +117,13 @@ async function prepare(req: StageRequest, cfg: Config, source: SourceRun | null)
     split = makeSplit(data, cfg);
     if (source) {
       const rec = readSplitRecord(source.dir);
-      data.sourceOverlap = (await sourceOverlap(source.cfg, rec.train, data, split, (l) => process.stderr.write(`granular: ${l}\n`))) ?? undefined;
+      data.sourceOverlap = (await sourceOverlap(source.cfg, rec, data, split, (l) => process.stderr.write(`granular: ${l}\n`))) ?? undefined;
     }
   }
   const restricted = restrictToLevel(data, split, level);
   split = restricted.split;
   if (restricted.dropped) process.stderr.write(`granular: level '${level.spec}': ${restricted.dropped} image(s) of ${level.droppedClasses} class(es) under no listed node are left out\n`);
+  applyNormalization(data, inputNormalization(cfg, data, split));
   const clean = levelLabels(data.train, split.train, level);
   const { labels: trainLabels, flipped } = noisyLabels(split.train.map((i) => data.train.ids[i]), clean, level.classes.length, cfg.data.label_noise, cfg.data.seed);
   const net = buildNetwork(cfg, data.shape, heads.headClasses, {
@@ -215,6 +218,8 @@ export async function runStage(req: StageRequest): Promise<StageOutcome> {
   const onSignal = (sig: NodeJS.Signals) => {
     if (interrupted) process.exit(sig === 'SIGINT' ? 130 : 143); // a second signal: leave now, the last checkpoint stays valid
     interrupted = sig;
+    // An evaluation pass in progress stops at its next batch too.
+    stopEvaluation(sig);
     process.stderr.write(`granular: ${sig} received, stopping after this step (send again to exit at once)\n`);
   };
   process.on('SIGINT', onSignal);
@@ -239,9 +244,15 @@ export async function runStage(req: StageRequest): Promise<StageOutcome> {
       exitCode = 0;
     }
   } catch (e) {
-    summary = failedSummary(base, e as Error, runDir, cfg, (Date.now() - started) / 1000, e instanceof RunFailure);
-    exitCode = 1;
+    if (e instanceof Interrupted) {
+      summary = interruptedSummary(base, runDir, e.signal, (Date.now() - started) / 1000);
+      exitCode = e.signal === 'SIGINT' ? 130 : 143;
+    } else {
+      summary = failedSummary(base, e as Error, runDir, cfg, (Date.now() - started) / 1000, e instanceof RunFailure);
+      exitCode = 1;
+    }
   } finally {
+    stopEvaluation(null);
     process.off('SIGINT', onSignal);
     process.off('SIGTERM', onSignal);
     optimizer.dispose();
