@@ -236,7 +236,7 @@ export function readAll(store: PixelStore, raw = false): Float32Array {
   return out;
 }
 
-/** Examples idx[from..from+n) of `store`, copied into a new FloatStore (no normalisation applied yet; same normalisation kept). */
+/** Examples `idx` of `store` in their evaluation view, as one float array (raw: in [0, 1], not normalised). */
 export function gatherFloats(store: PixelStore, idx: ArrayLike<number>, raw = true): Float32Array {
   const out = new Float32Array(idx.length * store.size);
   store.read(idx, 0, idx.length, out, raw);
