@@ -74,7 +74,7 @@ test('the small-image recipes train for real: pretraining learns its level, then
   assert.equal(s.num_classes, 4);
   for (const recipe of ['small-images-probe.yaml', 'small-images-finetune.yaml']) {
     const dir = path.join(root, recipe);
-    r = cli(['finetune', '--from', pre, '--config', path.join(RECIPES, recipe), ...common.slice(4), '--level', 'top', '--set', 'train.epochs=2', '--set', 'train.batch_size=16', '--run-dir', dir]);
+    r = cli(['finetune', '--from', pre, '--config', path.join(RECIPES, recipe), ...common.slice(4), '--level', 'top', '--set', 'train.epochs=5', '--set', 'train.batch_size=16', '--run-dir', dir]);
     assert.equal(r.code, 0, r.stderr);
     const f = readJson(path.join(dir, 'summary.json'));
     assert.equal(f.num_classes, 2);
