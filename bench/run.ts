@@ -20,6 +20,7 @@ import { resolveConfig } from '../src/config/load';
 import { initEngine, parseBackend, EngineInfo } from '../src/engine/backend';
 import { buildNetwork } from '../src/models/archs';
 import { Network } from '../src/models/network';
+import { Objective, plainObjective } from '../src/models/objective';
 import { blockLrScale } from '../src/train/finetune';
 import { NamedOptimizer } from '../src/train/optimizer';
 import { TrainableSet } from '../src/train/trainable';
@@ -102,14 +103,16 @@ class Trainer {
   private readonly trainable: TrainableSet;
   private readonly training: boolean[];
   readonly optimizer = new NamedOptimizer({ kind: 'sgd', momentum: 0.9, weightDecay: 0 });
+  private readonly objective: Objective;
 
   constructor(readonly net: Network) {
+    this.objective = plainObjective('xent', net.numClasses);
     this.training = net.blocks.map(() => true);
     this.trainable = new TrainableSet(net, this.training.slice(), blockLrScale(net.blocks.length, 1));
   }
 
   step(batch: Batch): number {
-    return this.trainable.step(batch.x, batch.y, batch.y.length, SHAPE, 0, this.training, 'xent', this.optimizer, LR).loss;
+    return this.trainable.step(batch.x, batch.y, batch.y.length, SHAPE, 0, this.training, this.objective, this.optimizer, LR).loss;
   }
 
   dispose(): void {

@@ -6,6 +6,7 @@ import * as tf from '@tensorflow/tfjs';
 import '../src/models/smooth-relu';
 import { parseConfigYaml } from '../src/config/load';
 import { loadDataset } from '../src/data';
+import { gatherFloats } from '../src/data/store';
 import { makeSplit } from '../src/data/split';
 import { cli, metricRows, QUICKSTART, readJson, tmpDir, TINY } from './helpers';
 
@@ -143,8 +144,7 @@ test('the saved model loads with tf.loadLayersModel and reproduces the run\'s te
   const cfg = parseConfigYaml(fs.readFileSync(path.join(dir, 'config.yaml'), 'utf8'), 'config.yaml');
   const ds = await loadDataset(cfg);
   const split = makeSplit(ds, cfg);
-  const size = 32 * 32;
-  const x = tf.tensor4d(Float32Array.from(split.test.flatMap((i) => Array.from(ds.test.x.subarray(i * size, (i + 1) * size)))), [split.test.length, 32, 32, 1]);
+  const x = tf.tensor4d(gatherFloats(ds.test.x, split.test), [split.test.length, 32, 32, 1]);
   const pred = (model.predict(x) as tf.Tensor).argMax(1).dataSync();
   const acc = split.test.filter((i, k) => pred[k] === ds.test.y[i]).length / split.test.length;
   assert.equal(acc, readJson(path.join(dir, 'summary.json')).test_acc);
@@ -182,7 +182,9 @@ test('an existing non-empty --run-dir is refused with exit 2', () => {
   fs.writeFileSync(path.join(dir, 'keep.txt'), 'mine');
   const r = cli(['pretrain', ...base, '--run-dir', dir]);
   assert.equal(r.code, 2);
-  assert.match(r.stderr, /already exists and is not empty.*--resume/);
+  // Not a run folder: --resume cannot help, so it is not suggested.
+  assert.match(r.stderr, /already exists, is not empty and is not a run folder\. Choose another --run-dir/);
+  assert.doesNotMatch(r.stderr, /--resume/);
   assert.deepEqual(fs.readdirSync(dir), ['keep.txt']);
 });
 

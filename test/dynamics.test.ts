@@ -23,7 +23,7 @@ function softmaxRegression(D: number, K: number, seed: number): Network {
 
 function probeOf(n: number, D: number, K: number, seed: number): Probe {
   const rng = new Rng(seed);
-  return { x: tf.tensor4d(Float32Array.from({ length: n * D }, () => rng.normal()), [n, 1, 1, D]), y: Int32Array.from({ length: n }, () => rng.int(K)), loss: 'xent' };
+  return { x: tf.tensor4d(Float32Array.from({ length: n * D }, () => rng.normal()), [n, 1, 1, D]), y: Int32Array.from({ length: n }, () => rng.int(K)), loss: 'xent', batch: n };
 }
 
 test('Fisher traces equal the closed form of softmax regression: (|x|^2 + 1) |e_y - p|^2 per example', () => {

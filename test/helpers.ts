@@ -205,3 +205,56 @@ export function convGridCases(rng: { int(n: number): number }, o: { sizeSpread: 
   }
   return cases;
 }
+
+/** util-linux `script`, which runs a command in a pseudo-terminal; null where it is missing. */
+const SCRIPT = ['/usr/bin/script', '/bin/script'].find((f) => fs.existsSync(f)) ?? null;
+/** Skip a test that needs a pseudo-terminal where `script` is missing, saying so. */
+export const needsPty = SCRIPT ? {} : { skip: 'needs util-linux script(1) to run the CLI in a pseudo-terminal' };
+
+/**
+ * Run the real CLI in a pseudo-terminal (`script -qec`), as a user at a
+ * terminal sees it: stdout and stderr are TTYs, merged. `screen` is the text
+ * left on the terminal (carriage returns and line clears applied, colours
+ * dropped); `raw` is what was written.
+ */
+export function tty(args: string[], opts: { cwd?: string; env?: Record<string, string>; cols?: number; timeout?: number } = {}): { code: number | null; raw: string; screen: string } {
+  const q = (s: string) => `'${s.replace(/'/g, `'\\''`)}'`;
+  const command = `stty cols ${opts.cols ?? 120} rows 40; exec ${[process.execPath, CLI, ...args].map(q).join(' ')}`;
+  const r = spawnSync(SCRIPT!, ['-qec', command, '/dev/null'], {
+    cwd: opts.cwd ?? ROOT,
+    encoding: 'utf8',
+    env: { ...process.env, ...opts.env },
+    timeout: opts.timeout ?? 120_000,
+  });
+  return { code: r.status, raw: r.stdout, screen: terminalScreen(r.stdout) };
+}
+
+/** The lines a terminal shows after `raw`: \r returns to column 0, ESC[K/ESC[2K clear, ESC[nG moves; other escapes dropped. */
+export function terminalScreen(raw: string): string {
+  const lines: string[] = [];
+  for (const physical of raw.split('\n')) {
+    const buf: string[] = [];
+    let col = 0;
+    for (let i = 0; i < physical.length; i++) {
+      const c = physical[i];
+      if (c === '\r') {
+        col = 0;
+      } else if (c === '\x1b') {
+        const m = /^\x1b\[([?\d;]*)([A-Za-z])/.exec(physical.slice(i));
+        if (!m) continue;
+        i += m[0].length - 1;
+        if (m[2] === 'K') {
+          if (m[1] === '2') buf.length = 0;
+          else if (m[1] === '' || m[1] === '0') buf.length = Math.min(buf.length, col);
+        } else if (m[2] === 'G') {
+          col = Math.max(0, Number(m[1] || 1) - 1);
+        }
+      } else {
+        while (buf.length < col) buf.push(' ');
+        buf[col++] = c;
+      }
+    }
+    lines.push(buf.join('').trimEnd());
+  }
+  return lines.join('\n');
+}

@@ -15,7 +15,7 @@ function planFor(stage: 'pretrain' | 'finetune', ...sets: string[]) {
   const level = syntheticHierarchy([2, 2]).resolveLevel('top');
   const net = buildNetwork(cfg, SHAPE, level.classes.length);
   try {
-    return { plan: planFinetune(cfg, stage, net, null, SHAPE, level), blocks: net.blocks.length };
+    return { plan: planFinetune(cfg, stage, net, null, SHAPE, null), blocks: net.blocks.length };
   } finally {
     net.dispose();
   }

@@ -1,6 +1,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { BatchSource, BatchSpec, InlineBatches, PrefetchedBatches } from '../src/data/prefetch';
+import { FloatStore } from '../src/data/store';
 import { sharedFloat32 } from '../src/data/types';
 import { Rng } from '../src/util/rng';
 import { cli, metricRows, tmpDir } from './helpers';
@@ -27,7 +28,7 @@ function drain(src: BatchSource, n: number, bs: number, epochs: Array<{ from: nu
 test('prefetched batches equal batches made in place: order, labels, augmentation, partial and resumed epochs', () => {
   const n = 45, bs = 8;
   const spec: BatchSpec = { size: 4 * 5 * 2, shape: [4, 5, 2], augment: ['flip', 'crop'], seed: 3 };
-  const X = sharedFloat32(n * spec.size).map((_, i) => Math.sin(i));
+  const X = new FloatStore(sharedFloat32(n * spec.size).map((_, i) => Math.sin(i)), spec.shape);
   // Epoch 2 starts mid-way (a resumed epoch); 45 = 5 x 8 + 5 leaves a partial last batch.
   const epochs = [{ from: 0, seed: 1 }, { from: 24, seed: 2 }, { from: 0, seed: 3 }];
   const inline = drain(new InlineBatches(X, spec, bs), n, bs, epochs);
@@ -44,7 +45,7 @@ test('prefetched batches equal batches made in place: order, labels, augmentatio
   assert.notDeepEqual(plain.map((b) => b.x), inline.map((b) => b.x));
   assert.deepEqual(plain.map((b) => b.y), inline.map((b) => b.y));
   // Examples outside shared memory are copied once, with the same result.
-  const own = new PrefetchedBatches(Float32Array.from(X), spec, bs);
+  const own = new PrefetchedBatches(new FloatStore(Float32Array.from(X.data), spec.shape), spec, bs);
   try {
     assert.deepEqual(drain(own, n, bs, epochs), inline);
   } finally {

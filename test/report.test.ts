@@ -74,27 +74,29 @@ test('report: markdown table with mean ± std and n per group, CSV, plots with t
   const r = cli(['report', dir, '--group-by', 'stage', '--group-by', 'pretrain_level', '--metric', 'test_acc', '--metric', 'test_acc_hard', '--out', out]);
   assert.equal(r.code, 0, r.stderr);
   const lines = r.stdout.split('\n');
-  assert.match(lines[0], /^\| stage +\| pretrain_level +\| n +\| test_acc +\| test_acc_hard +\|$/);
+  // The trained level is a column; the runs trained at three levels, so test_acc@superclass
+  // (the fine-tuning runs' level) scores them all at one level.
+  assert.match(lines[0], /^\| stage +\| pretrain_level +\| level \(classes\) +\| n +\| test_acc@superclass +\| test_acc +\| test_acc_hard +\|$/);
   // Finest level first, scratch last; values from summary.json, not the last metrics row.
   const body = lines.filter((l) => l.startsWith('| finetune'));
   assert.equal(body.length, 3);
-  assert.match(body[0], /\| finetune \| leaf +\| 3 +\| 0\.8000 ± 0\.1000 \| 0\.7000 ± 0\.1000 \|/);
-  assert.match(body[1], /\| finetune \| basic +\| 3 +\| 0\.6500 ± 0\.0500 \| 0\.5500 ± 0\.0500 \|/);
-  assert.match(body[2], /\| finetune \| scratch +\| 3 +\| 0\.5000 ± 0\.0000 \|/);
-  assert.match(r.stdout, /\| pretrain \| leaf +\| 1 +\| 0\.3000 +\| – +\|/);
+  assert.match(body[0], /\| finetune \| leaf +\| superclass \(2\) +\| 3 +\| 0\.8000 ± 0\.1000 +\| 0\.8000 ± 0\.1000 \| 0\.7000 ± 0\.1000 \|/);
+  assert.match(body[1], /\| finetune \| basic +\| superclass \(2\) +\| 3 +\| 0\.6500 ± 0\.0500 +\| 0\.6500 ± 0\.0500 \| 0\.5500 ± 0\.0500 \|/);
+  assert.match(body[2], /\| finetune \| scratch +\| superclass \(2\) +\| 3 +\| 0\.5000 ± 0\.0000 +\|/);
+  assert.match(r.stdout, /\| pretrain \| leaf +\| leaf \(24\) +\| 1 +\| – +\| 0\.3000 +\| – +\|/);
   assert.match(r.stderr, /1 run\(s\) not completed, left out: .*finetune-crashed/);
   assert.match(r.stdout, /11 runs; wrote/);
 
   const csv = fs.readFileSync(path.join(out, 'summary.csv'), 'utf8').trim().split('\n');
-  assert.equal(csv[0], 'stage,pretrain_level,n,test_acc_mean,test_acc_std,test_acc_n,test_acc_hard_mean,test_acc_hard_std,test_acc_hard_n');
+  assert.equal(csv[0], 'stage,pretrain_level,n,test_acc@superclass_mean,test_acc@superclass_std,test_acc@superclass_n,test_acc_mean,test_acc_std,test_acc_n,test_acc_hard_mean,test_acc_hard_std,test_acc_hard_n,level,num_classes');
   const leaf = csv.find((l) => l.startsWith('finetune,leaf,'))!.split(',').map(Number);
   assert.equal(leaf[2], 3);
-  assert.ok(Math.abs(leaf[3] - 0.8) < 1e-9 && Math.abs(leaf[4] - 0.1) < 1e-9 && leaf[5] === 3);
-  assert.equal(csv.find((l) => l.startsWith('pretrain,leaf,')), 'pretrain,leaf,1,0.3,,1,,,0');
+  assert.ok(Math.abs(leaf[6] - 0.8) < 1e-9 && Math.abs(leaf[7] - 0.1) < 1e-9 && leaf[8] === 3);
+  assert.equal(csv.find((l) => l.startsWith('pretrain,leaf,')), 'pretrain,leaf,1,,,0,0.3,,1,,,0,leaf,24');
   const runsCsv = fs.readFileSync(path.join(out, 'runs.csv'), 'utf8');
-  assert.match(runsCsv, /^run,status,stage,pretrain_level,test_acc,test_acc_hard\n/);
+  assert.match(runsCsv, /^run,status,stage,pretrain_level,test_acc@superclass,test_acc,test_acc_hard,level,num_classes,regime\n/);
   assert.equal(runsCsv.trim().split('\n').length, 1 + 11);
-  assert.match(runsCsv, /"[^"]*finetune-level=leaf,seed=0",completed,finetune,leaf,0\.8,/);
+  assert.match(runsCsv, /"[^"]*finetune-level=leaf,seed=0",completed,finetune,leaf,0\.8,0\.8,0\.7\d*,superclass,2,freeze 1\n/);
 
   // Plots: metric vs the first non-stage key, vs epoch, dynamics vs step; SVG and PNG.
   const svg = fs.readFileSync(path.join(out, 'test_acc-vs-pretrain_level.svg'), 'utf8');
@@ -143,7 +145,7 @@ test('report: --where keeps the runs whose key has the value', () => {
   const dir = granularityRuns();
   const r = cli(['report', dir, '--where', 'stage=finetune', '--group-by', 'pretrain_level', '--metric', 'test_acc', '--out', path.join(dir, 'o'), '--no-png']);
   assert.equal(r.code, 0, r.stderr);
-  assert.match(r.stdout, /\| leaf +\| 3 +\| 0\.8000 ± 0\.1000 \|/);
+  assert.match(r.stdout, /\| leaf +\| superclass \(2\) +\| 3 +\| 0\.8000 ± 0\.1000 \|/);
   assert.doesNotMatch(r.stdout, /0\.3000/);
   assert.match(r.stdout, /9 runs; wrote/);
   const bad = cli(['report', dir, '--where', 'stage=nothing', '--out', path.join(dir, 'o')]);
@@ -159,9 +161,9 @@ test('report: sweep_stage groups runs by the sweep stage that made them (from sw
   fs.writeFileSync(path.join(dir, 'sweep.json'), JSON.stringify({ name: 't', runs: Object.fromEntries(names.map((n) => [n, { stage: stageOf(n), command: [] }])) }));
   const r = cli(['report', dir, '--where', 'stage=finetune', '--group-by', 'sweep_stage', '--metric', 'test_acc', '--out', path.join(dir, 'o'), '--no-png']);
   assert.equal(r.code, 0, r.stderr);
-  assert.match(r.stdout, /\| gradual +\| 3 +\| 0\.8000 ± 0\.1000 \|/);
-  assert.match(r.stdout, /\| full +\| 3 +\| 0\.6500 ± 0\.0500 \|/);
-  assert.match(r.stdout, /\| other +\| 3 +\| 0\.5000 ± 0\.0000 \|/);
+  assert.match(r.stdout, /\| gradual +\| superclass \(2\) +\| 3 +\| 0\.8000 ± 0\.1000 \|/);
+  assert.match(r.stdout, /\| full +\| superclass \(2\) +\| 3 +\| 0\.6500 ± 0\.0500 \|/);
+  assert.match(r.stdout, /\| other +\| superclass \(2\) +\| 3 +\| 0\.5000 ± 0\.0000 \|/);
 });
 
 test('report: source.<key> groups fine-tuning runs by their source run\'s config', () => {
@@ -188,7 +190,7 @@ test('report: default grouping finds the keys that split the runs (seeds are ave
   const dir = granularityRuns();
   const r = cli(['report', dir, '--out', path.join(dir, 'o'), '--no-png']);
   assert.equal(r.code, 0, r.stderr);
-  assert.match(r.stdout.split('\n')[0], /^\| stage +\| pretrain_level +\| n +\| test_acc +\| test_acc_hard +\|$/);
+  assert.match(r.stdout.split('\n')[0], /^\| stage +\| pretrain_level +\| level \(classes\) +\| n +\| test_acc@superclass +\| test_acc +\| test_acc_hard +\|$/);
 });
 
 test('report: no runs, a key some runs lack, an unknown metric exit 2 saying which', () => {

@@ -7,6 +7,7 @@ import { syntheticHierarchy } from '../src/data/synthetic';
 import { Dataset, Examples } from '../src/data/types';
 import { UsageError } from '../src/util/errors';
 import { Rng } from '../src/util/rng';
+import { FloatStore } from '../src/data/store';
 
 function cfgOf(...sets: string[]): Config {
   return resolveConfig([parseSets(sets)]);
@@ -19,7 +20,7 @@ function fakeSet(perClass: number[], prefix: string, seed: number): Examples {
     for (let i = 0; i < n; i++) y.push(k);
   });
   new Rng(seed, 5).shuffle(y);
-  return { x: new Float32Array(y.length), y: Int32Array.from(y), ids: y.map((_, i) => `${prefix}${i}`) };
+  return { x: new FloatStore(new Float32Array(y.length), [1, 1, 1]), y: Int32Array.from(y), ids: y.map((_, i) => `${prefix}${i}`) };
 }
 
 function fakeDataset(trainPerClass: number[], testPerClass: number[]): Dataset {

@@ -2,6 +2,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
+import * as os from 'node:os';
 import * as path from 'node:path';
 import * as YAML from 'yaml';
 import { CLI, cli, QUICKSTART, readJson, tmpDir } from './helpers';
@@ -153,7 +154,10 @@ test('sweep runs 2 pretraining x 2 fine-tuning runs, then skips, resumes and ret
   // A crashed run (no summary.json, no live lock) is resumed, the rest skipped.
   fs.rmSync(path.join(runs, 'finetune-seed=0-freeze=0', 'summary.json'));
   const dry = cli(['sweep', file, '--dry-run'], { cwd: dir });
-  assert.equal(dry.stdout.trim(), 'granular finetune --resume runs/small/finetune-seed=0-freeze=0 --quiet');
+  // It continues on the threads it started with: cores / 2 under --jobs 2 (bit-identical resume needs the same count).
+  const threads = Math.max(1, Math.floor((os.availableParallelism?.() ?? os.cpus().length) / 2));
+  assert.equal(readJson(path.join(runs, 'finetune-seed=0-freeze=0', 'env.json')).threads, threads);
+  assert.equal(dry.stdout.trim(), `granular finetune --resume runs/small/finetune-seed=0-freeze=0 --quiet --threads ${threads}`);
   const resumed = cli(['sweep', file], { cwd: dir });
   assert.equal(resumed.code, 0, resumed.stderr);
   assert.match(resumed.stdout, /1 completed, 0 failed, 5 skipped/);

@@ -6,6 +6,7 @@ import { SyntheticPlan, loadSynthetic, orthonormalPatterns, planSynthetic, rende
 import { Examples } from '../src/data/types';
 import { UsageError } from '../src/util/errors';
 import { Rng } from '../src/util/rng';
+import { FloatStore, readAll } from '../src/data/store';
 
 function cfgOf(...sets: string[]): Config {
   return resolveConfig([parseSets(sets)]);
@@ -23,7 +24,7 @@ function patchVec(e: Examples, i: number, g: number, plan: SyntheticPlan, C: num
   for (let py = 0; py < plan.patch; py++) {
     for (let px = 0; px < plan.patch; px++) {
       for (let c = 0; c < C; c++) {
-        out[(py * plan.patch + px) * C + c] = e.x[i * side * side * C + ((gy * plan.patch + py) * side + gx * plan.patch + px) * C + c];
+        out[(py * plan.patch + px) * C + c] = (e.x as FloatStore).data[i * side * side * C + ((gy * plan.patch + py) * side + gx * plan.patch + px) * C + c];
       }
     }
   }
@@ -79,9 +80,9 @@ test('same data.seed gives identical data; a different seed gives different data
   assert.notDeepEqual(a.train.y, c.train.y);
   assert.notDeepEqual(a.features!.byDepth[0], c.features!.byDepth[0]);
   // Train and test are different draws.
-  assert.notDeepEqual(a.train.x.subarray(0, 1024), a.test.x.subarray(0, 1024));
+  assert.notDeepEqual(readAll(a.train.x).subarray(0, 1024), readAll(a.test.x).subarray(0, 1024));
   assert.deepEqual(a.shape, [32, 32, 1]);
-  assert.equal(a.train.x.length, 96 * 32 * 32);
+  assert.equal(readAll(a.train.x).length, 96 * 32 * 32);
   assert.equal(a.train.ids[0], 'train-0');
   assert.equal(a.test.ids[47], 'test-47');
   assert.equal(a.skipped, 0);
@@ -185,9 +186,11 @@ test('shifts: commonScale scales only the coarsest features; noise scales with n
   const shifted = renderSamples(plan, cfg, 24, 0, new Rng(9, 1), 's-', { commonScale: 0.25 });
   // Same draws: patches of level 1 are scaled by 0.25, the rest are identical.
   let scaled = 0;
-  for (let k = 0; k < plain.x.length; k++) {
-    if (plain.x[k] === shifted.x[k]) continue;
-    assert.ok(Math.abs(shifted.x[k] - 0.25 * plain.x[k]) < 1e-6);
+  const p = readAll(plain.x);
+  const q = readAll(shifted.x);
+  for (let k = 0; k < p.length; k++) {
+    if (p[k] === q[k]) continue;
+    assert.ok(Math.abs(q[k] - 0.25 * p[k]) < 1e-6);
     scaled++;
   }
   assert.ok(scaled > 0);
@@ -195,8 +198,9 @@ test('shifts: commonScale scales only the coarsest features; noise scales with n
   // Noise std 0.1 x 3 = 0.3 per pixel; each sample adds 3 features of norm 1 over its 1024
   // pixels: sqrt(0.09 + 3 / 1024) = 0.305. Without noiseScale it would be about 0.1.
   let ss = 0;
-  for (const v of noisy.x) ss += v * v;
-  const std = Math.sqrt(ss / noisy.x.length);
+  const nx = readAll(noisy.x);
+  for (const v of nx) ss += v * v;
+  const std = Math.sqrt(ss / nx.length);
   assert.ok(std > 0.29 && std < 0.32, `pixel std ${std}`);
 });
 

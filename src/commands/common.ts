@@ -1,6 +1,7 @@
 import { Command, Option } from 'commander';
+import { describeKeys } from '../config/keys';
 import { BackendChoice, parseBackend } from '../engine/backend';
-import { UsageError } from '../util/errors';
+import { nearest, UsageError } from '../util/errors';
 
 export interface CommonOptions {
   backend: BackendChoice;
@@ -51,5 +52,46 @@ export function action<A extends unknown[]>(fn: (...args: A) => Promise<number |
       }
     }
     process.exitCode = code;
+  };
+}
+
+/**
+ * Config keys for an option the command does not have (`--epochs 2`,
+ * `--batch-size=32`): the keys whose last segment is that name, else the
+ * nearest key by spelling. Empty when nothing is close.
+ */
+export function keysForOption(flag: string): string[] {
+  const name = flag.replace(/^-+/, '').replace(/=.*$/, '').replace(/-/g, '_');
+  const keys = describeKeys().filter((k) => !k.section && !k.key.startsWith('finetune.unfreeze.')).map((k) => k.key);
+  if (keys.includes(name)) return [name];
+  const exact = keys.filter((k) => k.endsWith(`.${name}`));
+  if (exact.length) return exact;
+  const near = nearest(name, keys);
+  return near ? [near] : [];
+}
+
+/**
+ * Replace commander's unknown-option error on a command that takes --set:
+ * `--epochs 2` is answered with `--set train.epochs=2`. An option of the
+ * command misspelt (`--levl`) keeps commander's own "did you mean".
+ */
+export function suggestSetForUnknownOptions(cmd: Command, argv: readonly string[] = process.argv): void {
+  const c = cmd as unknown as { unknownOption(flag: string): void };
+  const original = c.unknownOption.bind(cmd);
+  c.unknownOption = (flag: string) => {
+    const own = cmd.options.map((o) => o.long).filter((l): l is string => !!l);
+    const keys = flag.startsWith('--') ? keysForOption(flag) : [];
+    if (!keys.length || nearest(flag, own)) return original(flag);
+    const eq = flag.indexOf('=');
+    const i = argv.indexOf(flag);
+    const next = i >= 0 ? argv[i + 1] : undefined;
+    const value = eq > 0 ? flag.slice(eq + 1) : next !== undefined && !next.startsWith('--') ? next : '<value>';
+    const bare = eq > 0 ? flag.slice(0, eq) : flag;
+    const sets = keys.map((k) => `--set ${k}=${value}`);
+    cmd.error(
+      `error: unknown option '${bare}'. Config keys are set with --set: ${sets.length > 1 ? `one of ${sets.join(', ')}` : sets[0]}` +
+        ` ('granular config --keys' lists every key).`,
+      { code: 'commander.unknownOption', exitCode: 2 },
+    );
   };
 }

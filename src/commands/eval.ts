@@ -1,15 +1,20 @@
 import * as path from 'node:path';
 import { Command } from 'commander';
+import { checkEvalApplies } from '../config/checks';
 import { configToYaml, parseSets, resolveConfig } from '../config/load';
+import { tagLayer } from '../config/provenance';
 import { loadDataset } from '../data';
+import { applyNormalization, inputNormalization } from '../data/normalize';
 import { splitFromRecord } from '../data/split';
 import { initEngine } from '../engine/backend';
 import { coarserLevels } from '../hierarchy/tree';
 import { oodMetrics } from '../measure/ood';
+import { evalBatchSize } from '../measure/predict';
 import { buildNetwork } from '../models/archs';
 import { claimEvalDir, FILES } from '../runs/rundir';
 import { alignmentMetrics, evaluate } from '../measure/evaluate';
 import { loadRunWeights, readSourceRun, readSplitRecord } from '../runs/run';
+import { headsOfRun, resolveTrainLevels } from '../train/heads';
 import { UsageError } from '../util/errors';
 import { writeFileAtomic, writeJsonAtomic } from '../util/fsx';
 import { action, collect, commonOptions, withCommonOptions } from './common';
@@ -27,21 +32,25 @@ export function evalCommand(): Command {
   return cmd.action(
     action(async (runDir: string, o: Record<string, unknown>) => {
       const c = commonOptions(o);
-      const run = readSourceRun(runDir);
       const sets = o.set as string[];
       const bad = sets.filter((s) => !s.trim().startsWith('eval.'));
       if (bad.length) throw new UsageError(`granular eval only takes eval.* overrides (the run's data, model and training are fixed); got: ${bad.join(', ')}`);
-      const cfg = resolveConfig([run.cfg as unknown as Record<string, unknown>, parseSets(sets)]);
-      if (cfg.eval.ood.length && cfg.data.format === 'synthetic') throw new UsageError('eval.ood corrupts images in [0, 1]; for synthetic data use eval.ood_synthetic.');
+      const overrides = parseSets(sets);
+      const run = readSourceRun(runDir, `RUN_DIR '${runDir}'`, "Give the folder of a completed 'granular pretrain' or 'granular finetune' run.");
+      const cfg = resolveConfig([tagLayer(run.cfg as unknown as Record<string, unknown>, `${runDir}/config.yaml`), overrides]);
+      checkEvalApplies(cfg, `run '${runDir}'`);
       const engine = await initEngine(c.backend, c.threads);
       const data = await loadDataset(cfg);
-      const level = data.hierarchy.resolveLevel(cfg.train.level);
+      const trained = resolveTrainLevels(data.hierarchy, cfg);
+      const level = trained.levels[0];
+      const heads = headsOfRun(run.summary, data.hierarchy, trained);
       const split = splitFromRecord(data, readSplitRecord(runDir), runDir);
-      const net = buildNetwork(cfg, data.shape, level.classes.length);
+      applyNormalization(data, inputNormalization(cfg, data, split));
+      const net = buildNetwork(cfg, data.shape, heads.headClasses, { extraHeads: heads.extra.map((e) => ({ level: e.level.name, numClasses: e.level.classes.length })) });
       try {
         loadRunWeights(net, runDir);
         const metrics = {
-          ...evaluate({ net, data, split, level, coarser: coarserLevels(data.hierarchy, level) }),
+          ...(await evaluate({ net, data, split, level, coarser: coarserLevels(data.hierarchy, level), heads, batch: evalBatchSize(cfg) })),
           ...alignmentMetrics(net, data, cfg.data.seed),
           ...(await oodMetrics(cfg, net, data, split, level)),
         };

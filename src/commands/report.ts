@@ -3,6 +3,7 @@ import { Command } from 'commander';
 import { makeReport } from '../report/report';
 import { readRunFolder } from '../runs/run';
 import { exitQuietlyOnEpipe } from '../report/stdout';
+import { UsageError } from '../util/errors';
 import { action, collect } from './common';
 
 export function reportCommand(): Command {
@@ -15,24 +16,33 @@ export function reportCommand(): Command {
     .option('--x <key>', 'x axis of the metric-vs-key plots (default: the first --group-by key other than stage)')
     .option('--out <dir>', 'where to write summary.csv, runs.csv, report.md and the plots (default: <first folder>/report)')
     .option('--no-png', 'write SVG plots only')
+    .option('--html', 'also write index.html: the tables (sortable, each run linking to its folder) and the plots inline; opens offline', false)
+    .option('--target-level <level>', 'score every run at this level in one test_acc@<level> column (default: the fine-tuning runs\' level, else the coarsest trained)')
+    .option('--underfit-below <acc>', 'flag rows whose pretraining run reached less than this train_acc_final at its own level', '0.8')
     .addHelpText(
       'after',
       `
 Final values come from each run's summary.json; curves (metric vs epoch, dynamics vs step)
-from metrics.jsonl. Only completed runs enter the table.
+from metrics.jsonl. Only completed runs enter the table. Every row names the level its runs
+trained at (class count); runs trained at different levels are never averaged together, and
+a test_acc@<level> column scores all of them at one level. regime (full, linear probe,
+freeze N, gradual (...)) can be grouped by like any key.
 
   granular report runs/label-granularity --group-by pretrain_level --metric test_acc_hard
-  granular report runs/frozen --group-by finetune.freeze --x trainable_params --metric test_error`,
+  granular report runs/frozen --group-by finetune.freeze --x trainable_params --metric test_error
+  granular report runs/label-granularity --html && xdg-open runs/label-granularity/report/index.html`,
     );
   return cmd.action(
     action(async (dirs: string[], o: Record<string, unknown>) => {
       exitQuietlyOnEpipe();
       const out = (o.out as string | undefined) ?? defaultOut(dirs[0]);
-      const r = await makeReport({ dirs, groupBy: o.groupBy as string[], metrics: o.metric as string[], where: o.where as string[], x: o.x as string | undefined, out, png: o.png !== false });
+      const r = await makeReport({ dirs, groupBy: o.groupBy as string[], metrics: o.metric as string[], where: o.where as string[], x: o.x as string | undefined, out, png: o.png !== false, html: Boolean(o.html), targetLevel: o.targetLevel as string | undefined, underfitBelow: underfitBelow(o.underfitBelow as string) });
       process.stdout.write(r.table + '\n');
+      for (const n of r.notes) process.stdout.write(`\n${n.replace(/\*\*/g, '')}\n`);
       if (r.excluded.length) process.stderr.write(`report: ${r.excluded.length} run(s) not completed, left out: ${r.excluded.map((x) => x.dir).slice(0, 5).join(', ')}${r.excluded.length > 5 ? ', ...' : ''}\n`);
       const plots = r.files.filter((f) => f.endsWith('.svg')).length;
-      process.stdout.write(`\n${r.runs.length} runs; wrote ${path.join(out, 'report.md')}, summary.csv, runs.csv and ${plots} plot${plots === 1 ? '' : 's'} (SVG${o.png !== false ? ' + PNG' : ''}) in ${out}\n`);
+      process.stdout.write(`\n${r.runs.length} runs; wrote ${path.join(out, 'report.md')}, summary.csv, runs.csv${o.html ? ', index.html' : ''} and ${plots} plot${plots === 1 ? '' : 's'} (SVG${o.png !== false ? ' + PNG' : ''}) in ${out}\n`);
+      if (o.html) process.stdout.write(`open ${path.join(out, 'index.html')} in a browser (works offline)\n`);
       return 0;
     }),
   );
@@ -42,4 +52,10 @@ from metrics.jsonl. Only completed runs enter the table.
 function defaultOut(first: string): string {
   const isRun = readRunFolder(first).configText !== null;
   return isRun ? `${first.replace(/\/+$/, '')}-report` : path.join(first, 'report');
+}
+
+function underfitBelow(v: string): number {
+  const x = Number(v);
+  if (!(x >= 0 && x <= 1)) throw new UsageError(`--underfit-below '${v}' must be an accuracy between 0 and 1.`);
+  return x;
 }

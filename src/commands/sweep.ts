@@ -1,28 +1,34 @@
 import * as fs from 'node:fs';
+import * as os from 'node:os';
 import * as path from 'node:path';
 import { Command } from 'commander';
-import { shellScript, slurmScript } from '../report/sweep-emit';
+import { checkSweepRuns } from '../report/sweep-check';
+import { granularPrefix, shellScript, slurmScript } from '../report/sweep-emit';
 import { shellQuote } from '../util/shell';
-import { checkOwnership, execute, loadSweep, steps, writeSweepRecord } from '../report/sweep-run';
+import { checkOwnership, execute, loadSweep, Step, steps, writeSweepRecord } from '../report/sweep-run';
 import { UsageError } from '../util/errors';
-import { writeFileAtomic } from '../util/fsx';
+import { readJson, writeFileAtomic } from '../util/fsx';
 import { exitQuietlyOnEpipe } from '../report/stdout';
 import { action, commonOptions, withCommonOptions } from './common';
 
 export function sweepCommand(): Command {
   const cmd = new Command('sweep')
     .description('run every run of a sweep file (grids over config keys, chained stages), skipping finished runs and resuming crashed ones')
-    .argument('<sweep_file>', 'YAML sweep file (name:, base:, stages:; see README.md)')
-    .option('--jobs <n>', 'runs at once, each its own process (fine-tuning runs wait for their source)', '1')
+    .argument('<sweep_file>', 'YAML sweep file (name:, base:, stages:; the format: examples/README.md)')
+    .option('--jobs <n>', 'runs at once, each its own process with cores/N threads unless --threads (fine-tuning runs wait for their source)', '1')
     .option('--retry', 'run failed runs again (resumed from their last checkpoint)', false)
-    .option('--dry-run', "print one 'granular ...' command per run that still needs work, in dependency order, and run nothing", false)
+    .option('--dry-run', "check every run, print one 'granular ...' command per run that still needs work (prefix: $GRANULAR), in dependency order, and run nothing", false)
     .option('--emit <kind>', 'write a script instead of running: shell (sequential) or slurm (one job array per stage)')
     .option('--stage <name>', 'only this stage (repeatable; e.g. --dry-run per stage for xargs -P)', (v: string, p: string[] = []) => [...p, v], [])
     .option('--runs-root <dir>', 'folder that holds runs/<sweep-name>/', 'runs')
     .addHelpText(
       'after',
       `
-Runs go to <runs-root>/<name>/<stage>-<key=value,...>/ (':' and '/' dropped: depth:2 -> depth2).
+The sweep file format (name:, base:, stages: with grid:, set:, runs:, from:, scratch:) is
+described in examples/README.md, with worked studies beside it.
+Before anything runs (and for --dry-run and --emit), every run's config, level and data are
+checked; a problem exits 2 naming the run. Runs go to <runs-root>/<name>/<stage>-<key=value,...>/
+(':' and '/' dropped: depth:2 -> depth2).
 A run whose summary.json says completed is skipped; one with config.yaml and no summary (crashed)
 or status interrupted is resumed; a failed one is retried only with --retry. Exit 1 if any run failed.
 
@@ -43,6 +49,8 @@ or status interrupted is resumed; a failed one is retried only with --retry. Exi
       if (emit && o.dryRun) throw new UsageError('--dry-run and --emit both describe the sweep without running it; choose one.');
 
       const sweep = loadSweep(file, o.runsRoot as string);
+      // Every run's config, level and data are checked now: a bad one stops the sweep before anything runs.
+      await checkSweepRuns(sweep);
       const only = o.stage as string[];
       for (const s of only) {
         if (!sweep.plan.stages.some((x) => x.name === s)) throw new UsageError(`--stage '${s}': sweep '${sweep.plan.name}' has stages ${sweep.plan.stages.map((x) => x.name).join(', ')}.`);
@@ -63,6 +71,12 @@ or status interrupted is resumed; a failed one is retried only with --retry. Exi
       }
 
       const todo = steps(sweep, Boolean(o.retry)).filter((s) => !only.length || only.includes(s.run.stage));
+      // Runs at once share the cores: each gets cores / jobs threads unless --threads says otherwise.
+      const cores = os.availableParallelism?.() ?? os.cpus().length;
+      const threads = c.threads ?? (jobs > 1 ? Math.max(1, Math.floor(cores / jobs)) : undefined);
+      const childArgs = [...(o.backend ? ['--backend', String(o.backend)] : []), ...(threads ? ['--threads', String(threads)] : [])];
+      // A run continues on the thread count it started with (bit-identical resume needs it) unless --threads says otherwise.
+      const argsFor = (st: Step) => (st.state === 'new' || c.threads ? childArgs : resumeThreads(path.join(sweep.runsDir, st.run.name), childArgs));
       if (o.dryRun) {
         // One shell command per line: a line break inside an argument would split one.
         const broken = todo.find((s) => s.args?.some((a) => /[\r\n\0]/.test(a)));
@@ -72,16 +86,19 @@ or status interrupted is resumed; a failed one is retried only with --retry. Exi
               `Run the sweep with 'granular sweep ${file}', or write a script with --emit shell.`,
           );
         }
-        for (const s of todo) if (s.args) process.stdout.write(['granular', ...s.args, '--quiet'].map(shellQuote).join(' ') + '\n');
+        const prefix = granularPrefix();
+        for (const s of todo) if (s.args) process.stdout.write(`${prefix.text} ${[...s.args, '--quiet', ...argsFor(s)].map(shellQuote).join(' ')}\n`);
         const left = todo.filter((s) => !s.args);
         process.stderr.write(`sweep ${sweep.plan.name}: ${todo.length - left.length} to run` + (left.length ? `, ${left.length} left alone (${countBy(left.map((s) => s.note ?? s.state))})` : '') + '\n');
+        if (prefix.hint) process.stderr.write(prefix.hint + '\n');
         return 0;
       }
 
       writeSweepRecord(sweep);
-      const childArgs = [...(o.backend ? ['--backend', String(o.backend)] : []), ...(c.threads ? ['--threads', String(c.threads)] : [])];
+      const toRun = todo.filter((s) => s.args).length;
+      if (toRun && !c.quiet) process.stderr.write(`sweep ${sweep.plan.name}: ${toRun} run(s) to do, ${Math.min(jobs, toRun)} at a time${threads ? `, ${threads} thread(s) each${c.threads ? '' : ` (${cores} cores / --jobs ${jobs})`}` : ''}\n`);
       const log = c.quiet ? () => undefined : undefined;
-      const r = await execute(sweep, todo, { jobs, childArgs, log });
+      const r = await execute(sweep, todo, { jobs, childArgs: argsFor, log });
       const parts = [`${r.completed.length} completed`, `${r.failed.length} failed`, `${r.skipped.length} skipped`];
       if (r.blocked.length) parts.push(`${r.blocked.length} blocked (source not completed)`);
       if (r.interrupted.length) parts.push(`${r.interrupted.length} interrupted`);
@@ -89,11 +106,29 @@ or status interrupted is resumed; a failed one is retried only with --retry. Exi
       process.stdout.write(`sweep ${sweep.plan.name}: ${parts.join(', ')}  (runs in ${sweep.runsDir})\n`);
       const leftFailed = todo.filter((s) => s.state === 'failed' && !s.args).map((s) => s.run.name);
       if (leftFailed.length) process.stdout.write(`${leftFailed.length} of the skipped runs failed earlier (${leftFailed.slice(0, 3).join(', ')}${leftFailed.length > 3 ? ', ...' : ''}); run again with --retry to retry them\n`);
-      if (r.failed.length) process.stdout.write(`failed: ${r.failed.join(', ')}\n  logs in ${sweep.runsDir}/logs/; run again with --retry to retry them\n`);
+      const retriable = r.failed.filter((n) => !r.refused.includes(n));
+      if (retriable.length) process.stdout.write(`failed: ${retriable.join(', ')}\n  logs in ${sweep.runsDir}/logs/; run again with --retry to retry them\n`);
+      if (r.refused.length) {
+        process.stdout.write(`refused (exit 2: bad usage, config or data; nothing was written): ${r.refused.join(', ')}\n  the reason is in ${sweep.runsDir}/logs/<run>.log; fix it (the data changed since the sweep was checked?) and run the sweep again; --retry cannot help\n`);
+      }
       if (r.signal) return r.signal === 'SIGINT' ? 130 : 143;
       return r.failed.length || r.blocked.length || leftFailed.length ? 1 : 0;
     }),
   );
+}
+
+/** childArgs with --threads replaced by the count the run at `dir` started with (env.json), when it has one. */
+function resumeThreads(dir: string, childArgs: string[]): string[] {
+  let threads: unknown;
+  try {
+    threads = readJson<{ threads?: unknown }>(path.join(dir, 'env.json')).threads;
+  } catch {
+    return childArgs;
+  }
+  if (typeof threads !== 'number') return childArgs;
+  const i = childArgs.indexOf('--threads');
+  const rest = i >= 0 ? [...childArgs.slice(0, i), ...childArgs.slice(i + 2)] : childArgs;
+  return [...rest, '--threads', String(threads)];
 }
 
 function countBy(items: string[]): string {

@@ -3,6 +3,7 @@ import * as path from 'node:path';
 import * as YAML from 'yaml';
 import { z } from 'zod';
 import { UsageError, nearest } from '../util/errors';
+import { describeIssue, SetItem, tagLayer } from './provenance';
 import { Config, configSchema, defaultConfig } from './schema';
 
 type Obj = Record<string, unknown>;
@@ -10,7 +11,7 @@ type Obj = Record<string, unknown>;
 const isObj = (v: unknown): v is Obj => typeof v === 'object' && v !== null && !Array.isArray(v);
 
 /** Keys whose value is free-form (validated by the feature that reads it). */
-const OPEN_KEYS = new Set(['finetune.unfreeze']);
+const OPEN_KEYS = new Set(['finetune.unfreeze', 'train.until_converged']);
 
 /** Old or alternative spellings that keep working. */
 const ALIASES = new Map<string, string>([['data.source', 'data.format']]);
@@ -78,7 +79,7 @@ function checkKey(path: string, where: string): string {
   throw new UsageError(
     `unknown config key '${path}' ${where}.` +
       (hint ? ` Did you mean '${hint}'?` : '') +
-      ` Run 'granular pretrain --help' or see README.md for the valid keys.`,
+      ` 'granular config --keys' lists every key with its type, default and meaning.`,
   );
 }
 
@@ -125,13 +126,7 @@ export function readConfigFile(file: string): Obj {
     throw new UsageError(`cannot read config file '${file}': ${(e as NodeJS.ErrnoException).code ?? e}. Check the path given to --config.`);
   }
   const doc = YAML.parseDocument(text, { prettyErrors: true, uniqueKeys: true, merge: true });
-  if (doc.errors.length) {
-    const e = doc.errors[0];
-    const pos = e.linePos?.[0];
-    throw new UsageError(
-      `config file '${file}'${pos ? ` line ${pos.line}, column ${pos.col}` : ''} is not valid YAML: ${e.message.split('\n')[0]}`,
-    );
-  }
+  if (doc.errors.length) throw new UsageError(`config file '${file}' ${yamlErrorText(doc.errors[0])}`);
   let value: unknown;
   try {
     value = doc.toJS();
@@ -142,7 +137,19 @@ export function readConfigFile(file: string): Obj {
   if (value == null) return {};
   if (!isObj(value)) throw new UsageError(`config file '${file}' must be a YAML mapping of sections (data, model, train, ...), not ${Array.isArray(value) ? 'a list' : typeof value}.`);
   // Paths in a config file are relative to its folder, wherever granular is started from.
-  return absolutePaths(normalizePartial(value, `in '${file}'`), path.dirname(path.resolve(file)));
+  return tagLayer(absolutePaths(normalizePartial(value, `in '${file}'`), path.dirname(path.resolve(file))), `config file '${file}'`);
+}
+
+/**
+ * A YAML syntax error as one message: where, what, and the offending lines
+ * with the caret the yaml library draws under the spot.
+ */
+export function yamlErrorText(e: YAML.YAMLError): string {
+  const pos = e.linePos?.[0];
+  const [first, ...rest] = e.message.split('\n');
+  const what = first.replace(/ at line \d+, column \d+:?$/, '');
+  const snippet = rest.filter((l, i) => l.trim() !== '' || (i > 0 && i < rest.length - 1)).map((l) => `    ${l}`.trimEnd());
+  return `${pos ? `line ${pos.line}, column ${pos.col} ` : ''}is not valid YAML: ${what}${snippet.length ? `\n${snippet.join('\n')}` : ''}`;
 }
 
 /** YAML tokens whose text never reaches the parsed value. */
@@ -169,6 +176,7 @@ function quotedSet(key: string, raw: string): string {
  */
 export function parseSets(items: readonly string[], cwd = process.cwd()): Obj {
   const out: Obj = {};
+  const origins: SetItem[] = [];
   for (const item of items) {
     const eq = item.indexOf('=');
     if (eq <= 0) throw new UsageError(`--set '${item}' must look like key=value, e.g. --set train.epochs=10.`);
@@ -199,9 +207,10 @@ export function parseSets(items: readonly string[], cwd = process.cwd()): Obj {
     }
     if (isObj(value) && !OPEN_KEYS.has(key)) value = normalizePartial(value, `in --set '${item}'`, key);
     setPath(out, key, value, true);
+    origins.push({ key, text: `${item.slice(0, eq).trim()}=${raw}`, value });
   }
   // Paths in --set are relative to the working folder.
-  return absolutePaths(out, cwd);
+  return tagLayer(absolutePaths(out, cwd), '--set', origins);
 }
 
 /** Merge layers in increasing precedence and validate the result once. */
@@ -209,19 +218,16 @@ export function resolveConfig(layers: readonly Obj[], what = 'the config'): Conf
   let merged: Obj = {};
   for (const l of layers) merged = deepMerge(merged, l);
   const parsed = configSchema.safeParse(merged);
-  if (!parsed.success) throw new UsageError(formatZodError(parsed.error, what));
+  if (!parsed.success) throw new UsageError(formatZodError(parsed.error, what, merged, layers));
   // What is still relative came from a default or a flag: the working folder's.
   const p = absolutePaths(parsed.data as unknown as Obj, process.cwd()) as unknown as typeof parsed.data;
   // `seed` is the default of both finer seeds.
   return { ...p, data: { ...p.data, seed: p.data.seed ?? p.seed }, train: { ...p.train, seed: p.train.seed ?? p.seed } };
 }
 
-function formatZodError(err: z.ZodError, what: string): string {
-  const lines = err.issues.slice(0, 5).map((i) => {
-    const key = i.path.join('.') || '(top level)';
-    return `  ${key}: ${i.message}`;
-  });
-  return `invalid value in ${what}:\n${lines.join('\n')}\nFix the config file or the --set value for that key.`;
+function formatZodError(err: z.ZodError, what: string, merged: Obj, layers: readonly Obj[]): string {
+  const lines = err.issues.slice(0, 5).map((i) => `  ${describeIssue(i, merged, layers)}`);
+  return `invalid value in ${what}:\n${lines.join('\n')}\nFix that value; 'granular config --keys' lists every key with its type and default.`;
 }
 
 /** The config as YAML, with a header saying how it was made. */
@@ -230,9 +236,11 @@ export function configToYaml(cfg: Config, header?: string): string {
 }
 
 export function parseConfigYaml(text: string, file: string): Config {
+  const doc = YAML.parseDocument(text, { prettyErrors: true });
+  if (doc.errors.length) throw new UsageError(`'${file}' ${yamlErrorText(doc.errors[0])}\nThe run folder is damaged: restore config.yaml or start a new run.`);
   let value: unknown;
   try {
-    value = YAML.parse(text);
+    value = doc.toJS();
   } catch (e) {
     throw new UsageError(`'${file}' is not valid YAML: ${(e as Error).message.split('\n')[0]}`);
   }

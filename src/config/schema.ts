@@ -54,11 +54,33 @@ const data = z
     image_size: int().positive().default(32).describe('side in pixels that images are resized to'),
     channels: z.union([z.literal(1), z.literal(3)]).default(1).describe('1 (grey) or 3 (RGB) channels'),
     label_noise: z.number().min(0).max(1).default(0).describe('fraction of training labels flipped to another class, drawn once per data.seed'),
-    relabel: z.string().regex(/^(random_split:\d+|shuffle_parents)$/).nullable().default(null).describe('hierarchy controls: random_split:K (each class split into K random pseudo-classes) or shuffle_parents'),
+    relabel: z
+      .string()
+      .regex(/^(random_split:\d+|shuffle_parents|cluster:\d+)$/, 'random_split:K, shuffle_parents or cluster:K')
+      .nullable()
+      .default(null)
+      .describe('hierarchy controls: random_split:K (each class split into K random pseudo-classes), shuffle_parents, or cluster:K (k-means on the features of data.relabel_from)'),
+    relabel_from: nullableStr().describe('cluster:K: folder of the finished run whose penultimate features are clustered, within each class of the level it trained at'),
     test_fraction: z.number().gt(0).lt(1).nullable().default(null).describe('imagefolder/wordnet without train/ and test/ folders: seeded share of ROOT/<class>/ held out for test'),
-    augment: z.array(z.enum(['flip', 'crop'])).default([]).describe('training-only augmentation'),
+    augment: z
+      .array(z.enum(['flip', 'crop', 'random_resized_crop']))
+      .default([])
+      .describe('training-only augmentation: flip (left-right, p=1/2), crop (shift by up to side/8, edges repeated), random_resized_crop (a random area 8-100 % and aspect 3/4-4/3 of the stored image, resized to image_size)'),
+    stored_size: int()
+      .positive()
+      .nullable()
+      .default(null)
+      .describe('side of the stored (decoded) square image, >= data.image_size; evaluation centre-crops image_size from it, random_resized_crop draws from all of it; null = data.image_size'),
+    normalize: z
+      .enum(['none', 'imagenet', 'dataset'])
+      .default('none')
+      .describe('per-channel input normalisation after augmentation: none (pixels in [0, 1]), imagenet (ImageNet mean/std), dataset (mean/std of the training split)'),
+    verify: z
+      .enum(['files', 'folders'])
+      .default('files')
+      .describe('how a cached dataset is checked for changes: files (size and mtime of every image) or folders (only images in folders whose mtime changed; faster, misses files rewritten in place)'),
     on_bad_image: z.enum(['skip', 'fail']).default('skip').describe('an unreadable or truncated image: skip it (counted in skipped_images) or fail (exit 2)'),
-    cache_dir: z.string().nullable().default('datasets/cache').describe('where decoded images are cached (relative to the working folder); null = no cache'),
+    cache_dir: z.string().nullable().default('datasets/cache').describe('where the record cache of decoded images lives (relative to the working folder); null = a temporary one, removed when the process ends'),
     synthetic,
   })
   .strict()
@@ -83,7 +105,11 @@ const model = z
 const train = z
   .object({
     seed: int().nullable().default(null).describe('seed of initialisation, shuffling and augmentation; null = the top-level seed'),
-    level: z.string().min(1).default('leaf').describe('label level: leaf, top|coarse, a level name, depth:N, height:N, nodes:FILE'),
+    level: z
+      .union([z.string().min(1), z.array(z.string().min(1)).min(1)])
+      .default('leaf')
+      .describe('label level: leaf, top|coarse, a level name, depth:N, height:N, nodes:FILE; a list (finest first) trains one head per level'),
+    level_weights: z.array(z.number().positive()).nullable().default(null).describe('multi-level training: loss weight of each listed level (normalised to sum 1); null = equal'),
     epochs: int().min(0).default(30).describe('passes over the training set'),
     batch_size: int().positive().default(64).describe('training batch size'),
     lr: z.number().positive().default(0.01).describe('peak learning rate'),
@@ -93,20 +119,41 @@ const train = z
     schedule: z.enum(['constant', 'cosine', 'step']).default('cosine').describe('learning-rate schedule: constant, cosine to zero, or step (x0.1 at 50 % and 75 % of the run)'),
     warmup_epochs: z.number().min(0).default(0).describe('linear warm-up from 0 to train.lr over this many epochs'),
     loss: z.enum(['xent', 'mse']).default('xent').describe('cross-entropy or mean squared error on one-hot targets'),
+    label_smoothing: z.number().min(0).lt(1).default(0).describe('label smoothing eps: targets (1 - eps) one-hot + eps / classes (Szegedy et al. 2016); 0 = off'),
     checkpoint_every_steps: int().min(0).default(0).describe('also checkpoint every this many steps inside an epoch (long epochs); 0 = at epoch ends only'),
+    max_steps: int()
+      .positive()
+      .nullable()
+      .default(null)
+      .describe('stop after this many training steps in all (the run then evaluates and ends mid-epoch); null = train.epochs full epochs'),
+    until_converged: z
+      .object({ patience: int().min(1).default(3).describe('stop once this many epoch-to-epoch changes of the training loss in a row are below 1 % of the first epoch\'s loss') })
+      .strict()
+      .nullable()
+      .default(null)
+      .describe('train until the training loss plateaus (train.epochs is then the maximum; the schedule still spans train.epochs); null = exactly train.epochs'),
   })
   .strict()
   .prefault({})
   .describe('the training loop of this stage');
 
+const stopMetric = z.enum(['fisher_trace', 'fisher_trace_emp', 'sharpness_avg', 'sharpness_worst']);
+
 /** When gradual unfreezing stops opening blocks (Liu & Gurevych 2024). */
 const unfreezeStop = z.union([
   z
     .object({
-      metric: z.enum(['fisher_trace', 'fisher_trace_emp', 'sharpness_avg', 'sharpness_worst']).describe('the dynamics measure watched'),
+      metric: stopMetric.describe('the dynamics measure watched'),
       when: z.literal('relative_change_below').default('relative_change_below').describe('stop once the relative change falls below value'),
       value: z.number().positive().default(0.05).describe('relative-change threshold'),
       window: int().positive().default(2).describe('compare with the measurement this many dynamics rows earlier'),
+    })
+    .strict(),
+  z
+    .object({
+      metric: stopMetric.describe('the dynamics measure watched (Fisher trace or sharpness)'),
+      when: z.literal('below_fraction_of_peak').describe('stop once the measure falls below value x its running maximum (fires on a geometric decay)'),
+      value: z.number().gt(0).lt(1).default(0.5).describe('fraction of the running maximum, in (0, 1)'),
     })
     .strict(),
   z.object({ step: int().min(0).describe('stop opening blocks at this step') }).strict(),
@@ -126,7 +173,11 @@ const unfreeze = z
 const finetune = z
   .object({
     freeze: z.union([int().min(0), z.literal('all')]).default(0).describe('blocks frozen from the input side (all = linear probe); with unfreeze these stay frozen throughout'),
-    head: z.enum(['new', 'keep']).default('new').describe("new: a fresh head for the target level; keep: the source's head (same class count)"),
+    head: z
+      .enum(['new', 'keep', 'coarsen'])
+      .default('new')
+      .describe("new: a fresh head for the target level; keep: the source's head for that level; coarsen: the source's finer head, trained through summed probabilities"),
+    head_level: nullableStr().describe('keep/coarsen from a multi-level source: which of its levels\' heads to start from; null = the target level (keep) or the finest (coarsen)'),
     transfer: z.enum(['all', 'frozen_only']).default('all').describe('all: every block starts from the pretrained weights; frozen_only (Dar et al.): re-initialise the blocks that are not frozen'),
     unfreeze: unfreeze.nullable().default(null).describe('gradual-unfreezing schedule {every, unit, order, start, stop}; null = none'),
     lr_per_block_decay: z.number().positive().max(1).default(1).describe('discriminative learning rates: block i trains at lr * decay^(distance from the head)'),
@@ -142,6 +193,11 @@ const evalSection = z
     ood_root: nullableStr().describe('an external OOD test folder, one folder of images per class (ood_acc@external)'),
     ood_synthetic: z.array(z.enum(['weak_common', 'more_noise', 'all_hard'])).default([]).describe('generator-side covariate shifts for synthetic data (see src/data/synthetic.ts)'),
     ood_severities: z.array(int().min(0).max(5)).default([1, 2, 3, 4, 5]).describe('severities of each corruption or shift (0 = identity)'),
+    batch_size: int()
+      .positive()
+      .nullable()
+      .default(null)
+      .describe('batch of every evaluation pass (test, validation, OOD, Fisher/sharpness probes, frozen-prefix cache); null = train.batch_size'),
     every: int().positive().default(1).describe('evaluate every this many epochs (the last epoch is always evaluated)'),
     dynamics_every: z.union([int().min(0), z.literal('auto')]).default('auto').describe("steps between dynamics rows; auto = half-way through epoch 1, then after epochs 1, 2, 4, 8, ... and the last; 0 = off"),
     fisher_samples: int().positive().default(16).describe('examples of the fixed training subset the Fisher trace is measured on'),

@@ -1,6 +1,7 @@
 import { Rng } from '../util/rng';
 
-export type AugmentKind = 'flip' | 'crop';
+/** random_resized_crop is drawn while reading the stored image (./store.ts); the others act here. */
+export type AugmentKind = 'flip' | 'crop' | 'random_resized_crop';
 
 /**
  * Light training-only augmentation, in place on a batch of n images

@@ -1,23 +1,37 @@
+import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { Config } from '../config/schema';
 import { filterClasses } from '../hierarchy/transform';
 import { Hierarchy } from '../hierarchy/tree';
 import { UsageError } from '../util/errors';
-import { decodeCached, toUnitFloats } from './cache';
-import { ImageRef } from './decode';
+import { HASH_BYTES, ImageSource, syncRecords } from './records';
 import { relabel } from './relabel';
+import { RecordStore } from './store';
 import { Dataset, Examples } from './types';
 
 /**
+ * The images of one part of a dataset, as columns: half a million images must
+ * not cost half a million objects.
+ */
+export interface Refs {
+  /** Stable example ids (relative path or archive entry), as split.json records them. */
+  ids: string[];
+  /** Dataset class index (into Hierarchy.classes) per image. */
+  cls: Int32Array;
+}
+
+/**
  * What every file-based format produces before any pixel is decoded: the
- * hierarchy and the images of each part, labelled by class index. Filtering,
- * relabelling, decoding, caching and bad-image handling are shared below.
+ * hierarchy, the images of each part labelled by class index, and where their
+ * bytes come from. Filtering, relabelling, decoding, caching and bad-image
+ * handling are shared below.
  */
 export interface Catalog {
   format: string;
   hierarchy: Hierarchy;
-  train: ImageRef[];
-  test: ImageRef[];
+  source: ImageSource;
+  train: Refs;
+  test: Refs;
 }
 
 export type Log = (line: string) => void;
@@ -28,13 +42,45 @@ export function listSome(items: readonly string[], n = 5): string {
   return items.slice(0, n).join(', ') + (items.length > n ? ` and ${items.length - n} more` : '');
 }
 
-function remap(refs: ImageRef[], map: (cls: number, ref: ImageRef, i: number) => number): ImageRef[] {
-  const out: ImageRef[] = [];
-  refs.forEach((r, i) => {
-    const c = map(r.cls, r, i);
-    if (c >= 0) out.push({ ...r, cls: c });
-  });
-  return out;
+/** Columns from per-image (id, class) pairs. */
+export function refsOf(items: Iterable<{ id: string; cls: number }>): Refs {
+  const ids: string[] = [];
+  const cls: number[] = [];
+  for (const it of items) {
+    ids.push(it.id);
+    cls.push(it.cls);
+  }
+  return { ids, cls: Int32Array.from(cls) };
+}
+
+/**
+ * Images under `root` by their path relative to it. `onDisk` maps the ids
+ * whose file is not at root/id (names compared in another normalisation than
+ * the one on disk) to their absolute path.
+ */
+export function folderSource(format: string, root: string, onDisk: ReadonlyMap<string, string> = new Map()): ImageSource {
+  const abs = (id: string) => onDisk.get(id) ?? path.join(root, id);
+  return {
+    identity: `${format}:${root}`,
+    read: (id) => fs.promises.readFile(abs(id)),
+    stamp: (id) => {
+      const st = fs.statSync(abs(id), { throwIfNoEntry: false });
+      return st ? [st.size, st.mtimeMs] : null;
+    },
+    folder: (id) => path.dirname(abs(id)),
+  };
+}
+
+function remap(refs: Refs, map: (cls: number, i: number) => number): Refs {
+  const ids: string[] = [];
+  const cls: number[] = [];
+  for (let i = 0; i < refs.ids.length; i++) {
+    const c = map(refs.cls[i], i);
+    if (c < 0) continue;
+    ids.push(refs.ids[i]);
+    cls.push(c);
+  }
+  return { ids, cls: Int32Array.from(cls) };
 }
 
 /** data.include / data.exclude / data.relabel, applied to the catalog (no pixels involved). */
@@ -47,58 +93,71 @@ export function transformCatalog(cat: Catalog, cfg: Config): Catalog {
     test = remap(test, (c) => t.classMap[c]);
   }
   if (cfg.data.relabel !== null) {
-    const r = relabel(hierarchy, cfg, [train, test].map((refs) => Int32Array.from(refs, (x) => x.cls)));
+    const r = relabel(hierarchy, cfg, [train.cls, test.cls]);
     hierarchy = r.hierarchy;
-    train = remap(train, (_c, _r, i) => r.labels[0][i]);
-    test = remap(test, (_c, _r, i) => r.labels[1][i]);
+    train = { ids: train.ids, cls: r.labels[0] };
+    test = { ids: test.ids, cls: r.labels[1] };
   }
-  return { format: cat.format, hierarchy, train, test };
+  return { ...cat, hierarchy, train, test };
 }
 
-function emptyClasses(h: Hierarchy, refs: readonly ImageRef[], labels?: Int32Array): string[] {
+function emptyClasses(h: Hierarchy, labels: Int32Array): string[] {
   const count = new Int32Array(h.classes.length);
-  if (labels) for (const y of labels) count[y]++;
-  else for (const r of refs) count[r.cls]++;
+  for (const y of labels) count[y]++;
   return h.classes.filter((_, i) => count[i] === 0).map((c) => h.path(c));
 }
 
-/** Filter, decode (through the cache), drop bad images, and check that no class is left empty. */
+/**
+ * Filter, decode (once, into the record cache), drop bad images, and check
+ * that no class is left empty. The examples' pixels stay on disk.
+ */
 export async function materialize(cat0: Catalog, cfg: Config, log: Log = stderrLog): Promise<Dataset> {
   const cat = transformCatalog(cat0, cfg);
   const h = cat.hierarchy;
-  const empty = emptyClasses(h, cat.train);
+  const empty = emptyClasses(h, cat.train.cls);
   if (empty.length) {
     throw new UsageError(`${empty.length} class(es) have no training images: ${listSome(empty)}. Add images, or leave them out with data.exclude.`);
   }
   const size = cfg.data.image_size;
+  const stored = cfg.data.stored_size ?? size;
+  if (stored < size) throw new UsageError(`data.stored_size (${stored}) is smaller than data.image_size (${size}); crops need room. Set data.stored_size >= data.image_size, or null.`);
   const C = cfg.data.channels;
-  const per = size * size * C;
-  const refs = [...cat.train, ...cat.test];
+  const nTrain = cat.train.ids.length;
+  const ids = nTrain ? cat.train.ids.concat(cat.test.ids) : cat.test.ids.slice();
   const cacheDir = cfg.data.cache_dir === null ? null : path.resolve(cfg.data.cache_dir);
-  const dec = await decodeCached(cat.format, refs, size, C, cacheDir);
-  if (dec.bad.length) {
-    const first = dec.bad.slice(0, 3).map((b) => `${refs[b.index].id} (${b.reason})`);
-    const msg = `${dec.bad.length} image(s) could not be decoded: ${first.join(', ')}${dec.bad.length > 3 ? ', ...' : ''}`;
+  const synced = await syncRecords({ format: cat.format, source: cat.source, ids, size: stored, channels: C, cacheDir, verify: cfg.data.verify, log });
+  if (synced.bad.length) {
+    const first = synced.bad.slice(0, 3).map((b) => `${ids[b.index]} (${b.reason})`);
+    const msg = `${synced.bad.length} image(s) could not be decoded: ${first.join(', ')}${synced.bad.length > 3 ? ', ...' : ''}`;
     if (cfg.data.on_bad_image === 'fail') throw new UsageError(`${msg}. Fix or remove them, or set data.on_bad_image=skip.`);
     log(`warning: skipped ${msg}`);
   }
-  const badSet = new Set(dec.bad.map((b) => b.index));
-  const part = (from: number, list: ImageRef[]): Examples => {
-    const keep: number[] = [];
-    for (let i = 0; i < list.length; i++) if (!badSet.has(from + i)) keep.push(from + i);
-    return {
-      x: toUnitFloats(dec.pixels, keep, per),
-      y: Int32Array.from(keep, (i) => refs[i].cls),
-      ids: keep.map((i) => refs[i].id),
-      hashes: keep.map((i) => dec.hashes[i]),
-    };
+  const part = (from: number, refs: Refs): Examples => {
+    let keep = 0;
+    for (let i = 0; i < refs.ids.length; i++) if (synced.record[from + i] >= 0) keep++;
+    const rows = new Int32Array(keep);
+    const y = new Int32Array(keep);
+    const hashes = new Uint8Array(keep * HASH_BYTES);
+    const kept: string[] = new Array(keep);
+    let k = 0;
+    for (let i = 0; i < refs.ids.length; i++) {
+      const r = synced.record[from + i];
+      if (r < 0) continue;
+      rows[k] = r;
+      y[k] = refs.cls[i];
+      kept[k] = refs.ids[i];
+      hashes.set(synced.hash.subarray((from + i) * HASH_BYTES, (from + i + 1) * HASH_BYTES), k * HASH_BYTES);
+      k++;
+    }
+    const x = new RecordStore({ kind: 'records', loc: synced.loc, rows, shape: [size, size, C], norm: null });
+    return { x, y, ids: kept, hashes };
   };
   const train = part(0, cat.train);
-  const test = part(cat.train.length, cat.test);
-  const emptyAfter = emptyClasses(h, [], train.y);
+  const test = part(nTrain, cat.test);
+  const emptyAfter = emptyClasses(h, train.y);
   if (emptyAfter.length) {
     throw new UsageError(`${emptyAfter.length} class(es) have no readable training images left: ${listSome(emptyAfter)}. Fix the images, or leave the classes out with data.exclude.`);
   }
   if (test.y.length === 0) throw new UsageError(`the ${cat.format} data has no test images. Add a test/ folder, or set data.test_fraction.`);
-  return { hierarchy: h, shape: [size, size, C], train, test, skipped: dec.bad.length };
+  return { hierarchy: h, shape: [size, size, C], train, test, skipped: synced.bad.length };
 }

@@ -3,7 +3,7 @@ import * as path from 'node:path';
 import { Config } from '../config/schema';
 import { UsageError } from '../util/errors';
 import { Rng } from '../util/rng';
-import { ImageRef } from './decode';
+import { Refs, refsOf } from './catalog';
 
 export const IMAGE_EXT = /\.(png|jpe?g|ppm|pgm|pbm|pnm|webp|tiff?|gif)$/i;
 
@@ -11,7 +11,6 @@ export interface FileInfo {
   /** Path relative to the dataset root: the example id. */
   id: string;
   abs: string;
-  stamp: string;
 }
 
 /** A name as granular compares it: Unicode NFC (macOS and some archivers write NFD). */
@@ -70,7 +69,10 @@ export function listEntries(dir: string): Entry[] {
   return out;
 }
 
-/** Image files directly inside `root/rel` (sorted by id), each with its size and mtime stamp; ids use NFC names. */
+/**
+ * Image files directly inside `root/rel` (sorted by id); ids use NFC names, `abs` the names on disk.
+ * Stamps are taken later, by the record cache, where data.verify asks for them.
+ */
 export function listImages(root: string, rel: string, relOnDisk = rel): FileInfo[] {
   const dir = path.join(root, relOnDisk);
   const out: FileInfo[] = [];
@@ -78,8 +80,8 @@ export function listImages(root: string, rel: string, relOnDisk = rel): FileInfo
     if (!IMAGE_EXT.test(e.name)) continue;
     // A dangling link named like an image is an image that cannot be read: counted and
     // reported with the unreadable ones (or fatal with data.on_bad_image: fail), never dropped unsaid.
-    if (e.kind === 'broken') out.push({ id: `${rel}/${e.name}`, abs: e.abs, stamp: `broken:${e.link}` });
-    else if (e.kind === 'file') out.push({ id: `${rel}/${e.name}`, abs: e.abs, stamp: `${e.stat!.size}:${Math.round(e.stat!.mtimeMs)}` });
+    // reported (the record cache names files it cannot stat), never dropped unsaid.
+    if (e.kind === 'broken' || e.kind === 'file') out.push({ id: `${rel}/${e.name}`, abs: e.abs });
   }
   return out.sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
 }
@@ -185,8 +187,24 @@ export function scanClassFolders(root: string, cfg: Config, skip: (name: string)
   return { train, test, layout: `ROOT/<class>/ split by data.test_fraction=${cfg.data.test_fraction}` };
 }
 
-export function fileRef(f: FileInfo, cls: number): ImageRef {
-  return { id: f.id, cls, stamp: f.stamp, read: () => fs.promises.readFile(f.abs) };
+/**
+ * The class folders of `m` as catalogue columns (folder -> class index by
+ * `classOf`), with the files whose path on disk is not root/id.
+ */
+export function folderRefs(root: string, m: Map<string, FileInfo[]>, classOf: (folder: string) => number): { refs: Refs; onDisk: Map<string, string> } {
+  const onDisk = new Map<string, string>();
+  const refs = refsOf(
+    (function* () {
+      for (const [folder, files] of m) {
+        const cls = classOf(folder);
+        for (const f of files) {
+          if (f.abs !== path.join(root, f.id)) onDisk.set(f.id, f.abs);
+          yield { id: f.id, cls };
+        }
+      }
+    })(),
+  );
+  return { refs, onDisk };
 }
 
 /** Resolve a dataset path: absolute, or relative to the working folder. */

@@ -3,9 +3,9 @@ import * as path from 'node:path';
 import { Config } from '../config/schema';
 import { taxonomyTree } from '../hierarchy/taxonomy';
 import { UsageError } from '../util/errors';
-import { Catalog, listSome } from './catalog';
+import { Catalog, folderSource, listSome } from './catalog';
 import { parseCsv } from './csv';
-import { FileInfo, fileRef, nfc, requireRoot, scanClassFolders } from './folders';
+import { folderRefs, nfc, requireRoot, scanClassFolders } from './folders';
 
 /**
  * `ROOT/train/<leaf>/…`, `ROOT/test/<leaf>/…` (or ROOT/<leaf>/… with
@@ -41,7 +41,9 @@ export function imagefolderCatalog(cfg: Config): Catalog {
     throw new UsageError(`${noFolder.length} taxonomy row(s) in ${taxFile} have no training folder (${folders.layout}): ${listSome(noFolder)}. Remove the rows, or add the folders.`);
   }
   const index = new Map(hierarchy.classes.map((c, i) => [c, i]));
-  const refs = (m: Map<string, FileInfo[]>) =>
-    [...m].flatMap(([folder, files]) => files.map((f) => fileRef(f, index.get(classOfKey.get(folder)!)!)));
-  return { format: 'imagefolder', hierarchy, train: refs(folders.train), test: refs(folders.test) };
+  const classOf = (folder: string) => index.get(classOfKey.get(folder)!)!;
+  const train = folderRefs(root, folders.train, classOf);
+  const test = folderRefs(root, folders.test, classOf);
+  const source = folderSource('imagefolder', root, new Map([...train.onDisk, ...test.onDisk]));
+  return { format: 'imagefolder', hierarchy, source, train: train.refs, test: test.refs };
 }

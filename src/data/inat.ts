@@ -1,12 +1,11 @@
-import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { Config } from '../config/schema';
 import { taxonomyTree, TaxonRow } from '../hierarchy/taxonomy';
 import { joinNames } from '../hierarchy/tree';
 import { UsageError } from '../util/errors';
-import { Catalog, listSome, Log } from './catalog';
-import { ImageRef } from './decode';
+import { Catalog, folderSource, listSome, Log, Refs, refsOf } from './catalog';
 import { findOnDisk, nfc } from './folders';
+import { ImageSource } from './records';
 import { scanTopLevelArrays } from './jsonscan';
 
 export const INAT_LEVELS = ['kingdom', 'phylum', 'class', 'order', 'family', 'genus', 'species'];
@@ -60,29 +59,29 @@ export function inatCatalog(cfg: Config, log: Log): Catalog {
   const { hierarchy: full, classOfKey } = taxonomyTree(INAT_LEVELS, rows.filter((r) => used.has(r.key)), `${trainFile} categories`);
   const index = new Map(full.classes.map((c, i) => [c, i]));
   const listings = new Map<string, Map<string, string>>();
-  const refsOf = (part: Part, file: string): ImageRef[] => {
+  // Files whose name on disk differs from the JSON's (NFD on disk, NFC in the JSON): read by their on-disk path.
+  const onDisk = new Map<string, string>();
+  const refsFor = (part: Part, file: string): Refs => {
     const unknownCat = part.annotations.filter((a) => !known.has(String(a.category)));
     if (unknownCat.length) throw new UsageError(`${file}: ${unknownCat.length} annotation(s) name an unknown category: ${listSome(unknownCat.map((a) => `image ${a.image} -> category ${a.category}`))}.`);
     const untrained = part.annotations.filter((a) => !classOfKey.has(String(a.category)));
     if (untrained.length) throw new UsageError(`${file}: ${untrained.length} image(s) belong to categories without training images: ${listSome(untrained.map((a) => `${part.files.get(a.image) ?? a.image} (category ${a.category})`))}.`);
     const unknownImg = part.annotations.filter((a) => !part.files.has(a.image));
     if (unknownImg.length) throw new UsageError(`${file}: ${unknownImg.length} annotation(s) point at an image id not in 'images': ${listSome(unknownImg.map((a) => String(a.image)))}.`);
-    const missing: string[] = [];
-    const refs: ImageRef[] = [];
-    for (const a of part.annotations) {
-      const rel = part.files.get(a.image)!;
-      const found = findOnDisk(root, rel, listings);
-      if (!found) {
-        missing.push(rel);
-        continue;
-      }
-      const { abs, st } = found;
-      refs.push({ id: rel, cls: index.get(classOfKey.get(String(a.category))!)!, stamp: `${st.size}:${Math.round(st.mtimeMs)}`, read: () => fs.promises.readFile(abs) });
-    }
-    if (missing.length) throw new UsageError(`${file}: ${missing.length} annotated image(s) are missing under '${root}': ${listSome(missing)}.`);
-    return refs.sort((x, y) => (x.id < y.id ? -1 : x.id > y.id ? 1 : 0));
+    // A file missing outright is named by the record cache when it stamps it (source.missing says so).
+    const items = part.annotations.map((a) => {
+      const id = part.files.get(a.image)!;
+      const found = findOnDisk(root, id, listings);
+      if (found && found.abs !== path.resolve(root, id)) onDisk.set(id, found.abs);
+      return { id, cls: index.get(classOfKey.get(String(a.category))!)! };
+    });
+    return refsOf(items.sort((x, y) => (x.id < y.id ? -1 : x.id > y.id ? 1 : 0)));
   };
-  const trainRefs = refsOf(train, trainFile);
-  const testRefs = refsOf(test, testFile);
-  return { format: 'inat2021', hierarchy: full, train: trainRefs, test: testRefs };
+  const trainRefs = refsFor(train, trainFile);
+  const testRefs = refsFor(test, testFile);
+  const source: ImageSource = {
+    ...folderSource('inat2021', root, onDisk),
+    missing: (ids) => `${ids.length} annotated image(s) are missing under '${root}' (listed in ${path.basename(trainFile)} or ${path.basename(testFile)}): ${listSome(ids)}. Restore them, or remove their annotations.`,
+  };
+  return { format: 'inat2021', hierarchy: full, source, train: trainRefs, test: testRefs };
 }

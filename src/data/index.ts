@@ -4,7 +4,7 @@ import { Catalog, Log, materialize, stderrLog } from './catalog';
 import { imagefolderCatalog } from './imagefolder';
 import { inatCatalog } from './inat';
 import { omniglotCatalog } from './omniglot';
-import { relabel } from './relabel';
+import { clusterRelabelDataset, relabel } from './relabel';
 import { loadSynthetic } from './synthetic';
 import { wordnetCatalog } from './wordnet';
 import { Dataset } from './types';
@@ -27,15 +27,24 @@ export function loadCatalog(cfg: Config, log: Log = stderrLog): Catalog {
 
 /** Load the configured dataset, fully validated; bad data is a UsageError (exit 2). */
 export async function loadDataset(cfg: Config, log: Log = stderrLog): Promise<Dataset> {
+  if (cfg.data.relabel_from !== null && !cfg.data.relabel?.startsWith('cluster:')) {
+    throw new UsageError(`data.relabel_from is set but data.relabel is ${JSON.stringify(cfg.data.relabel)}; it names the run whose features data.relabel cluster:K clusters. Remove it, or set data.relabel=cluster:K.`);
+  }
+  const d = await loadLabelled(cfg, log);
+  // cluster:K needs the decoded images and a trained network, so it comes last.
+  return cfg.data.relabel?.startsWith('cluster:') ? clusterRelabelDataset(d, cfg) : d;
+}
+
+async function loadLabelled(cfg: Config, log: Log): Promise<Dataset> {
   if (cfg.data.format === 'synthetic') {
     if (cfg.data.include.length || cfg.data.exclude.length) {
       throw new UsageError('data.include and data.exclude apply to file-based formats; synthetic data is shaped with data.synthetic.* (data.relabel works on both).');
     }
-    if (cfg.data.relabel?.startsWith('random_split:') && cfg.eval.ood_synthetic.length) {
+    if ((cfg.data.relabel?.startsWith('random_split:') || cfg.data.relabel?.startsWith('cluster:')) && cfg.eval.ood_synthetic.length) {
       throw new UsageError(`data.relabel ${cfg.data.relabel} with eval.ood_synthetic: the shifted test sets have no pseudo-class labels. Leave one of them out (fine-tuning runs can set data.relabel=null).`);
     }
     const d = loadSynthetic(cfg);
-    if (cfg.data.relabel === null) return d;
+    if (cfg.data.relabel === null || cfg.data.relabel.startsWith('cluster:')) return d;
     const r = relabel(d.hierarchy, cfg, [d.train.y, d.test.y]);
     return { ...d, hierarchy: r.hierarchy, train: { ...d.train, y: r.labels[0] }, test: { ...d.test, y: r.labels[1] } };
   }

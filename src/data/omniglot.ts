@@ -3,9 +3,9 @@ import * as path from 'node:path';
 import { Config } from '../config/schema';
 import { Hierarchy, joinNames } from '../hierarchy/tree';
 import { UsageError } from '../util/errors';
-import { Catalog } from './catalog';
-import { ImageRef } from './decode';
-import { ZipFile } from './zip';
+import { Catalog, refsOf } from './catalog';
+import { ImageSource } from './records';
+import { ZipEntry, ZipFile } from './zip';
 
 /**
  * Where the project's copy lives: ../shared/data/omniglot beside the checkout
@@ -29,24 +29,29 @@ export function omniglotCatalog(cfg: Config): Catalog {
     ? fs.readdirSync(root).filter((f) => /^images_.*\.zip$/.test(f)).sort().map((f) => path.join(root, f))
     : [root];
   if (zips.length === 0) throw new UsageError(`no images_*.zip in '${root}'. Set data.root to an Omniglot zip.`);
-  const found: Array<{ alphabet: string; character: string; drawer: number; ref: Omit<ImageRef, 'cls'> }> = [];
+  const found: Array<{ alphabet: string; character: string; drawer: number; id: string }> = [];
+  const entries = new Map<string, { zip: ZipFile; entry: ZipEntry }>();
   for (const file of zips) {
     const zip = new ZipFile(file);
-    const st = fs.statSync(file);
-    const zipStamp = `${path.basename(file)}:${st.size}:${Math.round(st.mtimeMs)}`;
     for (const e of zip.entries) {
       // Names are compared in NFC; the entry object keeps the archive's own bytes for reading.
       const name = e.name.normalize('NFC');
       const m = name.match(ENTRY);
       if (!m) continue;
-      found.push({
-        alphabet: m[1],
-        character: m[2],
-        drawer: Number(m[4]),
-        ref: { id: name, stamp: `${zipStamp}:${e.crc32.toString(16)}`, read: () => zip.read(e) },
-      });
+      found.push({ alphabet: m[1], character: m[2], drawer: Number(m[4]), id: name });
+      entries.set(name, { zip, entry: e });
     }
   }
+  // An archive entry's CRC and size change with its content: no stat needed.
+  const source: ImageSource = {
+    identity: `omniglot:${zips.join('|')}`,
+    read: (id) => entries.get(id)!.zip.read(entries.get(id)!.entry),
+    stamp: (id) => {
+      const e = entries.get(id)?.entry;
+      return e ? [e.crc32, e.compressedSize] : null;
+    },
+    folder: () => null,
+  };
   if (found.length === 0) throw new UsageError(`no Omniglot images (<set>/<Alphabet>/characterNN/<id>_<drawer>.png) in ${zips.join(', ')}.`);
   const nodes = new Map<string, { id: string; parent: string | null; name: string }>();
   for (const f of found) {
@@ -57,12 +62,9 @@ export function omniglotCatalog(cfg: Config): Catalog {
   const classes = [...nodes.values()].filter((n) => n.parent !== null).map((n) => n.id).sort();
   const hierarchy = new Hierarchy('root', [...nodes.values()], classes, new Map([[1, 'alphabet'], [2, 'character']]));
   const index = new Map(classes.map((c, i) => [c, i]));
-  found.sort((a, b) => (a.ref.id < b.ref.id ? -1 : 1));
-  const train: ImageRef[] = [];
-  const test: ImageRef[] = [];
-  for (const f of found) {
-    const ref = { ...f.ref, cls: index.get(joinNames([f.alphabet, f.character]))! };
-    (f.drawer <= OMNIGLOT_TRAIN_DRAWERS ? train : test).push(ref);
-  }
-  return { format: 'omniglot', hierarchy, train, test };
+  found.sort((a, b) => (a.id < b.id ? -1 : 1));
+  const item = (f: (typeof found)[number]) => ({ id: f.id, cls: index.get(joinNames([f.alphabet, f.character]))! });
+  const train = refsOf(found.filter((f) => f.drawer <= OMNIGLOT_TRAIN_DRAWERS).map(item));
+  const test = refsOf(found.filter((f) => f.drawer > OMNIGLOT_TRAIN_DRAWERS).map(item));
+  return { format: 'omniglot', hierarchy, source, train, test };
 }

@@ -3,7 +3,7 @@ import { UsageError } from '../util/errors';
 import { Log } from './catalog';
 import { loadDataset } from './index';
 import { Split, SplitRecord } from './split';
-import { Dataset, SourceOverlap } from './types';
+import { Dataset, hashHex, SourceOverlap } from './types';
 
 /**
  * The content hashes of the images a source run trained on: from its
@@ -11,16 +11,17 @@ import { Dataset, SourceOverlap } from './types';
  * its data again (`same`: the target data when it is the source's, so nothing
  * is read twice). Null for synthetic data (no image files).
  */
-async function sourceTrainHashes(sourceCfg: Config, rec: SplitRecord, same: Dataset | null): Promise<Set<string> | null> {
-  if (rec.hashes) return new Set(rec.hashes.train);
+async function sourceTrainHashes(sourceCfg: Config, rec: SplitRecord, same: Dataset | null, log: Log): Promise<Set<string> | null> {
+  if (rec.hashes?.train?.length === rec.train.length) return new Set(rec.hashes.train);
   if (sourceCfg.data.format === 'synthetic') return null;
+  if (!same) log(`the source run's split.json records no content hashes (made by an older granular): loading its dataset to compare`);
   const src = same ?? (await loadDataset(sourceCfg, () => {}));
   if (!src.train.hashes) return null;
   const index = new Map(src.train.ids.map((id, i) => [id, i]));
   const seen = new Set<string>();
   for (const id of rec.train) {
     const i = index.get(id.normalize('NFC'));
-    if (i !== undefined) seen.add(src.train.hashes[i]);
+    if (i !== undefined) seen.add(hashHex(src.train.hashes, i));
   }
   return seen;
 }
@@ -45,10 +46,10 @@ export async function checkSourceOverlap(
   log: Log,
 ): Promise<SourceOverlap | null> {
   if (!target.train.hashes || !target.test.hashes) return null;
-  const seen = await sourceTrainHashes(source.cfg, source.split, sameData ? target : null);
+  const seen = await sourceTrainHashes(source.cfg, source.split, sameData ? target : null, log);
   if (!seen) return null;
-  const testHits = split.test.filter((i) => seen.has(target.test.hashes![i]));
-  const trainHits = split.train.filter((i) => seen.has(target.train.hashes![i]));
+  const testHits = split.test.filter((i) => seen.has(hashHex(target.test.hashes!, i)));
+  const trainHits = split.train.filter((i) => seen.has(hashHex(target.train.hashes!, i)));
   const out: SourceOverlap = {
     test_in_source_train: testHits.length,
     train_in_source_train: trainHits.length,

@@ -1,8 +1,9 @@
 /** The batch prefetch worker (see ./prefetch.ts): fills ring slots in order, each when it is FREE. */
 import { parentPort } from 'node:worker_threads';
-import { BatchSpec, fillBatch, FREE, PrefetchMessage, READY } from './prefetch';
+import { BatchSpec, ERROR_BYTES, fillBatch, FREE, PrefetchMessage, READY } from './prefetch';
+import { FloatStore, openStore, PixelStore } from './store';
 
-let X: Float32Array = new Float32Array(0);
+let X: PixelStore = new FloatStore(new Float32Array(0), [0]);
 let spec: BatchSpec;
 let bs = 0;
 let xs: Float32Array = new Float32Array(0);
@@ -13,7 +14,8 @@ let slots = 0;
 parentPort!.on('message', (m: PrefetchMessage) => {
   try {
     if (m.kind === 'init') {
-      ({ X, spec, bs, slots } = m);
+      ({ spec, bs, slots } = m);
+      X = openStore(m.store);
       xs = new Float32Array(m.xs);
       ys = new Int32Array(m.ys);
       status = new Int32Array(m.status);
@@ -33,6 +35,10 @@ parentPort!.on('message', (m: PrefetchMessage) => {
       step++;
     }
   } catch (e) {
+    // The message first, then the flag that makes the training thread read it.
+    const text = new Uint8Array(status.buffer, (slots + 1) * 4, ERROR_BYTES);
+    text.fill(0);
+    text.set(Buffer.from(String((e as Error).message ?? e)).subarray(0, ERROR_BYTES - 1));
     Atomics.store(status, slots, 1);
     Atomics.notify(status, 0);
     throw e;

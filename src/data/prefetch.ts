@@ -16,10 +16,13 @@ import * as path from 'node:path';
 import { Worker } from 'node:worker_threads';
 import { Rng } from '../util/rng';
 import { augmentBatch, AugmentKind } from './augment';
+import { PixelStore, StoreSpec } from './store';
 import { sharedFloat32 } from './types';
 
 export const FREE = 0;
 export const READY = 1;
+/** Bytes of the shared buffer in which a failing worker leaves its error message. */
+export const ERROR_BYTES = 1024;
 /** Ring slots: one being trained on, one being filled, one spare to absorb jitter. */
 const SLOTS = 3;
 
@@ -30,22 +33,25 @@ export interface BatchSpec {
   /** [H, W, C] for augmentation (only used when `augment` is non-empty). */
   shape: [number, number, number];
   augment: AugmentKind[];
-  /** train.seed: augmentation draws from Rng(seed * 1_000_003 + step, 19). */
+  /**
+   * train.seed: random resized crops draw from Rng(seed * 1_000_003 + step, 23),
+   * flips and shifts from Rng(seed * 1_000_003 + step, 19).
+   */
   seed: number;
 }
 
 /**
- * Gather examples `index[from .. from+b)` of X into `x`, their labels into `y`,
- * and augment them as training step `step` does.
+ * Read examples `index[from .. from+b)` of the store into `x` in their
+ * training view (random resized crops if asked), their labels into `y`, then
+ * flip/shift them and normalise, as training step `step` does.
  */
-export function fillBatch(X: Float32Array, spec: BatchSpec, index: Int32Array, labels: Int32Array, from: number, b: number, step: number, x: Float32Array, y: Int32Array): void {
-  const { size } = spec;
-  for (let i = 0; i < b; i++) {
-    const j = index[from + i];
-    x.set(X.subarray(j * size, (j + 1) * size), i * size);
-    y[i] = labels[from + i];
-  }
-  if (spec.augment.length) augmentBatch(x, b, spec.shape, spec.augment, new Rng(spec.seed * 1_000_003 + step, 19));
+export function fillBatch(store: PixelStore, spec: BatchSpec, index: Int32Array, labels: Int32Array, from: number, b: number, step: number, x: Float32Array, y: Int32Array): void {
+  const rrc = spec.augment.includes('random_resized_crop') ? new Rng(spec.seed * 1_000_003 + step, 23) : null;
+  store.readTrain(index, from, b, x, rrc);
+  for (let i = 0; i < b; i++) y[i] = labels[from + i];
+  const rest = spec.augment.filter((k) => k !== 'random_resized_crop');
+  if (rest.length) augmentBatch(x, b, spec.shape, rest, new Rng(spec.seed * 1_000_003 + step, 19));
+  store.normalize(x, b);
 }
 
 export interface Batch {
@@ -74,7 +80,7 @@ export class InlineBatches implements BatchSource {
   private pos = 0;
   private step = 0;
   waitedMs = 0;
-  constructor(private readonly X: Float32Array, private readonly spec: BatchSpec, private readonly bs: number) {
+  constructor(private readonly X: PixelStore, private readonly spec: BatchSpec, private readonly bs: number) {
     this.x = new Float32Array(bs * spec.size);
     this.y = new Int32Array(bs);
   }
@@ -99,7 +105,7 @@ export class InlineBatches implements BatchSource {
 
 /** Messages to the worker. */
 export type PrefetchMessage =
-  | { kind: 'init'; X: Float32Array; spec: BatchSpec; bs: number; xs: SharedArrayBuffer; ys: SharedArrayBuffer; status: SharedArrayBuffer; slots: number }
+  | { kind: 'init'; store: StoreSpec; spec: BatchSpec; bs: number; xs: SharedArrayBuffer; ys: SharedArrayBuffer; status: SharedArrayBuffer; slots: number }
   | { kind: 'epoch'; index: Int32Array; labels: Int32Array; from: number; step: number; slot: number; epochId: number };
 
 /** Prefetches on a worker thread into a ring of shared buffers. */
@@ -115,17 +121,20 @@ export class PrefetchedBatches implements BatchSource {
   private epochId = 0;
   waitedMs = 0;
 
-  constructor(X: Float32Array, spec: BatchSpec, private readonly bs: number) {
-    // Share the examples without a copy when they already live in shared memory (see sharedFloat32).
-    const shared = X.buffer instanceof SharedArrayBuffer ? X : (() => {
-      const c = sharedFloat32(X.length);
-      c.set(X);
-      return c;
-    })();
+  constructor(X: PixelStore, spec: BatchSpec, private readonly bs: number) {
+    // Records are read by the worker itself; floats are shared without a copy when
+    // they already live in shared memory (see sharedFloat32).
+    let store = X.spec();
+    if (store.kind === 'floats' && !(store.x.buffer instanceof SharedArrayBuffer)) {
+      const c = sharedFloat32(store.x.length);
+      c.set(store.x);
+      store = { ...store, x: c };
+    }
     this.per = bs * spec.size;
     const xs = new SharedArrayBuffer(SLOTS * this.per * 4);
     const ys = new SharedArrayBuffer(SLOTS * bs * 4);
-    const status = new SharedArrayBuffer((SLOTS + 1) * 4);
+    // Slot states, then an error flag, then room for the worker's error message (UTF-8).
+    const status = new SharedArrayBuffer((SLOTS + 1) * 4 + ERROR_BYTES);
     this.xs = new Float32Array(xs);
     this.ys = new Int32Array(ys);
     this.status = new Int32Array(status);
@@ -133,7 +142,7 @@ export class PrefetchedBatches implements BatchSource {
     this.worker.unref();
     // A failure inside the worker is flagged in `status` (next() throws); this keeps it from being an unhandled 'error' event.
     this.worker.on('error', () => Atomics.store(this.status, SLOTS, 1));
-    this.worker.postMessage({ kind: 'init', X: shared, spec, bs, xs, ys, status, slots: SLOTS } satisfies PrefetchMessage);
+    this.worker.postMessage({ kind: 'init', store, spec, bs, xs, ys, status, slots: SLOTS } satisfies PrefetchMessage);
   }
 
   epoch(index: Int32Array, labels: Int32Array, from: number, step: number): void {
@@ -158,7 +167,11 @@ export class PrefetchedBatches implements BatchSource {
     }
     while (Atomics.load(this.status, k) !== READY) {
       const err = Atomics.load(this.status, SLOTS);
-      if (err) throw new Error('the batch prefetch worker failed; run with GRANULAR_PREFETCH=0 to make batches in place');
+      if (err) {
+        const text = new Uint8Array(this.status.buffer, (SLOTS + 1) * 4, ERROR_BYTES);
+        const why = Buffer.from(text.subarray(0, Math.max(0, text.indexOf(0)))).toString('utf8');
+        throw new Error(`the batch prefetch worker failed: ${why || 'no reason given'}. (GRANULAR_PREFETCH=0 makes batches in place, for a second opinion.)`);
+      }
       Atomics.wait(this.status, k, FREE, 1000);
     }
     // Mark it in use (READY + 1) until the next call hands it back.
@@ -175,7 +188,7 @@ export class PrefetchedBatches implements BatchSource {
 }
 
 /** The pipeline for a training run: prefetching unless GRANULAR_PREFETCH=0. */
-export function batchSource(X: Float32Array, spec: BatchSpec, bs: number): BatchSource {
+export function batchSource(X: PixelStore, spec: BatchSpec, bs: number): BatchSource {
   if (process.env.GRANULAR_PREFETCH === '0') return new InlineBatches(X, spec, bs);
   return new PrefetchedBatches(X, spec, bs);
 }

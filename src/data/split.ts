@@ -3,7 +3,7 @@ import { Config } from '../config/schema';
 import { Level } from '../hierarchy/tree';
 import { UsageError } from '../util/errors';
 import { Rng } from '../util/rng';
-import { Dataset, Examples } from './types';
+import { Dataset, Examples, hashHex } from './types';
 
 /** Indices into a dataset's train and test examples for one run. */
 export interface Split {
@@ -46,15 +46,17 @@ export function makeSplit(ds: Dataset, cfg: Config): Split {
   // stratified on its own even when the hold-out took uneven rounds per class.
   const rest = order.slice(nVal);
   const within = new Map<number, number>();
-  const rank = new Map<number, number>();
-  for (const i of rest) {
+  // Per example index (typed arrays: half a million Map entries would cost more than the images' labels).
+  const rank = new Int32Array(ds.train.y.length);
+  const pos = new Int32Array(ds.train.y.length);
+  rest.forEach((i, p) => {
     const c = ds.train.y[i];
     const r = within.get(c) ?? 0;
     within.set(c, r + 1);
-    rank.set(i, r);
-  }
-  const pos = new Map(rest.map((i, p) => [i, p]));
-  let pool = rest.slice().sort((a, b) => rank.get(a)! - rank.get(b)! || pos.get(a)! - pos.get(b)!);
+    rank[i] = r;
+    pos[i] = p;
+  });
+  let pool = rest.slice().sort((a, b) => rank[a] - rank[b] || pos[a] - pos[b]);
   if (cfg.data.train_per_class !== null) {
     const k = cfg.data.train_per_class;
     const count = new Map<number, number>();
@@ -83,22 +85,25 @@ export interface SplitRecord {
   train: string[];
   val: string[];
   test: string[];
-  /** Content hash of each image, parallel to the ids (file-based formats; runs made before they were recorded lack them). */
-  hashes?: { train: string[]; val: string[]; test: string[] };
+  /** Content hash of each image (hex), parallel to the ids (file-based formats; runs made before they were recorded lack them). */
+  hashes?: { train?: string[]; val?: string[]; test?: string[] };
 }
 
 /**
- * split.json: example ids per part, a hash of ids and labels, and for image
- * data the content hash of every image (what `splitFromRecord` checks a
- * later read against, and the source's training set for fine-tuning overlap).
+ * split.json: example ids per part, a hash of ids and labels, the content
+ * hashes of the images (file-based formats: what `splitFromRecord` checks a
+ * later read against, and the source's training set that a fine-tuning test
+ * set is checked against without loading this dataset again) and the input
+ * normalisation.
  */
 export function splitRecord(ds: Dataset, split: Split): Record<string, unknown> {
   const ids = (e: Examples, idx: number[]) => idx.map((i) => e.ids[i]);
-  const rec: SplitRecord = { train: ids(ds.train, split.train), val: ids(ds.train, split.val), test: ids(ds.test, split.test) };
+  const rec: Record<string, unknown> = { train: ids(ds.train, split.train), val: ids(ds.train, split.val), test: ids(ds.test, split.test) };
   if (ds.train.hashes && ds.test.hashes) {
-    const hs = (e: Examples, idx: number[]) => idx.map((i) => e.hashes![i]);
-    rec.hashes = { train: hs(ds.train, split.train), val: hs(ds.train, split.val), test: hs(ds.test, split.test) };
+    const hex = (e: Examples, idx: number[]) => idx.map((i) => hashHex(e.hashes!, i));
+    rec.hashes = { train: hex(ds.train, split.train), val: hex(ds.train, split.val), test: hex(ds.test, split.test) };
   }
+  if (ds.train.x.norm) rec.normalize = ds.train.x.norm;
   const h = createHash('sha256');
   for (const [part, e, idx] of [['train', ds.train, split.train], ['val', ds.train, split.val], ['test', ds.test, split.test]] as const) {
     h.update(part);
@@ -125,7 +130,7 @@ export function splitFromRecord(ds: Dataset, rec: SplitRecord, where: string): S
       // Ids are NFC (runs made before names were normalized may hold NFD ones).
       const i = index.get(id.normalize('NFC'));
       if (i === undefined) throw new UsageError(`${where}: example '${id}' of its ${part} split is not in this dataset. Fine-tune on the same data, or set data.* so a new split is made.`);
-      if (hashes && e.hashes && hashes[k] !== e.hashes[i]) changed.push(id);
+      if (hashes?.length === rec[part].length && e.hashes && hashes[k] !== hashHex(e.hashes, i)) changed.push(id);
       return i;
     });
   };

@@ -2,6 +2,7 @@ import { Config } from '../config/schema';
 import { Hierarchy } from '../hierarchy/tree';
 import { UsageError } from '../util/errors';
 import { Rng } from '../util/rng';
+import { FloatStore } from './store';
 import { Dataset, Examples, sharedFloat32 } from './types';
 
 /**
@@ -174,7 +175,7 @@ export function renderSamples(
       }
     }
   }
-  return { x, y, ids, hard };
+  return { x: new FloatStore(x, [side, side, C]), y, ids, hard };
 }
 
 export function loadSynthetic(cfg: Config): Dataset {

@@ -1,16 +1,18 @@
 import { Hierarchy } from '../hierarchy/tree';
+import { PixelStore } from './store';
 
-/** A set of examples held in memory as one typed array (N x H x W x C, row-major). */
+/** A set of examples: labels and ids in memory, pixels in a store (in memory or the on-disk record cache). */
 export interface Examples {
-  x: Float32Array;
+  /** Pixels, read by example index (./store.ts). */
+  x: PixelStore;
   /** Dataset class index (into Hierarchy.classes) per example. */
   y: Int32Array;
   /** Stable example ids (split.json records them). */
   ids: string[];
   /** 1 where the example is "hard" (synthetic: lacks the coarsest features). */
   hard?: Uint8Array;
-  /** Content hash of each example's image file (file-based formats), for overlap checks across datasets. */
-  hashes?: string[];
+  /** Content hash of each example's image file (file-based formats), HASH_BYTES per example, for overlap checks across datasets (see hashHex). */
+  hashes?: Uint8Array;
 }
 
 export interface Dataset {
@@ -23,6 +25,8 @@ export interface Dataset {
   features?: { byDepth: Float32Array[]; dim: number };
   /** Examples skipped while loading (unreadable files). */
   skipped: number;
+  /** How data.relabel changed the labels, when it needs recording (cluster:K); hierarchy.json holds it. */
+  relabelRecord?: Record<string, unknown>;
   /** Set when fine-tuning on other data than the source run's: its overlap by content hash (split.json records it). */
   sourceOverlap?: SourceOverlap;
 }
@@ -34,6 +38,11 @@ export interface SourceOverlap {
   /** A few of the overlapping target test ids. */
   test_examples: string[];
   source_train_checked: number;
+}
+
+/** The content hash of example i as 16 hex digits (decode.ts contentHash). */
+export function hashHex(hashes: Uint8Array, i: number): string {
+  return Buffer.from(hashes.buffer, hashes.byteOffset + i * 8, 8).toString('hex');
 }
 
 /**

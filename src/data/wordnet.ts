@@ -3,8 +3,8 @@ import * as path from 'node:path';
 import { Config } from '../config/schema';
 import { readEdgeList, readNames, wordnetTree } from '../hierarchy/wordnet';
 import { UsageError } from '../util/errors';
-import { Catalog } from './catalog';
-import { FileInfo, fileRef, requireRoot, scanClassFolders } from './folders';
+import { Catalog, folderSource } from './catalog';
+import { folderRefs, requireRoot, scanClassFolders } from './folders';
 
 /**
  * ImageNet-style folders named by wnid (`ROOT/train/<wnid>/…`, `ROOT/test/`
@@ -23,6 +23,9 @@ export function wordnetCatalog(cfg: Config): Catalog {
   const classes = [...new Set([...folders.train.keys(), ...folders.test.keys()])].sort();
   const h = wordnetTree(edges, classes, names, isA, lineOf);
   const index = new Map(h.classes.map((c, i) => [c, i]));
-  const refs = (m: Map<string, FileInfo[]>) => [...m].flatMap(([wnid, files]) => files.map((f) => fileRef(f, index.get(wnid)!)));
-  return { format: 'wordnet', hierarchy: h, train: refs(folders.train), test: refs(folders.test) };
+  const classOf = (wnid: string) => index.get(wnid)!;
+  const train = folderRefs(root, folders.train, classOf);
+  const test = folderRefs(root, folders.test, classOf);
+  const source = folderSource('wordnet', root, new Map([...train.onDisk, ...test.onDisk]));
+  return { format: 'wordnet', hierarchy: h, source, train: train.refs, test: test.refs };
 }

@@ -1,6 +1,6 @@
 import { nearest, UsageError } from '../util/errors';
 import { Rng } from '../util/rng';
-import { Hierarchy } from './tree';
+import { Hierarchy, Level } from './tree';
 
 /**
  * Hierarchy transformations that the data.* keys ask for. Each returns a new
@@ -101,4 +101,34 @@ export function shuffleParents(h: Hierarchy, seed: number): Transformed {
   const list = nodeList(h).map((n) => (newParent.has(n.id) ? { ...n, parent: newParent.get(n.id) === h.root ? null : newParent.get(n.id)! } : n));
   const hierarchy = new Hierarchy(h.root, list, h.classes, h.levelNames, h.dag);
   return { hierarchy, classMap: Int32Array.from(h.classes, (_, i) => i) };
+}
+
+/**
+ * cluster:K — the tree above `level` is kept, each class of `level` gets K
+ * pseudo-classes (`<class>#c0..c{K-1}`, named `<name>#c<j>`) that become the
+ * dataset's classes, and the finer levels of the original tree are dropped
+ * (the pseudo-classes replace them). Which example lands in which
+ * pseudo-class is decided by the caller (k-means on features; see
+ * data/relabel.ts): `pseudoOf(levelClass, cluster)` gives its new class index.
+ * The depth below the level is named `cluster` when every class of the level
+ * sits at one depth.
+ */
+export function clusterSplit(h: Hierarchy, level: Level, k: number): { hierarchy: Hierarchy; pseudoOf: (levelClass: number, cluster: number) => number } {
+  if (k < 2) throw new UsageError(`data.relabel cluster:${k}: K must be at least 2.`);
+  const keep = new Set<string>();
+  for (const c of level.classes) for (const n of h.lineage(c)) keep.add(n);
+  const nodes = nodeList(h, keep);
+  const classes: string[] = [];
+  for (const c of level.classes) {
+    for (let j = 0; j < k; j++) {
+      const id = `${c}#c${j}`;
+      nodes.push({ id, parent: c, name: `${h.node(c).name}#c${j}` });
+      classes.push(id);
+    }
+  }
+  const depths = new Set(level.classes.map((c) => h.node(c).depth));
+  const names = new Map([...h.levelNames].filter(([d]) => d <= Math.min(...depths)));
+  if (depths.size === 1) names.set([...depths][0] + 1, 'cluster');
+  const hierarchy = new Hierarchy(h.root, nodes, classes, names, h.dag);
+  return { hierarchy, pseudoOf: (levelClass, cluster) => levelClass * k + cluster };
 }

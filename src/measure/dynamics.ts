@@ -1,4 +1,5 @@
 import * as tf from '@tensorflow/tfjs';
+import { PixelStore } from '../data/store';
 import { Network, NamedVariable } from '../models/network';
 import { lossOf } from '../models/loss';
 import { Rng } from '../util/rng';
@@ -16,6 +17,43 @@ export interface Probe {
   y: Int32Array;
   /** The loss the run trains with: sharpness is measured on it. */
   loss: 'xent' | 'mse';
+  /** Examples per forward pass (eval.batch_size): the probe is measured in chunks of this many. */
+  batch: number;
+  /**
+   * When the run's predictive distribution is not the head's softmax
+   * (finetune.head: coarsen): log-probabilities at the run's level from the
+   * head's logits, and that level's class count. The Fisher samples labels
+   * from, and differentiates, this distribution; sharpness uses its
+   * cross-entropy.
+   */
+  logProbs?: (logits: tf.Tensor) => tf.Tensor2D;
+  numClasses?: number;
+}
+
+/** The probe's loss on the network's output: the run's loss, or the cross-entropy of `logProbs`. */
+function lossOnProbe(probe: Probe, logits: tf.Tensor, y: Int32Array, numClasses: number): tf.Scalar {
+  if (!probe.logProbs) return lossOf(probe.loss, logits, y, numClasses);
+  return tf.tidy(() => probe.logProbs!(logits).mul(tf.oneHot(tf.tensor1d(y, 'int32'), probe.numClasses!)).sum(1).mean().neg() as tf.Scalar);
+}
+
+/** The probe's examples in chunks of `probe.batch`: [from, count] (one chunk when it fits). */
+function chunks(probe: Probe): Array<[number, number]> {
+  const n = probe.x.shape[0];
+  const out: Array<[number, number]> = [];
+  for (let from = 0; from < n; from += probe.batch) out.push([from, Math.min(probe.batch, n - from)]);
+  return out;
+}
+
+function slice(probe: Probe, from: number, count: number): tf.Tensor4D {
+  return count === probe.x.shape[0] ? probe.x : probe.x.slice([from, 0, 0, 0], [count, -1, -1, -1]);
+}
+
+/** Mean loss of the probe, one chunk at a time (a single chunk: exactly the full-batch loss). */
+function chunkedLoss(net: Network, probe: Probe, inference: boolean[]): tf.Scalar {
+  const parts = chunks(probe);
+  const n = probe.x.shape[0];
+  if (parts.length === 1) return lossOnProbe(probe, net.forward(probe.x, inference), probe.y, net.numClasses);
+  return tf.addN(parts.map(([from, count]) => lossOnProbe(probe, net.forward(slice(probe, from, count), inference), probe.y.subarray(from, from + count), net.numClasses).mul(count / n))) as tf.Scalar;
 }
 
 function learnable(net: Network): NamedVariable[] {
@@ -40,11 +78,16 @@ export function fisherTrace(net: Network, probe: Probe, sampled: boolean, seed: 
   const inference = net.blocks.map(() => false);
   const rng = new Rng(seed, 31);
   const n = probe.x.shape[0];
-  const K = net.numClasses;
+  const K = probe.numClasses ?? net.numClasses;
+  const logProbs = probe.logProbs ?? ((z: tf.Tensor) => tf.logSoftmax(z) as tf.Tensor2D);
   const perBlock: Record<string, number> = {};
   let total = 0;
   // Predictive distributions for the whole subset in one batch (inference mode: examples are independent).
-  const probs = sampled ? tf.tidy(() => tf.softmax(net.forward(probe.x, inference)).dataSync()) : null;
+  let probs: Float32Array | null = null;
+  if (sampled) {
+    probs = new Float32Array(n * K);
+    for (const [from, count] of chunks(probe)) probs.set(tf.tidy(() => tf.exp(logProbs(net.forward(slice(probe, from, count), inference))).dataSync() as Float32Array), from * K);
+  }
   for (let i = 0; i < n; i++) {
     const sq = tf.tidy(() => {
       const xi = probe.x.slice([i, 0, 0, 0], [1, -1, -1, -1]);
@@ -61,7 +104,7 @@ export function fisherTrace(net: Network, probe: Probe, sampled: boolean, seed: 
         }
       }
       const { grads } = tf.variableGrads(() => {
-        const logp = tf.logSoftmax(net.forward(xi, inference));
+        const logp = logProbs(net.forward(xi, inference));
         return logp.slice([0, label], [1, 1]).sum().neg() as tf.Scalar;
       }, list);
       return Object.entries(grads).map(([name, g]) => [name, g.square().sum()] as const);
@@ -80,7 +123,7 @@ export function fisherTrace(net: Network, probe: Probe, sampled: boolean, seed: 
 /** Mean cross-entropy of the network (inference mode) on the probe batch. */
 export function probeLoss(net: Network, probe: Probe): number {
   const inference = net.blocks.map(() => false);
-  return tf.tidy(() => lossOf(probe.loss, net.forward(probe.x, inference), probe.y, net.numClasses).dataSync()[0]);
+  return tf.tidy(() => chunkedLoss(net, probe, inference).dataSync()[0]);
 }
 
 /** Run `fn` with perturbed weights and put the exact original values back afterwards. */
@@ -127,7 +170,7 @@ export function sharpness(net: Network, probe: Probe, rho: number, draws: number
     let best = 0;
     const inference = net.blocks.map(() => false);
     for (let s = 0; s < steps; s++) {
-      const { value, grads } = tf.variableGrads(() => lossOf(probe.loss, net.forward(probe.x, inference), probe.y, net.numClasses), list);
+      const { value, grads } = tf.variableGrads(() => chunkedLoss(net, probe, inference), list);
       best = Math.max(best, value.dataSync()[0] - base);
       value.dispose();
       vars.forEach((v, i) => {
@@ -160,12 +203,12 @@ export function weightDistance(net: Network, reference: ReadonlyMap<string, tf.T
   return out;
 }
 
-/** A fixed, seeded subset of training examples, as one tensor. */
-export function makeProbe(x: Float32Array, shape: [number, number, number], idx: readonly number[], labels: Int32Array, n: number, seed: number, loss: 'xent' | 'mse'): Probe {
+/** A fixed, seeded subset of training examples (evaluation view, normalised), as one tensor. */
+export function makeProbe(x: PixelStore, shape: [number, number, number], idx: readonly number[], labels: Int32Array, n: number, seed: number, loss: 'xent' | 'mse', batch: number): Probe {
   const rng = new Rng(seed, 41);
   const pick = rng.sample(idx.length, Math.min(n, idx.length));
   const size = shape[0] * shape[1] * shape[2];
   const buf = new Float32Array(pick.length * size);
-  pick.forEach((p, i) => buf.set(x.subarray(idx[p] * size, (idx[p] + 1) * size), i * size));
-  return { x: tf.tensor4d(buf, [pick.length, ...shape]), y: Int32Array.from(pick, (p) => labels[p]), loss };
+  x.read(Int32Array.from(pick, (p) => idx[p]), 0, pick.length, buf);
+  return { x: tf.tensor4d(buf, [pick.length, ...shape]), y: Int32Array.from(pick, (p) => labels[p]), loss, batch };
 }

@@ -7,13 +7,24 @@
 import * as tf from '@tensorflow/tfjs';
 import { Config } from '../config/schema';
 import { levelLabels, Split } from '../data/split';
-import { Dataset } from '../data/types';
+import { Dataset, Examples } from '../data/types';
 import { Level } from '../hierarchy/tree';
 import { Network } from '../models/network';
 import { accuracy, argmaxRows, coarsenProbs, topkAccuracy } from './accuracy';
 import { alignment, randomDirections } from './alignment';
 import { fisherTrace, Probe, sharpness, weightDistance } from './dynamics';
-import { CachedPart, classify } from './predict';
+import { CachedPart, predictHeadProbs, predictProbs } from './predict';
+import { hierarchicalDistanceAtK, LcaHeights, mistakeSeverity } from './severity';
+
+/** How a network's heads are read (train/heads.ts HeadPlan): a kept finer head coarsened to the run's level, and the extra heads of multi-level training. */
+export interface HeadReading {
+  /** The run-level class of each primary-head class (finetune.head: coarsen), or null. */
+  headMap: Int32Array | null;
+  /** Classes of the run's level. */
+  runClasses: number;
+  /** The levels of the extra heads, in head order (multi-level training). */
+  extra: ReadonlyArray<{ level: Level }>;
+}
 
 /** What the test metrics are measured on: a network, its data and split, the trained level and the coarser ones. */
 export interface EvalTarget {
@@ -22,35 +33,68 @@ export interface EvalTarget {
   split: Split;
   level: Level;
   coarser: Array<{ level: Level; map: Int32Array }>;
+  /** Examples per forward pass (eval.batch_size; see evalBatchSize). */
+  batch: number;
+  /** How the heads are read; absent = one head at the run's level. */
+  heads?: HeadReading;
+}
+
+/**
+ * The run's probabilities at its level: the primary head's softmax [n x K_head],
+ * summed over the fine classes under each class of the level when the head is
+ * a kept finer one (finetune.head: coarsen). Returns the matrix and its class count.
+ */
+export function atRunLevel(probs: Float32Array, numHeadClasses: number, heads: HeadReading | undefined): { probs: Float32Array; k: number } {
+  if (!heads?.headMap) return { probs, k: numHeadClasses };
+  return { probs: coarsenProbs(probs, numHeadClasses, heads.headMap, heads.runClasses), k: heads.runClasses };
+}
+
+/** Predicted class at the run's level for examples `idx` of `e` (or the cached prefix outputs), `t.batch` examples per pass. */
+async function runLevelPredictions(t: Pick<EvalTarget, 'net' | 'heads' | 'batch'>, e: Examples, idx: readonly number[], shape: readonly number[], cached?: CachedPart): Promise<Int32Array> {
+  const raw = await (cached ? predictProbs(t.net, cached.e, cached.idx, cached.shape, cached.from, t.batch) : predictProbs(t.net, e, idx, shape, 0, t.batch));
+  const { probs, k } = atRunLevel(raw, t.net.numClasses, t.heads);
+  return argmaxRows(probs, k);
 }
 
 /**
  * Test metrics (DESIGN.md "Metric keys"): `test_acc` at the stage's level,
  * `test_acc@<level>` at every coarser level by summing the fine classes'
  * probabilities (DESIGN.md "Scoring at a coarser level"), `test_top5` where
- * there are more than 5 classes, and `test_acc_easy`/`test_acc_hard` on
- * synthetic data. `cached`: the test set already through the frozen prefix.
- * Values are fractions in [0, 1] (NaN for an empty part).
+ * there are more than 5 classes, `test_acc_easy`/`test_acc_hard` on
+ * synthetic data, and mistake severity (DESIGN.md "Mistake severity";
+ * Bertinetto et al. 2020): `test_mistake_severity` (NaN without a mistake)
+ * and, with more than 5 classes, `test_hdist@5`. A coarser level with a head
+ * of its own (multi-level training) reports that head's accuracy as
+ * `test_acc@<level>` and the summed reading as `test_acc_summed@<level>`.
+ * `cached`: the test set already through the frozen prefix. Accuracies are
+ * fractions in [0, 1] (NaN for an empty part); severities are in levels.
  */
-export function evaluate(t: EvalTarget, cached?: CachedPart): Record<string, number> {
+export async function evaluate(t: EvalTarget, cached?: CachedPart): Promise<Record<string, number>> {
   const { net, data, split, level, coarser } = t;
   const e = data.test;
   const idx = split.test;
-  const K = net.numClasses;
-  const { probs, pred } = cached ? classify(net, cached.e, cached.idx, cached.shape, cached.from) : classify(net, e, idx, data.shape);
+  const all = await (cached ? predictHeadProbs(net, cached.e, cached.idx, cached.shape, cached.from, t.batch) : predictHeadProbs(net, e, idx, data.shape, 0, t.batch));
+  const { probs, k: K } = atRunLevel(all[0], net.numClasses, t.heads);
+  const pred = argmaxRows(probs, K);
   const labels = levelLabels(e, idx, level);
   const out: Record<string, number> = { test_acc: accuracy(pred, labels) };
   if (K > 5) out.test_top5 = topkAccuracy(probs, K, labels, 5);
+  const lca = new LcaHeights(data.hierarchy, level);
+  out.test_mistake_severity = mistakeSeverity(pred, labels, lca);
+  if (K > 5) out['test_hdist@5'] = hierarchicalDistanceAtK(probs, K, labels, lca, 5);
   if (e.hard) {
     out.test_acc_easy = accuracy(pred, labels, (i) => e.hard![idx[i]] === 0);
     out.test_acc_hard = accuracy(pred, labels, (i) => e.hard![idx[i]] === 1);
   }
+  const ownHead = new Map((t.heads?.extra ?? []).map((x, h) => [x.level.name, h + 1]));
   for (const c of coarser) {
     const kc = c.level.classes.length;
     const cp = coarsenProbs(probs, K, c.map, kc);
     const cl = levelLabels(e, idx, c.level);
     const cpred = argmaxRows(cp, kc);
-    out[`test_acc@${c.level.name}`] = accuracy(cpred, cl);
+    const h = ownHead.get(c.level.name);
+    out[`${h === undefined ? 'test_acc' : 'test_acc_summed'}@${c.level.name}`] = accuracy(cpred, cl);
+    if (h !== undefined) out[`test_acc@${c.level.name}`] = accuracy(argmaxRows(all[h], kc), cl);
     if (kc > 5) out[`test_top5@${c.level.name}`] = topkAccuracy(cp, kc, cl, 5);
     if (e.hard) out[`test_acc_hard@${c.level.name}`] = accuracy(cpred, cl, (i) => e.hard![idx[i]] === 1);
   }
@@ -62,10 +106,19 @@ export function evaluate(t: EvalTarget, cached?: CachedPart): Record<string, num
  * selection and stop rules look only here); NaN without a hold-out.
  * `valLabels` are the level's labels of split.val, in split order.
  */
-export function validate(t: Pick<EvalTarget, 'net' | 'data' | 'split'>, valLabels: Int32Array, cached?: CachedPart): number {
+export async function validate(t: Pick<EvalTarget, 'net' | 'data' | 'split' | 'heads' | 'batch'>, valLabels: Int32Array, cached?: CachedPart): Promise<number> {
   if (!t.split.val.length) return NaN;
-  const { pred } = cached ? classify(t.net, cached.e, cached.idx, cached.shape, cached.from) : classify(t.net, t.data.train, t.split.val, t.data.shape);
-  return accuracy(pred, valLabels);
+  return accuracy(await runLevelPredictions(t, t.data.train, t.split.val, t.data.shape, cached), valLabels);
+}
+
+/**
+ * `train_acc_final`: the network (inference mode, no augmentation) on its own
+ * training images, against the labels it trained on (`trainLabels`, label
+ * noise included), at its level: did the run learn its level? A fraction in
+ * [0, 1].
+ */
+export async function trainAccuracy(t: Pick<EvalTarget, 'net' | 'data' | 'split' | 'heads' | 'batch'>, trainLabels: Int32Array, cached?: CachedPart): Promise<number> {
+  return accuracy(await runLevelPredictions(t, t.data.train, t.split.train, t.data.shape, cached), trainLabels);
 }
 
 /**

@@ -1,7 +1,7 @@
 import * as fs from 'node:fs';
 import { Config } from '../config/schema';
-import { toUnitFloats } from '../data/cache';
 import { decodeAll } from '../data/decode';
+import { FloatStore, gatherFloats, RecordStore } from '../data/store';
 import { listImages, subfolders } from '../data/folders';
 import { UsageError } from '../util/errors';
 import { corrupt, Corruption } from '../data/corruptions';
@@ -10,7 +10,7 @@ import { Dataset, Examples } from '../data/types';
 import { levelLabels, Split } from '../data/split';
 import { Level } from '../hierarchy/tree';
 import { Network } from '../models/network';
-import { classify } from './predict';
+import { classify, evalBatchSize } from './predict';
 import { accuracy } from './accuracy';
 
 /**
@@ -22,25 +22,29 @@ import { accuracy } from './accuracy';
 export async function oodMetrics(cfg: Config, net: Network, data: Dataset, split: Split, level: Level): Promise<Record<string, number>> {
   const out: Record<string, number> = {};
   const severities = cfg.eval.ood_severities.filter((s) => s > 0);
-  const score = (e: Examples, idx: number[]) => accuracy(classify(net, e, idx, data.shape).pred, levelLabels(e, idx, level));
-  const size = data.shape[0] * data.shape[1] * data.shape[2];
-  const testX = new Float32Array(split.test.length * size);
-  split.test.forEach((i, k) => testX.set(data.test.x.subarray(i * size, (i + 1) * size), k * size));
+  const score = async (e: Examples, idx: number[]) => accuracy((await classify(net, e, idx, data.shape, 0, evalBatchSize(cfg))).pred, levelLabels(e, idx, level));
+  const norm = data.test.x.norm;
+  // Corruptions act on the test images in [0, 1], before normalisation (DESIGN.md "OOD").
+  const testX = cfg.eval.ood.length ? gatherFloats(data.test.x, split.test) : new Float32Array(0);
   const testY = Int32Array.from(split.test, (i) => data.test.y[i]);
   const all = split.test.map((_, k) => k);
   const means: number[] = [];
   const shifts: Array<[string, (s: number) => Promise<number>]> = [
-    ...cfg.eval.ood.map((c): [string, (s: number) => Promise<number>] => [c, async (s) => score({ x: await corrupt(testX, data.shape, c as Corruption, s, cfg.data.seed), y: testY, ids: [] }, all)]),
+    ...cfg.eval.ood.map((c): [string, (s: number) => Promise<number>] => [
+      c,
+      async (s) => score({ x: new FloatStore(await corrupt(testX, data.shape, c as Corruption, s, cfg.data.seed), data.shape, norm), y: testY, ids: [] }, all),
+    ]),
     ...cfg.eval.ood_synthetic.map((c): [string, (s: number) => Promise<number>] => [
       c,
       async (s) => {
         const e = renderShifted(cfg, c as SyntheticShift, s, split.test.length);
+        e.x.norm = norm;
         return score(e, e.ids.map((_, k) => k));
       },
     ]),
   ];
   if (cfg.eval.ood_root) {
-    const ext = await externalOod(cfg.eval.ood_root, data);
+    const ext = await externalOod(cfg.eval.ood_root, data, cfg.data.stored_size);
     shifts.push(['external', async () => score(ext, ext.ids.map((_, k) => k))]);
   }
   for (const [name, at] of shifts) {
@@ -67,7 +71,7 @@ export async function oodMetrics(cfg: Config, net: Network, data: Dataset, split
  * one folder per dataset class, named like the class (its last path segment).
  * Images are decoded like the dataset's; every one is a test example.
  */
-async function externalOod(root: string, data: Dataset): Promise<Examples> {
+async function externalOod(root: string, data: Dataset, storedSize: number | null): Promise<Examples> {
   const h = data.hierarchy;
   const byName = new Map<string, number[]>();
   h.classes.forEach((c, i) => byName.set(h.node(c).name, [...(byName.get(h.node(c).name) ?? []), i]));
@@ -88,9 +92,11 @@ async function externalOod(root: string, data: Dataset): Promise<Examples> {
   }
   const files = folders.flatMap((f) => listImages(root, f, onDisk.get(f)).map((x) => ({ ...x, cls: byName.get(f)![0] })));
   const [side, , C] = data.shape;
-  const dec = await decodeAll(files.map((f) => ({ id: f.id, cls: f.cls, stamp: f.stamp, read: () => fs.readFileSync(f.abs) })), side, C as 1 | 3);
+  // Decoded as the test images are (EXIF orientation, stored size), then seen through the same centre crop.
+  const stored = storedSize ?? side;
+  const dec = await decodeAll(files.map((f) => ({ read: () => fs.promises.readFile(f.abs) })), stored, C as 1 | 3);
   const bad = new Set(dec.bad.map((b) => b.index));
   const keep = files.map((_, i) => i).filter((i) => !bad.has(i));
-  const x = toUnitFloats(dec.pixels, keep, side * side * C);
+  const x = new RecordStore({ kind: 'bytes', data: dec.pixels, stored, rows: Int32Array.from(keep), shape: data.shape, norm: data.test.x.norm });
   return { x, y: Int32Array.from(keep, (i) => files[i].cls), ids: keep.map((i) => files[i].id) };
 }

@@ -1,27 +1,59 @@
 import * as tf from '@tensorflow/tfjs';
+import { FloatStore } from '../data/store';
 import { Examples, sharedFloat32 } from '../data/types';
 import { Network } from '../models/network';
 import { argmaxRows } from './accuracy';
 
-const EVAL_BATCH = 256;
+/** Batch of an evaluation pass when the caller names none (runs pass eval.batch_size, see evalBatchSize). */
+export const EVAL_BATCH = 64;
+
+/** eval.batch_size, or the training batch: no pass holds more examples than a training step does. */
+export function evalBatchSize(cfg: { eval: { batch_size: number | null }; train: { batch_size: number } }): number {
+  return cfg.eval.batch_size ?? cfg.train.batch_size;
+}
+
+/** An evaluation pass stopped by SIGINT/SIGTERM (the run ends as interrupted; its last checkpoint stays valid). */
+export class Interrupted extends Error {
+  constructor(readonly signal: NodeJS.Signals) {
+    super(`interrupted by ${signal}`);
+    this.name = 'Interrupted';
+  }
+}
+
+let stopSignal: NodeJS.Signals | null = null;
+
+/**
+ * Called by a command's signal handler: every evaluation pass stops at its
+ * next batch by throwing Interrupted. (A pass yields to the event loop between
+ * batches, which is what lets the handler run at all.)
+ */
+export function stopEvaluation(signal: NodeJS.Signals | null): void {
+  stopSignal = signal;
+}
+
+async function betweenBatches(): Promise<void> {
+  await new Promise<void>((resolve) => setImmediate(resolve));
+  if (stopSignal) throw new Interrupted(stopSignal);
+}
 
 /**
  * Softmax probabilities of `net` (every block in inference mode) on examples
  * `idx` of shape `shape`; with `fromBlock` > 0 the examples are the cached
  * outputs of the first `fromBlock` blocks.
  */
-export function predictProbs(net: Network, e: Examples, idx: readonly number[], shape: readonly number[], fromBlock = 0): Float32Array {
+export async function predictProbs(net: Network, e: Examples, idx: readonly number[], shape: readonly number[], fromBlock = 0, batch = EVAL_BATCH): Promise<Float32Array> {
   const size = shape.reduce((a, b) => a * b, 1);
   const K = net.numClasses;
   const out = new Float32Array(idx.length * K);
-  const buf = new Float32Array(EVAL_BATCH * size);
+  const buf = new Float32Array(batch * size);
   const inference = net.blocks.map(() => false);
-  for (let s = 0; s < idx.length; s += EVAL_BATCH) {
-    const n = Math.min(EVAL_BATCH, idx.length - s);
-    for (let i = 0; i < n; i++) buf.set(e.x.subarray(idx[s + i] * size, (idx[s + i] + 1) * size), i * size);
+  for (let s = 0; s < idx.length; s += batch) {
+    const n = Math.min(batch, idx.length - s);
+    e.x.read(idx, s, n, buf);
     const probs = tf.tidy(() => tf.softmax(net.forward(tf.tensor(buf.subarray(0, n * size), [n, ...shape]), inference, fromBlock)));
     out.set(probs.dataSync(), s * K);
     probs.dispose();
+    await betweenBatches();
   }
   return out;
 }
@@ -30,8 +62,8 @@ export function predictProbs(net: Network, e: Examples, idx: readonly number[], 
  * The predict -> argmax step every accuracy starts from: softmax probabilities
  * [idx.length x K] (row-major) and the predicted class of each example.
  */
-export function classify(net: Network, e: Examples, idx: readonly number[], shape: readonly number[], fromBlock = 0): { probs: Float32Array; pred: Int32Array } {
-  const probs = predictProbs(net, e, idx, shape, fromBlock);
+export async function classify(net: Network, e: Examples, idx: readonly number[], shape: readonly number[], fromBlock = 0, batch = EVAL_BATCH): Promise<{ probs: Float32Array; pred: Int32Array }> {
+  const probs = await predictProbs(net, e, idx, shape, fromBlock, batch);
   return { probs, pred: argmaxRows(probs, net.numClasses) };
 }
 
@@ -47,26 +79,50 @@ export interface CachedPart {
 }
 
 /** Cache the frozen prefix's outputs for the examples `idx` of `e` (labels and ids follow). */
-export function cachePart(net: Network, e: Examples, idx: number[], shape: readonly number[], from: number): CachedPart {
-  const f = prefixFeatures(net, e, idx, shape, from);
-  return { e: { x: f.x, y: Int32Array.from(idx, (i) => e.y[i]), ids: idx.map((i) => e.ids[i]) }, idx: idx.map((_, k) => k), shape: f.shape, from };
+export async function cachePart(net: Network, e: Examples, idx: number[], shape: readonly number[], from: number, batch = EVAL_BATCH): Promise<CachedPart> {
+  const f = await prefixFeatures(net, e, idx, shape, from, batch);
+  return { e: { x: new FloatStore(f.x, f.shape), y: Int32Array.from(idx, (i) => e.y[i]), ids: idx.map((i) => e.ids[i]) }, idx: idx.map((_, k) => k), shape: f.shape, from };
 }
 
 /** Run the first `upTo` blocks (inference mode) over examples `idx`: the frozen-prefix cache. */
-export function prefixFeatures(net: Network, e: Examples, idx: readonly number[], shape: readonly number[], upTo: number): { x: Float32Array; shape: number[] } {
+export async function prefixFeatures(net: Network, e: Examples, idx: readonly number[], shape: readonly number[], upTo: number, batch = EVAL_BATCH): Promise<{ x: Float32Array; shape: number[] }> {
   const size = shape.reduce((a, b) => a * b, 1);
-  const buf = new Float32Array(EVAL_BATCH * size);
+  const buf = new Float32Array(batch * size);
   let out: Float32Array | null = null;
   let featShape: number[] = [];
-  for (let s = 0; s < idx.length; s += EVAL_BATCH) {
-    const n = Math.min(EVAL_BATCH, idx.length - s);
-    for (let i = 0; i < n; i++) buf.set(e.x.subarray(idx[i + s] * size, (idx[i + s] + 1) * size), i * size);
+  for (let s = 0; s < idx.length; s += batch) {
+    const n = Math.min(batch, idx.length - s);
+    e.x.read(idx, s, n, buf);
     const f = tf.tidy(() => net.prefix(tf.tensor(buf.subarray(0, n * size), [n, ...shape]), upTo));
     featShape = f.shape.slice(1);
     const per = featShape.reduce((a, b) => a * b, 1);
     out ??= sharedFloat32(idx.length * per);
     out.set(f.dataSync(), s * per);
     f.dispose();
+    await betweenBatches();
   }
   return { x: out ?? new Float32Array(0), shape: featShape };
+}
+
+/**
+ * Softmax probabilities of every head of `net` (primary first; multi-level
+ * networks have one head per trained level) on examples `idx`, in one pass
+ * through the blocks. Each entry is [n x K_head] row-major.
+ */
+export async function predictHeadProbs(net: Network, e: Examples, idx: readonly number[], shape: readonly number[], fromBlock = 0, batch = EVAL_BATCH): Promise<Float32Array[]> {
+  if (net.extraHeads.length === 0) return [await predictProbs(net, e, idx, shape, fromBlock, batch)];
+  const size = shape.reduce((a, b) => a * b, 1);
+  const ks = [net.numClasses, ...net.extraHeads.map((h) => h.numClasses)];
+  const out = ks.map((k) => new Float32Array(idx.length * k));
+  const buf = new Float32Array(batch * size);
+  const inference = net.blocks.map(() => false);
+  for (let s = 0; s < idx.length; s += batch) {
+    const n = Math.min(batch, idx.length - s);
+    e.x.read(idx, s, n, buf);
+    const probs = tf.tidy(() => net.forwardAll(tf.tensor(buf.subarray(0, n * size), [n, ...shape]), inference, fromBlock).map((l) => tf.softmax(l)));
+    probs.forEach((p, h) => out[h].set(p.dataSync(), s * ks[h]));
+    tf.dispose(probs);
+    await betweenBatches();
+  }
+  return out;
 }

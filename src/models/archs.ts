@@ -2,7 +2,7 @@ import * as tf from '@tensorflow/tfjs';
 import { Config } from '../config/schema';
 import { UsageError } from '../util/errors';
 import { batchNormTrain, isBatchNorm } from './batchnorm';
-import { Block, Network } from './network';
+import { Block, extraHeadName, Network } from './network';
 import { SmoothReLU, smoothRelu } from './smooth-relu';
 
 /**
@@ -136,8 +136,19 @@ export function newHead(numClasses: number, seed: number): tf.layers.Layer {
   return tf.layers.dense({ name: 'head', units: numClasses, kernelInitializer: tf.initializers.glorotUniform({ seed }) });
 }
 
-/** Build the configured architecture with a fresh head for `numClasses`. */
-export function buildNetwork(cfg: Config, shape: [number, number, number], numClasses: number): Network {
+export interface HeadOptions {
+  /** Seed of the primary head; by default the next seed of train.seed's stream (after every block's). */
+  headSeed?: number;
+  /** Multi-level training: a head per further level (`head_<level>`), seeded after the primary head. */
+  extraHeads?: ReadonlyArray<{ level: string; numClasses: number }>;
+}
+
+/**
+ * Build the configured architecture with a fresh head for `numClasses` (and
+ * the extra heads asked for). The primary head's seed is kept in
+ * `Network.headSeed` (summary.json records it).
+ */
+export function buildNetwork(cfg: Config, shape: [number, number, number], numClasses: number, heads: HeadOptions = {}): Network {
   const seeds = new Seeds(cfg.train.seed);
   let blocks: Block[];
   switch (cfg.model.arch) {
@@ -154,7 +165,15 @@ export function buildNetwork(cfg: Config, shape: [number, number, number], numCl
       blocks = resnet(cfg, 3, seeds);
       break;
   }
-  return new Network(cfg.model.arch, shape, blocks, newHead(numClasses, seeds.next()), numClasses);
+  const headSeed = heads.headSeed ?? seeds.next();
+  const extra = (heads.extraHeads ?? []).map((e, i) => ({
+    level: e.level,
+    numClasses: e.numClasses,
+    layer: tf.layers.dense({ name: extraHeadName(e.level), units: e.numClasses, kernelInitializer: tf.initializers.glorotUniform({ seed: (headSeed + 1 + i) % 2147483647 }) }),
+  }));
+  const net = new Network(cfg.model.arch, shape, blocks, newHead(numClasses, headSeed), numClasses, extra);
+  net.headSeed = headSeed;
+  return net;
 }
 
 /** Block names of an architecture, input side first, without building it (for --help). */

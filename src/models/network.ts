@@ -25,8 +25,27 @@ export interface NamedVariable {
   variable: tf.Variable;
 }
 
+/**
+ * A head beside the primary one (multi-level training: one head per listed
+ * level). Its layer is named `head_<level>`, so its weights are
+ * `head_<level>/kernel` and `head_<level>/bias`.
+ */
+export interface ExtraHead {
+  /** Canonical name of the level it predicts (`kind`, `depth2`). */
+  level: string;
+  layer: tf.layers.Layer;
+  numClasses: number;
+}
+
+/** The layer name of the extra head for `level` (level names may hold characters tfjs does not allow). */
+export function extraHeadName(level: string): string {
+  return `head_${level.replace(/[^A-Za-z0-9_]/g, '_')}`;
+}
+
 export class Network {
   private model: tf.LayersModel | null = null;
+  /** Seed the primary head was initialised from (set by buildNetwork). */
+  headSeed = 0;
 
   constructor(
     readonly arch: string,
@@ -34,17 +53,20 @@ export class Network {
     readonly blocks: Block[],
     readonly head: tf.layers.Layer,
     readonly numClasses: number,
+    /** Heads of the other levels of a multi-level network (empty otherwise). */
+    readonly extraHeads: ExtraHead[] = [],
   ) {
     this.buildSymbolic();
   }
 
-  /** Wire blocks and head on symbolic tensors: builds every weight and the saveable graph. */
+  /** Wire blocks and heads on symbolic tensors: builds every weight and the saveable graph (outputs: primary head, then the extra heads). */
   private buildSymbolic(): void {
     const input = tf.input({ shape: this.inputShape, name: 'image' });
     let h: tf.SymbolicTensor = input;
     for (const b of this.blocks) h = b.applySymbolic(h);
     const out = this.head.apply(h) as tf.SymbolicTensor;
-    this.model = tf.model({ inputs: input, outputs: out, name: this.arch.replace(/[^A-Za-z0-9_]/g, '_') });
+    const extra = this.extraHeads.map((e) => e.layer.apply(h) as tf.SymbolicTensor);
+    this.model = tf.model({ inputs: input, outputs: extra.length ? [out, ...extra] : out, name: this.arch.replace(/[^A-Za-z0-9_]/g, '_') });
   }
 
   layersModel(): tf.LayersModel {
@@ -61,6 +83,13 @@ export class Network {
     let h = x;
     for (let i = fromBlock; i < this.blocks.length; i++) h = this.blocks[i].apply(h, blockTraining[i]);
     return this.head.apply(h) as tf.Tensor;
+  }
+
+  /** Logits of every head, primary first: one pass through the blocks shared by all heads. */
+  forwardAll(x: tf.Tensor, blockTraining: readonly boolean[], fromBlock = 0): tf.Tensor[] {
+    let h = x;
+    for (let i = fromBlock; i < this.blocks.length; i++) h = this.blocks[i].apply(h, blockTraining[i]);
+    return [this.head.apply(h) as tf.Tensor, ...this.extraHeads.map((e) => e.layer.apply(h) as tf.Tensor)];
   }
 
   /** The output of the first `upTo` blocks, all in inference mode (the frozen prefix). */
@@ -80,6 +109,7 @@ export class Network {
     };
     this.blocks.forEach((b, i) => b.layers.forEach((l) => add(l, i)));
     add(this.head, -1);
+    for (const e of this.extraHeads) add(e.layer, -1);
     return out;
   }
 

@@ -1,6 +1,6 @@
 import { keyValue, metricValue, RunRecord } from './runs';
 import { Chart, Point, Series, wantsLogY } from './svg';
-import { Group, groupRuns, stat, valueOrder } from './table';
+import { Group, groupRuns, keyHeader, stat, valueOrder } from './table';
 
 /** A file-name-safe version of a metric or key (`test_acc@superclass` → `test_acc_at_superclass`). */
 export function fileSafe(s: string): string {
@@ -9,7 +9,7 @@ export function fileSafe(s: string): string {
 
 /** Series are named by their values (`leaf / 0`); the legend's title names the keys (`pretrain_level / finetune.freeze`). */
 export const seriesName = (keys: readonly string[], values: readonly string[]) => (keys.length ? values.join(' / ') : 'all runs');
-const legendTitle = (keys: readonly string[]) => (keys.length ? keys.join(' / ') : undefined);
+const legendTitle = (keys: readonly string[]) => (keys.length ? keys.map(keyHeader).join(' / ') : undefined);
 
 /**
  * A metric against a key (accuracy vs pretraining level, error vs trainable
@@ -58,7 +58,7 @@ function curve(run: RunRecord, kind: string, xField: string, metric: string): Ar
   for (const row of run.rows) {
     if (row.kind !== kind) continue;
     const x = Number(row[xField]);
-    const y = metricValue(row, metric);
+    const y = metricValue(row, metric, run.summary?.level);
     if (Number.isFinite(x) && y !== undefined) out.push([x, y]);
   }
   return out;

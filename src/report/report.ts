@@ -3,9 +3,11 @@ import sharp from 'sharp';
 import { UsageError } from '../util/errors';
 import { ensureDir, writeFileAtomic } from '../util/fsx';
 import { curveChart, dynamicsMeasures, fileSafe, metricVsKey } from './plots';
-import { checkKey, findRunDirs, keyValue, metricValue, readRun, RunRecord } from './runs';
+import { renderHtml, runHref } from './html';
+import { checkKey, findRunDirs, keyValue, levelLabel, metricValue, readRun, regime, RunRecord } from './runs';
 import { Chart, renderChart } from './svg';
-import { groupRuns, groupsCsv, label, markdownTable, runsCsv } from './table';
+import { groupRuns, groupsCsv, groupTable, keyHeader, label, markdownTable, runsCsv } from './table';
+import { flagNotes, rowFlags, sourceBudgets } from './flags';
 
 export interface ReportOptions {
   dirs: string[];
@@ -13,9 +15,15 @@ export interface ReportOptions {
   metrics: string[];
   /** Keep only runs whose key has this value (`stage=finetune`). */
   where?: string[];
+  /** A source run whose train_acc_final is below this is flagged underfit (default 0.8). */
+  underfitBelow?: number;
   x?: string;
   out: string;
   png: boolean;
+  /** Also write index.html (tables, inline plots, links to the runs). */
+  html?: boolean;
+  /** The level every run is scored at in the `test_acc@<level>` column; default: see targetLevel. */
+  targetLevel?: string;
 }
 
 export interface ReportResult {
@@ -25,6 +33,10 @@ export interface ReportResult {
   runs: RunRecord[];
   excluded: RunRecord[];
   files: string[];
+  /** The level of the comparable accuracy column, when the runs trained at more than one level. */
+  targetLevel: string | null;
+  /** Fair-comparison notes (report/flags.ts), one paragraph each; empty when no flag is raised. */
+  notes: string[];
 }
 
 const DEFAULT_METRICS = ['test_acc', 'test_acc_easy', 'test_acc_hard', 'val_acc'];
@@ -37,7 +49,8 @@ const SEED_KEYS = new Set(['seed', 'data.seed', 'train.seed', 'name']);
  */
 export function defaultGroupBy(runs: readonly RunRecord[]): string[] {
   const keys: string[] = [];
-  const candidates = ['stage', 'pretrain_level', ...Object.keys(runs[0]?.config ?? {}).filter((k) => !SEED_KEYS.has(k))];
+  // `regime` says full / linear probe / freeze N / gradual (...): finetune.freeze alone calls a gradual run `0`.
+  const candidates = ['stage', 'pretrain_level', 'regime', ...Object.keys(runs[0]?.config ?? {}).filter((k) => !SEED_KEYS.has(k) && k !== 'finetune.freeze' && !k.startsWith('finetune.unfreeze'))];
   let groups = groupRuns(runs, keys).length;
   for (const k of candidates) {
     if (runs.some((r) => keyValue(r, k) === undefined)) continue;
@@ -48,6 +61,28 @@ export function defaultGroupBy(runs: readonly RunRecord[]): string[] {
     }
   }
   return keys;
+}
+
+/**
+ * The level at which every run of a report can be scored, so one column
+ * compares them all: the level the fine-tuning runs trained at (a sweep's
+ * target) when they agree, else the coarsest level any run trained at. A run
+ * trained finer is scored there by summing probabilities (`test_acc@<level>`);
+ * a run trained at it by its own `test_acc`.
+ */
+export function targetLevel(runs: readonly RunRecord[]): string | null {
+  const levels = (rs: readonly RunRecord[]) => [...new Set(rs.map((r) => r.summary?.level).filter((l): l is string => typeof l === 'string'))];
+  const all = levels(runs);
+  if (all.length < 2) return null;
+  const ft = levels(runs.filter((r) => r.summary?.stage === 'finetune'));
+  if (ft.length === 1) return ft[0];
+  const classes = (l: string) => Math.min(...runs.filter((r) => r.summary?.level === l).map((r) => Number(r.summary?.num_classes ?? Infinity)));
+  return all.reduce((a, b) => (classes(b) < classes(a) ? b : a));
+}
+
+/** Whether some group holds runs with different values of `key`. */
+function mixes(runs: readonly RunRecord[], groupBy: readonly string[], value: (r: RunRecord) => unknown): boolean {
+  return groupRuns(runs, groupBy).some((g) => new Set(g.runs.map(value)).size > 1);
 }
 
 /** Read the runs, group them, write summary.csv, runs.csv, report.md and the plots. */
@@ -68,9 +103,28 @@ export async function makeReport(o: ReportOptions): Promise<ReportResult> {
   if (!runs.length) throw new UsageError(`none of the ${all.length} run folders below ${o.dirs.join(', ')} has completed (statuses: ${[...new Set(all.map((r) => String(r.summary?.status ?? 'no summary.json')))].join(', ')}).`);
 
   for (const k of o.groupBy) checkKey(runs, k, '--group-by');
-  const groupBy = o.groupBy.length ? o.groupBy : defaultGroupBy(runs);
+  let groupBy = o.groupBy.length ? o.groupBy : defaultGroupBy(runs);
+  // The x axis of the metric-vs-key plots is one of the keys asked for (or found), not a split added below.
+  const xKey = o.x ?? groupBy.find((k) => k !== 'stage') ?? groupBy[0];
+  // A row never averages accuracies of different levels, nor gradual unfreezing with a fixed freeze.
+  const splits: string[] = [];
+  if (mixes(runs, groupBy, (r) => levelLabel(r))) {
+    groupBy = [...groupBy, 'level_classes'];
+    splits.push('the trained level');
+  }
+  if (groupBy.includes('finetune.freeze') && !groupBy.includes('regime') && mixes(runs, groupBy, (r) => regime(r)?.startsWith('gradual'))) {
+    groupBy = [...groupBy, 'regime'];
+    splits.push('regime (gradual unfreezing is not freeze 0)');
+  }
+  const target = o.targetLevel ?? targetLevel(runs);
+  if (o.targetLevel !== undefined && !runs.some((r) => metricValue(r.summary, `test_acc@${o.targetLevel}`) !== undefined)) {
+    const known = [...new Set(runs.flatMap((r) => [r.summary?.level, ...Object.keys(r.summary ?? {}).filter((k) => k.startsWith('test_acc@')).map((k) => k.slice(9))]))].filter(Boolean);
+    throw new UsageError(`--target-level '${o.targetLevel}': no run trained at it or is scored at it. Levels in these runs: ${known.join(', ')}.`);
+  }
   let metrics = o.metrics;
   if (!metrics.length) metrics = DEFAULT_METRICS.filter((m) => runs.some((r) => metricValue(r.summary, m) !== undefined));
+  const targetMetric = target ? `test_acc@${target}` : null;
+  if (targetMetric && !metrics.includes(targetMetric)) metrics = [targetMetric, ...metrics];
   for (const m of metrics) {
     if (!runs.some((r) => metricValue(r.summary, m) !== undefined)) {
       const have = [...new Set(runs.flatMap((r) => Object.keys(r.summary ?? {}).filter((k) => typeof r.summary![k] === 'number')))];
@@ -78,11 +132,13 @@ export async function makeReport(o: ReportOptions): Promise<ReportResult> {
     }
   }
   if (!metrics.length) throw new UsageError('the runs have none of the default metrics (test_acc, ...); name some with --metric.');
-  const xKey = o.x ?? groupBy.find((k) => k !== 'stage') ?? groupBy[0];
   if (xKey) checkKey(runs, xKey, '--x');
 
   const groups = groupRuns(runs, groupBy);
-  const table = markdownTable(groups, groupBy, metrics);
+  const flagOpts = { underfitBelow: o.underfitBelow ?? 0.8 };
+  const budgetsDiffer = sourceBudgets(runs).length > 1;
+  const table = markdownTable(groups, groupBy, metrics, (g) => rowFlags(g, flagOpts, budgetsDiffer));
+  const flagText = flagNotes(groups, flagOpts);
   ensureDir(o.out);
   const files: string[] = [];
   const write = (name: string, text: string) => {
@@ -119,19 +175,49 @@ export async function makeReport(o: ReportOptions): Promise<ReportResult> {
     plotNames.push(name);
   }
 
+  const notes = [
+    `${runs.length} completed runs from ${o.dirs.join(', ')}; grouped by ${groupBy.length ? groupBy.map(keyHeader).join(', ') : '(nothing)'}.`,
+    'Cells: mean ± sample standard deviation over the runs of the group (n).',
+    ...(splits.length ? [`Rows are also split by ${splits.join(' and ')}, so no row averages runs that cannot be compared.`] : []),
+    ...(targetMetric
+      ? [`The runs trained at different levels; ${targetMetric} scores every run at ${target}: a run trained there by its test_acc, a finer one by summing its probabilities per ${target} class (– where a run trained coarser).`]
+      : []),
+  ];
   const md = [
     `# Report`,
     '',
-    `${runs.length} completed runs from ${o.dirs.join(', ')}; grouped by ${groupBy.length ? groupBy.join(', ') : '(nothing)'}.`,
-    'Cells: mean ± sample standard deviation over the runs of the group (n).',
+    ...notes,
     ...(excluded.length ? ['', `Not included (not completed): ${excluded.map((r) => `${r.dir} (${String(r.summary?.status ?? 'no summary.json')})`).join(', ')}.`] : []),
     '',
     table,
     '',
+    ...flagText.flatMap((n) => [n, '']),
     ...plotNames.map((n) => `![${n}](${n}.${o.png ? 'png' : 'svg'})`),
     '',
   ].join('\n');
   write('report.md', md);
-  return { table, groupBy, metrics, runs, excluded, files };
+  if (o.html) {
+    const gt = groupTable(groups, groupBy, metrics);
+    const shownKeys = groupBy.filter((k) => !['level_classes', 'stage', 'regime'].includes(k));
+    const runRows = runs.map((r) => ({
+      href: runHref(o.out, r.dir),
+      cells: [path.basename(r.dir), String(r.summary?.stage ?? ''), levelLabel(r) ?? '–', regime(r) ?? '–', ...shownKeys.map((k) => label(keyValue(r, k))), ...metrics.map((m) => fmtRun(metricValue(r.summary, m)))],
+    }));
+    const html = renderHtml({
+      title: `Report: ${o.dirs.join(', ')}`,
+      notes: [...notes, ...flagText, 'Click a column heading to sort; each run links to its folder.', ...(excluded.length ? [`Not included (not completed): ${excluded.map((r) => r.dir).join(', ')}.`] : [])],
+      tables: [
+        { id: 'groups', caption: 'Groups', head: gt.head, rows: gt.rows.map((cells) => ({ cells })) },
+        { id: 'runs', caption: 'Runs', head: ['run', 'stage', 'level (classes)', 'regime', ...shownKeys.map(keyHeader), ...metrics], rows: runRows },
+      ],
+      charts: charts.map(([name, chart]) => ({ name, svg: renderChart(chart) })),
+    });
+    write('index.html', html);
+  }
+  return { table, groupBy, metrics, runs, excluded, files, targetLevel: target, notes: flagText };
+}
+
+function fmtRun(v: number | undefined): string {
+  return v === undefined ? '–' : Math.abs(v) >= 100 ? v.toFixed(1) : v.toFixed(4);
 }
 

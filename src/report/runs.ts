@@ -123,6 +123,8 @@ function sweepStage(dir: string): string | undefined {
  * fine-tuning runs without a source.
  */
 export function keyValue(run: RunRecord, key: string): unknown {
+  if (key === 'regime') return regime(run);
+  if (key === 'level_classes') return levelLabel(run);
   if (key.startsWith('source.')) {
     if (run.source) return run.source[key.slice('source.'.length)];
     return run.meta.stage === 'finetune' && run.meta.from === null ? 'scratch' : undefined;
@@ -131,6 +133,37 @@ export function keyValue(run: RunRecord, key: string): unknown {
   if (run.summary && key in run.summary) return run.summary[key];
   if (key in run.meta) return run.meta[key];
   return undefined;
+}
+
+/**
+ * How a run trained its blocks, as one label: `pretrain`, `full` (freeze 0),
+ * `linear probe` (freeze all), `freeze N`, or `gradual (...)` for a gradual-
+ * unfreezing schedule, which starts frozen and opens blocks as it goes, so it
+ * is neither `freeze 0` nor `freeze N`.
+ */
+export function regime(run: RunRecord): string | undefined {
+  const stage = run.summary?.stage ?? run.meta.stage;
+  if (stage === 'pretrain') return 'pretrain';
+  if (stage !== 'finetune') return undefined;
+  const freeze = run.config['finetune.freeze'] ?? 0;
+  const every = run.config['finetune.unfreeze.every'];
+  if (every !== undefined && every !== null) {
+    const unit = run.config['finetune.unfreeze.unit'] ?? 'epoch';
+    const order = run.config['finetune.unfreeze.order'] ?? 'top-down';
+    const stop = Object.entries(run.config).filter(([k]) => k.startsWith('finetune.unfreeze.stop.')).map(([k, v]) => `${k.slice('finetune.unfreeze.stop.'.length)} ${v}`);
+    const parts = [`every ${every} ${unit}${every === 1 ? '' : 's'}`, String(order), ...(freeze !== 0 ? [`freeze ${freeze}`] : []), ...(stop.length ? [`stop ${stop.filter((x) => !x.startsWith('when ')).join(' ')}`] : [])];
+    return `gradual (${parts.join(', ')})`;
+  }
+  if (freeze === 'all') return 'linear probe';
+  return freeze === 0 ? 'full' : `freeze ${freeze}`;
+}
+
+/** The trained level with its class count, `superclass (2)`: what makes two accuracies comparable. */
+export function levelLabel(run: RunRecord): string | undefined {
+  const level = run.summary?.level;
+  if (typeof level !== 'string') return undefined;
+  const n = run.summary?.num_classes;
+  return typeof n === 'number' ? `${level} (${n})` : level;
 }
 
 /** Every key a run can be grouped by, for "did you mean" hints. */
@@ -142,7 +175,7 @@ export function knownKeys(runs: readonly RunRecord[]): string[] {
     Object.keys(r.meta).forEach((k) => s.add(k));
     Object.keys(r.source ?? {}).forEach((k) => s.add(`source.${k}`));
   }
-  return [...s];
+  return [...s, 'regime', 'level_classes'];
 }
 
 /** Refuse a key some runs lack, naming those runs. */
@@ -157,15 +190,26 @@ export function checkKey(runs: readonly RunRecord[], key: string, what: string):
   throw new UsageError(`${what} '${key}': ${lacking.length} of ${runs.length} runs lack it (${names}${lacking.length > 3 ? ', ...' : ''}). Report those folders separately or group by another key.`);
 }
 
-/** A metric value from a record; `<m>_error`/`<m>_err` is derived as 1 − `<m>_acc` when not stored. */
-export function metricValue(rec: Record<string, unknown> | null | undefined, metric: string): number | undefined {
+/**
+ * A metric value from a record (summary.json or a metrics row).
+ * `<m>_error`/`<m>_err` is derived as 1 − `<m>_acc` when not stored, and
+ * `<m>@<level>` of a run trained at `<level>` is its `<m>` (a run's own level
+ * is scored without summing: DESIGN.md "Scoring at coarser levels"). `level`
+ * is the run's trained level; a summary says it itself.
+ */
+export function metricValue(rec: Record<string, unknown> | null | undefined, metric: string, level?: unknown): number | undefined {
   if (!rec) return undefined;
   const v = rec[metric];
   if (typeof v === 'number' && Number.isFinite(v)) return v;
+  // A yes/no fact (converged) counts 1 or 0, so a cell's mean is the share of runs where it holds.
+  if (typeof v === 'boolean') return v ? 1 : 0;
+  const at = metric.lastIndexOf('@');
+  const own = level ?? rec.level;
+  if (at > 0 && typeof own === 'string' && metric.slice(at + 1) === own) return metricValue(rec, metric.slice(0, at), own);
   const m = /^(.*)_(error|err)(@.*)?$/.exec(metric);
   if (m) {
-    const acc = rec[`${m[1]}_acc${m[3] ?? ''}`];
-    if (typeof acc === 'number' && Number.isFinite(acc)) return 1 - acc;
+    const acc = metricValue(rec, `${m[1]}_acc${m[3] ?? ''}`, level);
+    if (acc !== undefined) return 1 - acc;
   }
   return undefined;
 }

@@ -56,7 +56,32 @@ export function niceTicks(lo: number, hi: number, count = 6): number[] {
   const mag = 10 ** Math.floor(Math.log10(raw));
   const step = [1, 2, 2.5, 5, 10].map((f) => f * mag).find((s) => s >= raw)!;
   const out: number[] = [];
-  for (let v = Math.ceil(lo / step - 1e-9) * step; v <= hi + step * 1e-9; v += step) out.push(Math.abs(v) < step * 1e-9 ? 0 : v);
+  // Multiples of the step, computed from an integer count (adding the step up accumulates rounding).
+  const first = Math.ceil(lo / step - 1e-9);
+  for (let k = first; k * step <= hi + step * 1e-9; k++) {
+    const v = Number((k * step).toPrecision(12));
+    out.push(Math.abs(v) < step * 1e-9 ? 0 : v);
+  }
+  return out;
+}
+
+/**
+ * Ticks for an axis of whole numbers (epochs, steps, block counts): integer
+ * steps of 1, 2, 5 × 10^k, and the last value always labelled (an epoch axis
+ * that stops at 7 must say 7, not end at 6); a round tick crowding it gives way.
+ */
+export function integerTicks(lo: number, hi: number, count = 6): number[] {
+  if (!Number.isFinite(lo) || !Number.isFinite(hi)) return [];
+  if (lo === hi) return [lo];
+  const raw = Math.max(1, (hi - lo) / count);
+  const mag = 10 ** Math.floor(Math.log10(raw));
+  const step = [1, 2, 5, 10].map((f) => f * mag).find((s) => s >= raw)!;
+  const out: number[] = [];
+  for (let v = Math.ceil(lo / step) * step; v <= hi; v += step) out.push(v);
+  if (out[out.length - 1] !== hi) {
+    if (out.length && hi - out[out.length - 1] <= step / 2) out.pop();
+    out.push(hi);
+  }
   return out;
 }
 
@@ -117,7 +142,7 @@ export function renderChart(c: Chart): string {
     ? cats.map((k) => [xPos(k), truncate(k, 14)])
     : logX
       ? logTicks(x0, x1).map((t) => [xPos(t), tickLabel(t)])
-      : niceTicks(x0, x1).filter((t) => !intX || Number.isInteger(t)).map((t) => [xPos(t), tickLabel(t)]);
+      : (intX ? integerTicks(Math.min(...xs), Math.max(...xs)) : niceTicks(x0, x1)).map((t) => [xPos(t), tickLabel(t)]);
   for (const [x, text] of xTicks) {
     out.push(`<line x1="${x.toFixed(1)}" x2="${x.toFixed(1)}" y1="${M.top + ph}" y2="${M.top + ph + 5}" stroke="#333"/>`);
     out.push(`<text x="${x.toFixed(1)}" y="${M.top + ph + 19}" font-size="12" text-anchor="middle">${escapeXml(text)}</text>`);

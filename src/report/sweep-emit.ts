@@ -1,3 +1,5 @@
+import * as fs from 'node:fs';
+import * as path from 'node:path';
 import { PlannedRun, runArgs, SweepPlan } from './sweep-plan';
 import { shellQuote } from '../util/shell';
 import { FILES } from '../runs/rundir';
@@ -41,11 +43,51 @@ function header(plan: SweepPlan, o: EmitOptions, what: string): string {
 # ${what} for sweep '${plan.name}' (${plan.runs.length} runs), written by 'granular sweep --emit'.
 # Runs live in ${o.runsDir}/ relative to the tree root (${o.rootFromSweepDir} from this script),
 # and fine-tuning runs name their source relatively, so the whole tree can move.
-# Set GRANULAR to the command that starts granular if it is not on PATH,
-# e.g. GRANULAR="node /path/to/granular/bin/granular.js".
+# GRANULAR is the command that starts granular (default: the one that wrote this
+# script); set it to use another, e.g. GRANULAR="npx granular" inside the checkout.
 set -euo pipefail
-GRANULAR=\${GRANULAR:-granular}
+GRANULAR=\${GRANULAR:-${defaultGranular()}}
 `;
+}
+
+/** Whether an executable named `name` is on PATH. */
+function onPath(name: string): boolean {
+  return (process.env.PATH ?? '').split(path.delimiter).some((d) => {
+    try {
+      fs.accessSync(path.join(d, name), fs.constants.X_OK);
+      return true;
+    } catch {
+      return false;
+    }
+  });
+}
+
+/**
+ * The granular CLI as a shell command: `granular` where it is on PATH, else
+ * node and this checkout's bin/granular.js, relative to the tree root (the
+ * working folder, where the scripts run from) when the checkout is the tree.
+ */
+export function defaultGranular(cwd = process.cwd()): string {
+  if (onPath('granular')) return 'granular';
+  const bin = path.resolve(__dirname, '..', '..', '..', 'bin', 'granular.js');
+  const rel = path.relative(cwd, bin);
+  return `node ${shellQuote(rel.startsWith('..') || path.isAbsolute(rel) ? bin : rel.split(path.sep).join('/'))}`;
+}
+
+/**
+ * The prefix of the commands \`sweep --dry-run\` prints: $GRANULAR when set
+ * (\`GRANULAR='npx granular'\`), else \`granular\`, with a hint on stderr when
+ * \`granular\` is not on PATH (after \`npm ci\` it is not; \`npx granular\` is).
+ */
+export function granularPrefix(): { text: string; hint: string | null } {
+  const env = process.env.GRANULAR?.trim();
+  if (env) return { text: env, hint: null };
+  return {
+    text: 'granular',
+    hint: onPath('granular')
+      ? null
+      : "note: 'granular' is not on PATH here; to run these commands, print them with GRANULAR='npx granular' (inside the checkout) or GRANULAR='node /path/to/bin/granular.js', or run 'npm link' once in the checkout",
+  };
 }
 
 /** A shell script that runs every run in dependency order, one after another. */

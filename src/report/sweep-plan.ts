@@ -1,5 +1,6 @@
 import * as YAML from 'yaml';
 import { configKeys } from '../config/load';
+import { FINETUNE_DEFAULT_LEVEL } from '../config/stage-level';
 import { nearest, UsageError } from '../util/errors';
 import { sanitizeName } from '../util/fsx';
 
@@ -289,9 +290,12 @@ export function planSweep(doc: unknown, where = 'sweep file'): SweepPlan {
       // pretrained weights: the source's settings, then this stage's own.
       for (const src of sources) {
         s.points.forEach((p, i) => {
-          const own = new Set([...s.set, ...p].map(([k]) => k));
+          // Its twin trains at `top` unless the stage names a level (it never inherits the source's);
+          // the baseline says so explicitly, since its base config may name another level.
+          const level: Settings = [...s.set, ...p].some(([k]) => k === 'train.level') ? [] : [['train.level', FINETUNE_DEFAULT_LEVEL]];
+          const own = new Set([...s.set, ...p, ...level].map(([k]) => k));
           const kept = src.identity.filter(([k]) => !own.has(k));
-          const settings = [...src.settings, ...s.set, ...p];
+          const settings = [...src.settings, ...s.set, ...p, ...level];
           const parts = [`${s.name}-scratch`, paramString(kept, short), paramString(p, short)].filter(Boolean);
           add(
             { name: sanitizeName(parts.join('-')), stage: s.name, command: s.command, from: null, scratch: true, params: p, identity: [...kept, ...p], sets: toSets(collapse(settings)), settings, usesBase: true },

@@ -2,7 +2,7 @@ import { spawn } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import * as YAML from 'yaml';
-import { parseSets, readConfigFile, resolveConfig } from '../config/load';
+import { yamlErrorText } from '../config/load';
 import { readRunFolder } from '../runs/run';
 import * as rd from '../runs/rundir';
 import { SWEEP_PID_ENV } from '../runs/watchdog';
@@ -34,10 +34,7 @@ export function loadSweep(file: string, runsRoot: string, cwd = process.cwd()): 
     throw new UsageError(`cannot read sweep file '${file}': ${(e as NodeJS.ErrnoException).code ?? e}. Check the path.`);
   }
   const doc = YAML.parseDocument(text, { prettyErrors: true, uniqueKeys: true, merge: true });
-  if (doc.errors.length) {
-    const pos = doc.errors[0].linePos?.[0];
-    throw new UsageError(`sweep file '${file}'${pos ? ` line ${pos.line}, column ${pos.col}` : ''} is not valid YAML: ${doc.errors[0].message.split('\n')[0]}`);
-  }
+  if (doc.errors.length) throw new UsageError(`sweep file '${file}' ${yamlErrorText(doc.errors[0])}`);
   const plan = planSweep(doc.toJS(), `sweep file '${file}'`);
   let base: string | null = null;
   if (plan.base) {
@@ -48,28 +45,10 @@ export function loadSweep(file: string, runsRoot: string, cwd = process.cwd()): 
     base = rel.startsWith('..') || path.isAbsolute(rel) ? posix(abs) : posix(rel);
   }
   const runsDir = posix(path.relative(cwd, path.resolve(cwd, runsRoot, plan.name)));
-  const loaded = { file, plan, base, runsDir };
-  checkConfigs(loaded, cwd);
-  return loaded;
+  return { file, plan, base, runsDir };
 }
 
 const posix = (p: string) => p.split(path.sep).join('/');
-
-/**
- * Resolve every run's config now, so a bad value fails the whole sweep (exit 2)
- * before anything runs rather than one child at a time.
- */
-function checkConfigs(s: LoadedSweep, cwd: string): void {
-  const baseLayer = s.base ? readConfigFile(path.resolve(cwd, s.base)) : {};
-  for (const r of s.plan.runs) {
-    try {
-      resolveConfig([baseLayer, parseSets(r.settings.map(([k, v]) => `${k}=${JSON.stringify(v)}`), cwd)], `run '${r.name}'`);
-    } catch (e) {
-      if (e instanceof UsageError) throw new UsageError(`sweep file '${s.file}', run '${r.name}' (stage ${r.stage}): ${e.message}`);
-      throw e;
-    }
-  }
-}
 
 /** The PID in a run's run.lock, or 0. */
 function lockOwnerOf(dir: string): number {
@@ -175,8 +154,8 @@ export function steps(s: LoadedSweep, retry: boolean, cwd = process.cwd()): Step
 
 export interface ExecOptions {
   jobs: number;
-  /** Extra arguments for every child (--backend, --threads). */
-  childArgs: string[];
+  /** Extra arguments for a child (--backend, --threads): the same for all, or per step. */
+  childArgs: string[] | ((st: Step) => string[]);
   cwd?: string;
   log?: (line: string) => void;
 }
@@ -184,6 +163,8 @@ export interface ExecOptions {
 export interface ExecResult {
   completed: string[];
   failed: string[];
+  /** Failed runs that exited 2 (refused as bad usage, config or data; nothing written): --retry cannot help. */
+  refused: string[];
   skipped: string[];
   blocked: string[];
   interrupted: string[];
@@ -201,7 +182,7 @@ export async function execute(s: LoadedSweep, todo: Step[], o: ExecOptions): Pro
   const log = o.log ?? ((l: string) => process.stderr.write(l + '\n'));
   const logDir = path.resolve(cwd, s.runsDir, 'logs');
   ensureDir(logDir);
-  const res: ExecResult = { completed: [], failed: [], skipped: [], blocked: [], interrupted: [], notStarted: [], signal: null };
+  const res: ExecResult = { completed: [], failed: [], refused: [], skipped: [], blocked: [], interrupted: [], notStarted: [], signal: null };
   const status = new Map<string, RunState | 'pending' | 'active' | 'blocked' | 'adopted'>();
   // A run alive in another process (a sweep that was killed left it, or someone started it by
   // hand) is adopted: waited for by its lock, its dependents started when it completes.
@@ -228,7 +209,7 @@ export async function execute(s: LoadedSweep, todo: Step[], o: ExecOptions): Pro
       const t0 = Date.now();
       const logFile = path.join(logDir, `${st.run.name}.log`);
       const fd = fs.openSync(logFile, 'a');
-      const args = [...st.args!, '--quiet', ...o.childArgs];
+      const args = [...st.args!, '--quiet', ...(typeof o.childArgs === 'function' ? o.childArgs(st) : o.childArgs)];
       fs.writeSync(fd, `$ granular ${args.join(' ')}\n`);
       log(`[${n}/${total}] ${st.state === 'new' ? 'start' : st.state === 'failed' ? 'retry' : 'resume'} ${st.run.name}`);
       // Own process group: a terminal's Ctrl-C reaches children only through us, once.
@@ -253,8 +234,9 @@ export async function execute(s: LoadedSweep, todo: Step[], o: ExecOptions): Pro
         } else {
           status.set(st.run.name, 'failed');
           res.failed.push(st.run.name);
-          const why = summary?.error ? String(summary.error) : lastLines(logFile, 3);
-          log(`[${n}/${total}] FAILED ${st.run.name} (exit ${code}): ${why}\n    log: ${posix(path.relative(cwd, logFile))}`);
+          if (code === 2) res.refused.push(st.run.name);
+          const why = summary?.error && code !== 2 ? String(summary.error) : lastLines(logFile, 3);
+          log(`[${n}/${total}] ${code === 2 ? 'REFUSED' : 'FAILED'} ${st.run.name} (exit ${code}${code === 2 ? ': bad usage, config or data' : ''}): ${why}\n    log: ${posix(path.relative(cwd, logFile))}`);
         }
         resolve();
       });

@@ -1,6 +1,6 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { keyValue, metricValue, RunRecord } from './runs';
+import { keyValue, levelLabel, metricValue, RunRecord } from './runs';
 import * as rd from '../runs/rundir';
 
 /** Mean, sample standard deviation (n − 1; NaN for one value) and count. */
@@ -40,7 +40,11 @@ export function valueOrder(runs: readonly RunRecord[]): (a: string, b: string) =
     if (typeof n !== 'number') continue;
     for (const k of [r.summary?.level, r.summary?.level_spec, r.config['train.level']]) if (typeof k === 'string') classes.set(k, n);
   }
+  // `superclass (2)`: a level with its class count (the level column).
+  const counted = (v: string) => /\((\d+)\)$/.exec(v)?.[1];
   return (a, b) => {
+    const [pa, pb] = [counted(a), counted(b)];
+    if (pa !== undefined && pb !== undefined && pa !== pb) return Number(pb) - Number(pa);
     const na = Number(a);
     const nb = Number(b);
     if (a.trim() !== '' && b.trim() !== '' && Number.isFinite(na) && Number.isFinite(nb)) return na - nb;
@@ -101,17 +105,52 @@ export function fmt(v: number): string {
   return Math.abs(v) >= 100 ? v.toFixed(1) : v.toFixed(4);
 }
 
-/** One markdown table: a row per group, mean ± std over its runs, n per cell. */
-export function markdownTable(groups: readonly Group[], keys: readonly string[], metrics: readonly string[]): string {
-  const head = [...keys, 'n', ...metrics];
-  const rows = groups.map((g) => {
+/** The level(s) a group's runs trained at, with class counts: `superclass (2)`. */
+export function groupLevel(g: Group): string {
+  const labels = [...new Set(g.runs.map((r) => levelLabel(r) ?? '–'))];
+  return labels.join(', ');
+}
+
+/** A cell: mean ± std over the group's runs, (n=k) where only k of them have the metric. */
+export function statCell(s: Stat, groupSize: number): string {
+  return s.n === 0 ? '–' : `${fmt(s.mean)}${s.n > 1 ? ` ± ${fmt(s.std)}` : ''}${s.n !== groupSize ? ` (n=${s.n})` : ''}`;
+}
+
+/** Header names of the grouping keys as tables show them. */
+export const keyHeader = (k: string) => (k === 'level_classes' ? 'level (classes)' : k);
+
+/**
+ * The rows of the group table: the grouping keys' values, the level the runs
+ * trained at with its class count (accuracies are comparable only at one
+ * level), n, a mean ± std cell per metric, and with `flags` a last column
+ * `flags` holding each row's fair-comparison flags (report/flags.ts) when any
+ * row has one.
+ */
+export function groupTable(groups: readonly Group[], keys: readonly string[], metrics: readonly string[], flags?: (g: Group) => string[]): { head: string[]; rows: string[][] } {
+  const shown = keys.filter((k) => k !== 'level_classes');
+  // Runs that record no level (made by hand, or very old) get no level column.
+  const levels = groups.some((g) => g.runs.some((r) => levelLabel(r) !== undefined));
+  const rowFlags = groups.map((g) => flags?.(g) ?? []);
+  const withFlags = rowFlags.some((f) => f.length);
+  const head = [...shown.map(keyHeader), ...(levels ? ['level (classes)'] : []), 'n', ...metrics, ...(withFlags ? ['flags'] : [])];
+  const rows = groups.map((g, i) => {
     const stats = groupStats(g, metrics);
     return [
-      ...g.values.map((v) => v.replace(/\|/g, '\\|')),
+      ...g.values.filter((_, j) => keys[j] !== 'level_classes'),
+      ...(levels ? [groupLevel(g)] : []),
       String(g.runs.length),
-      ...stats.map((s) => (s.n === 0 ? '–' : `${fmt(s.mean)}${s.n > 1 ? ` ± ${fmt(s.std)}` : ''}${s.n !== g.runs.length ? ` (n=${s.n})` : ''}`)),
+      ...stats.map((s) => statCell(s, g.runs.length)),
+      ...(withFlags ? [rowFlags[i].length ? `⚠ ${rowFlags[i].join('; ')}` : ''] : []),
     ];
   });
+  return { head, rows };
+}
+
+/** One markdown table: a row per group, mean ± std over its runs, n per cell (and the flags column, see groupTable). */
+export function markdownTable(groups: readonly Group[], keys: readonly string[], metrics: readonly string[], flags?: (g: Group) => string[]): string {
+  const t = groupTable(groups, keys, metrics, flags);
+  const head = t.head;
+  const rows = t.rows.map((r) => r.map((v) => v.replace(/\|/g, '\\|')));
   const widths = head.map((h, i) => Math.max(h.length, 3, ...rows.map((r) => r[i].length)));
   const line = (cells: string[]) => `| ${cells.map((c, i) => c.padEnd(widths[i])).join(' | ')} |`;
   return [line(head), `| ${widths.map((w) => '-'.repeat(w)).join(' | ')} |`, ...rows.map(line)].join('\n');
@@ -128,12 +167,14 @@ export function csv(rows: ReadonlyArray<readonly unknown[]>): string {
 
 /** summary.csv: a row per group with `<metric>_mean`, `<metric>_std`, `<metric>_n`. */
 export function groupsCsv(groups: readonly Group[], keys: readonly string[], metrics: readonly string[]): string {
-  const head = [...keys, 'n', ...metrics.flatMap((m) => [`${m}_mean`, `${m}_std`, `${m}_n`])];
-  return csv([head, ...groups.map((g) => [...g.values, g.runs.length, ...groupStats(g, metrics).flatMap((s) => [s.mean, s.std, s.n])])]);
+  const head = [...keys, 'n', ...metrics.flatMap((m) => [`${m}_mean`, `${m}_std`, `${m}_n`]), 'level', 'num_classes'];
+  const one = (g: Group, k: string) => [...new Set(g.runs.map((r) => r.summary?.[k]))].map((v) => (v === undefined ? '' : String(v))).join(' ');
+  return csv([head, ...groups.map((g) => [...g.values, g.runs.length, ...groupStats(g, metrics).flatMap((s) => [s.mean, s.std, s.n]), one(g, 'level'), one(g, 'num_classes')])]);
 }
 
 /** runs.csv: a row per run, every grouping key and metric, and its folder. */
 export function runsCsv(runs: readonly RunRecord[], keys: readonly string[], metrics: readonly string[]): string {
-  const head = ['run', 'status', ...keys, ...metrics];
-  return csv([head, ...runs.map((r) => [r.dir, r.summary?.status ?? 'no summary', ...keys.map((k) => keyValue(r, k)), ...metrics.map((m) => metricValue(r.summary, m))])]);
+  const extra = ['level', 'num_classes', 'regime'].filter((k) => !keys.includes(k));
+  const head = ['run', 'status', ...keys, ...metrics, ...extra];
+  return csv([head, ...runs.map((r) => [r.dir, r.summary?.status ?? 'no summary', ...keys.map((k) => keyValue(r, k)), ...metrics.map((m) => metricValue(r.summary, m)), ...extra.map((k) => keyValue(r, k))])]);
 }

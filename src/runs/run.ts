@@ -70,7 +70,24 @@ const readObject = (file: string): Record<string, unknown> | null => {
 
 /** The one reader of a run folder: config text, run.json and summary.json; never throws. */
 export function readRunFolder(dir: string): RunFolder {
-  return { dir, configText: readText(path.join(dir, FILES.config)), meta: readObject(path.join(dir, FILES.run)) ?? {}, summary: readObject(path.join(dir, FILES.summary)) };
+  return { dir, configText: readText(path.join(dir, FILES.config)), meta: readObject(path.join(dir, FILES.run)) ?? {}, summary: snakeCaseKeys(readObject(path.join(dir, FILES.summary))) };
+}
+
+/**
+ * summary.json keys are snake_case; runs written before that have a few
+ * camelCase ones (`dynamicsSeconds`). Both names stay readable: each camelCase
+ * key gains its snake_case twin.
+ */
+export function snakeCaseKeys(rec: Record<string, unknown> | null): Record<string, unknown> | null {
+  if (!rec) return rec;
+  const out = { ...rec };
+  for (const [k, v] of Object.entries(rec)) {
+    // Only plain identifiers: a qualifier (`test_acc@Genus`) is a name, not a spelling.
+    if (!/^[a-z][A-Za-z0-9]*$/.test(k)) continue;
+    const snake = k.replace(/([a-z0-9])([A-Z])/g, '$1_$2').toLowerCase();
+    if (snake !== k && !(snake in out)) out[snake] = v;
+  }
+  return out;
 }
 
 /** A finished run to start from: its folder, resolved config, run.json and summary. */
@@ -83,20 +100,25 @@ export interface SourceRun {
 
 /**
  * A finished run to fine-tune from (`--from`) or evaluate, or a UsageError
- * saying why it is not one (no config.yaml, not completed, no saved model).
+ * saying why it is not one (missing, no config.yaml, not completed, no saved
+ * model). `what` names the argument in messages (`--from 'x'`, `RUN_DIR 'x'`),
+ * `use` says what to give instead.
  */
-export function readSourceRun(dir: string): SourceRun {
+export function readSourceRun(dir: string, what = `--from '${dir}'`, use = "Give the folder of a finished 'granular pretrain' run."): SourceRun {
+  if (!fs.existsSync(dir)) throw new UsageError(`${what} does not exist. ${use}`);
+  if (!fs.statSync(dir).isDirectory()) throw new UsageError(`${what} is a file, not a run folder. ${use}`);
   const run = readRunFolder(dir);
   const cfgFile = path.join(dir, FILES.config);
-  if (run.configText === null) throw new UsageError(`--from '${dir}' is not a run folder (no ${FILES.config}). Give the folder of a finished 'granular pretrain' run.`);
+  if (run.configText === null) throw new UsageError(`${what} is not a run folder (no ${FILES.config}). ${use}`);
   const summary = run.summary;
   if (!summary || summary.status !== 'completed') {
+    const stage = typeof run.meta.stage === 'string' ? run.meta.stage : 'pretrain';
     throw new UsageError(
-      `--from '${dir}' is not a finished run (status: ${summary ? String(summary.status) : `no ${FILES.summary}, still running or crashed`}). ` +
-        `Resume it with 'granular pretrain --resume ${dir}' or pick a completed run.`,
+      `${what} is not a finished run (status: ${summary ? String(summary.status) : `no ${FILES.summary}, still running or crashed`}). ` +
+        `Resume it with 'granular ${stage} --resume ${dir}' or pick a completed run.`,
     );
   }
-  if (!fs.existsSync(path.join(dir, FILES.model, 'model.json'))) throw new UsageError(`--from '${dir}' has no ${FILES.model}/model.json; the run did not save its network.`);
+  if (!fs.existsSync(path.join(dir, FILES.model, 'model.json'))) throw new UsageError(`${what} has no ${FILES.model}/model.json; the run did not save its network.`);
   const cfg = parseConfigYaml(run.configText, cfgFile);
   return { dir, cfg, meta: run.meta as RunMeta, summary };
 }
@@ -119,7 +141,7 @@ export function newRunMeta(runDir: string, stage: Stage, source: SourceRun | nul
 }
 
 /** hierarchy.json: every level (and the trained one) with its classes as paths and each leaf's class. */
-export function hierarchyRecord(h: Hierarchy, level: Level): Record<string, unknown> {
+export function hierarchyRecord(h: Hierarchy, level: Level, relabel?: Record<string, unknown>): Record<string, unknown> {
   const levels = h.levels();
   return {
     root: h.root,
@@ -132,15 +154,17 @@ export function hierarchyRecord(h: Hierarchy, level: Level): Record<string, unkn
       class_of: Array.from(l.classOf),
     })),
     dag: h.dag ? { nodes_with_several_parents: h.dag.multiParentNodes, chosen_parent: h.dag.chosenParent } : null,
+    // How data.relabel derived the classes when that needs recording (cluster:K: the run, level, K, seed, cluster sizes).
+    ...(relabel ? { relabel } : {}),
   };
 }
 
 /** The records a new run writes before training: config.yaml, command.txt, run.json, hierarchy.json, split.json. */
-export function writeRunRecords(runDir: string, r: { cfg: Config; meta: RunMeta; argv: string[]; hierarchy: Hierarchy; level: Level; split: Record<string, unknown> }): void {
+export function writeRunRecords(runDir: string, r: { cfg: Config; meta: RunMeta; argv: string[]; hierarchy: Hierarchy; level: Level; relabel?: Record<string, unknown>; split: Record<string, unknown> }): void {
   writeFileAtomic(path.join(runDir, FILES.config), configToYaml(r.cfg, `resolved config of this ${r.meta.stage} run, written before training\n${r.meta.run_id}`));
   writeFileAtomic(path.join(runDir, FILES.command), r.argv.map(shellQuote).join(' ') + '\n');
   writeJsonAtomic(path.join(runDir, FILES.run), r.meta);
-  writeJsonAtomic(path.join(runDir, FILES.hierarchy), hierarchyRecord(r.hierarchy, r.level));
+  writeJsonAtomic(path.join(runDir, FILES.hierarchy), hierarchyRecord(r.hierarchy, r.level, r.relabel));
   writeJsonAtomic(path.join(runDir, FILES.split), r.split);
 }
 
@@ -248,17 +272,25 @@ export async function saveModel(net: Network, runDir: string): Promise<void> {
 }
 
 /**
- * Saved weights (by `<layer>/<weight>` name) into `net`; the head too when
- * `withHead`. Throws UsageError naming `dir` for a missing weight or a shape
- * that differs (another architecture, image size or channel count).
+ * Saved weights (by `<layer>/<weight>` name) into `net`. `head`: true loads
+ * every head under its own name; false keeps every head as initialised; a
+ * string is the saved prefix whose weights go into the primary head (`head`,
+ * or `head_<level>` of a multi-level source; finetune.head keep/coarsen),
+ * other heads of `net` staying as initialised. Throws UsageError naming `dir`
+ * for a missing weight or a shape that differs (another architecture, image
+ * size or channel count).
  */
-export function assignWeights(net: Network, saved: ReadonlyMap<string, tf.Tensor>, dir: string, withHead: boolean): void {
+export function assignWeights(net: Network, saved: ReadonlyMap<string, tf.Tensor>, dir: string, head: boolean | string): void {
   for (const v of net.variables()) {
-    if (v.block < 0 && !withHead) continue;
-    const w = saved.get(v.name);
-    if (!w) throw new UsageError(`the pretrained network in '${dir}' has no weight '${v.name}'; it was saved by a different architecture.`);
+    let name = v.name;
+    if (v.block < 0 && head !== true) {
+      if (head === false || !name.startsWith('head/')) continue;
+      name = `${head}/${name.slice('head/'.length)}`;
+    }
+    const w = saved.get(name);
+    if (!w) throw new UsageError(`the pretrained network in '${dir}' has no weight '${name}'; it was saved by a different architecture.`);
     if (w.shape.join('x') !== v.variable.shape.join('x')) {
-      throw new UsageError(`weight '${v.name}' of '${dir}' has shape [${w.shape}] but this run needs [${v.variable.shape}] (different data.image_size or data.channels?).`);
+      throw new UsageError(`weight '${name}' of '${dir}' has shape [${w.shape}] but this run needs [${v.variable.shape}] (different data.image_size or data.channels?).`);
     }
     v.variable.assign(w);
   }

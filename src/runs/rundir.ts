@@ -1,7 +1,7 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { UsageError } from '../util/errors';
-import { claimNewDir, createExclusive, isNonEmptyDir, sanitizeName, sleepSync, writeFileAtomic, writeJsonAtomic } from '../util/fsx';
+import { claimNewDir, createExclusive, isNonEmptyDir, readJson, sanitizeName, sleepSync, writeFileAtomic, writeJsonAtomic } from '../util/fsx';
 
 /**
  * The run folder: every file a run writes, and the rules for creating one.
@@ -41,7 +41,12 @@ export function defaultRunDir(stage: string, name: string, root = 'runs'): strin
 /** Check (without creating anything) that a run may be written to `dir`. */
 export function checkNewRunDir(dir: string): void {
   if (isNonEmptyDir(dir)) {
-    throw new UsageError(`run folder '${dir}' already exists and is not empty. Choose another --run-dir, or continue that run with --resume ${dir}.`);
+    const status = readSummaryOrNull(dir)?.status;
+    if (status === 'completed') {
+      throw new UsageError(`run folder '${dir}' holds a completed run. Choose another --run-dir; to build on that run, evaluate it ('granular eval ${dir}') or fine-tune from it ('granular finetune --from ${dir}').`);
+    }
+    if (!fs.existsSync(path.join(dir, FILES.config))) throw new UsageError(`run folder '${dir}' already exists, is not empty and is not a run folder. Choose another --run-dir.`);
+    throw new UsageError(`run folder '${dir}' already exists and holds a${status ? ` ${status}` : 'n unfinished'} run. Choose another --run-dir, or continue that run with --resume ${dir}.`);
   }
   if (fs.existsSync(dir) && !fs.statSync(dir).isDirectory()) throw new UsageError(`--run-dir '${dir}' exists and is not a folder.`);
 }
@@ -98,6 +103,15 @@ export function rewriteMetrics(dir: string, rows: ReadonlyArray<Record<string, u
 
 export function writeSummary(dir: string, summary: Record<string, unknown>): void {
   writeJsonAtomic(path.join(dir, FILES.summary), summary);
+}
+
+/** summary.json, or null when absent or unreadable (for messages, which must not fail themselves). */
+function readSummaryOrNull(dir: string): Record<string, unknown> | null {
+  try {
+    return readJson<Record<string, unknown>>(path.join(dir, FILES.summary));
+  } catch {
+    return null;
+  }
 }
 
 export function isAlive(pid: number): boolean {

@@ -14,7 +14,6 @@
  */
 import * as path from 'node:path';
 import { Config } from '../config/schema';
-import { Level } from '../hierarchy/tree';
 import { fisherTrace, Probe } from '../measure/dynamics';
 import { buildNetwork } from '../models/archs';
 import { Network } from '../models/network';
@@ -69,19 +68,20 @@ export function frozenBlockCount(net: Network, freeze: number | 'all'): number {
  * Prepare `net` for the run and decide the plan: load the source run's
  * weights (`sourceDir`, when fine-tuning from one), count the frozen blocks,
  * re-initialise the unfrozen ones for `transfer: frozen_only`. `shape` is the
- * input [H, W, C], `level` the target level. Throws UsageError for a plan that
- * cannot be carried out (freeze out of range, a kept head of the wrong size, an
- * unfreezing schedule on a pretraining run).
+ * input [H, W, C]; `sourceHead` the source's weight prefix that goes into the
+ * head (finetune.head keep/coarsen, decided by heads.ts planHeads), null for a
+ * new head. Throws UsageError for a plan that cannot be carried out (freeze
+ * out of range, an unfreezing schedule on a pretraining run).
  */
-export function planFinetune(cfg: Config, stage: Stage, net: Network, sourceDir: string | null, shape: [number, number, number], level: Level): FinetunePlan {
+export function planFinetune(cfg: Config, stage: Stage, net: Network, sourceDir: string | null, shape: [number, number, number], sourceHead: string | null): FinetunePlan {
   const ft = cfg.finetune;
-  if (sourceDir) loadSourceWeights(net, sourceDir, ft.head, level, cfg.train.level);
+  if (sourceDir) loadSourceWeights(net, sourceDir, sourceHead);
   if (stage === 'pretrain') {
     if (ft.unfreeze !== null) throw new UsageError(`finetune.unfreeze is a fine-tuning schedule; 'granular pretrain' trains every block. Remove it, or use 'granular finetune'.`);
     return { frozenBlocks: 0, unfreeze: null, lrScale: blockLrScale(net.blocks.length, 1), batchnormTrains: true, prefixCache: false };
   }
   const frozenBlocks = frozenBlockCount(net, ft.freeze);
-  if (sourceDir && ft.transfer === 'frozen_only') reinitUnfrozen(net, cfg, shape, level.classes.length, frozenBlocks);
+  if (sourceDir && ft.transfer === 'frozen_only') reinitUnfrozen(net, cfg, shape, net.numClasses, frozenBlocks);
   return {
     frozenBlocks,
     unfreeze: ft.unfreeze,
@@ -101,17 +101,11 @@ function prefixCacheable(cfg: Config, frozen: number): boolean {
   return frozen > 0 && cfg.finetune.unfreeze === null && cfg.data.augment.length === 0 && process.env.GRANULAR_PREFIX_CACHE !== '0';
 }
 
-/** The source run's weights into `net`; with head=new the head keeps its fresh initialisation. */
-function loadSourceWeights(net: Network, sourceDir: string, head: 'new' | 'keep', level: Level, levelSpec: string): void {
+/** The source run's weights into `net`; `sourceHead` names the saved head that goes into the primary head (null: it keeps its fresh initialisation). */
+function loadSourceWeights(net: Network, sourceDir: string, sourceHead: string | null): void {
   const saved = readModelWeights(path.join(sourceDir, FILES.model));
   try {
-    if (head === 'keep') {
-      const units = saved.get('head/kernel')?.shape[1];
-      if (units !== level.classes.length) {
-        throw new UsageError(`finetune.head=keep needs the target level to have as many classes as the source's head (${units}); '${levelSpec}' has ${level.classes.length}. Use finetune.head=new.`);
-      }
-    }
-    assignWeights(net, saved, sourceDir, head === 'keep');
+    assignWeights(net, saved, sourceDir, sourceHead ?? false);
   } finally {
     for (const t of saved.values()) t.dispose();
   }
@@ -173,17 +167,53 @@ export function fixedStopMet(u: UnfreezeConfig, step: number, stepsPerEpoch: num
 }
 
 /**
- * The metric rule: the relative change of the metric over the last `window`
- * measurements fell below `value` (the measure has settled: stop opening).
+ * The metric rules, on the history of the watched measure (one value per
+ * dynamics row, oldest first):
+ * - `relative_change_below`: the relative change over the last `window`
+ *   measurements fell below `value` (the measure has settled). It compares
+ *   values `window` rows apart, so a measure that keeps falling by a constant
+ *   factor per row (a geometric decay, as the Fisher trace does after its early
+ *   peak) never meets it;
+ * - `below_fraction_of_peak`: the latest value fell below `value` times the
+ *   running maximum of the history (the early period is over once the trace
+ *   has lost that share of its peak); fires on a geometric decay.
  */
 export function metricStopMet(u: UnfreezeConfig, history: readonly number[]): boolean {
-  if (!u.stop || !('metric' in u.stop)) return false;
-  const w = u.stop.window;
-  if (history.length <= w) return false;
+  if (!u.stop || !('metric' in u.stop) || history.length === 0) return false;
+  const stop = u.stop;
   const now = history[history.length - 1];
+  if (stop.when === 'below_fraction_of_peak') return belowFractionOfPeak(history, stop.value);
+  const w = stop.window;
+  if (history.length <= w) return false;
   const before = history[history.length - 1 - w];
   const rel = Math.abs(now - before) / Math.max(Math.abs(before), 1e-12);
-  return rel < u.stop.value;
+  return rel < stop.value;
+}
+
+/**
+ * The latest value is below `fraction` x the maximum of all values so far
+ * (itself included), once that maximum is positive. A Monte-Carlo sharpness
+ * estimate can be negative (E[L(w + delta)] - L(w) from a few draws); "a
+ * fraction of a negative peak" means nothing, so the rule waits for a
+ * positive one.
+ */
+export function belowFractionOfPeak(history: readonly number[], fraction: number): boolean {
+  if (history.length === 0) return false;
+  let peak = -Infinity;
+  for (const v of history) if (v > peak) peak = v;
+  return peak > 0 && history[history.length - 1] < fraction * peak;
+}
+
+/** The sentence an `unfreeze_stop` event gives for a metric rule that fired. */
+export function metricStopReason(u: UnfreezeConfig, history: readonly number[]): string {
+  const stop = u.stop;
+  if (!stop || !('metric' in stop)) return '';
+  const now = history[history.length - 1];
+  if (stop.when === 'below_fraction_of_peak') {
+    const peak = Math.max(...history);
+    return `${stop.metric} ${now.toPrecision(4)} fell below ${stop.value} x its peak ${peak.toPrecision(4)}`;
+  }
+  return `${stop.metric} changed by less than ${stop.value} over ${stop.window} measurements`;
 }
 
 /**
@@ -210,7 +240,7 @@ export class Unfreezer {
     const stop = this.u.stop;
     if (!stop || !('metric' in stop) || this.schedule.stopped) return;
     this.schedule.history.push(m[stop.metric]);
-    if (metricStopMet(this.u, this.schedule.history)) this.stop(epoch, step, `${stop.metric} changed by less than ${stop.value} over ${stop.window} measurements`);
+    if (metricStopMet(this.u, this.schedule.history)) this.stop(epoch, step, metricStopReason(this.u, this.schedule.history));
   }
 
   /** After each step: stop on a fixed step/epoch, or open the next block when it is due. */

@@ -4,9 +4,12 @@ import { Config } from '../config/schema';
 import { Dataset } from '../data/types';
 import { levelLabels, Split } from '../data/split';
 import { Level } from '../hierarchy/tree';
-import { alignmentMetrics, dynamicsMetrics, evaluate, isDynamicsStep, validate } from '../measure/evaluate';
+import { alignmentMetrics, dynamicsMetrics, evaluate, isDynamicsStep, trainAccuracy, validate } from '../measure/evaluate';
+import { hasConverged, plateauReached } from '../measure/convergence';
+import { coarsenedLogProbs, coarsenMembership } from '../models/objective';
+import { HeadPlan, makeObjective } from './heads';
 import { Network } from '../models/network';
-import { appendMetrics } from '../runs/rundir';
+import { appendMetrics, readMetrics } from '../runs/rundir';
 import { RunFailure } from '../util/errors';
 import { Rng } from '../util/rng';
 import { batchSource } from '../data/prefetch';
@@ -14,7 +17,7 @@ import { saveCheckpoint, CheckpointState, InEpoch, ScheduleState } from './check
 import { batchNormModes, FinetunePlan, initialTrainable, Unfreezer } from './finetune';
 import { TrainableSet } from './trainable';
 import { oodMetrics } from '../measure/ood';
-import { cachePart } from '../measure/predict';
+import { cachePart, evalBatchSize } from '../measure/predict';
 import { makeProbe } from '../measure/dynamics';
 import { NamedOptimizer } from './optimizer';
 import { learningRate } from './schedule';
@@ -31,6 +34,8 @@ export interface TrainJob {
   trainLabels: Int32Array;
   /** What trains and how (finetune.ts): frozen blocks, unfreezing, per-block rates, batch-norm modes, prefix cache. */
   plan: FinetunePlan;
+  /** The heads and what they train on (heads.ts): a new, kept or coarsened head; one per level when multi-level. */
+  heads: HeadPlan;
   runDir: string;
   quiet: boolean;
   /** No per-epoch output at all (the quickstart prints its own table). */
@@ -47,6 +52,8 @@ export interface TrainJob {
 
 export interface TrainResult {
   final: Record<string, number>;
+  /** Whether the run learned its level (DESIGN.md "Convergence") and its training budget. */
+  fit: { converged: boolean; train_acc_final: number; epochs_trained: number; train_images: number; budget_images: number };
   trainImagesPerSecond: number;
   stoppedEarly: boolean;
 }
@@ -55,14 +62,17 @@ export interface TrainResult {
  * Train `job.net` to cfg.train.epochs (or from a checkpoint on): every step
  * through TrainableSet.step under the plan, epoch/dynamics/event rows appended
  * to metrics.jsonl (metrics from measure/evaluate.ts), a checkpoint after each
- * epoch. Returns the final metrics; throws RunFailure on a non-finite loss.
+ * epoch; with train.until_converged, it stops once the training loss has
+ * plateaued. Returns the final metrics and whether the run converged; throws
+ * RunFailure on a non-finite loss.
  */
 export async function train(job: TrainJob): Promise<TrainResult> {
   const { cfg, net, data, split, runDir, plan } = job;
   const n = split.train.length;
   const bs = Math.min(cfg.train.batch_size, n);
   const stepsPerEpoch = Math.ceil(n / bs);
-  const totalSteps = stepsPerEpoch * cfg.train.epochs;
+  // train.max_steps ends the run early (mid-epoch); the schedule runs its course within it.
+  const totalSteps = Math.min(stepsPerEpoch * cfg.train.epochs, cfg.train.max_steps ?? Infinity);
   const warmup = Math.round(cfg.train.warmup_epochs * stepsPerEpoch);
 
   let epoch = 0;
@@ -91,8 +101,15 @@ export async function train(job: TrainJob): Promise<TrainResult> {
   // (inference mode, no augmentation) map each example to the same output
   // every epoch, so compute it once and train the rest on it.
   const from = plan.prefixCache ? plan.frozenBlocks : 0;
+  // Every evaluation pass (and the prefix cache, and the probes) holds eval.batch_size examples at a time.
+  const evalBatch = evalBatchSize(cfg);
+  const target = { ...job, batch: evalBatch };
   const cache = from > 0
-    ? { train: cachePart(net, data.train, split.train, data.shape, from), val: cachePart(net, data.train, split.val, data.shape, from), test: cachePart(net, data.test, split.test, data.shape, from) }
+    ? {
+        train: await cachePart(net, data.train, split.train, data.shape, from, evalBatch),
+        val: await cachePart(net, data.train, split.val, data.shape, from, evalBatch),
+        test: await cachePart(net, data.test, split.test, data.shape, from, evalBatch),
+      }
     : null;
   const trainX = cache ? cache.train.e.x : data.train.x;
   const trainIdx = cache ? cache.train.idx : split.train;
@@ -102,7 +119,16 @@ export async function train(job: TrainJob): Promise<TrainResult> {
 
   const dynamicsOn = cfg.eval.dynamics_every !== 0;
   // One fixed, seeded subset of training examples for every measurement of the run.
-  const subset = (k: number) => makeProbe(data.train.x, data.shape, split.train, job.trainLabels, k, cfg.train.seed, cfg.train.loss);
+  const objective = makeObjective(job.heads, cfg);
+  const coarsenProbes: tf.Tensor[] = [];
+  const subset = (k: number) => {
+    const probe = makeProbe(data.train.x, data.shape, split.train, job.trainLabels, k, cfg.train.seed, cfg.train.loss, evalBatch);
+    if (!job.heads.headMap) return probe;
+    // finetune.head: coarsen: the Fisher and sharpness see the run's predictive distribution, the coarsened one.
+    const member = coarsenMembership(job.heads.headMap, job.heads.runClasses);
+    coarsenProbes.push(member);
+    return { ...probe, logProbs: (z: tf.Tensor) => coarsenedLogProbs(z, member), numClasses: job.heads.runClasses };
+  };
   const fisherProbe = dynamicsOn || plan.unfreeze?.order === 'fisher' ? subset(cfg.eval.fisher_samples) : null;
   const sharpProbe = dynamicsOn ? subset(cfg.eval.sharpness_examples) : null;
   const reference = dynamicsOn ? job.reference ?? null : null;
@@ -112,16 +138,21 @@ export async function train(job: TrainJob): Promise<TrainResult> {
     const t0 = performance.now();
     const m = dynamicsMetrics(net, cfg.eval, cfg.train.seed, fisherProbe!, sharpProbe!, reference);
     lastDynamics = m;
+    lastDynamicsStep = step;
     appendMetrics(runDir, { kind: 'dynamics', epoch: rowEpoch, step, ...m, ...rowBase(), seconds: (performance.now() - t0) / 1000 });
     carry.dynamicsSeconds = (carry.dynamicsSeconds ?? 0) + (performance.now() - t0) / 1000;
     unfreezer?.observe(m, rowEpoch, step);
     return m;
   };
   let last: Record<string, number> = job.previousRow ?? {};
+  // Mean training loss of every finished epoch (from metrics.jsonl when resuming): the convergence rule reads them.
+  const epochLosses = readMetrics(runDir).filter((r) => r.kind === 'epoch' && Number(r.epoch) >= 1).map((r) => Number(r.train_loss));
+  let lastDynamicsStep = -1;
   if (step === 0) {
     // The state before training: chance accuracy and alignment at initialisation.
-    const init = { ...evaluate(job, cache?.test), ...alignmentMetrics(net, data, cfg.data.seed) };
+    const init = { ...(await evaluate(target, cache?.test)), ...alignmentMetrics(net, data, cfg.data.seed) };
     appendMetrics(runDir, { kind: 'epoch', epoch: 0, step: 0, ...init, ...rowBase() });
+    last = init; // a run of 0 epochs reports the network it was given
     carry = { ...carry, ...Object.fromEntries(Object.entries(init).filter(([k]) => k.startsWith('align')).map(([k, v]) => [`${k}_init`, v])) };
     if (dynamicsOn) dynamicsRow(0);
   }
@@ -133,7 +164,7 @@ export async function train(job: TrainJob): Promise<TrainResult> {
   try {
 
     const everySteps = cfg.train.checkpoint_every_steps;
-    for (; epoch < cfg.train.epochs; epoch++) {
+    for (; epoch < cfg.train.epochs && step < totalSteps; epoch++) {
       // The shuffle is drawn from the state at the epoch's start, which a
       // mid-epoch checkpoint stores, so a resumed epoch replays the same order.
       const epochStart = rng.state();
@@ -145,11 +176,14 @@ export async function train(job: TrainJob): Promise<TrainResult> {
       bar?.start(stepsPerEpoch, Math.ceil(start / bs), { epoch: epoch + 1, epochs: cfg.train.epochs, loss: '-', acc: '-', ips: '-' });
       // Augmentation draws from a generator seeded by the step, so a resumed run augments identically.
       batches.epoch(Int32Array.from(order, (o) => trainIdx[o]), Int32Array.from(order, (o) => job.trainLabels[o]), start, step);
+      let lastEpoch = epoch + 1 === cfg.train.epochs;
       for (let s = start; s < n; s += bs) {
         const ts = performance.now();
+        // Seconds from process start to the first training step (startup: data, model, first evaluation).
+        if (step === 0) carry.first_step_seconds = ts / 1000;
         const { x: xbuf, y: ybuf, b } = batches.next();
         const lr = learningRate(cfg.train.schedule, cfg.train.lr, step, totalSteps, warmup);
-        const { loss, hits: h } = trainable.step(xbuf, ybuf, b, shape, from, batchNormModes(plan, trainable.flags), cfg.train.loss, job.optimizer, lr);
+        const { loss, hits: h } = trainable.step(xbuf, ybuf, b, shape, from, batchNormModes(plan, trainable.flags), objective, job.optimizer, lr);
         if (!Number.isFinite(loss)) {
           bar?.stop();
           throw new RunFailure(
@@ -177,6 +211,10 @@ export async function train(job: TrainJob): Promise<TrainResult> {
           stoppedEarly = true;
           break;
         }
+        if (step >= totalSteps) {
+          lastEpoch = true;
+          break;
+        }
       }
       bar?.stop();
       if (stoppedEarly) break;
@@ -184,16 +222,21 @@ export async function train(job: TrainJob): Promise<TrainResult> {
       carry.trainSeconds += stepSeconds;
       // Time the training thread waited for batches (the pipeline's cost on the critical path).
       carry.batch_wait_seconds = batches.waitedMs / 1000 + (job.resumeFrom?.carry.batch_wait_seconds ?? 0);
-      const evalNow = (epoch + 1) % cfg.eval.every === 0 || epoch + 1 === cfg.train.epochs;
+      epochLosses.push(lossSum / seen);
+      // train.until_converged: this epoch is the last once the training loss has plateaued.
+      const plateau = cfg.train.until_converged !== null && epoch + 1 < cfg.train.epochs && plateauReached(epochLosses, cfg.train.until_converged.patience);
+      if (plateau) lastEpoch = true;
+      if (plateau && dynamicsOn && lastDynamicsStep !== step) dynamicsRow(epoch + 1);
+      const evalNow = (epoch + 1) % cfg.eval.every === 0 || lastEpoch;
       const row: Record<string, number> = {
         epoch: epoch + 1,
         step,
         lr: learningRate(cfg.train.schedule, cfg.train.lr, Math.max(0, step - 1), totalSteps, warmup),
         train_loss: lossSum / seen,
         train_acc: hits / seen,
-        ...(evalNow ? { val_acc: validate(job, valLabels, cache?.val), ...evaluate(job, cache?.test), ...alignmentMetrics(net, data, cfg.data.seed) } : {}),
+        ...(evalNow ? { val_acc: await validate(target, valLabels, cache?.val), ...(await evaluate(target, cache?.test)), ...alignmentMetrics(net, data, cfg.data.seed) } : {}),
         // The OOD test once, on the final network.
-        ...(epoch + 1 === cfg.train.epochs ? await oodMetrics(cfg, net, data, split, job.level) : {}),
+        ...(lastEpoch ? await oodMetrics(cfg, net, data, split, job.level) : {}),
         ...rowBase(),
         images_per_second: seen / stepSeconds,
         epoch_seconds: (performance.now() - t0) / 1000,
@@ -204,17 +247,30 @@ export async function train(job: TrainJob): Promise<TrainResult> {
       last = row;
       if (!bar && !job.silent) logEpoch(row, cfg.train.epochs);
       saveCheckpoint(runDir, net, job.optimizer, job.reference ?? null, { epoch: epoch + 1, step, rng: rng.state(), trainableBlocks: trainable.flags, schedule, carry });
+      if (plateau) {
+        appendMetrics(runDir, { kind: 'event', event: 'converged', epoch: epoch + 1, step, reason: `train_loss changed by less than 1 % of the first epoch's (${epochLosses[0].toPrecision(4)}) per epoch over the last ${cfg.train.until_converged!.patience}+ epochs`, ...rowBase() });
+        break;
+      }
     }
   } finally {
     batches.close();
+    objective.dispose();
   }
   fisherProbe?.x.dispose();
   sharpProbe?.x.dispose();
+  tf.dispose(coarsenProbes);
   const final = { ...carry, ...last, ...lastDynamics };
   delete final.trainImages;
   delete final.trainSeconds;
   delete final.num_tensors;
-  return { final, trainImagesPerSecond: carry.trainSeconds ? carry.trainImages / carry.trainSeconds : 0, stoppedEarly };
+  const fit = {
+    converged: hasConverged(epochLosses),
+    train_acc_final: stoppedEarly ? NaN : await trainAccuracy(target, job.trainLabels, cache?.train),
+    epochs_trained: epochLosses.length,
+    train_images: n,
+    budget_images: epochLosses.length * n,
+  };
+  return { final, fit, trainImagesPerSecond: carry.trainSeconds ? carry.trainImages / carry.trainSeconds : 0, stoppedEarly };
 }
 
 function logEpoch(row: Record<string, number>, epochs: number): void {

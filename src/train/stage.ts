@@ -1,9 +1,11 @@
 import * as path from 'node:path';
 import * as tf from '@tensorflow/tfjs';
 import { Config } from '../config/schema';
+import { checkEvalApplies } from '../config/checks';
 import { configToYaml, parseConfigYaml, parseSets, readConfigFile, resolveConfig } from '../config/load';
 import { loadDataset } from '../data';
 import { levelLabels, makeSplit, noisyLabels, restrictToLevel, Split, splitFromRecord, splitRecord } from '../data/split';
+import { applyNormalization, inputNormalization } from '../data/normalize';
 import { checkSourceOverlap } from '../data/overlap';
 import { Dataset } from '../data/types';
 import { BackendChoice, EngineInfo, initEngine } from '../engine/backend';
@@ -20,6 +22,8 @@ import { relPath, writeFileAtomic, writeJsonAtomic } from '../util/fsx';
 import { CheckpointState, hasCheckpoint, loadCheckpoint, recoverCheckpoint } from './checkpoint';
 import { NamedOptimizer } from './optimizer';
 import { FinetunePlan, parseFreeze, planFinetune } from './finetune';
+import { Interrupted, stopEvaluation } from '../measure/predict';
+import { HeadPlan, headsSummary, levelsName, planHeads, resolveTrainLevels, TrainLevels } from './heads';
 import { train } from './loop';
 
 /** What a pretrain/finetune command asks for, as parsed from the command line. */
@@ -61,6 +65,11 @@ function resolveStageConfig(req: StageRequest, source: SourceRun | null): Config
   if (req.freeze !== undefined) flags.finetune = { freeze: parseFreeze(req.freeze) };
   layers.push(flags);
   const cfg = resolveConfig(layers);
+  if (source && cfg.train.level_weights !== null && JSON.stringify(cfg.train.level) !== JSON.stringify(source.cfg.train.level)) {
+    // The source's per-level loss weights belong to its list of levels; a run at other levels does not inherit them.
+    const own = layers.slice(1).some((l) => (l.train as Record<string, unknown> | undefined)?.level_weights !== undefined);
+    if (!own) cfg.train.level_weights = null;
+  }
   if (source) {
     // A pretrained network's architecture is fixed: changing it is an error, not a silent reinit.
     for (const [k, v] of Object.entries(source.cfg.model)) {
@@ -73,24 +82,15 @@ function resolveStageConfig(req: StageRequest, source: SourceRun | null): Config
   return cfg;
 }
 
-/** Features named by the contract whose implementation has not landed yet: refuse, never ignore. */
-function refuseUnavailable(cfg: Config): void {
-  const no = (key: string, what: string) => {
-    throw new UsageError(`${key} is set but ${what} is not available in this version of granular yet. Remove the setting (see README.md).`);
-  };
-  if (cfg.eval.ood_root !== null && cfg.data.format === 'synthetic') throw new UsageError('eval.ood_root holds image folders; synthetic data have no images to compare with. Use eval.ood_synthetic.');
-  if (cfg.eval.ood.length && cfg.data.format === 'synthetic') {
-    throw new UsageError(`eval.ood corrupts images in [0, 1]; synthetic data are feature patterns. Use eval.ood_synthetic (${['weak_common', 'more_noise', 'all_hard'].join(', ')}) for synthetic covariate shift.`);
-  }
-  if (cfg.eval.ood_synthetic.length && cfg.data.format !== 'synthetic') no('eval.ood_synthetic', `generator shifts for data.format '${cfg.data.format}' (they need synthetic data)`);
-}
-
 interface Prepared {
   cfg: Config;
   source: SourceRun | null;
   data: Dataset;
   split: Split;
   level: Level;
+  /** Every trained level (multi-level training: one head each), the primary first. */
+  trained: TrainLevels;
+  heads: HeadPlan;
   coarser: Array<{ level: Level; map: Int32Array }>;
   trainLabels: Int32Array;
   flipped: number;
@@ -101,11 +101,13 @@ interface Prepared {
 
 /** Everything that can be wrong with a request is found here, before any file is written. */
 async function prepare(req: StageRequest, cfg: Config, source: SourceRun | null): Promise<Prepared> {
-  refuseUnavailable(cfg);
+  checkEvalApplies(cfg);
   const engine = await initEngine(req.backend, req.threads);
   const data = await loadDataset(cfg);
-  const level = data.hierarchy.resolveLevel(cfg.train.level);
-  if (level.classes.length < 2) throw new UsageError(`level '${cfg.train.level}' has only ${level.classes.length} class; training needs at least 2.`);
+  const trained = resolveTrainLevels(data.hierarchy, cfg);
+  const level = trained.levels[0];
+  for (const l of trained.levels) if (l.classes.length < 2) throw new UsageError(`level '${l.spec}' has only ${l.classes.length} class; training needs at least 2.`);
+  const heads = planHeads(cfg, req.stage, data.hierarchy, trained, source ? { cfg: source.cfg, dir: source.dir } : null, (l) => process.stderr.write(`granular: ${l}\n`));
   let split: Split;
   const sameData = source !== null && JSON.stringify(source.cfg.data) === JSON.stringify(cfg.data);
   if (req.resume !== undefined) {
@@ -126,11 +128,15 @@ async function prepare(req: StageRequest, cfg: Config, source: SourceRun | null)
   const restricted = restrictToLevel(data, split, level);
   split = restricted.split;
   if (restricted.dropped) process.stderr.write(`granular: level '${level.spec}': ${restricted.dropped} image(s) of ${level.droppedClasses} class(es) under no listed node are left out\n`);
+  applyNormalization(data, inputNormalization(cfg, data, split));
   const clean = levelLabels(data.train, split.train, level);
   const { labels: trainLabels, flipped } = noisyLabels(split.train.map((i) => data.train.ids[i]), clean, level.classes.length, cfg.data.label_noise, cfg.data.seed);
-  const net = buildNetwork(cfg, data.shape, level.classes.length);
-  const plan = planFinetune(cfg, req.stage, net, source?.dir ?? null, data.shape, level);
-  return { cfg, source, data, split, level, coarser: coarserLevels(data.hierarchy, level), trainLabels, flipped, net, plan, engine };
+  const net = buildNetwork(cfg, data.shape, heads.headClasses, {
+    headSeed: heads.headSeed ?? undefined,
+    extraHeads: heads.extra.map((e) => ({ level: e.level.name, numClasses: e.level.classes.length })),
+  });
+  const plan = planFinetune(cfg, req.stage, net, source?.dir ?? null, data.shape, heads.sourceHead);
+  return { cfg, source, data, split, level, trained, heads, coarser: coarserLevels(data.hierarchy, level), trainLabels, flipped, net, plan, engine };
 }
 
 /** Run a pretrain or finetune stage to the end; returns the exit code (2s are thrown as UsageError). */
@@ -173,7 +179,7 @@ export async function runStage(req: StageRequest): Promise<StageOutcome> {
   }
 
   const p = await prepare(req, cfg, source);
-  if (req.stage === 'pretrain') meta.pretrain_level = p.level.name;
+  if (req.stage === 'pretrain') meta.pretrain_level = levelsName(p.trained.levels);
   if (resuming) checkSameEngine(runDir, p.engine, req.force === true);
 
   // From here on the run exists: failures are recorded in summary.json.
@@ -192,7 +198,7 @@ export async function runStage(req: StageRequest): Promise<StageOutcome> {
   let previousRow: Record<string, number> | undefined;
   const optimizer = new NamedOptimizer({ kind: cfg.train.optimizer, momentum: cfg.train.momentum, weightDecay: cfg.train.weight_decay });
   if (!resuming) {
-    writeRunRecords(runDir, { cfg, meta, argv: req.argv, hierarchy: p.data.hierarchy, level: p.level, split: { ...splitRecord(p.data, p.split), label_noise_flipped: p.flipped } });
+    writeRunRecords(runDir, { cfg, meta, argv: req.argv, hierarchy: p.data.hierarchy, level: p.level, relabel: p.data.relabelRecord, split: { ...splitRecord(p.data, p.split), label_noise_flipped: p.flipped } });
   } else if (recoverCheckpoint(runDir) !== null || hasCheckpoint(runDir)) {
     ({ state: resumeState, reference } = loadCheckpoint(runDir, p.net, optimizer));
     // Rows past the checkpoint belong to work that will be redone.
@@ -217,18 +223,20 @@ export async function runStage(req: StageRequest): Promise<StageOutcome> {
   const onSignal = (sig: NodeJS.Signals) => {
     if (interrupted) process.exit(sig === 'SIGINT' ? 130 : 143); // a second signal: leave now, the last checkpoint stays valid
     interrupted = sig;
+    // An evaluation pass in progress stops at its next batch too.
+    stopEvaluation(sig);
     process.stderr.write(`granular: ${sig} received, stopping after this step (send again to exit at once)\n`);
   };
   process.on('SIGINT', onSignal);
   process.on('SIGTERM', onSignal);
 
-  const base = summaryBase({ meta, cfg, level: p.level, frozenBlocks: p.plan.frozenBlocks, engine: p.engine, data: p.data, flipped: p.flipped });
+  const base = { ...summaryBase({ meta, cfg, level: p.level, frozenBlocks: p.plan.frozenBlocks, engine: p.engine, data: p.data, flipped: p.flipped }), ...headsSummary(p.trained, p.heads, p.net.headSeed) };
   let summary: Record<string, unknown>;
   let exitCode: number;
   try {
     const result = await train({
       cfg, net: p.net, data: p.data, split: p.split, level: p.level, coarser: p.coarser, trainLabels: p.trainLabels,
-      plan: p.plan, runDir, quiet: req.quiet, silent: req.silent, optimizer, resumeFrom: resumeState, previousRow, reference,
+      plan: p.plan, heads: p.heads, runDir, quiet: req.quiet, silent: req.silent, optimizer, resumeFrom: resumeState, previousRow, reference,
       shouldStop: () => interrupted !== null,
     });
     const wall = (Date.now() - started) / 1000;
@@ -237,13 +245,19 @@ export async function runStage(req: StageRequest): Promise<StageOutcome> {
       exitCode = interrupted === 'SIGINT' ? 130 : 143;
     } else {
       await saveModel(p.net, runDir);
-      summary = completedSummary(base, result.final, cfg.train.epochs, wall, result.trainImagesPerSecond);
+      summary = { ...completedSummary(base, result.final, cfg.train.epochs, wall, result.trainImagesPerSecond), ...result.fit };
       exitCode = 0;
     }
   } catch (e) {
-    summary = failedSummary(base, e as Error, runDir, cfg, (Date.now() - started) / 1000, e instanceof RunFailure);
-    exitCode = 1;
+    if (e instanceof Interrupted) {
+      summary = interruptedSummary(base, runDir, e.signal, (Date.now() - started) / 1000);
+      exitCode = e.signal === 'SIGINT' ? 130 : 143;
+    } else {
+      summary = failedSummary(base, e as Error, runDir, cfg, (Date.now() - started) / 1000, e instanceof RunFailure);
+      exitCode = 1;
+    }
   } finally {
+    stopEvaluation(null);
     process.off('SIGINT', onSignal);
     process.off('SIGTERM', onSignal);
     optimizer.dispose();

@@ -4,9 +4,8 @@
  * one optimizer step over the trainable variables.
  */
 import * as tf from '@tensorflow/tfjs';
-import { Config } from '../config/schema';
 import { NamedVariable, Network } from '../models/network';
-import { lossOf } from '../models/loss';
+import { Objective } from '../models/objective';
 import { NamedOptimizer } from './optimizer';
 
 /** The trainable blocks (`flags`, by block index; the head always trains) and their variables. */
@@ -35,18 +34,20 @@ export class TrainableSet {
    * One optimizer step on a batch: forward (batch norm of block i in training
    * mode where `blockTraining[i]`), loss, gradients of the trainable variables,
    * update at `lr` times each block's scale. Returns the loss and the number of
-   * correct predictions; a non-finite loss updates nothing.
+   * correct predictions at the run's level; a non-finite loss updates
+   * nothing. `objective` says what the loss is (models/objective.ts: plain,
+   * coarsened or multi-level).
    */
-  step(x: Float32Array, y: Int32Array, b: number, shape: readonly number[], from: number, blockTraining: boolean[], loss: Config['train']['loss'], optimizer: NamedOptimizer, lr: number): { loss: number; hits: number } {
+  step(x: Float32Array, y: Int32Array, b: number, shape: readonly number[], from: number, blockTraining: boolean[], objective: Objective, optimizer: NamedOptimizer, lr: number): { loss: number; hits: number } {
     const size = shape.reduce((a, c) => a * c, 1);
     let predTensor: tf.Tensor | null = null;
     const { value, grads } = tf.tidy(() => {
       const xt = tf.tensor(x.subarray(0, b * size), [b, ...shape]);
       const yt = tf.tensor1d(y.subarray(0, b), 'int32');
       return tf.variableGrads(() => {
-        const logits = this.net.forward(xt, blockTraining, from);
-        predTensor = tf.keep(logits.argMax(1));
-        return lossOf(loss, logits, yt, this.net.numClasses);
+        const outputs = this.net.forwardAll(xt, blockTraining, from);
+        predTensor = tf.keep(objective.predict(outputs));
+        return objective.loss(outputs, yt);
       }, this.vars.map((v) => v.variable));
     });
     try {

@@ -1,0 +1,605 @@
+/**
+ * The record cache: every image of a dataset decoded once into a fixed-size
+ * uint8 record (stored_size x stored_size x channels, row-major HWC) in
+ * sharded files on disk, so training reads a batch's records by offset and
+ * the OS page cache does the rest; memory does not grow with the dataset.
+ *
+ * One store per (format, dataset source, stored size, channels, decoder
+ * version), in `cache_dir`:
+ *   <base>.u8, <base>.1.u8, ...   shards of `records_per_shard` records (no file over 1 GiB)
+ *   <base>.stats                  per record, per channel: sum and sum of squares (float64), for data.normalize=dataset
+ *   <base>.catalog                the catalogue: per image id its stamp, record, content hash (binary, below)
+ *   <base>.json                   a readable summary of the store (size, channels, count, bad images)
+ *   <base>.lock                   held (exclusive create, PID inside) while a process adds records
+ * Records are only ever appended: a changed image gets a new record and the
+ * catalogue (rewritten atomically) points at it, so a run reading the store
+ * meanwhile keeps consistent pixels. A fresh store holds the records in
+ * catalogue order (train images, then test images).
+ */
+import { createHash } from 'node:crypto';
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { UsageError } from '../util/errors';
+import { writeFileAtomic } from '../util/fsx';
+import { contentHash, decodeImage, DECODE_PARALLEL, forEachParallel } from './decode';
+
+/** Bump when decoding changes (v3: EXIF orientation, aspect-preserving resize + centre crop, records). */
+export const RECORD_VERSION = 3;
+const CATALOG_MAGIC = 'granular-catalog';
+/** Shards stay far below the 2 GiB that readFileSync and many tools refuse. */
+const SHARD_BYTES = Number(process.env.GRANULAR_SHARD_BYTES ?? 2 ** 30);
+/** Bytes of a content hash (contentHash's 16 hex digits). */
+export const HASH_BYTES = 8;
+
+/** Where an image's bytes come from, and what tells that it changed. */
+export interface ImageSource {
+  /** Identifies the dataset's files for the cache (format and absolute root or archive paths). */
+  identity: string;
+  /** The file bytes of image `id`. */
+  read(id: string): Buffer | Promise<Buffer>;
+  /**
+   * Two numbers that change whenever the image changes: [size, mtimeMs] for a
+   * file, [crc32, compressed size] for an archive entry; null when it is gone.
+   */
+  stamp(id: string): [number, number] | null;
+  /**
+   * The folder (absolute) whose modification time changes when images are added
+   * to it, removed or renamed (data.verify: folders); null for archives, whose
+   * stamps cost nothing.
+   */
+  folder(id: string): string | null;
+  /** The data error for images listed but not found (default: the dataset changed while being read). */
+  missing?(ids: string[]): string;
+}
+
+/** The shape of a store's records and where its shards lie. */
+export interface StoreLocation {
+  dir: string;
+  base: string;
+  size: number;
+  channels: number;
+  recordBytes: number;
+  perShard: number;
+  /** Records written (some may be unreferenced after changes). */
+  count: number;
+}
+
+export function shardPath(loc: Pick<StoreLocation, 'dir' | 'base'>, shard: number): string {
+  return path.join(loc.dir, shard === 0 ? `${loc.base}.u8` : `${loc.base}.${shard}.u8`);
+}
+
+function layout(size: number, channels: number, shardBytes = SHARD_BYTES): { recordBytes: number; perShard: number } {
+  const recordBytes = size * size * channels;
+  return { recordBytes, perShard: Math.max(1, Math.floor(shardBytes / recordBytes)) };
+}
+
+/**
+ * Reads records by index with positioned reads (one per record); works on any
+ * thread, so the prefetch worker opens its own.
+ */
+export class RecordReader {
+  private readonly fds: number[] = [];
+  constructor(readonly loc: StoreLocation) {}
+
+  private fd(shard: number): number {
+    while (this.fds.length <= shard) this.fds.push(-1);
+    if (this.fds[shard] < 0) this.fds[shard] = fs.openSync(shardPath(this.loc, shard), 'r');
+    return this.fds[shard];
+  }
+
+  /** Copy record `r` into `out` at byte `at`. */
+  read(r: number, out: Uint8Array, at: number): void {
+    const { perShard, recordBytes } = this.loc;
+    const shard = Math.floor(r / perShard);
+    const got = fs.readSync(this.fd(shard), out, at, recordBytes, (r % perShard) * recordBytes);
+    if (got !== recordBytes) throw new Error(`record ${r} of ${shardPath(this.loc, shard)} is truncated (${got} of ${recordBytes} bytes); delete the cache folder's ${this.loc.base}.* files`);
+  }
+
+  close(): void {
+    for (const fd of this.fds) if (fd >= 0) fs.closeSync(fd);
+    this.fds.length = 0;
+  }
+}
+
+/** The catalogue: what the store holds, per image id, in the order the dataset listed them. */
+interface Catalogue {
+  header: {
+    magic: string;
+    version: number;
+    format: string;
+    identity: string;
+    size: number;
+    channels: number;
+    record_bytes: number;
+    records_per_shard: number;
+    /** Records written so far. */
+    records: number;
+    entries: number;
+    /**
+     * The first `listed` entries are the images of the last listing, in its
+     * order; the rest are images it did not ask for (other data.include
+     * settings), kept so their records stay in use.
+     */
+    listed: number;
+    /** sha256 of the listed ids joined by "\n": an equal list aligns entry k with image k without reading the ids. */
+    ids_hash: string;
+    ids_bytes: number;
+    /** Record -> why it could not be decoded (its bytes are zeros). */
+    bad: Record<string, string>;
+    /** Folder (relative to nothing: absolute) -> mtimeMs when its images were last stamped. */
+    folders: Record<string, number>;
+  };
+  stampA: Float64Array;
+  stampB: Float64Array;
+  /** Record index per entry; -1 = not decoded yet (an interrupted first decode). */
+  record: Int32Array;
+  hash: Uint8Array;
+  /** The ids blob (utf8, "\n"-joined); split only when the lists differ. */
+  idsBlob: Buffer;
+}
+
+function idsHash(ids: readonly string[]): string {
+  const h = createHash('sha256');
+  // Chunks keep the hashing fast without one huge joined string.
+  for (let i = 0; i < ids.length; i += 4096) h.update(ids.slice(i, i + 4096).join('\n') + '\n');
+  return h.digest('hex');
+}
+
+const pad8 = (n: number) => (n + 7) & ~7;
+
+function encodeCatalogue(c: Catalogue): Buffer {
+  const n = c.header.entries;
+  const head = Buffer.from(JSON.stringify(c.header) + '\n');
+  const headLen = pad8(4 + head.length);
+  const parts: Buffer[] = [];
+  const lenBuf = Buffer.alloc(4);
+  lenBuf.writeUInt32LE(head.length);
+  parts.push(lenBuf, head, Buffer.alloc(headLen - 4 - head.length));
+  parts.push(Buffer.from(c.stampA.buffer, c.stampA.byteOffset, n * 8), Buffer.from(c.stampB.buffer, c.stampB.byteOffset, n * 8));
+  parts.push(Buffer.from(c.record.buffer, c.record.byteOffset, n * 4), Buffer.alloc(pad8(n * 4) - n * 4));
+  parts.push(Buffer.from(c.hash.buffer, c.hash.byteOffset, n * HASH_BYTES), c.idsBlob);
+  return Buffer.concat(parts);
+}
+
+/** Parse a catalogue file; throws with the reason it cannot be used. */
+function decodeCatalogue(buf: Buffer): Catalogue {
+  if (buf.length < 4) throw new Error('it is empty');
+  const headLenRaw = buf.readUInt32LE(0);
+  if (headLenRaw > buf.length - 4) throw new Error('its header is cut off');
+  const header = JSON.parse(buf.toString('utf8', 4, 4 + headLenRaw)) as Catalogue['header'];
+  if (header.magic !== CATALOG_MAGIC) throw new Error('it is not a granular catalogue');
+  if (header.version !== RECORD_VERSION) throw new Error(`it was written by decoder version ${header.version}, this granular decodes with version ${RECORD_VERSION} (EXIF orientation, aspect-preserving resize)`);
+  const n = header.entries;
+  let at = pad8(4 + headLenRaw);
+  const need = at + 16 * n + pad8(4 * n) + HASH_BYTES * n + header.ids_bytes;
+  if (buf.length !== need) throw new Error(`it is ${buf.length} bytes, expected ${need} (cut off or damaged)`);
+  // Copies: the Buffer's memory may be unaligned for typed-array views.
+  const f64 = () => {
+    const a = new Float64Array(n);
+    Buffer.from(a.buffer).set(buf.subarray(at, at + 8 * n));
+    at += 8 * n;
+    return a;
+  };
+  const stampA = f64();
+  const stampB = f64();
+  const record = new Int32Array(n);
+  Buffer.from(record.buffer).set(buf.subarray(at, at + 4 * n));
+  at += pad8(4 * n);
+  const hash = Uint8Array.from(buf.subarray(at, at + HASH_BYTES * n));
+  at += HASH_BYTES * n;
+  return { header, stampA, stampB, record, hash, idsBlob: Buffer.from(buf.subarray(at, at + header.ids_bytes)) };
+}
+
+/** What a dataset's images are in the store. */
+export interface Synced {
+  loc: StoreLocation;
+  /** Per image (in the order given): its record; -1 when it could not be decoded. */
+  record: Int32Array;
+  /** Per image: HASH_BYTES of its content hash. */
+  hash: Uint8Array;
+  /** Images that could not be decoded (index into the list given), with the reason. */
+  bad: Array<{ index: number; reason: string }>;
+  /** Images decoded by this call (0: everything came from the cache). */
+  decoded: number;
+}
+
+export interface SyncOptions {
+  format: string;
+  source: ImageSource;
+  ids: readonly string[];
+  size: number;
+  channels: 1 | 3;
+  /** null: a temporary store, removed when the process exits. */
+  cacheDir: string | null;
+  verify: 'files' | 'folders';
+  log: (line: string) => void;
+  /** Bytes per shard file (tests use small ones); default 1 GiB or GRANULAR_SHARD_BYTES. */
+  shardBytes?: number;
+}
+
+let tempRoot: string | null = null;
+function temporaryDir(): string {
+  if (!tempRoot) {
+    tempRoot = fs.mkdtempSync(path.join(os.tmpdir(), 'granular-records-'));
+    const root = tempRoot;
+    process.on('exit', () => fs.rmSync(root, { recursive: true, force: true }));
+  }
+  return tempRoot;
+}
+
+export function storeBase(format: string, identity: string, size: number, channels: number): string {
+  const key = createHash('sha256').update(`granular-records-v${RECORD_VERSION}\n${format}\n${identity}\n${size}\n${channels}\n`).digest('hex').slice(0, 16);
+  return `${format}-${key}-${size}x${channels}`;
+}
+
+function isAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (e) {
+    return (e as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
+
+/**
+ * Take `<base>.lock` by exclusive create; while another live process holds
+ * it (it is adding records), wait. A lock left by a dead process is taken over.
+ */
+async function lockStore(file: string, log: (l: string) => void): Promise<() => void> {
+  let said = false;
+  for (;;) {
+    try {
+      const fd = fs.openSync(file, 'wx');
+      fs.writeSync(fd, `${process.pid}\n`);
+      fs.closeSync(fd);
+      return () => fs.rmSync(file, { force: true });
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw e;
+    }
+    let pid = 0;
+    try {
+      pid = Number(fs.readFileSync(file, 'utf8').trim());
+    } catch {
+      continue; // released meanwhile
+    }
+    if (!pid || !isAlive(pid)) {
+      log(`taking over the record cache lock ${file} left by process ${pid || '?'}, which is no longer running`);
+      fs.rmSync(file, { force: true });
+      continue;
+    }
+    if (!said) log(`waiting for process ${pid}, which is adding images to the record cache (${file})`);
+    said = true;
+    await new Promise((r) => setTimeout(r, 200));
+  }
+}
+
+/** Read the catalogue of `base` in `dir`, or say why it cannot be used (null: there is none). */
+function loadCatalogue(dir: string, base: string, expect: { format: string; identity: string; size: number; channels: number; shardBytes?: number }): { cat: Catalogue | null; problem: string | null } {
+  const file = path.join(dir, `${base}.catalog`);
+  let buf: Buffer;
+  try {
+    buf = fs.readFileSync(file);
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === 'ENOENT') return { cat: null, problem: null };
+    return { cat: null, problem: `its catalogue ${file} cannot be read (${(e as Error).message})` };
+  }
+  let cat: Catalogue;
+  try {
+    cat = decodeCatalogue(buf);
+  } catch (e) {
+    return { cat: null, problem: `its catalogue ${file} is unusable: ${(e as Error).message}` };
+  }
+  const h = cat.header;
+  const { recordBytes, perShard } = layout(expect.size, expect.channels, expect.shardBytes);
+  if (h.format !== expect.format || h.identity !== expect.identity || h.size !== expect.size || h.channels !== expect.channels) {
+    return { cat: null, problem: `its catalogue ${file} describes other data (${h.format} ${h.identity} at ${h.size}x${h.channels})` };
+  }
+  if (h.record_bytes !== recordBytes || h.records_per_shard !== perShard) {
+    return { cat: null, problem: `its catalogue ${file} has ${h.records_per_shard} records of ${h.record_bytes} bytes per shard, this process uses ${perShard} of ${recordBytes} (GRANULAR_SHARD_BYTES changed?)` };
+  }
+  // Every record the catalogue vouches for must be on disk.
+  for (let s = 0; s * perShard < h.records; s++) {
+    const want = Math.min(perShard, h.records - s * perShard) * recordBytes;
+    const f = shardPath({ dir, base }, s);
+    let got = -1;
+    try {
+      got = fs.statSync(f).size;
+    } catch {
+      return { cat: null, problem: `its shard ${f} is missing` };
+    }
+    if (got < want) return { cat: null, problem: `its shard ${f} is ${got} bytes, shorter than the ${want} bytes of records it should hold` };
+  }
+  return { cat, problem: null };
+}
+
+/** Per record and channel: sum and sum of squares of the bytes (for data.normalize=dataset). */
+function recordStats(px: Uint8Array, channels: number): Float64Array {
+  const out = new Float64Array(2 * channels);
+  for (let j = 0; j < px.length; j += channels) {
+    for (let c = 0; c < channels; c++) {
+      const v = px[j + c];
+      out[c] += v;
+      out[channels + c] += v * v;
+    }
+  }
+  return out;
+}
+
+/**
+ * Make sure every image of `ids` has a current record in the store, decoding
+ * only what is new or changed, and return where each one is. An existing store
+ * that cannot be used is reported through `log` with the reason, then rebuilt.
+ */
+export async function syncRecords(o: SyncOptions): Promise<Synced> {
+  const { size, channels, source, ids, log } = o;
+  const n = ids.length;
+  const dir = o.cacheDir ?? temporaryDir();
+  fs.mkdirSync(dir, { recursive: true });
+  const base = storeBase(o.format, source.identity, size, channels);
+  const { recordBytes, perShard } = layout(size, channels, o.shardBytes);
+  const unlock = await lockStore(path.join(dir, `${base}.lock`), log);
+  try {
+    const expect = { format: o.format, identity: source.identity, size, channels, shardBytes: o.shardBytes };
+    const { cat: old, problem } = loadCatalogue(dir, base, expect);
+    if (problem) log(`warning: the record cache ${path.join(dir, base)}.* cannot be used: ${problem}. Decoding all ${n} images again.`);
+    if (!old && !problem && o.cacheDir) warnOldCaches(dir, o.format, log);
+
+    // Match the listed images with catalogue entries.
+    const listHash = idsHash(ids);
+    const entryOf = new Int32Array(n).fill(-1);
+    let oldIds: string[] | null = null;
+    if (old) {
+      if (old.header.ids_hash === listHash && old.header.listed === n) {
+        for (let k = 0; k < n; k++) entryOf[k] = k;
+      } else {
+        oldIds = old.idsBlob.toString('utf8').split('\n');
+        const index = new Map<string, number>();
+        for (let e = 0; e < old.header.entries; e++) index.set(oldIds[e], e);
+        for (let k = 0; k < n; k++) entryOf[k] = index.get(ids[k]) ?? -1;
+      }
+    }
+
+    // data.verify=folders: a folder whose mtime is unchanged vouches for the
+    // catalogued stamps of its images (none were added, removed or renamed).
+    const folders: Record<string, number> = {};
+    const folderUnchanged = new Map<string, boolean>();
+    const vouched = (k: number): boolean => {
+      if (o.verify !== 'folders') return false;
+      const f = source.folder(ids[k]);
+      if (f === null) return false;
+      let same = folderUnchanged.get(f);
+      if (same === undefined) {
+        const m = fs.statSync(f, { throwIfNoEntry: false })?.mtimeMs;
+        if (m !== undefined) folders[f] = m;
+        same = m !== undefined && old !== null && old.header.folders[f] === m;
+        folderUnchanged.set(f, same);
+      }
+      return same && entryOf[k] >= 0;
+    };
+
+    // Stamp what needs stamping; an image whose stamp moved is decoded again.
+    const stampA = new Float64Array(n);
+    const stampB = new Float64Array(n);
+    const record = new Int32Array(n).fill(-1);
+    const hash = new Uint8Array(n * HASH_BYTES);
+    const badOut: Record<string, string> = {};
+    const todo: number[] = [];
+    const missing: string[] = [];
+    let changed = 0;
+    for (let k = 0; k < n; k++) {
+      const e = entryOf[k];
+      if (vouched(k)) {
+        stampA[k] = old!.stampA[e];
+        stampB[k] = old!.stampB[e];
+      } else {
+        const st = source.stamp(ids[k]);
+        if (!st) {
+          missing.push(ids[k]);
+          continue;
+        }
+        [stampA[k], stampB[k]] = st;
+      }
+      if (e >= 0 && old!.record[e] >= 0 && old!.stampA[e] === stampA[k] && old!.stampB[e] === stampB[k]) {
+        record[k] = old!.record[e];
+        hash.set(old!.hash.subarray(e * HASH_BYTES, (e + 1) * HASH_BYTES), k * HASH_BYTES);
+        const why = old!.header.bad[String(record[k])];
+        if (why !== undefined) badOut[String(record[k])] = why;
+      } else {
+        if (e >= 0 && old!.record[e] >= 0) changed++;
+        todo.push(k);
+      }
+    }
+    if (missing.length) {
+      const some = `${missing.slice(0, 5).join(', ')}${missing.length > 5 ? ` and ${missing.length - 5} more` : ''}`;
+      // A folder listing saw them a moment ago: the dataset changes while we read it.
+      throw new UsageError(source.missing?.(missing) ?? `${missing.length} image(s) vanished while the dataset was being read: ${some}. Run again once the dataset stops changing.`);
+    }
+    if (changed) log(`${changed} image(s) changed since they were cached (size or modification time): decoding them again`);
+
+    const loc: StoreLocation = { dir, base, size, channels, recordBytes, perShard, count: old ? old.header.records : 0 };
+    // Entries of the old catalogue that this listing did not ask for stay (with their bad-image reasons).
+    const kept: number[] = [];
+    if (old) {
+      const hit = new Uint8Array(old.header.entries);
+      for (let k = 0; k < n; k++) if (entryOf[k] >= 0) hit[entryOf[k]] = 1;
+      for (let e = 0; e < old.header.entries; e++) {
+        if (hit[e] || old.record[e] < 0) continue;
+        kept.push(e);
+        const why = old.header.bad[String(old.record[e])];
+        if (why !== undefined) badOut[String(old.record[e])] = why;
+      }
+      if (kept.length && !oldIds) oldIds = old.idsBlob.toString('utf8').split('\n');
+    }
+    const writeCatalogue = () => {
+      const m = n + kept.length;
+      const all = <T extends Float64Array | Int32Array>(mine: T, theirs: T | undefined): T => {
+        if (!kept.length) return mine;
+        const out = new (mine.constructor as { new (k: number): T })(m);
+        out.set(mine);
+        kept.forEach((e, i) => (out[n + i] = theirs![e]));
+        return out;
+      };
+      let hashes = hash;
+      if (kept.length) {
+        hashes = new Uint8Array(m * HASH_BYTES);
+        hashes.set(hash);
+        kept.forEach((e, i) => hashes.set(old!.hash.subarray(e * HASH_BYTES, (e + 1) * HASH_BYTES), (n + i) * HASH_BYTES));
+      }
+      const blob = Buffer.from([...(kept.length ? [ids.join('\n'), kept.map((e) => oldIds![e]).join('\n')] : [ids.join('\n')])].join('\n'), 'utf8');
+      const cat: Catalogue = {
+        header: {
+          magic: CATALOG_MAGIC, version: RECORD_VERSION, format: o.format, identity: source.identity, size, channels,
+          record_bytes: recordBytes, records_per_shard: perShard, records: loc.count, entries: m, listed: n, ids_hash: listHash, ids_bytes: blob.length, bad: badOut, folders,
+        },
+        stampA: all(stampA, old?.stampA), stampB: all(stampB, old?.stampB), record: all(record, old?.record), hash: hashes, idsBlob: blob,
+      };
+      writeFileAtomic(path.join(dir, `${base}.catalog`), encodeCatalogue(cat));
+      const badList = Object.entries(badOut).map(([r, reason]) => ({ index: Number(r), reason })).sort((a, b) => a.index - b.index);
+      const shards = Array.from({ length: Math.ceil(loc.count / perShard) }, (_, s) => path.basename(shardPath(loc, s)));
+      const meta = { version: RECORD_VERSION, format: o.format, identity: source.identity, size, channels, record_bytes: recordBytes, records_per_shard: perShard, count: loc.count, images: n, shards, bad: badList, ...(lastDecode ? { last_decode: lastDecode } : {}) };
+      writeFileAtomic(path.join(dir, `${base}.json`), JSON.stringify(meta, null, 1) + '\n');
+    };
+    // Small datasets decode in a blink: say nothing then.
+    if (todo.length >= 1000) {
+      if (!old) log(`decoding ${todo.length} image(s) once into the record cache ${path.join(dir, base)}.* (${size}x${size}x${channels})`);
+      else if (todo.length > changed) log(`decoding ${todo.length - changed} image(s) not in the record cache yet`);
+    }
+    let lastDecode: { images: number; seconds: number } | null = null;
+    if (todo.length) {
+      const t0 = performance.now();
+      await decodeInto(o, loc, ids, todo, record, hash, badOut, writeCatalogue);
+      lastDecode = { images: todo.length, seconds: (performance.now() - t0) / 1000 };
+    }
+    const foldersMoved = o.verify === 'folders' && JSON.stringify(folders) !== JSON.stringify(old?.header.folders ?? {});
+    if (todo.length || !old || old.header.ids_hash !== listHash || old.header.listed !== n || foldersMoved) writeCatalogue();
+    const bad: Synced['bad'] = [];
+    for (let k = 0; k < n; k++) {
+      const why = badOut[String(record[k])];
+      if (why !== undefined) {
+        bad.push({ index: k, reason: why });
+        record[k] = -1;
+      }
+    }
+    return { loc, record, hash, bad, decoded: todo.length };
+  } finally {
+    unlock();
+  }
+}
+
+/**
+ * Decode images `todo` of `ids` into new records appended at `loc.count`,
+ * several at once; a failure gets a zero record and a reason in `bad`. Saves
+ * the catalogue every so often (records flushed first), so an interrupted
+ * first decode keeps its work. Advances `loc.count`.
+ */
+async function decodeInto(
+  o: SyncOptions, loc: StoreLocation, ids: readonly string[], todo: number[], record: Int32Array, hash: Uint8Array, bad: Record<string, string>, checkpoint: () => void,
+): Promise<void> {
+  const { recordBytes, perShard, channels } = loc;
+  const first = loc.count;
+  const fds = new Map<number, number>();
+  const fd = (shard: number) => {
+    let f = fds.get(shard);
+    if (f === undefined) {
+      const file = shardPath(loc, shard);
+      f = fs.openSync(file, fs.existsSync(file) ? 'r+' : 'w+');
+      fds.set(shard, f);
+    }
+    return f;
+  };
+  const statsFile = path.join(loc.dir, `${loc.base}.stats`);
+  const statsFd = fs.openSync(statsFile, fs.existsSync(statsFile) ? 'r+' : 'w+');
+  const zeros = new Uint8Array(recordBytes);
+  let done = 0;
+  let sinceSave = 0;
+  let written = first;
+  let lastSave = performance.now();
+  let lastLog = performance.now();
+  const t0 = performance.now();
+  const flush = () => {
+    for (const f of fds.values()) fs.fdatasyncSync(f);
+    fs.fdatasyncSync(statsFd);
+  };
+  try {
+    await forEachParallel(todo.length, DECODE_PARALLEL, async (t) => {
+      const k = todo[t];
+      const r = first + t;
+      let px: Uint8Array;
+      try {
+        const buf = await o.source.read(ids[k]);
+        hash.set(Buffer.from(contentHash(buf), 'hex'), k * HASH_BYTES);
+        px = await decodeImage(buf, loc.size, channels as 1 | 3);
+      } catch (e) {
+        bad[String(r)] = (e as Error).message.split('\n')[0];
+        px = zeros;
+      }
+      fs.writeSync(fd(Math.floor(r / perShard)), px, 0, recordBytes, (r % perShard) * recordBytes);
+      const st = recordStats(px, channels);
+      fs.writeSync(statsFd, new Uint8Array(st.buffer), 0, st.byteLength, r * st.byteLength);
+      // Only now may a catalogue vouch for it; until then it reads as not decoded.
+      record[k] = r;
+      written = Math.max(written, r + 1);
+      done++;
+      sinceSave++;
+      const now = performance.now();
+      if (now - lastLog > 10_000) {
+        o.log(`decoded ${done} of ${todo.length} images (${Math.round(done / ((now - t0) / 1000))} img/s)`);
+        lastLog = now;
+      }
+      if (sinceSave >= 20_000 || (now - lastSave > 30_000 && sinceSave > 0)) {
+        flush();
+        // Slots below `written` that are still in flight are skipped by the next run (it appends after them).
+        loc.count = written;
+        checkpoint();
+        sinceSave = 0;
+        lastSave = performance.now();
+      }
+    });
+    flush();
+  } finally {
+    for (const f of fds.values()) fs.closeSync(f);
+    fs.closeSync(statsFd);
+  }
+  loc.count = first + todo.length;
+  const secs = (performance.now() - t0) / 1000;
+  if (todo.length >= 1000) o.log(`decoded ${todo.length} images in ${secs.toFixed(1)} s (${Math.round(todo.length / secs)} img/s)`);
+}
+
+/** Decode caches of granular before records (one <format>-<32 hex>.u8 per file list): name them once. */
+function warnOldCaches(dir: string, format: string, log: (l: string) => void): void {
+  let old: string[] = [];
+  try {
+    old = fs.readdirSync(dir).filter((f) => new RegExp(`^${format}-[0-9a-f]{32}\\.u8$`).test(f));
+  } catch {
+    return;
+  }
+  if (!old.length) return;
+  const bytes = old.reduce((s, f) => s + (fs.statSync(path.join(dir, f), { throwIfNoEntry: false })?.size ?? 0), 0);
+  log(`warning: ${old.length} decode cache file(s) of an older granular in '${dir}' (${old.slice(0, 2).join(', ')}${old.length > 2 ? ', ...' : ''}; ${(bytes / 1e6).toFixed(1)} MB) are not used: decoding changed (EXIF orientation, aspect-preserving resize). Delete them to free the space.`);
+}
+
+/**
+ * Per-channel mean and standard deviation (of pixel values scaled to [0, 1])
+ * over the records `rows`, from the per-record sums written at decode time.
+ */
+export function recordMeanStd(loc: StoreLocation, rows: ArrayLike<number>): { mean: number[]; std: number[] } {
+  const C = loc.channels;
+  const per = 2 * C * 8;
+  const fd = fs.openSync(path.join(loc.dir, `${loc.base}.stats`), 'r');
+  const s = new Float64Array(2 * C);
+  const buf = new Float64Array(2 * C);
+  const bytes = new Uint8Array(buf.buffer);
+  try {
+    for (let i = 0; i < rows.length; i++) {
+      if (fs.readSync(fd, bytes, 0, per, rows[i] * per) !== per) throw new Error(`the record cache's ${loc.base}.stats is cut off; delete the cache's ${loc.base}.* files`);
+      for (let j = 0; j < 2 * C; j++) s[j] += buf[j];
+    }
+  } finally {
+    fs.closeSync(fd);
+  }
+  const count = rows.length * loc.size * loc.size;
+  const mean = Array.from({ length: C }, (_, c) => s[c] / count / 255);
+  const std = Array.from({ length: C }, (_, c) => Math.sqrt(Math.max(0, s[C + c] / count / (255 * 255) - mean[c] * mean[c])));
+  return { mean, std };
+}
