@@ -64,8 +64,17 @@ export function folderSource(format: string, root: string, onDisk: ReadonlyMap<s
     identity: `${format}:${root}`,
     read: (id) => fs.promises.readFile(abs(id)),
     stamp: (id) => {
-      const st = fs.statSync(abs(id), { throwIfNoEntry: false });
-      return st ? [st.size, st.mtimeMs] : null;
+      let st: fs.Stats | undefined;
+      try {
+        st = fs.statSync(abs(id), { throwIfNoEntry: false });
+      } catch {
+        st = undefined; // ELOOP, EACCES, ...: as for a dangling link below
+      }
+      if (st) return [st.size, st.mtimeMs];
+      // A symbolic link that cannot be followed was listed as an image that cannot be read:
+      // stamped by the link itself, so decoding reports it as unreadable (never as vanished).
+      const link = fs.lstatSync(abs(id), { throwIfNoEntry: false });
+      return link?.isSymbolicLink() ? [-1, link.mtimeMs] : null;
     },
     folder: (id) => path.dirname(abs(id)),
   };

@@ -80,7 +80,6 @@ export function listImages(root: string, rel: string, relOnDisk = rel): FileInfo
     if (!IMAGE_EXT.test(e.name)) continue;
     // A dangling link named like an image is an image that cannot be read: counted and
     // reported with the unreadable ones (or fatal with data.on_bad_image: fail), never dropped unsaid.
-    // reported (the record cache names files it cannot stat), never dropped unsaid.
     if (e.kind === 'broken' || e.kind === 'file') out.push({ id: `${rel}/${e.name}`, abs: e.abs });
   }
   return out.sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
