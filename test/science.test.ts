@@ -29,7 +29,10 @@ test('fine pretraining beats coarse pretraining on hard samples under a linear p
     const hard = (s: Record<string, unknown>) => Number(s.test_acc_hard);
     const gap = hard(probe.leaf) - hard(probe.top);
     gaps.push(gap);
-    assert.ok(gap >= 0.1, `seed ${seed}: hard accuracy ${hard(probe.leaf)} after leaf vs ${hard(probe.top)} after coarse pretraining`);
+    // DESIGN.md: fine pretraining won by 9-17 points on every seed. Since every new head is drawn from its own
+    // stream (issue 15, item 0) the coarse probe no longer starts from the head its source started from:
+    // seed 0 measures 9.8 points (75.6 vs 65.8), seeds 1 and 2 17.0 and 16.4.
+    assert.ok(gap >= 0.08, `seed ${seed}: hard accuracy ${hard(probe.leaf)} after leaf vs ${hard(probe.top)} after coarse pretraining`);
     // Easy samples are solved either way: the difference is the rare features.
     assert.ok(Number(probe.leaf.test_acc_easy) > 0.97 && Number(probe.top.test_acc_easy) > 0.97);
     const leafAlign = Number(pre.leaf.align_fine) - Number(pre.leaf.align_random);
@@ -38,5 +41,5 @@ test('fine pretraining beats coarse pretraining on hard samples under a linear p
     assert.ok(Math.abs(topAlign) < 0.08, `seed ${seed}: align_fine ${pre.top.align_fine} vs random ${pre.top.align_random} after coarse pretraining`);
   }
   const mean = gaps.reduce((a, b) => a + b, 0) / gaps.length;
-  assert.ok(mean >= 0.1, `mean gap ${mean}`);
+  assert.ok(mean >= 0.12, `mean gap ${mean}`);
 });
