@@ -94,6 +94,14 @@ const train = z
     warmup_epochs: z.number().min(0).default(0).describe('linear warm-up from 0 to train.lr over this many epochs'),
     loss: z.enum(['xent', 'mse']).default('xent').describe('cross-entropy or mean squared error on one-hot targets'),
     checkpoint_every_steps: int().min(0).default(0).describe('also checkpoint every this many steps inside an epoch (long epochs); 0 = at epoch ends only'),
+    early_stop: z
+      .object({
+        patience: int().min(0).default(0).describe('stop once val_acc has not improved for this many epochs; 0 = never stop early'),
+        min_delta: z.number().min(0).default(0).describe('an improvement of val_acc must exceed this to count'),
+      })
+      .strict()
+      .prefault({})
+      .describe('early stopping on val_acc (model-best/ holds the best epoch either way)'),
   })
   .strict()
   .prefault({})
