@@ -37,7 +37,7 @@ test('in a terminal: a progress bar while an epoch runs, then one line per epoch
     assert.match(lines[i], new RegExp(` ${Number(row.epoch_seconds).toFixed(1)} s `));
   });
   // The start line: folder, level and why, data sizes, architecture, backend.
-  assert.match(r.screen, /^granular: pretrain .*run\n {2}level leaf, 24 classes \('leaf'\); 216 training images, 24 validation, 120 test\n {2}two-layer-conv: features, head \([\d,]+ params\); backend \w+, \d+ thread\(s\)$/m);
+  assert.match(r.screen, /^granular: pretrain .*run\n {2}level leaf \('leaf'\), 24 classes, 216 training images, 24 validation, 120 test\n {2}two-layer-conv: features, head \([\d,]+ params\); backend \w+, \d+ thread\(s\)$/m);
   // Piped, the same epoch lines and no bar.
   const piped = cli(['pretrain', ...base, '--set', 'train.epochs=3', '--run-dir', path.join(tmpDir(), 'run')]);
   assert.equal(piped.code, 0);
@@ -66,7 +66,7 @@ test('gradual unfreezing events appear as they happen: epoch, block opened, trai
   assert.ok(Number(events[1].trainable_params) > Number(events[0].trainable_params));
   // The start line names the source, the level and why, frozen and trainable blocks with counts.
   assert.match(r.screen, new RegExp(`^granular: finetune ${ft.replace(/[.*+?^${}()|[\]\\/]/g, '\\$&')} from ${pre.replace(/[.*+?^${}()|[\]\\/]/g, '\\$&')} \\(pretrained at leaf, 8 classes\\)$`, 'm'));
-  assert.match(r.screen, /^ {2}level superclass, 2 classes \(the coarsest: no --level given, and finetune trains at 'top' rather than its source's level\);/m);
+  assert.match(r.screen, /^ {2}level superclass \('top', the coarsest: no --level given, and finetune does not inherit its source's level\), 2 classes, 144 training images, 16 validation, 48 test$/m);
   assert.match(r.screen, /^ {2}frozen: block1, block2, block3 \([\d,]+ params\); trainable: head \(\d+ params\); gradual unfreezing opens top-down every 1 epoch\(s\); backend/m);
 });
 
@@ -88,7 +88,7 @@ test('finetune without --level trains at top and says so; --level or a config na
   // An explicit level is kept, and said to be the one asked for.
   const leaf = cli(['finetune', '--from', pre, '--level', 'depth:2', '--freeze', 'all', '--run-dir', path.join(root, 'ft2')]);
   assert.equal(leaf.code, 0, leaf.stderr);
-  assert.match(leaf.stderr, /level basic, 6 classes \('depth:2'\)/);
+  assert.match(leaf.stderr, /level basic \('depth:2'\), 6 classes, /);
   const cfgFile = path.join(root, 'ft.yaml');
   fs.writeFileSync(cfgFile, 'train:\n  level: leaf\n  epochs: 1\n');
   const own = cli(['finetune', '--from', pre, '--config', cfgFile, '--quiet', '--run-dir', path.join(root, 'ft3')]);

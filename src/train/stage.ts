@@ -103,8 +103,8 @@ function startLine(stage: Stage, runDir: string, p: Prepared, levelDefaulted: bo
   if (stage === 'finetune') {
     lines[0] += p.source ? ` from ${p.source.dir} (pretrained at ${String(p.source.summary.level)}, ${String(p.source.summary.num_classes ?? '?')} classes)` : ' from scratch (no --from: random initial weights)';
   }
-  const why = levelDefaulted ? ` (the coarsest: no --level given, and finetune trains at '${FINETUNE_DEFAULT_LEVEL}' rather than its source's level)` : ` ('${p.cfg.train.level}')`;
-  lines.push(`  level ${level.name}, ${level.classes.length} classes${why}; ${count(p.split.train.length)} training images, ${count(p.split.val.length)} validation, ${count(p.split.test.length)} test`);
+  const why = levelDefaulted ? ` ('${FINETUNE_DEFAULT_LEVEL}', the coarsest: no --level given, and finetune does not inherit its source's level)` : ` ('${p.cfg.train.level}')`;
+  lines.push(`  level ${level.name}${why}, ${level.classes.length} classes, ${p.split.train.length} training images, ${p.split.val.length} validation, ${p.split.test.length} test`);
   if (stage === 'finetune') {
     const gradual = plan.unfreeze ? `; gradual unfreezing opens ${plan.unfreeze.order === 'fisher' ? 'blocks by Fisher trace' : plan.unfreeze.order} every ${plan.unfreeze.every} ${plan.unfreeze.unit}(s)` : '';
     lines.push(`  frozen: ${frozen.length ? `${frozen.join(', ')} (${count(frozenParams)} params)` : 'none'}; trainable: ${trainable.join(', ')} (${count(trainableParams)} params)${gradual}`);
