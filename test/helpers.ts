@@ -54,9 +54,9 @@ export const TINY = [
 export const slow = process.env.GRANULAR_SLOW === '1' ? {} : { skip: 'slow: set GRANULAR_SLOW=1 to run' };
 
 /** Tensors of a saved model by name (float32). */
-export function modelWeights(runDir: string): Map<string, Float32Array> {
-  const manifest = readJson<{ weightsManifest: Array<{ weights: Array<{ name: string; shape: number[] }> }> }>(path.join(runDir, 'model', 'model.json'));
-  const buf = fs.readFileSync(path.join(runDir, 'model', 'weights.bin'));
+export function modelWeights(runDir: string, folder = 'model'): Map<string, Float32Array> {
+  const manifest = readJson<{ weightsManifest: Array<{ weights: Array<{ name: string; shape: number[] }> }> }>(path.join(runDir, folder, 'model.json'));
+  const buf = fs.readFileSync(path.join(runDir, folder, 'weights.bin'));
   const out = new Map<string, Float32Array>();
   let off = 0;
   for (const w of manifest.weightsManifest[0].weights) {

@@ -27,7 +27,8 @@ export function evalCommand(): Command {
   const cmd = new Command('eval')
     .description('evaluate a completed run (test metrics at every level, alignment, OOD) into RUN_DIR/eval/<time>/ without changing the run')
     .argument('<run_dir>', 'a completed pretrain or finetune run')
-    .option('--set <key=value>', 'override eval.* keys, e.g. --set "eval.ood_synthetic=[more_noise]"', collect, []);
+    .option('--set <key=value>', 'override eval.* keys, e.g. --set "eval.ood_synthetic=[more_noise]"', collect, [])
+    .option('--json', 'print the result on stdout as one JSON object, for scripts', false);
   withCommonOptions(cmd);
   return cmd.action(
     action(async (runDir: string, o: Record<string, unknown>) => {
@@ -60,7 +61,8 @@ export function evalCommand(): Command {
         writeFileAtomic(path.join(out, FILES.command), ['granular', ...process.argv.slice(2)].join(' ') + '\n');
         writeJsonAtomic(path.join(out, FILES.summary), { status: 'completed', run_id: run.meta.run_id, level: level.name, backend: engine.backend, evaluated_at: new Date().toISOString(), ...metrics });
         const f = (k: string) => (typeof metrics[k as keyof typeof metrics] === 'number' ? ` ${k}=${(metrics[k as keyof typeof metrics] as number).toFixed(4)}` : '');
-        process.stdout.write(`evaluated ${out}${f('test_acc')}${f('test_acc_hard')}${f('ood_acc')}\n`);
+        if (o.json) process.stdout.write(JSON.stringify({ status: 'completed', eval_dir: out, run_dir: runDir, level: level.name, ...metrics }) + '\n');
+        else process.stdout.write(`evaluated ${out}${f('test_acc')}${f('test_acc_hard')}${f('ood_acc')}\n`);
         return 0;
       } finally {
         net.dispose();

@@ -2,7 +2,8 @@ import { Command } from 'commander';
 import { parseSets, readConfigFile, resolveConfig } from '../config/load';
 import { loadDataset } from '../data';
 import { Hierarchy, Level } from '../hierarchy/tree';
-import { action, collect } from './common';
+import { makeSplit } from '../data/split';
+import { action, collect, commonOptions, withCommonOptions } from './common';
 
 export interface LevelStats {
   name: string;
@@ -33,26 +34,40 @@ export function levelStats(h: Hierarchy, level: Level, trainY: Int32Array): Leve
 }
 
 export function hierarchyCommand(): Command {
-  return new Command('hierarchy')
-    .description('print every level of the configured hierarchy: classes, training images per class, ambiguous names')
+  const cmd = new Command('hierarchy')
+    .description('print every level of the configured hierarchy: classes, training images per class (as a run trains on them), ambiguous names')
     .option('--config <file>', 'YAML config')
     .option('--set <key=value>', 'override a config key (repeatable)', collect, [])
     .option('--json', 'machine-readable output', false)
-    .action(
+    .addHelpText(
+      'after',
+      `
+Images per class are those a run trains on: after the validation hold-out (data.val_fraction)
+and the caps (data.train_size, data.train_per_class), from the same seeded split a run makes.`,
+    );
+  // Accepted like on every command (README: common options); nothing here computes on a backend.
+  withCommonOptions(cmd);
+  return cmd.action(
       action(async (o: Record<string, unknown>) => {
+        commonOptions(o);
         const layers = [];
         if (o.config) layers.push(readConfigFile(o.config as string));
         layers.push(parseSets(o.set as string[]));
         const cfg = resolveConfig(layers);
         const data = await loadDataset(cfg);
         const h = data.hierarchy;
-        const levels = h.levels().map((l) => levelStats(h, l, data.train.y));
+        // The split a pretraining run with this config makes: val held out, caps applied.
+        const split = makeSplit(data, cfg);
+        const trained = Int32Array.from(split.train, (i) => data.train.y[i]);
+        const levels = h.levels().map((l) => levelStats(h, l, trained));
         const report = {
           format: cfg.data.format,
           classes: h.classes.length,
           max_depth: h.maxDepth,
           train_images: data.train.y.length,
-          test_images: data.test.y.length,
+          train_images_trained: split.train.length,
+          val_images: split.val.length,
+          test_images: split.test.length,
           skipped_images: data.skipped,
           nodes_with_several_parents: h.dag?.multiParentNodes ?? 0,
           levels,
@@ -62,19 +77,21 @@ export function hierarchyCommand(): Command {
           process.stdout.write(JSON.stringify(report, null, 2) + '\n');
           return 0;
         }
-        process.stdout.write(`${cfg.data.format}: ${report.classes} classes, depth ${report.max_depth}, ${report.train_images} training / ${report.test_images} test images\n`);
+        const n = (x: number) => x.toLocaleString('en-US');
+        const caps = [cfg.data.train_size !== null ? `data.train_size ${cfg.data.train_size}` : '', cfg.data.train_per_class !== null ? `data.train_per_class ${cfg.data.train_per_class}` : ''].filter(Boolean);
+        process.stdout.write(`${cfg.data.format}: ${report.classes} classes, depth ${report.max_depth}, ${n(report.train_images)} training images: ${n(split.train.length)} trained on, ${n(split.val.length)} held out for validation (data.val_fraction ${cfg.data.val_fraction})${caps.length ? `, capped by ${caps.join(' and ')}` : ''}; ${n(report.test_images)} test images\n`);
         if (h.dag) process.stdout.write(`DAG turned into a tree: ${h.dag.multiParentNodes} node(s) had several parents (longest path from the root kept)\n`);
         if (data.skipped) process.stdout.write(`${data.skipped} unreadable image(s) skipped\n`);
         if (cfg.data.include.length || cfg.data.exclude.length || cfg.data.relabel) {
           process.stdout.write(`as transformed by data.include [${cfg.data.include.join(', ')}], data.exclude [${cfg.data.exclude.join(', ')}], data.relabel ${cfg.data.relabel ?? 'none'}\n`);
         }
-        const rows = [['level', 'spec', 'classes', 'img/class min', 'median', 'max', 'ambiguous names']];
+        const rows = [['level', 'spec', 'classes', 'trained img/class min', 'median', 'max', 'ambiguous names']];
         for (const l of levels) rows.push([l.name, l.depth_spec, String(l.classes), String(l.images_min), String(l.images_median), String(l.images_max), String(l.ambiguous_names)]);
         process.stdout.write(formatTable(rows) + '\n');
         process.stdout.write(`valid --level values: ${report.valid_level_specs.join(', ')}\n`);
         return 0;
       }),
-    );
+  );
 }
 
 /** A plain aligned text table (first row is the header). */

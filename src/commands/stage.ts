@@ -2,6 +2,7 @@ import { Command } from 'commander';
 import { Stage } from '../runs/run';
 import { stopWithSweep } from '../runs/watchdog';
 import { runStage, StageOutcome } from '../train/stage';
+import { granularCommand } from '../util/shell';
 import { action, collect, commonOptions, withCommonOptions } from './common';
 
 /** The options pretrain and finetune share, with the action that runs the stage. */
@@ -11,7 +12,8 @@ export function stageCommand(cmd: Command, stage: Stage): Command {
     .option('--set <key=value>', 'override a config key (repeatable; value parsed as YAML)', collect, [])
     .option('--run-dir <dir>', 'exact output folder (must not exist or be empty)')
     .option('--resume <run_dir>', 'continue a crashed or interrupted run exactly where its checkpoint left it')
-    .option('--force', 'with --resume: continue on another backend or thread count (no longer bit-identical)', false);
+    .option('--force', 'with --resume: continue on another backend or thread count (no longer bit-identical)', false)
+    .option('--json', 'print the final line on stdout as one JSON object (summary.json plus run_dir), for scripts', false);
   withCommonOptions(cmd);
   return cmd.action(
     action(async (o: Record<string, unknown>) => {
@@ -29,18 +31,32 @@ export function stageCommand(cmd: Command, stage: Stage): Command {
         ...commonOptions(o),
         argv: ['granular', ...process.argv.slice(2)],
       });
-      printOutcome(out);
+      printOutcome(out, Boolean(o.json), stage, Boolean(o.quiet));
       return out.exitCode;
     }),
   );
 }
 
-/** The last line a stage prints on stdout: status, folder, headline numbers. */
-export function printOutcome(out: StageOutcome): void {
+/**
+ * The last line a stage prints on stdout: status, folder, headline numbers;
+ * with --json the summary as one JSON object. After a pretraining run, stderr
+ * says what usually comes next.
+ */
+export function printOutcome(out: StageOutcome, json = false, stage?: Stage, quiet = false): void {
   const s = out.summary;
   const num = (k: string) => (typeof s[k] === 'number' ? ` ${k}=${(s[k] as number).toFixed(4)}` : '');
+  if (json) {
+    process.stdout.write(JSON.stringify({ ...s, run_dir: out.runDir }) + '\n');
+    if (s.status === 'failed') process.stderr.write(`granular: run failed: ${s.error}\n  details in ${out.runDir}/summary.json\n`);
+    return;
+  }
   if (s.status === 'completed') {
-    process.stdout.write(`completed ${out.runDir}${num('test_acc')}${num('test_acc_hard')}${num('train_images_per_second')}\n`);
+    const best = typeof s.best_epoch === 'number' && s.best_epoch !== s.epochs_trained ? ` (best val_acc at epoch ${s.best_epoch}: model-best/)` : '';
+    process.stdout.write(`completed ${out.runDir}${num('test_acc')}${num('test_acc_hard')}${num('train_images_per_second')}${best}\n`);
+    if (stage === 'pretrain' && !quiet) {
+      const g = granularCommand();
+      process.stderr.write(`next: fine-tune it on the coarsest level with '${g} finetune --from ${out.runDir}' (add --freeze all for a linear probe), or evaluate it again with '${g} eval ${out.runDir}'\n`);
+    }
   } else if (s.status === 'interrupted') {
     process.stdout.write(`interrupted ${out.runDir}: resume with '${s.resume}'\n`);
   } else {

@@ -132,6 +132,14 @@ const train = z
       .nullable()
       .default(null)
       .describe('train until the training loss plateaus (train.epochs is then the maximum; the schedule still spans train.epochs); null = exactly train.epochs'),
+    early_stop: z
+      .object({
+        patience: int().min(0).default(0).describe('stop once val_acc has not improved for this many epochs; 0 = never stop early'),
+        min_delta: z.number().min(0).default(0).describe('an improvement of val_acc must exceed this to count'),
+      })
+      .strict()
+      .prefault({})
+      .describe('early stopping on val_acc (model-best/ holds the best epoch either way)'),
   })
   .strict()
   .prefault({})

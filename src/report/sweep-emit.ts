@@ -1,7 +1,6 @@
-import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { PlannedRun, runArgs, SweepPlan } from './sweep-plan';
-import { shellQuote } from '../util/shell';
+import { onPath, shellQuote } from '../util/shell';
 import { FILES } from '../runs/rundir';
 
 /**
@@ -48,18 +47,6 @@ function header(plan: SweepPlan, o: EmitOptions, what: string): string {
 set -euo pipefail
 GRANULAR=\${GRANULAR:-${defaultGranular()}}
 `;
-}
-
-/** Whether an executable named `name` is on PATH. */
-function onPath(name: string): boolean {
-  return (process.env.PATH ?? '').split(path.delimiter).some((d) => {
-    try {
-      fs.accessSync(path.join(d, name), fs.constants.X_OK);
-      return true;
-    } catch {
-      return false;
-    }
-  });
 }
 
 /**

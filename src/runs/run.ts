@@ -22,6 +22,7 @@ import { readJson, writeFileAtomic, writeJsonAtomic } from '../util/fsx';
 import { shellQuote } from '../util/shell';
 import { readModelWeights, saveLayersModel } from './bundle';
 import { FILES } from './rundir';
+import { gitRecord } from './git';
 
 /** The two kinds of training run. */
 export type Stage = 'pretrain' | 'finetune';
@@ -186,6 +187,8 @@ export function envRecord(engine: EngineInfo, net: Network, frozen: number, pref
     blocks: net.blocks.map((b, i) => ({ name: b.name, frozen: i < frozen, layers: b.layers.map((l) => l.name) })),
     frozen_blocks: frozen,
     prefix_cached: prefixCached,
+    // The code that ran: granular's commit and whether it had uncommitted edits (and the study's repository, if another).
+    ...gitRecord(),
   };
 }
 
@@ -262,8 +265,8 @@ function explainFailure(err: Error, runDir: string, stage: Stage, cfg: Config): 
 }
 
 /** The trained network as RUN_DIR/model (tfjs layers format), written beside and swapped in. */
-export async function saveModel(net: Network, runDir: string): Promise<void> {
-  const dir = path.join(runDir, FILES.model);
+export async function saveModel(net: Network, runDir: string, name: string = FILES.model): Promise<void> {
+  const dir = path.join(runDir, name);
   const tmp = `${dir}.tmp-${process.pid}`;
   fs.rmSync(tmp, { recursive: true, force: true });
   await saveLayersModel(net.layersModel(), tmp);

@@ -18,6 +18,7 @@ export const FILES = {
   summary: 'summary.json',
   run: 'run.json',
   model: 'model',
+  modelBest: 'model-best',
   checkpoint: 'checkpoint',
   /** Re-evaluations by `granular eval`: eval/<time>/ (config.yaml, command.txt, summary.json). */
   eval: 'eval',

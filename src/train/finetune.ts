@@ -227,7 +227,7 @@ export class Unfreezer {
     private readonly u: UnfreezeConfig,
     private readonly trainable: TrainableSet,
     readonly schedule: ScheduleState,
-    private readonly ctx: { net: Network; runDir: string; frozenBlocks: number; seed: number; stepsPerEpoch: number; fisherProbe: Probe | null },
+    private readonly ctx: { net: Network; runDir: string; frozenBlocks: number; seed: number; stepsPerEpoch: number; fisherProbe: Probe | null; onEvent?: (row: Record<string, unknown>) => void },
   ) {}
 
   /** The plan's schedule, or null when it has none. */
@@ -259,11 +259,17 @@ export class Unfreezer {
       why = `fisher (fisher_trace@${net.blocks[pick].name} = ${(per[net.blocks[pick].name] ?? 0).toPrecision(4)})`;
     }
     this.trainable.open(pick);
-    appendMetrics(this.ctx.runDir, { kind: 'event', event: 'unfreeze', block: net.blocks[pick].name, order: why, epoch, step, ...this.trainable.row() });
+    this.event({ kind: 'event', event: 'unfreeze', block: net.blocks[pick].name, order: why, epoch, step, ...this.trainable.row() });
   }
 
   private stop(epoch: number, step: number, reason: string): void {
     this.schedule.stopped = true;
-    appendMetrics(this.ctx.runDir, { kind: 'event', event: 'unfreeze_stop', epoch, step, reason, ...this.trainable.row() });
+    this.event({ kind: 'event', event: 'unfreeze_stop', epoch, step, reason, ...this.trainable.row() });
+  }
+
+  /** An event row in metrics.jsonl, and on the terminal as it happens. */
+  private event(row: Record<string, unknown>): void {
+    appendMetrics(this.ctx.runDir, row);
+    this.ctx.onEvent?.(row);
   }
 }

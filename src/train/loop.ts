@@ -9,7 +9,8 @@ import { hasConverged, plateauReached } from '../measure/convergence';
 import { coarsenedLogProbs, coarsenMembership } from '../models/objective';
 import { HeadPlan, makeObjective } from './heads';
 import { Network } from '../models/network';
-import { appendMetrics, readMetrics } from '../runs/rundir';
+import { appendMetrics, FILES, readMetrics } from '../runs/rundir';
+import { saveModel } from '../runs/run';
 import { RunFailure } from '../util/errors';
 import { Rng } from '../util/rng';
 import { batchSource } from '../data/prefetch';
@@ -48,6 +49,8 @@ export interface TrainJob {
   reference?: ReadonlyMap<string, tf.Tensor>;
   /** Called between steps; returning true stops the loop at a step boundary. */
   shouldStop?: () => boolean;
+  /** performance.now() when this process started the run (elapsed time, wall_seconds across resumes). */
+  startedAt?: number;
 }
 
 export interface TrainResult {
@@ -55,6 +58,7 @@ export interface TrainResult {
   /** Whether the run learned its level (DESIGN.md "Convergence") and its training budget. */
   fit: { converged: boolean; train_acc_final: number; epochs_trained: number; train_images: number; budget_images: number };
   trainImagesPerSecond: number;
+  /** Stopped by a signal at a step boundary (resumable); not early stopping, which completes the run. */
   stoppedEarly: boolean;
 }
 
@@ -88,6 +92,11 @@ export async function train(job: TrainJob): Promise<TrainResult> {
     step = job.resumeFrom.step;
     rng = new Rng(job.resumeFrom.rng);
     carry = { ...carry, ...job.resumeFrom.carry };
+    // Checkpoints written before summary keys were snake_case.
+    if (carry.dynamicsSeconds !== undefined) {
+      carry.dynamics_seconds ??= carry.dynamicsSeconds;
+      delete carry.dynamicsSeconds;
+    }
     trainableFlags = job.resumeFrom.trainableBlocks.slice();
     schedule = job.resumeFrom.schedule ?? schedule;
     resumeInEpoch = job.resumeFrom.inEpoch ?? null;
@@ -132,7 +141,8 @@ export async function train(job: TrainJob): Promise<TrainResult> {
   const fisherProbe = dynamicsOn || plan.unfreeze?.order === 'fisher' ? subset(cfg.eval.fisher_samples) : null;
   const sharpProbe = dynamicsOn ? subset(cfg.eval.sharpness_examples) : null;
   const reference = dynamicsOn ? job.reference ?? null : null;
-  const unfreezer = Unfreezer.of(plan, trainable, schedule, { net, runDir, seed: cfg.train.seed, stepsPerEpoch, fisherProbe });
+  const out = new Progress(!job.silent, process.stderr.isTTY === true && !job.quiet && !job.silent);
+  const unfreezer = Unfreezer.of(plan, trainable, schedule, { net, runDir, seed: cfg.train.seed, stepsPerEpoch, fisherProbe, onEvent: (e) => out.line(eventLine(e)) });
   let lastDynamics: Record<string, number> = {};
   const dynamicsRow = (rowEpoch: number) => {
     const t0 = performance.now();
@@ -140,7 +150,7 @@ export async function train(job: TrainJob): Promise<TrainResult> {
     lastDynamics = m;
     lastDynamicsStep = step;
     appendMetrics(runDir, { kind: 'dynamics', epoch: rowEpoch, step, ...m, ...rowBase(), seconds: (performance.now() - t0) / 1000 });
-    carry.dynamicsSeconds = (carry.dynamicsSeconds ?? 0) + (performance.now() - t0) / 1000;
+    carry.dynamics_seconds = (carry.dynamics_seconds ?? 0) + (performance.now() - t0) / 1000;
     unfreezer?.observe(m, rowEpoch, step);
     return m;
   };
@@ -151,13 +161,26 @@ export async function train(job: TrainJob): Promise<TrainResult> {
   if (step === 0) {
     // The state before training: chance accuracy and alignment at initialisation.
     const init = { ...(await evaluate(target, cache?.test)), ...alignmentMetrics(net, data, cfg.data.seed) };
-    appendMetrics(runDir, { kind: 'epoch', epoch: 0, step: 0, ...init, ...rowBase() });
-    last = init; // a run of 0 epochs reports the network it was given
+    const row0 = { epoch: 0, step: 0, ...init, ...rowBase() };
+    appendMetrics(runDir, { kind: 'epoch', ...row0 });
+    // A 0-epoch run reports the network it starts with.
+    last = row0;
     carry = { ...carry, ...Object.fromEntries(Object.entries(init).filter(([k]) => k.startsWith('align')).map(([k, v]) => [`${k}_init`, v])) };
     if (dynamicsOn) dynamicsRow(0);
   }
 
-  const bar = process.stderr.isTTY && !job.quiet && !job.silent ? new SingleBar({ format: 'epoch {epoch}/{epochs} [{bar}] {value}/{total} loss {loss} acc {acc} {ips} img/s', hideCursor: true }, Presets.shades_classic) : null;
+  const startedAt = job.startedAt ?? performance.now();
+  const wallBefore = job.resumeFrom?.carry.wall_seconds_done ?? 0;
+  delete carry.wall_seconds_done;
+  // A checkpoint carries the wall time spent on the run so far, so a resumed run's wall_seconds counts every process.
+  const checkpoint = (st: Omit<CheckpointState, 'version' | 'tensors' | 'optimizer'>) => {
+    saveCheckpoint(runDir, net, job.optimizer, job.reference ?? null, { ...st, carry: { ...st.carry, wall_seconds_done: wallBefore + (performance.now() - startedAt) / 1000 } });
+  };
+  // Early stopping and model-best/ look at val_acc only (never the test set).
+  const stopRule = cfg.train.early_stop;
+  let stopNow = false;
+  const epochTimes: number[] = [];
+  const bar = out.bar;
   // Batch t+1 is gathered (and augmented) on a worker thread while step t trains.
   const batches = batchSource(trainX, { size, shape: data.shape, augment: cache ? [] : cfg.data.augment, seed: cfg.train.seed }, bs);
   let stoppedEarly = false;
@@ -199,10 +222,7 @@ export async function train(job: TrainJob): Promise<TrainResult> {
         if (dynamicsOn && isDynamicsStep(cfg.eval.dynamics_every, step, stepsPerEpoch, totalSteps)) dynamicsRow(epoch + 1);
         unfreezer?.afterStep(epoch + 1, step);
         if (everySteps && step % everySteps === 0 && s + b < n) {
-          saveCheckpoint(runDir, net, job.optimizer, job.reference ?? null, {
-            epoch, step, rng: epochStart, trainableBlocks: trainable.flags, schedule, carry,
-            inEpoch: { pos: s + b, lossSum, hits, seen, stepSeconds },
-          });
+          checkpoint({ epoch, step, rng: epochStart, trainableBlocks: trainable.flags, schedule, carry, inEpoch: { pos: s + b, lossSum, hits, seen, stepSeconds } });
         }
         bar?.update(Math.ceil((s + b) / bs), { loss: (lossSum / seen).toFixed(4), acc: (hits / seen).toFixed(3), ips: Math.round(seen / stepSeconds) });
         // Yield to the event loop so signal handlers can run between steps.
@@ -228,15 +248,27 @@ export async function train(job: TrainJob): Promise<TrainResult> {
       if (plateau) lastEpoch = true;
       if (plateau && dynamicsOn && lastDynamicsStep !== step) dynamicsRow(epoch + 1);
       const evalNow = (epoch + 1) % cfg.eval.every === 0 || lastEpoch;
+      const valAcc = evalNow ? await validate(target, valLabels, cache?.val) : NaN;
+      const test: Record<string, number> = evalNow ? await evaluate(target, cache?.test) : {};
+      // The best epoch so far by val_acc: its network is model-best/.
+      const improved = Number.isFinite(valAcc) && (carry.best_epoch === undefined || valAcc > carry.best_val_acc + stopRule.min_delta);
+      if (improved) {
+        carry.best_epoch = epoch + 1;
+        carry.best_val_acc = valAcc;
+        if (test.test_acc !== undefined) carry.best_test_acc = test.test_acc;
+        await saveModel(net, runDir, FILES.modelBest);
+      }
+      stopNow = !lastEpoch && stopRule.patience > 0 && Number.isFinite(valAcc) && carry.best_epoch !== undefined && epoch + 1 - carry.best_epoch >= stopRule.patience;
+      const isFinal = lastEpoch || stopNow;
       const row: Record<string, number> = {
         epoch: epoch + 1,
         step,
         lr: learningRate(cfg.train.schedule, cfg.train.lr, Math.max(0, step - 1), totalSteps, warmup),
         train_loss: lossSum / seen,
         train_acc: hits / seen,
-        ...(evalNow ? { val_acc: await validate(target, valLabels, cache?.val), ...(await evaluate(target, cache?.test)), ...alignmentMetrics(net, data, cfg.data.seed) } : {}),
+        ...(evalNow ? { val_acc: valAcc, ...test, ...alignmentMetrics(net, data, cfg.data.seed) } : {}),
         // The OOD test once, on the final network.
-        ...(lastEpoch ? await oodMetrics(cfg, net, data, split, job.level) : {}),
+        ...(isFinal ? await oodMetrics(cfg, net, data, split, job.level) : {}),
         ...rowBase(),
         images_per_second: seen / stepSeconds,
         epoch_seconds: (performance.now() - t0) / 1000,
@@ -245,12 +277,20 @@ export async function train(job: TrainJob): Promise<TrainResult> {
       };
       appendMetrics(runDir, { kind: 'epoch', ...row });
       last = row;
-      if (!bar && !job.silent) logEpoch(row, cfg.train.epochs);
-      saveCheckpoint(runDir, net, job.optimizer, job.reference ?? null, { epoch: epoch + 1, step, rng: rng.state(), trainableBlocks: trainable.flags, schedule, carry });
-      if (plateau) {
-        appendMetrics(runDir, { kind: 'event', event: 'converged', epoch: epoch + 1, step, reason: `train_loss changed by less than 1 % of the first epoch's (${epochLosses[0].toPrecision(4)}) per epoch over the last ${cfg.train.until_converged!.patience}+ epochs`, ...rowBase() });
-        break;
+      epochTimes.push(row.epoch_seconds);
+      out.line(epochLine(row, cfg.train.epochs, epochTimes, (performance.now() - startedAt) / 1000, improved && cfg.train.epochs > 1));
+      if (stopNow) {
+        carry.stopped_epoch = epoch + 1;
+        appendMetrics(runDir, { kind: 'event', event: 'early_stop', epoch: epoch + 1, step, reason: `val_acc has not improved on epoch ${carry.best_epoch} (${carry.best_val_acc.toFixed(4)}) for ${stopRule.patience} epoch(s)` });
+        out.line(`early stop after epoch ${epoch + 1}: val_acc has not improved on epoch ${carry.best_epoch} (${carry.best_val_acc.toFixed(4)}) for ${stopRule.patience} epoch(s); model-best/ holds epoch ${carry.best_epoch}`);
       }
+      if (plateau) {
+        const reason = `train_loss changed by less than 1 % of the first epoch's (${epochLosses[0].toPrecision(4)}) per epoch over the last ${cfg.train.until_converged!.patience}+ epochs`;
+        appendMetrics(runDir, { kind: 'event', event: 'converged', epoch: epoch + 1, step, reason, ...rowBase() });
+        out.line(`converged after epoch ${epoch + 1}: ${reason}`);
+      }
+      checkpoint({ epoch: epoch + 1, step, rng: rng.state(), trainableBlocks: trainable.flags, schedule, carry });
+      if (stopNow || plateau) break;
     }
   } finally {
     batches.close();
@@ -259,10 +299,11 @@ export async function train(job: TrainJob): Promise<TrainResult> {
   fisherProbe?.x.dispose();
   sharpProbe?.x.dispose();
   tf.dispose(coarsenProbes);
-  const final = { ...carry, ...last, ...lastDynamics };
+  const final: Record<string, number | boolean> = { ...carry, ...last, ...lastDynamics, early_stopped: carry.stopped_epoch !== undefined };
   delete final.trainImages;
   delete final.trainSeconds;
   delete final.num_tensors;
+  delete final.stopped_epoch;
   const fit = {
     converged: hasConverged(epochLosses),
     train_acc_final: stoppedEarly ? NaN : await trainAccuracy(target, job.trainLabels, cache?.train),
@@ -270,10 +311,58 @@ export async function train(job: TrainJob): Promise<TrainResult> {
     train_images: n,
     budget_images: epochLosses.length * n,
   };
-  return { final, fit, trainImagesPerSecond: carry.trainSeconds ? carry.trainImages / carry.trainSeconds : 0, stoppedEarly };
+  return { final: final as Record<string, number>, fit, trainImagesPerSecond: carry.trainSeconds ? carry.trainImages / carry.trainSeconds : 0, stoppedEarly };
 }
 
-function logEpoch(row: Record<string, number>, epochs: number): void {
-  const f = (k: string, d = 3) => (row[k] === undefined || Number.isNaN(row[k]) ? '' : ` ${k} ${row[k].toFixed(d)}`);
-  process.stderr.write(`epoch ${row.epoch}/${epochs}${f('train_loss', 4)}${f('train_acc')}${f('val_acc')}${f('test_acc')}${f('test_acc_hard')} ${Math.round(row.images_per_second)} img/s\n`);
+/** `1:05:03`, `2:07`, `0:09`. */
+export function clock(seconds: number): string {
+  const s = Math.max(0, Math.round(seconds));
+  const [h, m, r] = [Math.floor(s / 3600), Math.floor((s % 3600) / 60), s % 60];
+  const p = (n: number) => String(n).padStart(2, '0');
+  return h ? `${h}:${p(m)}:${p(r)}` : `${m}:${p(r)}`;
+}
+
+/**
+ * The line an epoch leaves behind (in a terminal, once its progress bar is
+ * cleared; piped, as the log): losses, val/test metrics where evaluated, the
+ * epoch's time, the time so far and the ETA of the run from the mean epoch
+ * time of this process. `*` marks a new best val_acc (model-best/).
+ */
+export function epochLine(row: Record<string, number>, epochs: number, epochTimes: readonly number[], elapsed: number, best: boolean): string {
+  const f = (k: string, d = 3) => (row[k] === undefined || Number.isNaN(row[k]) ? '' : ` ${k} ${row[k].toFixed(d)}${k === 'val_acc' && best ? '*' : ''}`);
+  const mean = epochTimes.reduce((a, b) => a + b, 0) / Math.max(1, epochTimes.length);
+  const left = epochs - row.epoch;
+  const eta = left > 0 ? ` ETA ${clock(mean * left)}` : '';
+  return `epoch ${row.epoch}/${epochs}${f('train_loss', 4)}${f('train_acc')}${f('val_acc')}${f('test_acc')}${f('test_acc_hard')} ${Math.round(row.images_per_second)} img/s ${row.epoch_seconds.toFixed(1)} s elapsed ${clock(elapsed)}${eta}`;
+}
+
+/** An event row as a line: `epoch 3: block2 opened, 41,216 trainable params (top-down)`. */
+export function eventLine(e: Record<string, unknown>): string {
+  const params = typeof e.trainable_params === 'number' ? `${e.trainable_params.toLocaleString('en-US')} trainable params` : '';
+  if (e.event === 'unfreeze') return `epoch ${e.epoch}, step ${e.step}: ${e.block} opened, ${params} (${e.order})`;
+  if (e.event === 'unfreeze_stop') return `epoch ${e.epoch}, step ${e.step}: unfreezing stopped (${e.reason}); ${params}`;
+  return `epoch ${e.epoch}: ${String(e.event)}${e.reason ? ` (${e.reason})` : ''}`;
+}
+
+/**
+ * Where a run's progress goes (stderr): in a terminal, a progress bar while
+ * an epoch runs, cleared when it ends so each epoch leaves one line; lines
+ * written while the bar is up (events) go above it. Piped or --quiet, lines
+ * only. Silent: nothing.
+ */
+class Progress {
+  readonly bar: SingleBar | null;
+
+  constructor(private readonly on: boolean, tty: boolean) {
+    this.bar = on && tty
+      ? new SingleBar({ format: 'epoch {epoch}/{epochs} [{bar}] {value}/{total} loss {loss} acc {acc} {ips} img/s', hideCursor: true, clearOnComplete: true, stream: process.stderr }, Presets.shades_classic)
+      : null;
+  }
+
+  line(text: string): void {
+    if (!this.on) return;
+    const active = this.bar !== null && (this.bar as unknown as { isActive: boolean }).isActive;
+    process.stderr.write(active ? `\r\x1b[2K${text}\n` : `${text}\n`);
+    if (active) this.bar!.render();
+  }
 }

@@ -3,6 +3,8 @@ import * as tf from '@tensorflow/tfjs';
 import { Config } from '../config/schema';
 import { checkEvalApplies } from '../config/checks';
 import { configToYaml, parseConfigYaml, parseSets, readConfigFile, resolveConfig } from '../config/load';
+import { tagLayer } from '../config/provenance';
+import { FINETUNE_DEFAULT_LEVEL, namesLevel } from '../config/stage-level';
 import { loadDataset } from '../data';
 import { levelLabels, makeSplit, noisyLabels, restrictToLevel, Split, splitFromRecord, splitRecord } from '../data/split';
 import { applyNormalization, inputNormalization } from '../data/normalize';
@@ -21,7 +23,7 @@ import { RunFailure, UsageError } from '../util/errors';
 import { relPath, writeFileAtomic, writeJsonAtomic } from '../util/fsx';
 import { CheckpointState, hasCheckpoint, loadCheckpoint, recoverCheckpoint } from './checkpoint';
 import { NamedOptimizer } from './optimizer';
-import { FinetunePlan, parseFreeze, planFinetune } from './finetune';
+import { FinetunePlan, initialTrainable, parseFreeze, planFinetune } from './finetune';
 import { Interrupted, stopEvaluation } from '../measure/predict';
 import { HeadPlan, headsSummary, levelsName, planHeads, resolveTrainLevels, TrainLevels } from './heads';
 import { train } from './loop';
@@ -54,21 +56,28 @@ export interface StageOutcome {
   summary: Record<string, unknown>;
 }
 
-/** Config precedence of DESIGN.md ("Which config a run uses"). */
-function resolveStageConfig(req: StageRequest, source: SourceRun | null): Config {
+/**
+ * Config precedence of DESIGN.md ("Which config a run uses"). A finetune run
+ * whose own layers (--config, --set, --level) name no level trains at `top`,
+ * never at its source's level; `levelDefaulted` says so.
+ */
+function resolveStageConfig(req: StageRequest, source: SourceRun | null): { cfg: Config; levelDefaulted: boolean } {
   const layers: Record<string, unknown>[] = [];
-  if (source) layers.push(source.cfg as unknown as Record<string, unknown>);
-  if (req.configFile) layers.push(readConfigFile(req.configFile));
-  layers.push(parseSets(req.sets));
+  if (source) layers.push(tagLayer(structuredClone(source.cfg) as unknown as Record<string, unknown>, `the config of --from '${source.dir}'`));
+  const own: Record<string, unknown>[] = [];
+  if (req.configFile) own.push(readConfigFile(req.configFile));
+  own.push(parseSets(req.sets));
   const flags: Record<string, unknown> = {};
   if (req.level !== undefined) flags.train = { level: req.level };
   if (req.freeze !== undefined) flags.finetune = { freeze: parseFreeze(req.freeze) };
-  layers.push(flags);
-  const cfg = resolveConfig(layers);
+  own.push(tagLayer(flags, 'the command line flags'));
+  const levelDefaulted = req.stage === 'finetune' && !own.some(namesLevel);
+  if (levelDefaulted) own.push({ train: { level: FINETUNE_DEFAULT_LEVEL } });
+  const cfg = resolveConfig([...layers, ...own]);
   if (source && cfg.train.level_weights !== null && JSON.stringify(cfg.train.level) !== JSON.stringify(source.cfg.train.level)) {
     // The source's per-level loss weights belong to its list of levels; a run at other levels does not inherit them.
-    const own = layers.slice(1).some((l) => (l.train as Record<string, unknown> | undefined)?.level_weights !== undefined);
-    if (!own) cfg.train.level_weights = null;
+    const ownWeights = own.some((l) => (l.train as Record<string, unknown> | undefined)?.level_weights !== undefined);
+    if (!ownWeights) cfg.train.level_weights = null;
   }
   if (source) {
     // A pretrained network's architecture is fixed: changing it is an error, not a silent reinit.
@@ -79,7 +88,40 @@ function resolveStageConfig(req: StageRequest, source: SourceRun | null): Config
       }
     }
   }
-  return cfg;
+  return { cfg, levelDefaulted };
+}
+
+const count = (n: number) => n.toLocaleString('en-US');
+
+/**
+ * The line a stage starts with: the run folder, the source run (and the level
+ * it trained at) for a fine-tuning run, the level trained here and why, which
+ * blocks are frozen and which train with their parameter counts, the data
+ * and the backend.
+ */
+function startLine(stage: Stage, runDir: string, p: Prepared, levelDefaulted: boolean): string {
+  const { net, plan, level } = p;
+  const flags = initialTrainable(net.blocks.length, plan.frozenBlocks, plan.unfreeze, p.cfg.train.seed);
+  const names = (open: boolean) => net.blocks.filter((_, i) => flags[i] === open).map((b) => b.name);
+  const frozen = names(false);
+  const trainable = [...names(true), 'head'];
+  const frozenParams = net.paramCount(flags.map((f) => !f), false);
+  const trainableParams = net.paramCount(flags);
+  const lines = [`granular: ${stage} ${runDir}`];
+  if (stage === 'finetune') {
+    lines[0] += p.source ? ` from ${p.source.dir} (pretrained at ${String(p.source.summary.level)}, ${String(p.source.summary.num_classes ?? '?')} classes)` : ' from scratch (no --from: random initial weights)';
+  }
+  const why = levelDefaulted ? ` ('${FINETUNE_DEFAULT_LEVEL}', the coarsest: no --level given, and finetune does not inherit its source's level)` : ` ('${[p.cfg.train.level].flat().join("', '")}')`;
+  const levels = p.trained.levels.length > 1 ? `levels ${p.trained.levels.map((l) => `${l.name} (${l.classes.length} classes)`).join(' + ')}${why}, primary ${level.name},` : `level ${level.name}${why},`;
+  lines.push(`  ${levels} ${level.classes.length} classes, ${p.split.train.length} training images, ${p.split.val.length} validation, ${p.split.test.length} test`);
+  if (stage === 'finetune') {
+    const gradual = plan.unfreeze ? `; gradual unfreezing opens ${plan.unfreeze.order === 'fisher' ? 'blocks by Fisher trace' : plan.unfreeze.order} every ${plan.unfreeze.every} ${plan.unfreeze.unit}(s)` : '';
+    lines.push(`  frozen: ${frozen.length ? `${frozen.join(', ')} (${count(frozenParams)} params)` : 'none'}; trainable: ${trainable.join(', ')} (${count(trainableParams)} params)${gradual}`);
+  } else {
+    lines.push(`  ${net.arch}: ${net.blocks.map((b) => b.name).join(', ')}, head (${count(trainableParams)} params)`);
+  }
+  lines[lines.length - 1] += `; backend ${p.engine.backend}, ${p.engine.threads} thread(s)`;
+  return lines.join('\n') + '\n';
 }
 
 interface Prepared {
@@ -146,6 +188,7 @@ export async function runStage(req: StageRequest): Promise<StageOutcome> {
   let source: SourceRun | null = null;
   let runDir: string;
   let meta: RunMeta;
+  let levelDefaulted = false;
   if (resuming) {
     runDir = req.resume!;
     const cfgFile = path.join(runDir, rd.FILES.config);
@@ -172,7 +215,7 @@ export async function runStage(req: StageRequest): Promise<StageOutcome> {
     if (meta.from) source = readSourceRun(path.resolve(runDir, meta.from));
   } else {
     if (req.stage === 'finetune' && req.from) source = readSourceRun(req.from);
-    cfg = resolveStageConfig(req, source);
+    ({ cfg, levelDefaulted } = resolveStageConfig(req, source));
     runDir = req.runDir ?? rd.defaultRunDir(req.stage, cfg.name, req.runsRoot);
     if (req.runDir !== undefined) rd.checkNewRunDir(runDir);
     meta = newRunMeta(runDir, req.stage, source); // its run_id is made again once the folder is claimed
@@ -192,6 +235,7 @@ export async function runStage(req: StageRequest): Promise<StageOutcome> {
   const lockNote = rd.acquireLock(runDir, !resuming);
   if (lockNote) process.stderr.write(`granular: ${lockNote}\n`);
   const started = Date.now();
+  const startedAt = performance.now();
   const env = envRecord(p.engine, p.net, p.plan.frozenBlocks, p.plan.prefixCache);
   let resumeState: CheckpointState | undefined;
   let reference: Map<string, tf.Tensor> | undefined;
@@ -213,11 +257,13 @@ export async function runStage(req: StageRequest): Promise<StageOutcome> {
     rd.rewriteMetrics(runDir, []);
   }
   writeJsonAtomic(path.join(runDir, rd.FILES.env), { ...env, resumed: resuming });
+  // Time earlier processes spent on this run (to its checkpoint): wall_seconds counts them too.
+  const wallBefore = resumeState?.carry.wall_seconds_done ?? 0;
   if (!reference?.size && cfg.eval.dynamics_every !== 0) {
     // Distances are measured from the weights training starts with (the pretrained ones when fine-tuning).
     reference = new Map(p.net.variables().filter((v) => v.trainable).map((v) => [v.name, tf.clone(v.variable)]));
   }
-  if (!req.quiet && !req.silent) process.stderr.write(`granular: ${req.stage} ${runDir} (level ${p.level.name}, ${p.level.classes.length} classes, ${p.split.train.length} training images, backend ${p.engine.backend})\n`);
+  if (!req.silent) process.stderr.write(startLine(req.stage, runDir, p, levelDefaulted));
 
   let interrupted: NodeJS.Signals | null = null;
   const onSignal = (sig: NodeJS.Signals) => {
@@ -237,9 +283,9 @@ export async function runStage(req: StageRequest): Promise<StageOutcome> {
     const result = await train({
       cfg, net: p.net, data: p.data, split: p.split, level: p.level, coarser: p.coarser, trainLabels: p.trainLabels,
       plan: p.plan, heads: p.heads, runDir, quiet: req.quiet, silent: req.silent, optimizer, resumeFrom: resumeState, previousRow, reference,
-      shouldStop: () => interrupted !== null,
+      shouldStop: () => interrupted !== null, startedAt,
     });
-    const wall = (Date.now() - started) / 1000;
+    const wall = wallBefore + (Date.now() - started) / 1000;
     if (result.stoppedEarly) {
       summary = interruptedSummary(base, runDir, interrupted, wall);
       exitCode = interrupted === 'SIGINT' ? 130 : 143;
@@ -250,10 +296,10 @@ export async function runStage(req: StageRequest): Promise<StageOutcome> {
     }
   } catch (e) {
     if (e instanceof Interrupted) {
-      summary = interruptedSummary(base, runDir, e.signal, (Date.now() - started) / 1000);
+      summary = interruptedSummary(base, runDir, e.signal, wallBefore + (Date.now() - started) / 1000);
       exitCode = e.signal === 'SIGINT' ? 130 : 143;
     } else {
-      summary = failedSummary(base, e as Error, runDir, cfg, (Date.now() - started) / 1000, e instanceof RunFailure);
+      summary = failedSummary(base, e as Error, runDir, cfg, wallBefore + (Date.now() - started) / 1000, e instanceof RunFailure);
       exitCode = 1;
     }
   } finally {

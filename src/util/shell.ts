@@ -1,3 +1,5 @@
+import * as fs from 'node:fs';
+import * as path from 'node:path';
 import { parse, quote } from 'shell-quote';
 
 /**
@@ -25,4 +27,25 @@ export function shellSplit(line: string): string[] {
     if ('comment' in e) return `#${e.comment}`;
     return e.op;
   });
+}
+
+/** Whether an executable named `name` is on PATH. */
+export function onPath(name: string): boolean {
+  return (process.env.PATH ?? '').split(path.delimiter).some((d) => {
+    try {
+      fs.accessSync(path.join(d, name), fs.constants.X_OK);
+      return true;
+    } catch {
+      return false;
+    }
+  });
+}
+
+/**
+ * How a user types granular here, for the commands granular suggests:
+ * `granular` where it is on PATH (npm link, a global install), else
+ * `npx granular` (which works inside the checkout after `npm ci`).
+ */
+export function granularCommand(): string {
+  return onPath('granular') ? 'granular' : 'npx granular';
 }
