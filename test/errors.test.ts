@@ -73,5 +73,5 @@ test('a YAML error in a sweep file or a --set value ends with the offending text
   assert.doesNotMatch(r.stderr.split('\n')[0], /:$/);
   const s = cli(['config', '--set', 'eval.ood=[a, b']);
   assert.equal(s.code, 2);
-  assert.match(s.stderr, /the value is not valid YAML: Flow sequence must end with a \] \(at character \d+ of the value\)\. Quote strings/);
+  assert.match(s.stderr, /the value is not valid YAML: Flow sequence must end with a \] \(at character \d+ of the value\)\. Quote it to pass it as text: --set 'eval\.ood="\[a, b"'\./);
 });

@@ -88,7 +88,7 @@ test("--set: '=' inside a value is kept; text YAML would drop is refused with th
   refused('data.root=/d/inat #2', /reads '#2' in the value as a comment.*Quote it.*--set 'data\.root="\/d\/inat #2"'/);
   refused('name=---', /document marker.*--set 'name="---"'/);
   refused('name=&a x', /an anchor/);
-  refused('data.root=@mine', /not valid YAML \(Plain value cannot start with reserved character @\)\. Quote it to pass it as text: --set 'data\.root="@mine"'/);
+  refused('data.root=@mine', /not valid YAML: Plain value cannot start with reserved character @ \(at character 1 of the value\)\. Quote it to pass it as text: --set 'data\.root="@mine"'/);
   refused('data.root=`x', /reserved character `/);
 });
 

@@ -200,7 +200,7 @@ export function parseSets(items: readonly string[], cwd = process.cwd()): Obj {
         value = YAML.parse(raw);
       } catch (e) {
         throw new UsageError(
-          `--set '${item}': the value is not valid YAML (${(e as Error).message.split('\n')[0].replace(/ at line \d+, column \d+:?$/, '')}). ` +
+          `--set '${item}': the value is not valid YAML: ${(e as Error).message.split('\n')[0].replace(/ at line 1, column (\d+):?$/, ' (at character $1 of the value)').replace(/ at line \d+, column \d+:?$/, '')}. ` +
             `Quote it to pass it as text: --set ${quotedSet(key, raw)}.`,
         );
       }
