@@ -75,8 +75,14 @@ const data = z
 
 const model = z
   .object({
-    arch: z.enum(['two-layer-conv', 'cnn-small', 'resnet8', 'resnet20']).default('two-layer-conv'),
+    arch: z.enum(['two-layer-conv', 'cnn-small', 'resnet8', 'resnet20', 'resnet18', 'resnet50']).default('two-layer-conv'),
     width: z.number().positive().default(1),
+    /**
+     * resnet18/resnet50: the ImageNet stem (7x7/2 conv + 3x3/2 max pool, for
+     * 224 px) or the CIFAR one (3x3/1 conv, no pool, for small images); null
+     * means imagenet. Other architectures have their own stem.
+     */
+    stem: z.enum(['imagenet', 'cifar']).nullable().default(null),
     /** two-layer-conv: filters before the width multiplier. */
     filters: int().positive().default(64),
     /** two-layer-conv: activation; smooth_relu is the theory's (polynomial below activation_rho). */
@@ -89,6 +95,11 @@ const model = z
     patch_size: int().positive().nullable().default(null),
   })
   .strict()
+  .superRefine((m, ctx) => {
+    if (m.stem !== null && m.arch !== 'resnet18' && m.arch !== 'resnet50') {
+      ctx.addIssue({ code: 'custom', path: ['stem'], message: `model.stem applies to resnet18 and resnet50 only; ${m.arch} has its own stem. Remove model.stem or pick one of those architectures.` });
+    }
+  })
   .prefault({});
 
 const train = z
