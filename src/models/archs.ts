@@ -1,7 +1,7 @@
 import * as tf from '@tensorflow/tfjs';
 import { Config } from '../config/schema';
 import { UsageError } from '../util/errors';
-import { batchNormTrain, isBatchNorm } from './batchnorm';
+import { batchNormTrain, isBatchNorm, isPlainRelu } from './batchnorm';
 import { Block, Network } from './network';
 import { SmoothReLU, smoothRelu } from './smooth-relu';
 
@@ -24,12 +24,27 @@ function applyEager(l: tf.layers.Layer, x: tf.Tensor, training: boolean): tf.Ten
   return training && isBatchNorm(l) ? batchNormTrain(l, x) : (l.apply(x, { training }) as tf.Tensor);
 }
 
+/**
+ * Layers in order on an eager tensor; in training mode a batch norm followed
+ * by a plain ReLU runs as one fused op (./batchnorm.ts).
+ */
+function applyChain(layers: tf.layers.Layer[], x: tf.Tensor, training: boolean): tf.Tensor {
+  let h = x;
+  for (let i = 0; i < layers.length; i++) {
+    if (training && isBatchNorm(layers[i]) && i + 1 < layers.length && isPlainRelu(layers[i + 1])) {
+      h = batchNormTrain(layers[i], h, { relu: true });
+      i++;
+    } else h = applyEager(layers[i], h, training);
+  }
+  return h;
+}
+
 /** A block that is a plain chain of layers. */
 function chain(name: string, layers: tf.layers.Layer[]): Block {
   return {
     name,
     layers,
-    apply: (x, training) => layers.reduce((h, l) => applyEager(l, h, training), x),
+    apply: (x, training) => applyChain(layers, x, training),
     applySymbolic: (x) => layers.reduce((h, l) => l.apply(h) as tf.SymbolicTensor, x),
   };
 }
@@ -124,6 +139,17 @@ function residualUnit(name: string, pairs: Array<[tf.layers.Layer, tf.layers.Lay
   return {
     layers,
     apply: (x, kw) => {
+      if (x instanceof tf.Tensor && kw.training === true) {
+        // Training, eagerly: each batch norm fused with the ReLU after it, the
+        // last one with the shortcut add and the unit's ReLU too.
+        let h: tf.Tensor = x;
+        pairs.forEach(([c, b], i) => {
+          h = c.apply(h, kw) as tf.Tensor;
+          if (i < relus.length) h = batchNormTrain(b, h, { relu: true });
+        });
+        const short = proj.length ? batchNormTrain(proj[1], proj[0].apply(x, kw) as tf.Tensor) : x;
+        return batchNormTrain(pairs[pairs.length - 1][1], h, { residual: short, relu: true }) as typeof x;
+      }
       let main = x;
       pairs.forEach(([c, b], i) => {
         main = ap(b, ap(c, main, kw), kw);
