@@ -3,6 +3,8 @@ import { z } from 'zod';
 /**
  * Every config key and its default lives here, and only here. Commands parse
  * their input against this schema once; everything below them gets `Config`.
+ * Each key carries a one-line `.describe()`: `granular config --keys` prints
+ * them, so a key without one is a key nobody can find.
  */
 
 const int = () => z.number().int();
@@ -11,88 +13,76 @@ const nullableStr = () => z.string().nullable().default(null);
 
 const synthetic = z
   .object({
-    /** Children per node, from the root down: [2, 3, 4] is 2 superclasses x 3 x 4 = 24 classes. */
-    branching: z.array(int().min(1)).min(2).default([2, 3, 4]),
-    /** Side of a square patch in pixels; the image is a grid of (image_size / patch_size)^2 patches. */
-    patch_size: int().positive().default(8),
-    /** Features owned by each class at each level (orthonormal patch patterns). */
-    features_per_class: int().positive().default(1),
-    /** How many patches of a sample show its features at each level, coarsest first. */
-    patches_per_level: z.array(int().min(0)).nullable().default(null),
-    /** Feature strength per level, coarsest first (a missing entry repeats the last). */
-    strength: z.array(z.number().nonnegative()).default([1]),
-    /** Per-pixel Gaussian noise sigma on every patch. */
-    noise: z.number().nonnegative().default(0.1),
-    /**
-     * Levels, from the top, whose features hard samples lack. null = every level
-     * but the finest: a hard sample shows only its leaf's features.
-     */
-    hard_drop_levels: int().min(1).nullable().default(null),
-    /** Fraction of hard samples in train and in test. */
-    hard_fraction_train: z.number().min(0).max(1).default(0.01),
-    hard_fraction_test: z.number().min(0).max(1).default(0.5),
-    /** Samples generated for training (before the validation hold-out) and for test. */
-    train_samples: int().positive().default(2000),
-    test_samples: int().positive().default(1000),
+    branching: z.array(int().min(1)).min(2).default([2, 3, 4]).describe('children per node from the root down: [2, 3, 4] is 2 superclasses x 3 x 4 = 24 classes'),
+    patch_size: int().positive().default(8).describe('side of a square patch in pixels; an image is a grid of (image_size / patch_size)^2 patches'),
+    features_per_class: int().positive().default(1).describe('features owned by each class at each level (orthonormal patch patterns)'),
+    patches_per_level: z.array(int().min(0)).nullable().default(null).describe('patches of a sample that show its features at each level, coarsest first; null = floor(patches / (levels + 1)) each'),
+    strength: z.array(z.number().nonnegative()).default([1]).describe('feature strength per level, coarsest first (a missing entry repeats the last)'),
+    noise: z.number().nonnegative().default(0.1).describe('per-pixel Gaussian noise sigma on every patch'),
+    hard_drop_levels: int().min(1).nullable().default(null).describe('levels, from the top, whose features hard samples lack; null = all but the finest (a hard sample shows only its leaf features)'),
+    hard_fraction_train: z.number().min(0).max(1).default(0.01).describe('fraction of hard samples in the training set'),
+    hard_fraction_test: z.number().min(0).max(1).default(0.5).describe('fraction of hard samples in the test set'),
+    train_samples: int().positive().default(2000).describe('samples generated for training (before the validation hold-out)'),
+    test_samples: int().positive().default(1000).describe('samples generated for the test set'),
   })
   .strict()
-  .prefault({});
+  .prefault({})
+  .describe('the synthetic hierarchical multi-view generator (data.format synthetic)');
 
 const data = z
   .object({
-    format: z.enum(['synthetic', 'imagefolder', 'inat2021', 'wordnet', 'omniglot']).default('synthetic'),
-    seed: int().nullable().default(null),
-    root: nullableStr(),
-    taxonomy: nullableStr(),
+    format: z.enum(['synthetic', 'imagefolder', 'inat2021', 'wordnet', 'omniglot']).default('synthetic').describe('dataset source (data.source is accepted as an alias)'),
+    seed: int().nullable().default(null).describe('seed of data generation, splits, subsets and label noise; null = the top-level seed'),
+    root: nullableStr().describe('dataset folder (not used by synthetic)'),
+    taxonomy: nullableStr().describe('imagefolder: path of the taxonomy CSV; null = <root>/taxonomy.csv'),
     annotations: z
-      .object({ train: z.string().default('train.json'), test: z.string().default('val.json') })
+      .object({
+        train: z.string().default('train.json').describe('inat2021: training annotations, relative to data.root'),
+        test: z.string().default('val.json').describe('inat2021: test annotations, relative to data.root'),
+      })
       .strict()
-      .prefault({}),
-    is_a: nullableStr(),
-    words: nullableStr(),
-    include: z.array(z.string()).default([]),
-    exclude: z.array(z.string()).default([]),
-    train_size: nullableInt(),
-    train_per_class: nullableInt(),
-    test_size: nullableInt(),
-    val_fraction: z.number().min(0).max(0.9).default(0.1),
-    image_size: int().positive().default(32),
-    channels: z.union([z.literal(1), z.literal(3)]).default(1),
-    label_noise: z.number().min(0).max(1).default(0),
-    relabel: z.string().regex(/^(random_split:\d+|shuffle_parents)$/).nullable().default(null),
-    /** imagefolder/wordnet without train/ and test/ folders: seeded per-class share of ROOT/<class>/ held out for test. */
-    test_fraction: z.number().gt(0).lt(1).nullable().default(null),
-    /** Training-only augmentation. */
-    augment: z.array(z.enum(['flip', 'crop'])).default([]),
-    /** An unreadable or truncated image: skip it (counted in skipped_images) or fail (exit 2). */
-    on_bad_image: z.enum(['skip', 'fail']).default('skip'),
-    /** Decoded images are cached here (relative to the working folder); null = no cache. */
-    cache_dir: z.string().nullable().default('datasets/cache'),
+      .prefault({})
+      .describe('inat2021: the COCO-style annotation files'),
+    is_a: nullableStr().describe('wordnet: edge list "parent child" per line; null = <root>/wordnet.is_a.txt'),
+    words: nullableStr().describe('wordnet: names of the synsets; null = <root>/words.txt'),
+    include: z.array(z.string()).default([]).describe('keep only the classes under these nodes (paths or names, any level)'),
+    exclude: z.array(z.string()).default([]).describe('drop the classes under these nodes (paths or names, any level)'),
+    train_size: nullableInt().describe('cap on training images (seeded, stratified, nested); null = all'),
+    train_per_class: nullableInt().describe('cap on training images per class (seeded, nested); null = all'),
+    test_size: nullableInt().describe('cap on test images (seeded, stratified, nested); null = all'),
+    val_fraction: z.number().min(0).max(0.9).default(0.1).describe('share of the training images held out for val_acc (model selection and early stopping look only here)'),
+    image_size: int().positive().default(32).describe('side in pixels that images are resized to'),
+    channels: z.union([z.literal(1), z.literal(3)]).default(1).describe('1 (grey) or 3 (RGB) channels'),
+    label_noise: z.number().min(0).max(1).default(0).describe('fraction of training labels flipped to another class, drawn once per data.seed'),
+    relabel: z.string().regex(/^(random_split:\d+|shuffle_parents)$/).nullable().default(null).describe('hierarchy controls: random_split:K (each class split into K random pseudo-classes) or shuffle_parents'),
+    test_fraction: z.number().gt(0).lt(1).nullable().default(null).describe('imagefolder/wordnet without train/ and test/ folders: seeded share of ROOT/<class>/ held out for test'),
+    augment: z.array(z.enum(['flip', 'crop'])).default([]).describe('training-only augmentation'),
+    on_bad_image: z.enum(['skip', 'fail']).default('skip').describe('an unreadable or truncated image: skip it (counted in skipped_images) or fail (exit 2)'),
+    cache_dir: z.string().nullable().default('datasets/cache').describe('where decoded images are cached (relative to the working folder); null = no cache'),
     synthetic,
   })
   .strict()
-  .prefault({});
+  .prefault({})
+  .describe('the dataset: where images and the class hierarchy come from, splits, caps, noise');
 
 const model = z
   .object({
-    arch: z.enum(['two-layer-conv', 'cnn-small', 'resnet8', 'resnet20', 'resnet18', 'resnet50']).default('two-layer-conv'),
-    width: z.number().positive().default(1),
-    /**
-     * resnet18/resnet50: the ImageNet stem (7x7/2 conv + 3x3/2 max pool, for
-     * 224 px) or the CIFAR one (3x3/1 conv, no pool, for small images); null
-     * means imagenet. Other architectures have their own stem.
-     */
-    stem: z.enum(['imagenet', 'cifar']).nullable().default(null),
-    /** two-layer-conv: filters before the width multiplier. */
-    filters: int().positive().default(64),
-    /** two-layer-conv: activation; smooth_relu is the theory's (polynomial below activation_rho). */
-    activation: z.enum(['relu', 'smooth_relu']).default('relu'),
-    activation_q: z.number().min(1).default(3),
-    activation_rho: z.number().positive().default(0.1),
-    /** two-layer-conv: filter init std as a multiple of 1/sqrt(patch dim); the theory's regime is small. */
-    init_scale: z.number().positive().default(1),
-    /** two-layer-conv: patch side (kernel = stride); null = data.synthetic.patch_size for synthetic data, else 4. */
-    patch_size: int().positive().nullable().default(null),
+    arch: z
+      .enum(['two-layer-conv', 'cnn-small', 'resnet8', 'resnet20', 'resnet18', 'resnet50'])
+      .default('two-layer-conv')
+      .describe('architecture (blocks per architecture: granular finetune --help)'),
+    width: z.number().positive().default(1).describe('width multiplier for every architecture'),
+    stem: z
+      .enum(['imagenet', 'cifar'])
+      .nullable()
+      .default(null)
+      .describe('resnet18/resnet50: imagenet (7x7/2 conv + 3x3/2 max pool, for 224 px) or cifar (3x3/1 conv, no pool, for small images); null = imagenet'),
+    filters: int().positive().default(64).describe('two-layer-conv: filters before the width multiplier'),
+    activation: z.enum(['relu', 'smooth_relu']).default('relu').describe("two-layer-conv: activation; smooth_relu is the theory's (polynomial below activation_rho)"),
+    activation_q: z.number().min(1).default(3).describe('smooth_relu: power of the polynomial part'),
+    activation_rho: z.number().positive().default(0.1).describe('smooth_relu: threshold below which responses are damped'),
+    init_scale: z.number().positive().default(1).describe("two-layer-conv: filter init std as a multiple of 1/sqrt(patch dim); the theory's regime is small"),
+    patch_size: int().positive().nullable().default(null).describe('two-layer-conv: patch side (kernel = stride); null = data.synthetic.patch_size for synthetic data, else 4'),
   })
   .strict()
   .superRefine((m, ctx) => {
@@ -100,99 +90,87 @@ const model = z
       ctx.addIssue({ code: 'custom', path: ['stem'], message: `model.stem applies to resnet18 and resnet50 only; ${m.arch} has its own stem. Remove model.stem or pick one of those architectures.` });
     }
   })
-  .prefault({});
+  .prefault({})
+  .describe('the network (locked when fine-tuning from a pretrained run)');
 
 const train = z
   .object({
-    seed: int().nullable().default(null),
-    level: z.string().min(1).default('leaf'),
-    epochs: int().min(0).default(30),
-    batch_size: int().positive().default(64),
-    lr: z.number().positive().default(0.01),
-    optimizer: z.enum(['sgd', 'adam']).default('sgd'),
-    momentum: z.number().min(0).max(1).default(0.9),
-    /** SGD: L2 added to the gradient (as PyTorch's SGD); Adam: decoupled (AdamW). */
-    weight_decay: z.number().min(0).default(0),
-    schedule: z.enum(['constant', 'cosine', 'step']).default('cosine'),
-    warmup_epochs: z.number().min(0).default(0),
-    loss: z.enum(['xent', 'mse']).default('xent'),
-    /** Also checkpoint every this many steps inside an epoch (long epochs); 0 = at epoch ends only. */
-    checkpoint_every_steps: int().min(0).default(0),
+    seed: int().nullable().default(null).describe('seed of initialisation, shuffling and augmentation; null = the top-level seed'),
+    level: z.string().min(1).default('leaf').describe('label level: leaf, top|coarse, a level name, depth:N, height:N, nodes:FILE'),
+    epochs: int().min(0).default(30).describe('passes over the training set'),
+    batch_size: int().positive().default(64).describe('training batch size'),
+    lr: z.number().positive().default(0.01).describe('peak learning rate'),
+    optimizer: z.enum(['sgd', 'adam']).default('sgd').describe('sgd (with momentum) or adam'),
+    momentum: z.number().min(0).max(1).default(0.9).describe('SGD momentum'),
+    weight_decay: z.number().min(0).default(0).describe("SGD: L2 added to the gradient (as PyTorch's SGD); Adam: decoupled (AdamW)"),
+    schedule: z.enum(['constant', 'cosine', 'step']).default('cosine').describe('learning-rate schedule: constant, cosine to zero, or step (x0.1 at 50 % and 75 % of the run)'),
+    warmup_epochs: z.number().min(0).default(0).describe('linear warm-up from 0 to train.lr over this many epochs'),
+    loss: z.enum(['xent', 'mse']).default('xent').describe('cross-entropy or mean squared error on one-hot targets'),
+    checkpoint_every_steps: int().min(0).default(0).describe('also checkpoint every this many steps inside an epoch (long epochs); 0 = at epoch ends only'),
   })
   .strict()
-  .prefault({});
+  .prefault({})
+  .describe('the training loop of this stage');
 
 /** When gradual unfreezing stops opening blocks (Liu & Gurevych 2024). */
 const unfreezeStop = z.union([
   z
     .object({
-      metric: z.enum(['fisher_trace', 'fisher_trace_emp', 'sharpness_avg', 'sharpness_worst']),
-      when: z.literal('relative_change_below').default('relative_change_below'),
-      value: z.number().positive().default(0.05),
-      /** Compare with the measurement this many dynamics rows earlier. */
-      window: int().positive().default(2),
+      metric: z.enum(['fisher_trace', 'fisher_trace_emp', 'sharpness_avg', 'sharpness_worst']).describe('the dynamics measure watched'),
+      when: z.literal('relative_change_below').default('relative_change_below').describe('stop once the relative change falls below value'),
+      value: z.number().positive().default(0.05).describe('relative-change threshold'),
+      window: int().positive().default(2).describe('compare with the measurement this many dynamics rows earlier'),
     })
     .strict(),
-  z.object({ step: int().min(0) }).strict(),
-  z.object({ epoch: int().min(0) }).strict(),
+  z.object({ step: int().min(0).describe('stop opening blocks at this step') }).strict(),
+  z.object({ epoch: int().min(0).describe('stop opening blocks at this epoch') }).strict(),
 ]);
 
 const unfreeze = z
   .object({
-    /** Open one more block every `every` units. */
-    every: int().positive(),
-    unit: z.enum(['epoch', 'step']).default('epoch'),
-    /** top-down opens the block nearest the head first (ULMFiT); fisher opens the frozen block with the largest fisher_trace@block. */
-    order: z.enum(['top-down', 'bottom-up', 'random', 'fisher']).default('top-down'),
-    /** Blocks trainable at step 0, taken in `order`. */
-    start: int().min(0).default(0),
-    stop: unfreezeStop.nullable().default(null),
+    every: int().positive().describe('open one more block every this many units'),
+    unit: z.enum(['epoch', 'step']).default('epoch').describe('unit of every'),
+    order: z.enum(['top-down', 'bottom-up', 'random', 'fisher']).default('top-down').describe('top-down opens the block nearest the head first (ULMFiT); fisher the frozen block with the largest fisher_trace@block'),
+    start: int().min(0).default(0).describe('blocks trainable at step 0, taken in order'),
+    stop: unfreezeStop.nullable().default(null).describe('when opening stops: {step: N}, {epoch: N} or {metric, value, window}; null = until every block is open'),
   })
   .strict();
 
 const finetune = z
   .object({
-    /** Blocks frozen from the input side; with `unfreeze` these stay frozen throughout. */
-    freeze: z.union([int().min(0), z.literal('all')]).default(0),
-    head: z.enum(['new', 'keep']).default('new'),
-    /** all: start every block from the pretrained weights; frozen_only (Dar et al.): re-initialise the blocks that are not frozen. */
-    transfer: z.enum(['all', 'frozen_only']).default('all'),
-    unfreeze: unfreeze.nullable().default(null),
-    /** Discriminative learning rates: block i below the head trains at lr * decay^(distance from the head). */
-    lr_per_block_decay: z.number().positive().max(1).default(1),
-    /** train: batch norm of trainable blocks uses batch statistics; frozen: every batch norm stays in inference mode. */
-    batchnorm: z.enum(['train', 'frozen']).default('train'),
+    freeze: z.union([int().min(0), z.literal('all')]).default(0).describe('blocks frozen from the input side (all = linear probe); with unfreeze these stay frozen throughout'),
+    head: z.enum(['new', 'keep']).default('new').describe("new: a fresh head for the target level; keep: the source's head (same class count)"),
+    transfer: z.enum(['all', 'frozen_only']).default('all').describe('all: every block starts from the pretrained weights; frozen_only (Dar et al.): re-initialise the blocks that are not frozen'),
+    unfreeze: unfreeze.nullable().default(null).describe('gradual-unfreezing schedule {every, unit, order, start, stop}; null = none'),
+    lr_per_block_decay: z.number().positive().max(1).default(1).describe('discriminative learning rates: block i trains at lr * decay^(distance from the head)'),
+    batchnorm: z.enum(['train', 'frozen']).default('train').describe('train: batch norm of trainable blocks uses batch statistics; frozen: every batch norm stays in inference mode'),
   })
   .strict()
-  .prefault({});
+  .prefault({})
+  .describe('how a fine-tuning run uses its pretrained network (granular finetune)');
 
 const evalSection = z
   .object({
-    ood: z.array(z.enum(['gaussian_noise', 'gaussian_blur', 'contrast', 'brightness', 'jpeg', 'pixelate'])).default([]),
-    ood_root: nullableStr(),
-    /** Generator-side covariate shifts for synthetic data (see src/data/synthetic.ts). */
-    ood_synthetic: z.array(z.enum(['weak_common', 'more_noise', 'all_hard'])).default([]),
-    ood_severities: z.array(int().min(0).max(5)).default([1, 2, 3, 4, 5]),
-    /** Evaluate every this many epochs (the last epoch is always evaluated). */
-    every: int().positive().default(1),
-    /** Steps between dynamics rows; 'auto' = half-way through epoch 1, then after epochs 1, 2, 4, 8, 16, ... and the last; 0 = off. */
-    dynamics_every: z.union([int().min(0), z.literal('auto')]).default('auto'),
-    fisher_samples: int().positive().default(16),
-    sharpness_rho: z.number().min(0).default(0.05),
-    /** Examples in the fixed training subset that sharpness is measured on. */
-    sharpness_examples: int().positive().default(64),
-    /** Noise draws for sharpness_avg. */
-    sharpness_draws: int().positive().default(2),
-    /** Projected ascent steps for sharpness_worst. */
-    sharpness_steps: int().positive().default(2),
+    ood: z.array(z.enum(['gaussian_noise', 'gaussian_blur', 'contrast', 'brightness', 'jpeg', 'pixelate'])).default([]).describe('image corruptions for the OOD test (not for synthetic data)'),
+    ood_root: nullableStr().describe('an external OOD test folder, one folder of images per class (ood_acc@external)'),
+    ood_synthetic: z.array(z.enum(['weak_common', 'more_noise', 'all_hard'])).default([]).describe('generator-side covariate shifts for synthetic data (see src/data/synthetic.ts)'),
+    ood_severities: z.array(int().min(0).max(5)).default([1, 2, 3, 4, 5]).describe('severities of each corruption or shift (0 = identity)'),
+    every: int().positive().default(1).describe('evaluate every this many epochs (the last epoch is always evaluated)'),
+    dynamics_every: z.union([int().min(0), z.literal('auto')]).default('auto').describe("steps between dynamics rows; auto = half-way through epoch 1, then after epochs 1, 2, 4, 8, ... and the last; 0 = off"),
+    fisher_samples: int().positive().default(16).describe('examples of the fixed training subset the Fisher trace is measured on'),
+    sharpness_rho: z.number().min(0).default(0.05).describe('radius rho of adaptive sharpness'),
+    sharpness_examples: int().positive().default(64).describe('examples of the fixed training subset sharpness is measured on'),
+    sharpness_draws: int().positive().default(2).describe('noise draws for sharpness_avg'),
+    sharpness_steps: int().positive().default(2).describe('projected ascent steps for sharpness_worst'),
   })
   .strict()
-  .prefault({});
+  .prefault({})
+  .describe('what is measured: OOD tests, evaluation frequency, Fisher trace and sharpness');
 
 export const configSchema = z
   .object({
-    name: z.string().regex(/^[A-Za-z0-9._-]+$/, 'letters, digits, ".", "_" and "-" only').default('run'),
-    seed: int().default(0),
+    name: z.string().regex(/^[A-Za-z0-9._-]+$/, 'letters, digits, ".", "_" and "-" only').default('run').describe('name used in default run folders: runs/<stage>-<name>-<time>/'),
+    seed: int().default(0).describe('default of data.seed and train.seed'),
     data,
     model,
     train,
