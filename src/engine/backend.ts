@@ -76,7 +76,12 @@ export async function initEngine(requested: BackendChoice = 'auto', threads?: nu
     } else fallbacks.push(`tensorflow: not installed (${why})`);
   }
   if (!backend && (requested === 'native' || requested === 'auto')) {
-    const { registerNativeBackend, NATIVE_BACKEND } = await import('./native-backend');
+    const { registerNativeBackend, NATIVE_BACKEND, memoryLimit } = await import('./native-backend');
+    try {
+      memoryLimit();
+    } catch (e) {
+      throw new UsageError((e as Error).message);
+    }
     nThreads = threads ?? defaultThreads();
     const r = await registerNativeBackend(nThreads);
     if (r.native && (await tf.setBackend(NATIVE_BACKEND))) {
@@ -137,16 +142,19 @@ export async function initEngine(requested: BackendChoice = 'auto', threads?: nu
 /**
  * The wasm backend's malloc returns 0 when its heap (at most 4 GiB) cannot
  * grow, and tfjs writes the tensor at address 0 anyway, corrupting the heap
- * until a later kernel traps. Make that an OutOfMemoryError at the
- * allocation instead.
+ * until a later kernel traps; and it takes sizes modulo 2^32. Make both an
+ * OutOfMemoryError at the allocation instead.
  */
 function catchWasmMallocFailures(): void {
   const module = (tf.backend() as unknown as { wasm?: { _malloc(n: number): number; granularChecked?: boolean } }).wasm;
   if (!module || module.granularChecked) return;
   const malloc = module._malloc.bind(module);
+  const cause = "the wasm backend's heap is at most 4 GiB; the native backend (npm run build:native) has no such limit";
   module._malloc = (n: number) => {
+    // wasm32 takes the size modulo 2^32: 4.4 GB would "succeed" as 105 MB.
+    if (n >= 2 ** 32) throw new OutOfMemoryError({ cause, bytes: n });
     const p = malloc(n);
-    if (p === 0 && n > 0) throw new OutOfMemoryError({ cause: "the wasm backend's heap (at most 4 GiB) is full; the native backend (npm run build:native) has no such limit", bytes: n });
+    if (p === 0 && n > 0) throw new OutOfMemoryError({ cause, bytes: n });
     return p;
   };
   module.granularChecked = true;

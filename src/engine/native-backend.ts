@@ -46,6 +46,20 @@ function isTypedArray(v: unknown): v is TypedArray {
   return ArrayBuffer.isView(v) && !(v instanceof DataView);
 }
 
+/** The environment variable that caps the native backend's tensor memory (live + pooled), e.g. `GRANULAR_MEMORY_LIMIT=8G`. */
+export const MEMORY_LIMIT_ENV = 'GRANULAR_MEMORY_LIMIT';
+
+/**
+ * GRANULAR_MEMORY_LIMIT in bytes (a number with an optional K, M, G or T
+ * suffix, powers of 1024), or null when unset. Throws on anything else.
+ */
+export function memoryLimit(value = process.env[MEMORY_LIMIT_ENV]): number | null {
+  if (value === undefined || value.trim() === '') return null;
+  const m = /^\s*(\d+(?:\.\d+)?)\s*([KMGT]?)i?B?\s*$/i.exec(value);
+  if (!m) throw new Error(`${MEMORY_LIMIT_ENV}='${value}' is not a size; use bytes or a number with K, M, G or T (e.g. 8G).`);
+  return Math.floor(Number(m[1]) * 1024 ** ' KMGT'.indexOf(m[2].toUpperCase() || ' '));
+}
+
 /** Bytes the system can still give this process: MemAvailable, or the cgroup limit minus what we hold. */
 export function availableMemory(): number {
   let free = os.freemem();
@@ -54,15 +68,21 @@ export function availableMemory(): number {
   return free;
 }
 
-/** Buffers no tensor holds, by type and length, oldest first for eviction. */
-class BufferPool {
+/**
+ * Buffers no tensor holds, by type and length, oldest first for eviction.
+ * Keeps live + pooled bytes <= the live high-water mark + `slack`.
+ */
+export class BufferPool {
   private readonly byKey = new Map<string, TypedArray[]>();
   private readonly order = new Set<TypedArray>();
   freeBytes = 0;
   liveBytes = 0;
   peakLiveBytes = 0;
 
-  constructor(private readonly release: (a: TypedArray) => void) {}
+  constructor(
+    private readonly release: (a: TypedArray) => void,
+    private readonly slack = POOL_SLACK,
+  ) {}
 
   private static key(ctor: TypedArrayCtor, length: number): string {
     return `${ctor.name}:${length}`;
@@ -84,7 +104,7 @@ class BufferPool {
     list.push(a);
     this.order.add(a);
     this.freeBytes += a.byteLength;
-    this.trim(this.peakLiveBytes + POOL_SLACK);
+    this.trim(this.peakLiveBytes + this.slack);
   }
 
   /** Frees the oldest pooled buffers until live + pooled <= `limit`. */
@@ -114,6 +134,7 @@ interface Holding {
 export class NativeBackend extends MathBackendCPU {
   readonly pool: BufferPool;
   private readonly holdings = new Map<ArrayBufferLike, Holding>();
+  private readonly limit = memoryLimit();
 
   constructor(private readonly addon: OneDnnAddon) {
     super();
@@ -136,13 +157,13 @@ export class NativeBackend extends MathBackendCPU {
     const pooled = this.pool.take(ctor, length);
     if (pooled) return pooled;
     const bytes = length * ctor.BYTES_PER_ELEMENT;
-    if (bytes >= CHECKED_ALLOCATION) {
-      let available = availableMemory();
-      if (available < bytes + RESERVE) {
+    if (bytes >= CHECKED_ALLOCATION || this.limit !== null) {
+      let room = this.room(bytes);
+      if (room.bytes < bytes) {
         // Pooled buffers of other sizes are memory we can give back first.
         this.pool.trim(this.pool.liveBytes);
-        available = availableMemory();
-        if (available < bytes + RESERVE) throw new OutOfMemoryError({ cause: 'the system has too little memory left', bytes, shape, dtype, available });
+        room = this.room(bytes);
+        if (room.bytes < bytes) throw new OutOfMemoryError({ cause: room.why, bytes, shape, dtype, available: Math.max(0, room.bytes) });
       }
     }
     try {
@@ -150,6 +171,16 @@ export class NativeBackend extends MathBackendCPU {
     } catch (e) {
       throw new OutOfMemoryError({ cause: (e as Error).message, bytes, shape, dtype });
     }
+  }
+
+  /** How many bytes may still be allocated, and what limits them. */
+  private room(bytes: number): { bytes: number; why: string } {
+    const held = this.pool.liveBytes + this.pool.freeBytes;
+    const capped = this.limit !== null ? this.limit - held : Infinity;
+    const system = bytes >= CHECKED_ALLOCATION ? availableMemory() - RESERVE : Infinity;
+    return capped <= system
+      ? { bytes: capped, why: `${MEMORY_LIMIT_ENV}=${process.env[MEMORY_LIMIT_ENV]} caps tensor memory` }
+      : { bytes: system, why: 'the system has too little memory left' };
   }
 
   /** A float32 (or int32) output tensor of `shape`, for the native kernels, in pooled memory. */

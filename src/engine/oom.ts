@@ -64,8 +64,7 @@ export function asOutOfMemory(err: unknown, where?: { kernel: string; inputs: tf
   if (err instanceof OutOfMemoryError) return err.detail.kernel || !where ? err : located(err.detail);
   if (!(err instanceof Error)) return null;
   if (err instanceof RangeError && V8_ALLOCATION.test(err.message)) {
-    const length = /length: (\d+)/.exec(err.message);
-    return located({ cause: err.message, ...(length ? { bytes: Number(length[1]) } : {}) });
+    return located({ cause: err.message });
   }
   if (WASM_TRAP.test(err.message)) {
     return located({ cause: `${err.message.split('\n')[0]}: the wasm backend's heap is at most 4 GiB; the native backend (npm run build:native) has no such limit` });
