@@ -415,11 +415,17 @@ napi_value MaxPoolGrad(napi_env env, napi_callback_info info) {
               for (int64_t w = wBegin; w < wEnd; w++) {
                 const int32_t base = static_cast<int32_t>((h * iw + w) * C);
                 const float* xr = xb + base;
-                // Branch-free, so the channel loop vectorises; '>' keeps the first maximum.
+                // Branch-free (masks), so no mispredictions on random data and
+                // the channel loop vectorises; '>' keeps the first maximum.
                 for (int64_t ch = 0; ch < C; ch++) {
-                  const bool gt = xr[ch] > bv[ch];
-                  bv[ch] = gt ? xr[ch] : bv[ch];
-                  wv[ch] = gt ? base + static_cast<int32_t>(ch) : wv[ch];
+                  const float v = xr[ch];
+                  const int32_t m = -static_cast<int32_t>(v > bv[ch]);
+                  int32_t vb, bb;
+                  std::memcpy(&vb, &v, 4);
+                  std::memcpy(&bb, &bv[ch], 4);
+                  bb ^= (bb ^ vb) & m;
+                  std::memcpy(&bv[ch], &bb, 4);
+                  wv[ch] ^= (wv[ch] ^ (base + static_cast<int32_t>(ch))) & m;
                 }
               }
             }

@@ -21,7 +21,31 @@ const he = (s: Seeds) => tf.initializers.heNormal({ seed: s.next() });
 
 /** A layer on an eager tensor: batch norm in training mode as one fused op (./batchnorm.ts). */
 function applyEager(l: tf.layers.Layer, x: tf.Tensor, training: boolean): tf.Tensor {
-  return training && isBatchNorm(l) ? batchNormTrain(l, x) : (l.apply(x, { training }) as tf.Tensor);
+  if (training && isBatchNorm(l)) return batchNormTrain(l, x);
+  if (training && tf.getBackend() === 'native') {
+    const conv = plainConv(l);
+    if (conv) return tf.conv2d(x as tf.Tensor4D, conv.kernel as tf.Tensor4D, conv.strides, conv.padding);
+  }
+  return l.apply(x, { training }) as tf.Tensor;
+}
+
+/**
+ * A bias-free, linear, undilated channels-last Conv2D layer's kernel and
+ * geometry, else null. tfjs-layers runs such a layer as tf.fused.conv2d,
+ * whose gradient (one customGrad) computes the input's gradient even where
+ * nothing needs it: for a network's first convolution that is the gradient of
+ * the images (a quarter of resnet18's convolution backward time at 112 px, 3
+ * output channels being oneDNN's slowest case). tf.conv2d has one gradient per
+ * input, and backpropagation skips the unneeded one. Same kernel, same bits.
+ */
+function plainConv(l: tf.layers.Layer): { kernel: tf.Tensor; strides: [number, number]; padding: 'same' | 'valid' } | null {
+  if (l.getClassName() !== 'Conv2D') return null;
+  const c = l.getConfig() as { useBias: boolean; activation: string; dataFormat: string; dilationRate: number | number[]; strides: number | number[]; padding: string };
+  const dilation = Array.isArray(c.dilationRate) ? c.dilationRate : [c.dilationRate];
+  if (c.useBias || c.activation !== 'linear' || c.dataFormat !== 'channelsLast' || dilation.some((d) => d !== 1) || (c.padding !== 'same' && c.padding !== 'valid')) return null;
+  const s = Array.isArray(c.strides) ? c.strides : [c.strides, c.strides];
+  const kernel = (l as unknown as { kernel: { read(): tf.Tensor } }).kernel.read();
+  return { kernel, strides: [s[0], s[1] ?? s[0]], padding: c.padding };
 }
 
 /**
@@ -144,10 +168,10 @@ function residualUnit(name: string, pairs: Array<[tf.layers.Layer, tf.layers.Lay
         // last one with the shortcut add and the unit's ReLU too.
         let h: tf.Tensor = x;
         pairs.forEach(([c, b], i) => {
-          h = c.apply(h, kw) as tf.Tensor;
+          h = applyEager(c, h, true);
           if (i < relus.length) h = batchNormTrain(b, h, { relu: true });
         });
-        const short = proj.length ? batchNormTrain(proj[1], proj[0].apply(x, kw) as tf.Tensor) : x;
+        const short = proj.length ? batchNormTrain(proj[1], applyEager(proj[0], x, true)) : x;
         return batchNormTrain(pairs[pairs.length - 1][1], h, { residual: short, relu: true }) as typeof x;
       }
       let main = x;
