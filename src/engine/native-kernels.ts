@@ -21,7 +21,6 @@
  */
 import * as path from 'node:path';
 import * as tf from '@tensorflow/tfjs';
-import '@tensorflow/tfjs-backend-wasm';
 import type { BackendWasm } from '@tensorflow/tfjs-backend-wasm';
 import type { NativeBackend } from './native-backend';
 
@@ -134,7 +133,14 @@ function io(backend: object): Io {
     return { out: (shape) => wasm.makeOutput(shape, 'float32'), f32: (t) => wasm.typedArrayFromHeap(t) as Float32Array };
   }
   const native = backend as NativeBackend;
-  return { out: (shape) => native.makeOutputInfo(shape, 'float32'), f32: (t) => native.values(t) as Float32Array };
+  return {
+    out: (shape) => native.makeOutputInfo(shape, 'float32'),
+    // The cpu kernels' Cast from bool keeps the Uint8Array under the float32 dtype.
+    f32: (t) => {
+      const v = native.values(t);
+      return v instanceof Float32Array ? v : Float32Array.from(v);
+    },
+  };
 }
 
 /** The kernels these replaced, by backend and name: the fallback for the cases passed on. */
