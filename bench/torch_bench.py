@@ -1,8 +1,10 @@
-"""PyTorch side of `npm run bench`: the same cnn-small / resnet8 as
-src/models/archs.ts, trained on CPU with the same step (SGD momentum,
-softmax cross-entropy) on random 32x32x3 batches. Prints one JSON line.
+"""PyTorch side of `npm run bench` and `npm run bench:resnet`: the same
+cnn-small / resnet8 / resnet20 / resnet18 / resnet50 as src/models/archs.ts,
+trained on CPU with the same step (SGD momentum, softmax cross-entropy) on
+random batches. Prints one JSON line.
 
     python3 bench/torch_bench.py --arch cnn-small --threads 1 --steps 20
+    python3 bench/torch_bench.py --arch resnet18 --size 224 --batch 32 --threads 1 --steps 3
 
 Needs PyTorch (Debian: apt-get install python3-torch; or pip install torch).
 """
@@ -70,13 +72,70 @@ class ResNet(nn.Module):
         return self.head(self.blocks(self.stem(x)).mean((2, 3)))
 
 
-def build(arch, classes):
+class Bottleneck(nn.Module):
+    """1x1 (planes), 3x3 with the stride (planes), 1x1 (4 planes), as torchvision's ResNet v1.5."""
+
+    expansion = 4
+
+    def __init__(self, cin, planes, stride):
+        super().__init__()
+        cout = planes * 4
+        self.conv1 = nn.Conv2d(cin, planes, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(planes)
+        self.conv2 = nn.Conv2d(planes, planes, 3, stride, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(planes)
+        self.conv3 = nn.Conv2d(planes, cout, 1, bias=False)
+        self.bn3 = nn.BatchNorm2d(cout)
+        self.proj = None
+        if stride != 1 or cin != cout:
+            self.proj = nn.Sequential(nn.Conv2d(cin, cout, 1, stride, 0, bias=False), nn.BatchNorm2d(cout))
+
+    def forward(self, x):
+        y = F.relu(self.bn1(self.conv1(x)))
+        y = F.relu(self.bn2(self.conv2(y)))
+        y = self.bn3(self.conv3(y))
+        return F.relu(y + (self.proj(x) if self.proj is not None else x))
+
+
+class ImageNetResNet(nn.Module):
+    """ResNet-18 / ResNet-50 as torchvision builds them: stem (imagenet: 7x7/2 conv 64 + BN + ReLU +
+    3x3/2 max pool; cifar: 3x3/1 conv 64 + BN + ReLU), layer1..4 at 64-128-256-512, GAP, dense.
+    Same parameter count as src/models/archs.ts (which pads 'same' where this pads symmetrically)."""
+
+    def __init__(self, arch, classes, stem="imagenet", width=1.0):
+        super().__init__()
+        w = lambda c: max(1, round(c * width))
+        units, bottleneck = {"resnet18": ([2, 2, 2, 2], False), "resnet50": ([3, 4, 6, 3], True)}[arch]
+        if stem == "imagenet":
+            self.stem = nn.Sequential(nn.Conv2d(3, w(64), 7, 2, 3, bias=False), nn.BatchNorm2d(w(64)), nn.ReLU(inplace=True), nn.MaxPool2d(3, 2, 1))
+        else:
+            self.stem = nn.Sequential(nn.Conv2d(3, w(64), 3, 1, 1, bias=False), nn.BatchNorm2d(w(64)), nn.ReLU(inplace=True))
+        layers, cin = [], w(64)
+        for stage, c in enumerate([64, 128, 256, 512]):
+            for i in range(units[stage]):
+                stride = 2 if stage > 0 and i == 0 else 1
+                if bottleneck:
+                    layers.append(Bottleneck(cin, w(c), stride))
+                    cin = w(c) * 4
+                else:
+                    layers.append(BasicBlock(cin, w(c), stride))
+                    cin = w(c)
+        self.layers = nn.Sequential(*layers)
+        self.head = nn.Linear(cin, classes)
+
+    def forward(self, x):
+        return self.head(self.layers(self.stem(x)).mean((2, 3)))
+
+
+def build(arch, classes, stem="imagenet", width=1.0):
     if arch == "cnn-small":
-        return CnnSmall(classes)
+        return CnnSmall(classes, width)
     if arch == "resnet8":
-        return ResNet(1, classes)
+        return ResNet(1, classes, width)
     if arch == "resnet20":
-        return ResNet(3, classes)
+        return ResNet(3, classes, width)
+    if arch in ("resnet18", "resnet50"):
+        return ImageNetResNet(arch, classes, stem, width)
     raise SystemExit(f"torch_bench: unknown arch {arch}")
 
 
@@ -90,15 +149,18 @@ def main():
     p.add_argument("--batch", type=int, default=64)
     p.add_argument("--classes", type=int, default=10)
     p.add_argument("--lr", type=float, default=0.01)
+    p.add_argument("--size", type=int, default=32, help="image side in pixels")
+    p.add_argument("--stem", default="imagenet", choices=["imagenet", "cifar"])
+    p.add_argument("--width", type=float, default=1.0)
     a = p.parse_args()
 
     torch.set_num_threads(a.threads)
     torch.manual_seed(0)
-    net = build(a.arch, a.classes)
+    net = build(a.arch, a.classes, a.stem, a.width)
     net.train()
     opt = torch.optim.SGD(net.parameters(), lr=a.lr, momentum=0.9)
     # Two batches in rotation, channels first (PyTorch's native CPU layout).
-    batches = [(torch.randn(a.batch, 3, 32, 32), torch.randint(0, a.classes, (a.batch,))) for _ in range(2)]
+    batches = [(torch.randn(a.batch, 3, a.size, a.size), torch.randint(0, a.classes, (a.batch,))) for _ in range(2)]
 
     def step(i):
         x, y = batches[i % 2]

@@ -1,10 +1,12 @@
-// granular_onednn: convolution kernels from oneDNN (the CPU kernel library
-// PyTorch uses) for the tfjs wasm backend, plus a multi-threaded MaxPoolGrad
-// and leading-axes float64 Sum.
+// granular_onednn: convolution and matrix-multiply kernels from oneDNN (the
+// CPU kernel library PyTorch uses), plus multi-threaded pooling, batch-norm,
+// reduction and elementwise loops, for granular's `native` tfjs backend
+// (src/engine/native-backend.ts) and over the tfjs wasm backend.
 //
-// Every function works in place on Float32Array views of the wasm heap that
-// the caller passes (backend.typedArrayFromHeap): no tensor data is copied
-// between JavaScript and C++. Layouts are what tfjs uses: activations NHWC,
+// Every function works in place on the Float32Arrays the caller passes: the
+// native backend's tensor storage, or views of the wasm heap
+// (backend.typedArrayFromHeap). No tensor data is copied between JavaScript
+// and C++. Layouts are what tfjs uses: activations NHWC,
 // filters HWIO. oneDNN primitives are expensive to create, so each is built
 // once per shape and kept in a map keyed by the op and its geometry.
 //
@@ -413,11 +415,17 @@ napi_value MaxPoolGrad(napi_env env, napi_callback_info info) {
               for (int64_t w = wBegin; w < wEnd; w++) {
                 const int32_t base = static_cast<int32_t>((h * iw + w) * C);
                 const float* xr = xb + base;
-                // Branch-free, so the channel loop vectorises; '>' keeps the first maximum.
+                // Branch-free (masks), so no mispredictions on random data and
+                // the channel loop vectorises; '>' keeps the first maximum.
                 for (int64_t ch = 0; ch < C; ch++) {
-                  const bool gt = xr[ch] > bv[ch];
-                  bv[ch] = gt ? xr[ch] : bv[ch];
-                  wv[ch] = gt ? base + static_cast<int32_t>(ch) : wv[ch];
+                  const float v = xr[ch];
+                  const int32_t m = -static_cast<int32_t>(v > bv[ch]);
+                  int32_t vb, bb;
+                  std::memcpy(&vb, &v, 4);
+                  std::memcpy(&bb, &bv[ch], 4);
+                  bb ^= (bb ^ vb) & m;
+                  std::memcpy(&bv[ch], &bb, 4);
+                  wv[ch] ^= (wv[ch] ^ (base + static_cast<int32_t>(ch))) & m;
                 }
               }
             }
@@ -433,26 +441,48 @@ napi_value MaxPoolGrad(napi_env env, napi_callback_info info) {
   });
 }
 
-// sumLeading(x, out, outer, inner, scale): out[j] = scale * sum_i x[i*inner + j],
-// accumulated in float64. Each thread sums a fixed range of rows (static
-// split, so the result depends only on the thread count), then the partial
-// sums are added in thread order.
-napi_value SumLeading(napi_env env, napi_callback_info info) {
+// sumAxes(x, out, outer, mid, inner, scale): x viewed as [outer, mid, inner];
+// out[o*inner + j] = scale * sum_m x[(o*mid + m)*inner + j], accumulated in
+// float64 (as tfjs's cpu backend does). Leading axes (outer 1, batch-norm
+// statistics): each thread sums a fixed range of rows (static split, so the
+// result depends only on the thread count), then the partial sums are added
+// in thread order. Middle axes (outer > 1, global average pooling): the
+// outer rows are split over the threads, each summed in order.
+napi_value SumAxes(napi_env env, napi_callback_info info) {
   return guarded(env, [&]() {
-    auto a = args(env, info, 5);
-    int64_t outer = 0, inner = 0;
+    auto a = args(env, info, 6);
+    int64_t outer = 0, mid = 0, inner = 0;
     double scale = 1;
     check(env, napi_get_value_int64(env, a[2], &outer), "outer must be an integer");
-    check(env, napi_get_value_int64(env, a[3], &inner), "inner must be an integer");
-    check(env, napi_get_value_double(env, a[4], &scale), "scale must be a number");
-    const float* x = floatData(env, a[0], outer * inner, "x");
-    float* out = floatData(env, a[1], inner, "out");
+    check(env, napi_get_value_int64(env, a[3], &mid), "mid must be an integer");
+    check(env, napi_get_value_int64(env, a[4], &inner), "inner must be an integer");
+    check(env, napi_get_value_double(env, a[5], &scale), "scale must be a number");
+    if (outer <= 0 || mid <= 0 || inner <= 0) throw JsError{"granular_onednn: sumAxes: sizes must be positive"};
+    const float* x = floatData(env, a[0], outer * mid * inner, "x");
+    float* out = floatData(env, a[1], outer * inner, "out");
+    if (outer > 1) {
+#pragma omp parallel
+      {
+        std::vector<double> acc(inner);
+#pragma omp for schedule(static)
+        for (int64_t o = 0; o < outer; o++) {
+          std::fill(acc.begin(), acc.end(), 0.0);
+          const float* xo = x + o * mid * inner;
+          for (int64_t m = 0; m < mid; m++) {
+            const float* row = xo + m * inner;
+            for (int64_t j = 0; j < inner; j++) acc[j] += row[j];
+          }
+          for (int64_t j = 0; j < inner; j++) out[o * inner + j] = static_cast<float>(acc[j] * scale);
+        }
+      }
+      return undefinedValue(env);
+    }
     const int threads = omp_get_max_threads();
     std::vector<double> partial(static_cast<size_t>(threads) * inner, 0.0);
 #pragma omp parallel num_threads(threads)
     {
       const int t = omp_get_thread_num(), nt = omp_get_num_threads();
-      const int64_t begin = outer * t / nt, end = outer * (t + 1) / nt;
+      const int64_t begin = mid * t / nt, end = mid * (t + 1) / nt;
       double* acc = partial.data() + static_cast<size_t>(t) * inner;
       for (int64_t i = begin; i < end; i++) {
         const float* row = x + i * inner;
@@ -468,63 +498,403 @@ napi_value SumLeading(napi_env env, napi_callback_info info) {
   });
 }
 
-// binary(op, a, b, out, n, aPeriod, bPeriod): out[i] = a[i % aPeriod] op b[i % bPeriod]
-// for i < n, op 0 add, 1 sub, 2 mul, 3 div, 4 squared difference. A period
-// shorter than n is an operand broadcast over the leading axes (batch norm's
-// [1,1,1,C] statistics against an [N,H,W,C] activation). Each element is one
-// float32 operation, as in the wasm kernels, so results are bit-identical to
-// theirs; the threads only split the range.
+// broadcastBinary(op, a, b, out, shape, aStrides, bStrides): out = a op b
+// elementwise over an output of `shape` (row-major, at most 8 axes), reading
+// a and b through their strides (0 along a broadcast axis). Ops: 0 add, 1 sub,
+// 2 mul, 3 div, 4 squared difference, 5 maximum, 6 minimum. Each element is one
+// float32 operation (for + - * / the same value tfjs's cpu backend gets by
+// rounding its float64 result), so results do not depend on the threads.
 template <int Op>
 inline float apply(float a, float b) {
   if (Op == 0) return a + b;
   if (Op == 1) return a - b;
   if (Op == 2) return a * b;
   if (Op == 3) return a / b;
-  const float d = a - b;
-  return d * d;
+  if (Op == 4) {
+    const float d = a - b;
+    return d * d;
+  }
+  if (Op == 5) return (a != a || b != b) ? NAN : (a > b ? a : b);
+  return (a != a || b != b) ? NAN : (a < b ? a : b);
 }
 
 template <int Op>
-void binaryLoop(const float* a, const float* b, float* out, int64_t n, int64_t ap, int64_t bp) {
-  if (ap == n && bp == n) {
-#pragma omp parallel for simd schedule(static) if (n >= 32768)
-    for (int64_t i = 0; i < n; i++) out[i] = apply<Op>(a[i], b[i]);
-    return;
-  }
-  // Rows of the shorter period; within a row both operands run contiguously.
-  const int64_t row = std::min(ap, bp);
-  const int64_t rows = n / row;
+void binaryLoop(const float* a, const float* b, float* out, const std::vector<int64_t>& shape, const std::vector<int64_t>& as,
+                const std::vector<int64_t>& bs) {
+  const int r = static_cast<int>(shape.size());
+  const int64_t inner = shape[r - 1], sa = as[r - 1], sb = bs[r - 1];
+  int64_t rows = 1;
+  for (int i = 0; i < r - 1; i++) rows *= shape[i];
+  const int64_t n = rows * inner;
 #pragma omp parallel for schedule(static) if (n >= 32768)
-  for (int64_t r = 0; r < rows; r++) {
-    const int64_t o = r * row;
-    const float* ar = ap == n ? a + o : a;
-    const float* br = bp == n ? b + o : b;
-    float* outr = out + o;
-    for (int64_t j = 0; j < row; j++) outr[j] = apply<Op>(ar[j], br[j]);
+  for (int64_t row = 0; row < rows; row++) {
+    // The offsets of this row in a and b, from its multi-index.
+    int64_t rem = row, oa = 0, ob = 0;
+    for (int i = r - 2; i >= 0; i--) {
+      const int64_t k = rem % shape[i];
+      rem /= shape[i];
+      oa += k * as[i];
+      ob += k * bs[i];
+    }
+    const float* ar = a + oa;
+    const float* br = b + ob;
+    float* o = out + row * inner;
+    if (sa == 1 && sb == 1) {
+#pragma omp simd
+      for (int64_t j = 0; j < inner; j++) o[j] = apply<Op>(ar[j], br[j]);
+    } else if (sa == 1) {
+      const float bv = br[0];
+#pragma omp simd
+      for (int64_t j = 0; j < inner; j++) o[j] = apply<Op>(ar[j], bv);
+    } else if (sb == 1) {
+      const float av = ar[0];
+#pragma omp simd
+      for (int64_t j = 0; j < inner; j++) o[j] = apply<Op>(av, br[j]);
+    } else {
+      for (int64_t j = 0; j < inner; j++) o[j] = apply<Op>(ar[j * sa], br[j * sb]);
+    }
   }
 }
 
-napi_value Binary(napi_env env, napi_callback_info info) {
+napi_value BroadcastBinary(napi_env env, napi_callback_info info) {
   return guarded(env, [&]() {
     auto a = args(env, info, 7);
     int32_t op = 0;
-    int64_t n = 0, ap = 0, bp = 0;
     check(env, napi_get_value_int32(env, a[0], &op), "op must be an integer");
-    check(env, napi_get_value_int64(env, a[4], &n), "n must be an integer");
-    check(env, napi_get_value_int64(env, a[5], &ap), "aPeriod must be an integer");
-    check(env, napi_get_value_int64(env, a[6], &bp), "bPeriod must be an integer");
-    if (n <= 0 || ap <= 0 || bp <= 0 || n % ap || n % bp || (ap != n && bp != n) || op < 0 || op > 4) {
-      throw JsError{"granular_onednn: binary: one operand must span the output and the other repeat evenly in it"};
+    uint32_t rank = 0;
+    check(env, napi_get_array_length(env, a[4], &rank), "shape must be an array");
+    if (rank < 1 || rank > 8 || op < 0 || op > 6) throw JsError{"granular_onednn: broadcastBinary: rank 1..8 and op 0..6"};
+    auto shape = intArray(env, a[4], rank, "shape");
+    auto as = intArray(env, a[5], rank, "aStrides");
+    auto bs = intArray(env, a[6], rank, "bStrides");
+    int64_t n = 1, aSpan = 1, bSpan = 1;
+    for (uint32_t i = 0; i < rank; i++) {
+      if (shape[i] <= 0 || as[i] < 0 || bs[i] < 0) throw JsError{"granular_onednn: broadcastBinary: bad shape or strides"};
+      n *= shape[i];
+      aSpan += (shape[i] - 1) * as[i];
+      bSpan += (shape[i] - 1) * bs[i];
     }
-    const float* x = floatData(env, a[1], ap, "a");
-    const float* y = floatData(env, a[2], bp, "b");
+    const float* x = floatData(env, a[1], aSpan, "a");
+    const float* y = floatData(env, a[2], bSpan, "b");
     float* out = floatData(env, a[3], n, "out");
     switch (op) {
-      case 0: binaryLoop<0>(x, y, out, n, ap, bp); break;
-      case 1: binaryLoop<1>(x, y, out, n, ap, bp); break;
-      case 2: binaryLoop<2>(x, y, out, n, ap, bp); break;
-      case 3: binaryLoop<3>(x, y, out, n, ap, bp); break;
-      default: binaryLoop<4>(x, y, out, n, ap, bp); break;
+      case 0: binaryLoop<0>(x, y, out, shape, as, bs); break;
+      case 1: binaryLoop<1>(x, y, out, shape, as, bs); break;
+      case 2: binaryLoop<2>(x, y, out, shape, as, bs); break;
+      case 3: binaryLoop<3>(x, y, out, shape, as, bs); break;
+      case 4: binaryLoop<4>(x, y, out, shape, as, bs); break;
+      case 5: binaryLoop<5>(x, y, out, shape, as, bs); break;
+      default: binaryLoop<6>(x, y, out, shape, as, bs); break;
+    }
+    return undefinedValue(env);
+  });
+}
+
+// unary(op, x, out, n, alpha): out[i] = f(x[i]). Ops: 0 relu, 1 step
+// (x > 0 ? 1 : alpha, NaN stays NaN; ReLU's gradient mask), 2 neg, 3 square,
+// 4 sqrt, 5 rsqrt, 6 exp, 7 log, 8 abs, 9 relu6, 10 sigmoid. The
+// transcendental ones are computed in float64 and rounded once, as tfjs's cpu
+// backend computes them in JavaScript numbers.
+template <int Op>
+inline float unaryApply(float x, float alpha) {
+  if (Op == 0) return x > 0 ? x : (x != x ? x : 0.f);
+  if (Op == 1) return x > 0 ? 1.f : (x != x ? x : alpha);
+  if (Op == 2) return -x;
+  if (Op == 3) return x * x;
+  if (Op == 4) return static_cast<float>(std::sqrt(static_cast<double>(x)));
+  if (Op == 5) return static_cast<float>(1.0 / std::sqrt(static_cast<double>(x)));
+  if (Op == 6) return static_cast<float>(std::exp(static_cast<double>(x)));
+  if (Op == 7) return static_cast<float>(std::log(static_cast<double>(x)));
+  if (Op == 8) return std::fabs(x);
+  if (Op == 9) return x != x ? x : std::min(std::max(x, 0.f), 6.f);
+  return static_cast<float>(1.0 / (1.0 + std::exp(-static_cast<double>(x))));
+}
+
+template <int Op>
+void unaryLoop(const float* x, float* out, int64_t n, float alpha) {
+#pragma omp parallel for simd schedule(static) if (n >= 32768)
+  for (int64_t i = 0; i < n; i++) out[i] = unaryApply<Op>(x[i], alpha);
+}
+
+napi_value Unary(napi_env env, napi_callback_info info) {
+  return guarded(env, [&]() {
+    auto a = args(env, info, 5);
+    int32_t op = 0;
+    int64_t n = 0;
+    double alpha = 0;
+    check(env, napi_get_value_int32(env, a[0], &op), "op must be an integer");
+    check(env, napi_get_value_int64(env, a[3], &n), "n must be an integer");
+    check(env, napi_get_value_double(env, a[4], &alpha), "alpha must be a number");
+    if (n <= 0 || op < 0 || op > 10) throw JsError{"granular_onednn: unary: n > 0 and op 0..10"};
+    const float* x = floatData(env, a[1], n, "x");
+    float* out = floatData(env, a[2], n, "out");
+    const float al = static_cast<float>(alpha);
+    switch (op) {
+      case 0: unaryLoop<0>(x, out, n, al); break;
+      case 1: unaryLoop<1>(x, out, n, al); break;
+      case 2: unaryLoop<2>(x, out, n, al); break;
+      case 3: unaryLoop<3>(x, out, n, al); break;
+      case 4: unaryLoop<4>(x, out, n, al); break;
+      case 5: unaryLoop<5>(x, out, n, al); break;
+      case 6: unaryLoop<6>(x, out, n, al); break;
+      case 7: unaryLoop<7>(x, out, n, al); break;
+      case 8: unaryLoop<8>(x, out, n, al); break;
+      case 9: unaryLoop<9>(x, out, n, al); break;
+      default: unaryLoop<10>(x, out, n, al); break;
+    }
+    return undefinedValue(env);
+  });
+}
+
+// maxPool(x, y, [n, ih, iw, c, oh, ow, fh, fw, sh, sw, pt, pl]): NHWC max
+// pooling; window cells outside the image are skipped (tfjs's rule). Images
+// and output rows are split over the threads.
+napi_value MaxPool(napi_env env, napi_callback_info info) {
+  return guarded(env, [&]() {
+    auto a = args(env, info, 3);
+    auto g = intArray(env, a[2], 12, "pool geometry");
+    const int64_t n = g[0], ih = g[1], iw = g[2], C = g[3], oh = g[4], ow = g[5], fh = g[6], fw = g[7], sh = g[8], sw = g[9],
+                  pt = g[10], pl = g[11];
+    const float* x = floatData(env, a[0], n * ih * iw * C, "x");
+    float* y = floatData(env, a[1], n * oh * ow * C, "y");
+#pragma omp parallel for schedule(static) if (n * oh * ow * C >= 32768)
+    for (int64_t r = 0; r < n * oh; r++) {
+      const int64_t b = r / oh, yo = r % oh;
+      const int64_t h0 = yo * sh - pt, hBegin = std::max<int64_t>(0, h0), hEnd = std::min<int64_t>(ih, h0 + fh);
+      const float* xb = x + b * ih * iw * C;
+      for (int64_t xo = 0; xo < ow; xo++) {
+        const int64_t w0 = xo * sw - pl, wBegin = std::max<int64_t>(0, w0), wEnd = std::min<int64_t>(iw, w0 + fw);
+        float* out = y + ((b * oh + yo) * ow + xo) * C;
+        for (int64_t ch = 0; ch < C; ch++) out[ch] = -INFINITY;
+        for (int64_t h = hBegin; h < hEnd; h++) {
+          for (int64_t w = wBegin; w < wEnd; w++) {
+            const float* xr = xb + (h * iw + w) * C;
+            // NaN propagates, as in tfjs's cpu kernel (value > max || isNaN(value)).
+            for (int64_t ch = 0; ch < C; ch++) out[ch] = (xr[ch] > out[ch] || xr[ch] != xr[ch]) ? xr[ch] : out[ch];
+          }
+        }
+      }
+    }
+    return undefinedValue(env);
+  });
+}
+
+// gemm(a, b, out, bias | null, [batch, m, n, k, transA, transB, aBatchStride, bBatchStride], relu):
+// out[i] = relu?(op(a[i]) @ op(b[i]) + bias) for each of `batch` row-major
+// matrices, op = transpose when asked (tfjs's BatchMatMul / _FusedMatMul);
+// a batch stride of 0 broadcasts that operand. oneDNN's sgemm (float32
+// accumulation, threaded).
+napi_value Gemm(napi_env env, napi_callback_info info) {
+  return guarded(env, [&]() {
+    auto a = args(env, info, 6);
+    auto g = intArray(env, a[4], 8, "gemm geometry");
+    const int64_t batch = g[0], M = g[1], N = g[2], K = g[3], sa = g[6], sb = g[7];
+    const bool ta = g[4] != 0, tb = g[5] != 0;
+    bool relu = false;
+    check(env, napi_get_value_bool(env, a[5], &relu), "relu must be a boolean");
+    if (batch <= 0 || M <= 0 || N <= 0 || K <= 0) throw JsError{"granular_onednn: gemm: sizes must be positive"};
+    const float* A = floatData(env, a[0], (batch - 1) * sa + M * K, "a");
+    const float* B = floatData(env, a[1], (batch - 1) * sb + K * N, "b");
+    float* C = floatData(env, a[2], batch * M * N, "out");
+    const float* bias = isNullish(env, a[3]) ? nullptr : floatData(env, a[3], N, "bias");
+    for (int64_t i = 0; i < batch; i++) {
+      float* Ci = C + i * M * N;
+      if (bias) {
+        for (int64_t r = 0; r < M; r++) std::memcpy(Ci + r * N, bias, sizeof(float) * N);
+      }
+      const dnnl_status_t st = dnnl_sgemm(ta ? 'T' : 'N', tb ? 'T' : 'N', M, N, K, 1.f, A + i * sa, ta ? M : K, B + i * sb, tb ? K : N,
+                                          bias ? 1.f : 0.f, Ci, N);
+      if (st != dnnl_success) throw JsError{"granular_onednn: dnnl_sgemm failed with status " + std::to_string(st)};
+      if (relu) {
+        for (int64_t j = 0; j < M * N; j++) Ci[j] = Ci[j] > 0 ? Ci[j] : (Ci[j] != Ci[j] ? Ci[j] : 0.f);
+      }
+    }
+    return undefinedValue(env);
+  });
+}
+
+// Per-channel float64 sums over rows of an [rows, C] array, split over the
+// threads in fixed ranges and added in thread order (deterministic for a
+// thread count). `term(row, c)` gives the value summed; `S` sums at once.
+template <int S, typename Term>
+void channelSums(int64_t rows, int64_t C, std::vector<double>* sums, Term term) {
+  const int threads = omp_get_max_threads();
+  std::vector<double> partial(static_cast<size_t>(threads) * C * S, 0.0);
+#pragma omp parallel num_threads(threads)
+  {
+    const int t = omp_get_thread_num(), nt = omp_get_num_threads();
+    const int64_t begin = rows * t / nt, end = rows * (t + 1) / nt;
+    double* acc = partial.data() + static_cast<size_t>(t) * C * S;
+    double v[S];
+    for (int64_t r = begin; r < end; r++) {
+      for (int64_t c = 0; c < C; c++) {
+        term(r, c, v);
+        for (int s = 0; s < S; s++) acc[s * C + c] += v[s];
+      }
+    }
+  }
+  for (int s = 0; s < S; s++) {
+    sums[s].assign(C, 0.0);
+    for (int t = 0; t < threads; t++) {
+      const double* p = partial.data() + (static_cast<size_t>(t) * S + s) * C;
+      for (int64_t c = 0; c < C; c++) sums[s][c] += p[c];
+    }
+  }
+}
+
+// batchNormTrain(x, gamma | null, beta | null, residual | null, y, mean, variance, invStd, rows, channels, epsilon, relu):
+// training-mode batch normalisation over the rows of an [rows, C] array
+// (NHWC flattened): mean and biased variance per channel in float64 (two
+// passes), invStd = 1 / sqrt(variance + epsilon), then
+// y = relu?((x - mean) * invStd * gamma + beta + residual). Saves what the
+// backward pass needs, as PyTorch's batch norm does: x, mean, invStd (and y
+// for the ReLU mask); no normalised copy of x. (Ioffe & Szegedy 2015.)
+napi_value BatchNormTrain(napi_env env, napi_callback_info info) {
+  return guarded(env, [&]() {
+    auto a = args(env, info, 12);
+    int64_t rows = 0, C = 0;
+    double eps = 0;
+    bool relu = false;
+    check(env, napi_get_value_int64(env, a[8], &rows), "rows must be an integer");
+    check(env, napi_get_value_int64(env, a[9], &C), "channels must be an integer");
+    check(env, napi_get_value_double(env, a[10], &eps), "epsilon must be a number");
+    check(env, napi_get_value_bool(env, a[11], &relu), "relu must be a boolean");
+    if (rows <= 0 || C <= 0) throw JsError{"granular_onednn: batchNormTrain: sizes must be positive"};
+    const int64_t n = rows * C;
+    const float* x = floatData(env, a[0], n, "x");
+    const float* gamma = isNullish(env, a[1]) ? nullptr : floatData(env, a[1], C, "gamma");
+    const float* beta = isNullish(env, a[2]) ? nullptr : floatData(env, a[2], C, "beta");
+    const float* res = isNullish(env, a[3]) ? nullptr : floatData(env, a[3], n, "residual");
+    float* y = floatData(env, a[4], n, "y");
+    float* meanOut = floatData(env, a[5], C, "mean");
+    float* varOut = floatData(env, a[6], C, "variance");
+    float* invOut = floatData(env, a[7], C, "invStd");
+    std::vector<double> s[1];
+    channelSums<1>(rows, C, s, [&](int64_t r, int64_t c, double* v) { v[0] = x[r * C + c]; });
+    std::vector<double> mean(C);
+    for (int64_t c = 0; c < C; c++) mean[c] = s[0][c] / rows;
+    channelSums<1>(rows, C, s, [&](int64_t r, int64_t c, double* v) {
+      const double d = x[r * C + c] - mean[c];
+      v[0] = d * d;
+    });
+    std::vector<float> k(C), m(C), o(C);
+    for (int64_t c = 0; c < C; c++) {
+      const double inv = 1.0 / std::sqrt(s[0][c] / rows + eps);
+      meanOut[c] = static_cast<float>(mean[c]);
+      varOut[c] = static_cast<float>(s[0][c] / rows);
+      invOut[c] = static_cast<float>(inv);
+      k[c] = static_cast<float>(inv * (gamma ? gamma[c] : 1.0));
+      m[c] = static_cast<float>(mean[c]);
+      o[c] = beta ? beta[c] : 0.f;
+    }
+#pragma omp parallel for schedule(static) if (n >= 32768)
+    for (int64_t r = 0; r < rows; r++) {
+      const float* xr = x + r * C;
+      float* yr = y + r * C;
+      const float* rr = res ? res + r * C : nullptr;
+      for (int64_t c = 0; c < C; c++) {
+        float v = (xr[c] - m[c]) * k[c] + o[c];
+        if (rr) v += rr[c];
+        yr[c] = relu ? (v > 0 ? v : (v != v ? v : 0.f)) : v;
+      }
+    }
+    return undefinedValue(env);
+  });
+}
+
+// The ReLU-masked upstream gradient: where the forward output was not
+// positive it gets 0 (a select, so the loops vectorise).
+template <bool HasY>
+inline float masked(const float* dy, const float* y, int64_t i) {
+  const float d = dy[i];
+  if (!HasY) return d;
+  // Bitwise: d where y > 0, else +0 (no branch the predictor could miss).
+  uint32_t bits;
+  std::memcpy(&bits, &d, sizeof bits);
+  bits &= -static_cast<uint32_t>(y[i] > 0.f);
+  float g;
+  std::memcpy(&g, &bits, sizeof g);
+  return g;
+}
+
+template <bool HasY, bool HasRes>
+void bnGrad(const float* dy, const float* x, const float* mean, const float* inv, const float* gamma, const float* y, float* dx, float* dGamma,
+            float* dBeta, float* dRes, int64_t rows, int64_t C) {
+  const int threads = omp_get_max_threads();
+  std::vector<double> partial(static_cast<size_t>(threads) * C * 2, 0.0);
+#pragma omp parallel num_threads(threads)
+  {
+    const int t = omp_get_thread_num(), nt = omp_get_num_threads();
+    const int64_t begin = rows * t / nt, end = rows * (t + 1) / nt;
+    double* sg = partial.data() + static_cast<size_t>(t) * C * 2;
+    double* sgx = sg + C;
+    for (int64_t r = begin; r < end; r++) {
+      const int64_t o = r * C;
+      for (int64_t c = 0; c < C; c++) {
+        const float g = masked<HasY>(dy, y, o + c);
+        sg[c] += g;
+        sgx[c] += static_cast<double>(g) * ((static_cast<double>(x[o + c]) - mean[c]) * inv[c]);
+      }
+    }
+  }
+  std::vector<float> kg(C), kb(C), kx(C);
+  for (int64_t c = 0; c < C; c++) {
+    double sumG = 0, sumGx = 0;
+    for (int t = 0; t < threads; t++) {
+      sumG += partial[(static_cast<size_t>(t) * 2) * C + c];
+      sumGx += partial[(static_cast<size_t>(t) * 2 + 1) * C + c];
+    }
+    dBeta[c] = static_cast<float>(sumG);
+    dGamma[c] = static_cast<float>(sumGx);
+    const double scale = (gamma ? gamma[c] : 1.0) * inv[c];
+    kg[c] = static_cast<float>(scale);
+    kb[c] = static_cast<float>(scale * sumG / rows);
+    kx[c] = static_cast<float>(scale * sumGx / rows * inv[c]);
+  }
+  const int64_t n = rows * C;
+#pragma omp parallel for schedule(static) if (n >= 32768)
+  for (int64_t r = 0; r < rows; r++) {
+    const int64_t o = r * C;
+#pragma omp simd
+    for (int64_t c = 0; c < C; c++) {
+      const float g = masked<HasY>(dy, y, o + c);
+      dx[o + c] = kg[c] * g - kb[c] - kx[c] * (x[o + c] - mean[c]);
+      if (HasRes) dRes[o + c] = g;
+    }
+  }
+}
+
+// batchNormTrainGrad(dy, x, mean, invStd, gamma | null, y | null, dx, dGamma, dBeta, dResidual | null, rows, channels):
+// the gradient of batchNormTrain. With y given (the forward had a ReLU),
+// g = dy where y > 0, else 0; otherwise g = dy. Then, per channel, with
+// xhat = (x - mean) * invStd (recomputed) and sums in float64:
+//   dBeta = sum g,  dGamma = sum g * xhat,
+//   dx = gamma * invStd * (g - dBeta / rows - xhat * dGamma / rows),
+//   dResidual = g.
+napi_value BatchNormTrainGrad(napi_env env, napi_callback_info info) {
+  return guarded(env, [&]() {
+    auto a = args(env, info, 12);
+    int64_t rows = 0, C = 0;
+    check(env, napi_get_value_int64(env, a[10], &rows), "rows must be an integer");
+    check(env, napi_get_value_int64(env, a[11], &C), "channels must be an integer");
+    if (rows <= 0 || C <= 0) throw JsError{"granular_onednn: batchNormTrainGrad: sizes must be positive"};
+    const int64_t n = rows * C;
+    const float* dy = floatData(env, a[0], n, "dy");
+    const float* x = floatData(env, a[1], n, "x");
+    const float* mean = floatData(env, a[2], C, "mean");
+    const float* inv = floatData(env, a[3], C, "invStd");
+    const float* gamma = isNullish(env, a[4]) ? nullptr : floatData(env, a[4], C, "gamma");
+    const float* y = isNullish(env, a[5]) ? nullptr : floatData(env, a[5], n, "y");
+    float* dx = floatData(env, a[6], n, "dx");
+    float* dGamma = floatData(env, a[7], C, "dGamma");
+    float* dBeta = floatData(env, a[8], C, "dBeta");
+    float* dRes = isNullish(env, a[9]) ? nullptr : floatData(env, a[9], n, "dResidual");
+    if (y) {
+      if (dRes) bnGrad<true, true>(dy, x, mean, inv, gamma, y, dx, dGamma, dBeta, dRes, rows, C);
+      else bnGrad<true, false>(dy, x, mean, inv, gamma, y, dx, dGamma, dBeta, dRes, rows, C);
+    } else {
+      if (dRes) bnGrad<false, true>(dy, x, mean, inv, gamma, y, dx, dGamma, dBeta, dRes, rows, C);
+      else bnGrad<false, false>(dy, x, mean, inv, gamma, y, dx, dGamma, dBeta, dRes, rows, C);
     }
     return undefinedValue(env);
   });
@@ -561,6 +931,24 @@ napi_value BatchNorm(napi_env env, napi_callback_info info) {
       float* outr = out + r * C;
       for (int64_t c = 0; c < C; c++) outr[c] = static_cast<float>(o[c] + (xr[c] - m[c]) * k[c]);
     }
+    return undefinedValue(env);
+  });
+}
+
+// release(typedArray): detaches its ArrayBuffer, which frees the memory at
+// once instead of at some later garbage collection; every view of it then has
+// length 0. src/engine/native-backend.ts calls it for buffers no tensor holds.
+napi_value Release(napi_env env, napi_callback_info info) {
+  return guarded(env, [&]() {
+    auto a = args(env, info, 1);
+    bool isTyped = false;
+    check(env, napi_is_typedarray(env, a[0], &isTyped), "napi_is_typedarray");
+    if (!isTyped) throw JsError{"granular_onednn: release needs a typed array"};
+    napi_value buffer;
+    check(env, napi_get_typedarray_info(env, a[0], nullptr, nullptr, nullptr, &buffer, nullptr), "napi_get_typedarray_info");
+    bool detached = false;
+    check(env, napi_is_detached_arraybuffer(env, buffer, &detached), "napi_is_detached_arraybuffer");
+    if (!detached) check(env, napi_detach_arraybuffer(env, buffer), "napi_detach_arraybuffer (is it a SharedArrayBuffer or wasm memory?)");
     return undefinedValue(env);
   });
 }
@@ -604,9 +992,15 @@ napi_value Init(napi_env env, napi_value exports) {
       {"conv2dBackpropFilter", nullptr, Conv2DBackpropFilter, nullptr, nullptr, nullptr, napi_default, nullptr},
       {"implementation", nullptr, Implementation, nullptr, nullptr, nullptr, napi_default, nullptr},
       {"maxPoolGrad", nullptr, MaxPoolGrad, nullptr, nullptr, nullptr, napi_default, nullptr},
-      {"binary", nullptr, Binary, nullptr, nullptr, nullptr, napi_default, nullptr},
+      {"broadcastBinary", nullptr, BroadcastBinary, nullptr, nullptr, nullptr, napi_default, nullptr},
+      {"unary", nullptr, Unary, nullptr, nullptr, nullptr, napi_default, nullptr},
+      {"maxPool", nullptr, MaxPool, nullptr, nullptr, nullptr, napi_default, nullptr},
+      {"gemm", nullptr, Gemm, nullptr, nullptr, nullptr, napi_default, nullptr},
+      {"batchNormTrain", nullptr, BatchNormTrain, nullptr, nullptr, nullptr, napi_default, nullptr},
+      {"batchNormTrainGrad", nullptr, BatchNormTrainGrad, nullptr, nullptr, nullptr, napi_default, nullptr},
       {"batchNorm", nullptr, BatchNorm, nullptr, nullptr, nullptr, napi_default, nullptr},
-      {"sumLeading", nullptr, SumLeading, nullptr, nullptr, nullptr, napi_default, nullptr},
+      {"sumAxes", nullptr, SumAxes, nullptr, nullptr, nullptr, napi_default, nullptr},
+      {"release", nullptr, Release, nullptr, nullptr, nullptr, napi_default, nullptr},
       {"setThreads", nullptr, SetThreads, nullptr, nullptr, nullptr, napi_default, nullptr},
       {"version", nullptr, Version, nullptr, nullptr, nullptr, napi_default, nullptr},
       {"primitives", nullptr, Primitives, nullptr, nullptr, nullptr, napi_default, nullptr},

@@ -9,8 +9,11 @@ import { loadDataset } from '../src/data';
 import { gatherFloats } from '../src/data/store';
 import { makeSplit } from '../src/data/split';
 import { cli, metricRows, QUICKSTART, readJson, tmpDir, TINY } from './helpers';
+import { loadOneDnn } from '../src/engine/native-kernels';
 
 const base = ['--config', QUICKSTART, ...TINY, '--quiet'];
+/** What --backend auto picks here (no tensorflow binding installed): native when its kernels are built, else wasm. */
+const AUTO_BACKEND = loadOneDnn().addon ? 'native' : 'wasm';
 
 test('--help lists every command', () => {
   const r = cli(['--help']);
@@ -65,7 +68,7 @@ test('--backend tensorflow without the binding exits 2 and says what to install'
 test('doctor reports the backend and a working conv training step', () => {
   const r = cli(['doctor']);
   assert.equal(r.code, 0, r.stderr);
-  assert.match(r.stdout, /backend:\s+wasm \(auto\)/);
+  assert.match(r.stdout, new RegExp(`backend:\\s+${AUTO_BACKEND} \\(auto\\)`));
   assert.match(r.stdout, /conv training step: ok/);
 });
 
@@ -102,7 +105,7 @@ test('pretrain then finetune: the run folders hold every contract file and sensi
     assert.equal(typeof s[k], 'number', `summary.${k}`);
   }
   const env = readJson(path.join(pre, 'env.json'));
-  assert.equal(env.backend, 'wasm');
+  assert.equal(env.backend, AUTO_BACKEND);
   assert.ok(Number(env.threads) >= 1, `threads ${env.threads}`);
   const rows = metricRows(pre);
   assert.deepEqual(rows.filter((x) => x.kind === 'epoch').map((x) => x.epoch), [0, 1, 2]);

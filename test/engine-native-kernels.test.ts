@@ -4,7 +4,9 @@ import { spawnSync } from 'node:child_process';
 import * as path from 'node:path';
 import * as tf from '@tensorflow/tfjs';
 import { registerWasmTrainingKernels } from '../src/engine/wasm-kernels';
-import { loadOneDnn, NATIVE_KERNELS, registerNativeKernels } from '../src/engine/native-kernels';
+import { BATCH_NORM_TRAIN, broadcastStrides, loadOneDnn, nativeKernelNames, registerNativeKernels } from '../src/engine/native-kernels';
+import { registerNativeBackend } from '../src/engine/native-backend';
+import { batchNormTrain, nativeBatchNorm } from '../src/models/batchnorm';
 import { Rng } from '../src/util/rng';
 import * as fs from 'node:fs';
 import { cli, ConvCase, convGridCases, describeConvCase, QUICKSTART, readJson, scaledError, tmpDir } from './helpers';
@@ -16,11 +18,15 @@ const { addon, why } = loadOneDnn();
 /** Every test here needs the addon; without it they skip and say why (CI builds it). */
 const skip = addon ? false : `native oneDNN kernels unavailable: ${why}`;
 
-// Registered before the backend initialises, the way src/engine/backend.ts does it.
+// Registered before the backends initialise, the way src/engine/backend.ts does it.
 registerWasmTrainingKernels();
 if (addon) registerNativeKernels(2);
 
+/** The backends the native kernels are registered on; every comparison runs on each. */
+const BACKENDS = ['wasm', 'native'] as const;
+
 before(async () => {
+  if (addon) assert.ok((await registerNativeBackend(2)).native, 'native backend failed to register');
   assert.ok(await tf.setBackend('wasm'), 'wasm backend failed to initialise');
 });
 
@@ -30,8 +36,11 @@ function randomValues(rng: Rng, size: number, integers = false): Float32Array {
   return Float32Array.from({ length: size }, () => (integers ? rng.int(4) : rng.normal()));
 }
 
-/** Runs `f` on wasm (native kernels) and on cpu; the largest scaled error over its outputs, after asserting each is within tolerance. */
-async function assertSame(what: string, f: () => tf.Tensor[]): Promise<number> {
+/**
+ * Runs `f` on each backend with the native kernels and on cpu; the largest
+ * scaled error over its outputs, after asserting each is within tolerance.
+ */
+async function assertSame(what: string, f: () => tf.Tensor[], backends: readonly string[] = BACKENDS): Promise<number> {
   const run = async (name: string) => {
     await tf.setBackend(name);
     const out = tf.tidy(f);
@@ -39,16 +48,21 @@ async function assertSame(what: string, f: () => tf.Tensor[]): Promise<number> {
     tf.dispose(out);
     return copies;
   };
-  const wasm = await run('wasm');
   const cpu = await run('cpu');
-  await tf.setBackend('wasm');
   let worst = 0;
-  wasm.forEach((w, i) => {
-    assert.deepEqual(w.shape, cpu[i].shape, `${what}: output ${i} shape`);
-    const error = scaledError(w.values, cpu[i].values);
-    assert.ok(error <= TOLERANCE, `${what}: output ${i} error ${error}`);
-    worst = Math.max(worst, error);
-  });
+  for (const backend of backends) {
+    const got = await run(backend);
+    got.forEach((w, i) => {
+      assert.deepEqual(w.shape, cpu[i].shape, `${what} on ${backend}: output ${i} shape`);
+      // NaN where the reference has NaN, and nowhere else; then the values.
+      const nan = (v: Float32Array) => v.map((e) => (Number.isNaN(e) ? 1 : 0));
+      assert.deepEqual(nan(w.values), nan(cpu[i].values), `${what} on ${backend}: output ${i} NaNs`);
+      const error = scaledError(w.values.map((e) => (Number.isNaN(e) ? 0 : e)), cpu[i].values.map((e) => (Number.isNaN(e) ? 0 : e)));
+      assert.ok(error <= TOLERANCE, `${what} on ${backend}: output ${i} error ${error}`);
+      worst = Math.max(worst, error);
+    });
+  }
+  await tf.setBackend('wasm');
   return worst;
 }
 
@@ -69,8 +83,11 @@ async function checkConv(c: ConvCase, rng: Rng): Promise<number> {
   });
 }
 
-test('the native kernels are registered for wasm and run', { skip }, async () => {
-  for (const name of NATIVE_KERNELS) assert.ok(tf.getKernel(name, 'wasm'), name);
+test('the native kernels are registered for wasm and the native backend, and run', { skip }, async () => {
+  for (const name of nativeKernelNames('wasm')) assert.ok(tf.getKernel(name, 'wasm'), name);
+  for (const name of nativeKernelNames('native')) assert.ok(tf.getKernel(name, 'native'), name);
+  // The native backend has every cpu kernel, for what is not native.
+  for (const k of tf.getKernelsForBackend('cpu')) assert.ok(tf.getKernel(k.kernelName, 'native'), k.kernelName);
   const before = addon!.primitives();
   tf.tidy(() => tf.conv2d(tf.ones([1, 3, 3, 1]) as tf.Tensor4D, tf.ones([2, 2, 1, 1]) as tf.Tensor4D, 1, 'valid').dataSync());
   assert.ok(addon!.primitives() > before, 'a conv of a new shape should have built a oneDNN primitive');
@@ -135,14 +152,14 @@ test('fused conv2d (bias, relu, linear) matches the cpu backend, with and withou
   }
 });
 
-test('a dilated conv (not native: passed to the wasm kernel) still matches the cpu backend', { skip }, async () => {
+test('a dilated conv (not native: passed to the replaced kernel) still matches the cpu backend', { skip }, async () => {
   const rng = new Rng(4);
   const x = randomValues(rng, 2 * 9 * 9 * 3);
   const filter = randomValues(rng, 3 * 3 * 3 * 4);
   await assertSame('dilated conv2d', () => [tf.conv2d(tf.tensor4d(x, [2, 9, 9, 3]), tf.tensor4d(filter, [3, 3, 3, 4]), 1, 'same', 'NHWC', 2)]);
 });
 
-test('MaxPoolGrad matches the cpu backend, ties included: pools 2/3, strides 1/2, same/valid, batch 1-3', { skip }, async (t) => {
+test('MaxPool and MaxPoolGrad match the cpu backend, ties included: pools 2/3, strides 1/2, same/valid, batch 1-3', { skip }, async (t) => {
   const rng = new Rng(31);
   let cases = 0;
   for (const pool of [2, 3]) {
@@ -155,7 +172,7 @@ test('MaxPoolGrad matches the cpu backend, ties included: pools 2/3, strides 1/2
           const xt = tf.tensor4d(x, shape);
           const f = (a: tf.Tensor) => tf.maxPool(a as tf.Tensor4D, pool, stride, pad);
           const dy = tf.tensor(randomValues(new Rng(cases), tf.util.sizeFromShape(f(xt).shape)), f(xt).shape);
-          return [tf.grad(f)(xt, dy)];
+          return [f(xt), tf.grad(f)(xt, dy)];
         });
         cases++;
       }
@@ -164,16 +181,17 @@ test('MaxPoolGrad matches the cpu backend, ties included: pools 2/3, strides 1/2
   t.diagnostic(`${cases} cases`);
 });
 
-test('Sum and Mean over leading axes match the cpu backend; other reductions fall back', { skip }, async () => {
+test('Sum and Mean over leading or middle axes match the cpu backend; other reductions fall back', { skip }, async () => {
   const rng = new Rng(2);
   const x = randomValues(rng, 4 * 5 * 6 * 7);
   await assertSame('sum/mean', () => {
     const t = tf.tensor4d(x, [4, 5, 6, 7]);
-    return [t.sum([0, 1, 2]), t.mean([0, 1, 2], true), t.sum(0), t.mean([0, 1]), t.sum(3), t.mean(), t.sum([1, 2])];
+    // [1, 2] and [1, 2] keepDims: global average pooling and its shape.
+    return [t.sum([0, 1, 2]), t.mean([0, 1, 2], true), t.sum(0), t.mean([0, 1]), t.sum(3), t.mean(), t.sum([1, 2]), t.mean([1, 2]), t.mean([1, 2], true), t.sum([0, 2])];
   });
 });
 
-test('elementwise Add/Sub/Multiply/RealDiv/SquaredDifference match the cpu backend, broadcast or not', { skip }, async (t) => {
+test('elementwise Add/Sub/Multiply/RealDiv/SquaredDifference/Maximum/Minimum match the cpu backend, broadcast or not', { skip }, async (t) => {
   const rng = new Rng(17);
   const pairs: Array<[number[], number[]]> = [
     [[3, 5, 4, 6], [3, 5, 4, 6]], // same shape
@@ -182,8 +200,9 @@ test('elementwise Add/Sub/Multiply/RealDiv/SquaredDifference match the cpu backe
     [[2, 40, 40, 24], [24]], // over the threading threshold
     [[2, 40, 40, 24], [2, 40, 40, 24]],
     [[7, 9], []], // scalar
-    [[3, 1, 1, 6], [3, 5, 4, 6]], // not a leading-axes broadcast: passed on
-    [[5, 1], [1, 4]], // both broadcast: passed on
+    [[3, 1, 1, 6], [3, 5, 4, 6]], // a mean's gradient (wasm: passed on)
+    [[5, 1], [1, 4]], // both broadcast (wasm: passed on)
+    [[2, 1, 3, 1, 5], [4, 1, 1, 5]],
   ];
   const ops: Array<[string, (a: tf.Tensor, b: tf.Tensor) => tf.Tensor]> = [
     ['add', tf.add],
@@ -191,6 +210,8 @@ test('elementwise Add/Sub/Multiply/RealDiv/SquaredDifference match the cpu backe
     ['mul', tf.mul],
     ['div', tf.div],
     ['squaredDifference', tf.squaredDifference],
+    ['maximum', tf.maximum],
+    ['minimum', tf.minimum],
   ];
   for (const [aShape, bShape] of pairs) {
     const a = randomValues(rng, tf.util.sizeFromShape(aShape));
@@ -198,9 +219,13 @@ test('elementwise Add/Sub/Multiply/RealDiv/SquaredDifference match the cpu backe
     const b = randomValues(rng, tf.util.sizeFromShape(bShape)).map((v) => v + Math.sign(v || 1) * 0.5);
     await assertSame(`[${aShape}] op [${bShape}]`, () => ops.map(([, op]) => op(tf.tensor(a, aShape), tf.tensor(b, bShape))));
   }
-  // int32 stays on the wasm kernels.
-  const ints = tf.tidy(() => tf.add(tf.tensor1d([1, 2, 3], 'int32'), tf.tensor1d([4, 5, 6], 'int32')).arraySync());
-  assert.deepEqual(ints, [5, 7, 9]);
+  // int32 stays on the replaced kernels.
+  for (const backend of BACKENDS) {
+    await tf.setBackend(backend);
+    const ints = tf.tidy(() => tf.add(tf.tensor1d([1, 2, 3], 'int32'), tf.tensor1d([4, 5, 6], 'int32')).arraySync());
+    assert.deepEqual(ints, [5, 7, 9]);
+  }
+  await tf.setBackend('wasm');
   t.diagnostic(`${pairs.length} shape pairs x ${ops.length} ops`);
 });
 
@@ -226,6 +251,115 @@ test('FusedBatchNorm matches the cpu backend: per-channel stats as [C] or [1,1,1
       return [tf.batchNorm(tf.tensor(x, xShape), s(mean), s(variance), withOffset ? s(offset) : undefined, withScale ? s(scale) : undefined, 1e-5)];
     });
   }
+});
+
+test('unary ops (Relu, Step, Neg, Square, Sqrt, Rsqrt, Exp, Log, Abs, Relu6, Sigmoid) match the cpu backend, NaN included', { skip }, async () => {
+  const rng = new Rng(41);
+  const x = randomValues(rng, 3 * 50 * 41).map((v) => 3 * v);
+  x[5] = NaN;
+  x[7] = 0;
+  const positive = x.map((v) => Math.abs(v) + 0.01);
+  await assertSame(
+    'unary',
+    () => {
+      const t = tf.tensor3d(x, [3, 50, 41]);
+      const p = tf.tensor3d(positive, [3, 50, 41]);
+      return [tf.relu(t), tf.step(t), tf.step(t, 0.25), tf.neg(t), tf.square(t), tf.sqrt(p), tf.rsqrt(p), tf.exp(t), tf.log(p), tf.abs(t), tf.relu6(t), tf.sigmoid(t)];
+    },
+    ['native'],
+  );
+});
+
+test('matMul (transposes, batches, broadcast batch) and dense layers (fused bias + relu) match the cpu backend', { skip }, async () => {
+  // The same values on every backend: drawn once, in call order.
+  const draws: Float32Array[] = [];
+  let k = 0;
+  const v = (...shape: number[]) => {
+    if (k === draws.length) draws.push(randomValues(new Rng(43 + k), tf.util.sizeFromShape(shape)));
+    return tf.tensor(draws[k++], shape);
+  };
+  await assertSame('matMul', () => {
+    k = 0;
+    const a = v(7, 5);
+    const b = v(5, 9);
+    const bias = v(9);
+    const dy = v(7, 9);
+    const dense = (x: tf.Tensor, w: tf.Tensor) => tf.fused.matMul({ a: x as tf.Tensor2D, b: w as tf.Tensor2D, bias, activation: 'relu' });
+    const [dx, dw] = tf.grads((x: tf.Tensor, w: tf.Tensor) => tf.mul(dense(x, w), dy).sum())([a, b]);
+    return [
+      tf.matMul(a, b),
+      tf.matMul(v(5, 7), b, true, false),
+      tf.matMul(a, v(9, 5), false, true),
+      tf.matMul(v(5, 7), v(9, 5), true, true),
+      tf.matMul(v(3, 4, 6), v(3, 6, 2)),
+      tf.matMul(v(3, 4, 6), v(1, 6, 2)),
+      tf.fused.matMul({ a, b, bias, activation: 'linear' }),
+      dense(a, b),
+      dx,
+      dw,
+    ];
+  });
+});
+
+test('broadcastStrides merges axes and zeroes broadcast strides', () => {
+  assert.deepEqual(broadcastStrides([4, 5, 6], [4, 5, 6], [4, 5, 6]), { shape: [120], a: [1], b: [1] });
+  assert.deepEqual(broadcastStrides([8, 3, 3, 16], [16], [8, 3, 3, 16]), { shape: [72, 16], a: [16, 1], b: [0, 1] });
+  assert.deepEqual(broadcastStrides([8, 1, 1, 16], [8, 3, 3, 16], [8, 3, 3, 16]), { shape: [8, 9, 16], a: [16, 0, 1], b: [144, 16, 1] });
+  assert.deepEqual(broadcastStrides([], [2, 3], [2, 3]), { shape: [6], a: [0], b: [1] });
+  assert.deepEqual(broadcastStrides([5, 1], [1, 4], [5, 4]), { shape: [5, 4], a: [1, 0], b: [0, 1] });
+});
+
+/** A batch-norm layer for inputs of `rank` with seeded non-trivial weights (gamma, beta, moving statistics). */
+function bnLayer(C: number, seed: number, rank: number): tf.layers.Layer {
+  const rng = new Rng(seed);
+  const w = [1.5, 0.3, 0.2, 2].map((base) => Float32Array.from({ length: C }, () => base + 0.1 * rng.normal()));
+  const l = tf.layers.batchNormalization({ momentum: 0.9, epsilon: 1e-5 });
+  l.apply(tf.zeros([...new Array<number>(rank - 1).fill(1), C]), { training: false });
+  l.setWeights(w.map((a) => tf.tensor1d(a)));
+  return l;
+}
+
+test('the fused batch-norm kernel (+ residual + ReLU) matches tfjs-layers on the cpu backend: output, gradients, moving statistics', { skip }, async () => {
+  const rng = new Rng(47);
+  for (const [shape, residual, relu] of [
+    [[4, 6, 5, 8], false, false],
+    [[4, 6, 5, 8], false, true],
+    [[2, 30, 30, 16], true, true],
+    [[9, 3], true, false],
+  ] as Array<[number[], boolean, boolean]>) {
+    const x = randomValues(rng, tf.util.sizeFromShape(shape)).map((v) => 2 * v + 0.5);
+    const r = randomValues(rng, tf.util.sizeFromShape(shape));
+    const weighting = randomValues(rng, tf.util.sizeFromShape(shape));
+    const C = shape[shape.length - 1];
+    const seed = rng.int(1000);
+    const results: Record<string, Float32Array[]> = {};
+    for (const backend of ['cpu', 'native']) {
+      await tf.setBackend(backend);
+      assert.equal(nativeBatchNorm(), backend === 'native', `${BATCH_NORM_TRAIN} on ${backend}`);
+      const layer = bnLayer(C, seed, shape.length);
+      const xt = tf.tensor(x, shape);
+      const rt = tf.tensor(r, shape);
+      const w = tf.tensor(weighting, shape);
+      const vars = layer.trainableWeights.map((v) => (v as unknown as { read(): tf.Variable }).read());
+      // The reference: the layer itself in training mode, then add and relu as separate ops.
+      const forward = (xi: tf.Tensor, ri: tf.Tensor) => {
+        if (backend === 'native') return batchNormTrain(layer, xi, { residual: residual ? ri : undefined, relu });
+        let y = layer.apply(xi, { training: true }) as tf.Tensor;
+        if (residual) y = tf.add(y, ri);
+        return relu ? tf.relu(y) : y;
+      };
+      const loss = (xi: tf.Tensor, ri: tf.Tensor) => tf.sum(tf.mul(forward(xi, ri), w));
+      const [dx, dr] = residual ? tf.grads(loss)([xt, rt]) : tf.grads((xi: tf.Tensor) => loss(xi, rt))([xt]);
+      const { grads } = tf.variableGrads(() => loss(xt, rt) as tf.Scalar, vars);
+      const y = forward(xt, rt);
+      results[backend] = [y, dx, ...(residual ? [dr] : []), ...vars.map((v) => grads[v.name]), ...layer.getWeights().slice(2)].map((t) => t.dataSync().slice() as Float32Array);
+    }
+    results.cpu.forEach((ref, i) => {
+      const error = scaledError(results.native[i], ref);
+      assert.ok(error <= TOLERANCE, `x[${shape}] residual ${residual} relu ${relu}: output ${i} error ${error}`);
+    });
+  }
+  await tf.setBackend('wasm');
 });
 
 test('a conv + batch norm (training mode) + relu block: forward and gradients match the cpu backend', { skip }, async () => {
@@ -259,9 +393,9 @@ test('conv results are identical from call to call (fixed-seed runs repeat exact
 });
 
 /** initEngine in a child process: what the engine reports with the given environment. */
-function childEngine(env: Record<string, string>): { kernels: string; native?: string; fallbacks: string[] } {
+function childEngine(env: Record<string, string>, backend = 'wasm'): { backend: string; kernels: string; native?: string; fallbacks: string[] } {
   const engine = path.join(__dirname, '..', 'src', 'engine', 'backend.js');
-  const script = `require(${JSON.stringify(engine)}).initEngine('wasm', 1).then((e) => process.stdout.write(JSON.stringify(e)))`;
+  const script = `require(${JSON.stringify(engine)}).initEngine('${backend}', 1).then((e) => process.stdout.write(JSON.stringify(e)))`;
   const r = spawnSync(process.execPath, ['-e', script], { encoding: 'utf8', env: { ...process.env, ...env } });
   assert.equal(r.status, 0, r.stderr);
   return JSON.parse(r.stdout);
@@ -275,6 +409,13 @@ test('the engine reports onednn kernels, and GRANULAR_NATIVE=0 turns them off wi
   assert.equal(off.kernels, 'wasm');
   assert.equal(off.native, undefined);
   assert.ok(off.fallbacks.some((f) => /GRANULAR_NATIVE=0/.test(f)), off.fallbacks.join('; '));
+  // --backend auto: the native backend when the addon loads, else wasm, saying why.
+  const auto = childEngine({}, 'auto');
+  assert.equal(auto.backend, 'native');
+  assert.equal(auto.kernels, 'onednn');
+  const autoOff = childEngine({ GRANULAR_NATIVE: '0' }, 'auto');
+  assert.equal(autoOff.backend, 'wasm');
+  assert.ok(autoOff.fallbacks.some((f) => /^native: .*GRANULAR_NATIVE=0/.test(f)), autoOff.fallbacks.join('; '));
 });
 
 test('env.json records the kernel set, and --resume with the other set is refused unless --force', { skip }, () => {

@@ -76,7 +76,7 @@ test('--resume on another backend is refused unless --force; --resume may extend
   fs.rmSync(path.join(dir, 'summary.json'));
   let r = cli(['pretrain', '--resume', dir, '--backend', 'cpu']);
   assert.equal(r.code, 2);
-  assert.match(r.stderr, /was trained on wasm with \d+ thread\(s\); this process has cpu with 1.*--force/);
+  assert.match(r.stderr, /was trained on (wasm|native) with \d+ thread\(s\); this process has cpu with 1.*--force/);
   r = cli(['pretrain', '--resume', dir, '--set', 'train.epochs=1']);
   assert.equal(r.code, 2);
   assert.match(r.stderr, /may extend train\.epochs \(2\), not shorten it/);

@@ -12,7 +12,7 @@ export interface CommonOptions {
 /** `--backend`, `--threads`, `--quiet`: on every command that computes. */
 export function withCommonOptions(cmd: Command): Command {
   return cmd
-    .addOption(new Option('--backend <name>', 'tfjs backend: auto (tensorflow, else wasm, else cpu), tensorflow, wasm, cpu').default(undefined))
+    .addOption(new Option('--backend <name>', 'tfjs backend: auto (tensorflow, else native, else wasm, else cpu), tensorflow, native, wasm, cpu').default(undefined))
     .option('--threads <n>', 'threads for backends that use several (env GRANULAR_THREADS)')
     .option('--quiet', 'one line per epoch, no progress bar', false);
 }

@@ -89,8 +89,16 @@ const data = z
 
 const model = z
   .object({
-    arch: z.enum(['two-layer-conv', 'cnn-small', 'resnet8', 'resnet20']).default('two-layer-conv').describe('architecture (blocks per architecture: granular finetune --help)'),
+    arch: z
+      .enum(['two-layer-conv', 'cnn-small', 'resnet8', 'resnet20', 'resnet18', 'resnet50'])
+      .default('two-layer-conv')
+      .describe('architecture (blocks per architecture: granular finetune --help)'),
     width: z.number().positive().default(1).describe('width multiplier for every architecture'),
+    stem: z
+      .enum(['imagenet', 'cifar'])
+      .nullable()
+      .default(null)
+      .describe('resnet18/resnet50: imagenet (7x7/2 conv + 3x3/2 max pool, for 224 px) or cifar (3x3/1 conv, no pool, for small images); null = imagenet'),
     filters: int().positive().default(64).describe('two-layer-conv: filters before the width multiplier'),
     activation: z.enum(['relu', 'smooth_relu']).default('relu').describe("two-layer-conv: activation; smooth_relu is the theory's (polynomial below activation_rho)"),
     activation_q: z.number().min(1).default(3).describe('smooth_relu: power of the polynomial part'),
@@ -99,6 +107,11 @@ const model = z
     patch_size: int().positive().nullable().default(null).describe('two-layer-conv: patch side (kernel = stride); null = data.synthetic.patch_size for synthetic data, else 4'),
   })
   .strict()
+  .superRefine((m, ctx) => {
+    if (m.stem !== null && m.arch !== 'resnet18' && m.arch !== 'resnet50') {
+      ctx.addIssue({ code: 'custom', path: ['stem'], message: `model.stem applies to resnet18 and resnet50 only; ${m.arch} has its own stem. Remove model.stem or pick one of those architectures.` });
+    }
+  })
   .prefault({})
   .describe('the network (locked when fine-tuning from a pretrained run)');
 

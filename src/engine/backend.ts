@@ -1,8 +1,10 @@
 import * as os from 'node:os';
 import * as tf from '@tensorflow/tfjs';
 import { UsageError } from '../util/errors';
+import { installLowMemoryGradients } from './gradients';
+import { guardKernels, OutOfMemoryError } from './oom';
 
-export type BackendChoice = 'auto' | 'tensorflow' | 'wasm' | 'cpu';
+export type BackendChoice = 'auto' | 'tensorflow' | 'native' | 'wasm' | 'cpu';
 
 export interface EngineInfo {
   backend: string;
@@ -10,10 +12,10 @@ export interface EngineInfo {
   threads: number;
   device: string;
   /**
-   * The kernel set that computes: 'onednn' (wasm backend with the native
-   * kernels of ./native-kernels), 'wasm' (our wasm kernels alone), or the
-   * backend's name. Part of the engine's identity: the sets differ in the
-   * last bits of their sums.
+   * The kernel set that computes: 'onednn' (the native kernels of
+   * ./native-kernels, on the native backend or over the wasm one), 'wasm'
+   * (our wasm kernels alone), or the backend's name. Part of the engine's
+   * identity, with the backend: the sets differ in the last bits of their sums.
    */
   kernels: string;
   /** The native library and its thread count when kernels is 'onednn', e.g. "oneDNN 2.6.3 (OpenMP), 2 threads". */
@@ -43,9 +45,12 @@ function loadTensorflow(): string | null {
 }
 
 /**
- * Pick and initialise the tfjs backend once per process: tensorflow (native,
- * GPU if present) when it loads, else wasm with our training kernels, else the
- * pure-JS cpu backend. The choice goes into env.json.
+ * Pick and initialise the tfjs backend once per process: tensorflow (native
+ * TensorFlow, GPU if present) when it loads; else `native` (./native-backend:
+ * tensors in ordinary memory, oneDNN kernels) when the addon is built; else
+ * wasm with our training kernels; else the pure-JS cpu backend. The choice
+ * goes into env.json. Every backend gets the freeing backpropagation of
+ * ./gradients and out-of-memory errors that name the tensor (./oom).
  */
 export async function initEngine(requested: BackendChoice = 'auto', threads?: number): Promise<EngineInfo> {
   if (active) {
@@ -57,15 +62,35 @@ export async function initEngine(requested: BackendChoice = 'auto', threads?: nu
   const fallbacks: string[] = [];
   let backend: string | null = null;
   let native: string | null = null;
+  let nThreads = 1;
   if (requested === 'tensorflow' || requested === 'auto') {
     const why = loadTensorflow();
-    if (why === null && (await tf.setBackend('tensorflow'))) backend = 'tensorflow';
-    else if (requested === 'tensorflow') {
+    if (why === null && (await tf.setBackend('tensorflow'))) {
+      backend = 'tensorflow';
+      nThreads = threads ?? defaultThreads();
+    } else if (requested === 'tensorflow') {
       throw new UsageError(
         `--backend tensorflow: the native TensorFlow binding does not load (${why ?? 'setBackend failed'}). ` +
-          `Install it with 'npm install @tensorflow/tfjs-node-gpu' (CUDA machines) or 'npm install @tensorflow/tfjs-node', or use --backend wasm.`,
+          `Install it with 'npm install @tensorflow/tfjs-node-gpu' (CUDA machines) or 'npm install @tensorflow/tfjs-node', or use --backend native or wasm.`,
       );
     } else fallbacks.push(`tensorflow: not installed (${why})`);
+  }
+  if (!backend && (requested === 'native' || requested === 'auto')) {
+    const { registerNativeBackend, NATIVE_BACKEND, memoryLimit } = await import('./native-backend');
+    try {
+      memoryLimit();
+    } catch (e) {
+      throw new UsageError((e as Error).message);
+    }
+    nThreads = threads ?? defaultThreads();
+    const r = await registerNativeBackend(nThreads);
+    if (r.native && (await tf.setBackend(NATIVE_BACKEND))) {
+      backend = NATIVE_BACKEND;
+      native = r.native;
+      nThreads = Number(/(\d+) threads?$/.exec(r.native)?.[1] ?? nThreads);
+    } else if (requested === 'native') {
+      throw new UsageError(`--backend native: the native kernels are unavailable (${r.why ?? 'setBackend failed'}). Build them with 'npm run build:native', or use --backend wasm.`);
+    } else fallbacks.push(`native: ${r.why ?? 'failed to initialise'}`);
   }
   if (!backend && (requested === 'wasm' || requested === 'auto')) {
     const why = tryRequire('@tensorflow/tfjs-backend-wasm');
@@ -73,7 +98,12 @@ export async function initEngine(requested: BackendChoice = 'auto', threads?: nu
       const { registerWasmTrainingKernels } = await import('./wasm-kernels');
       registerWasmTrainingKernels();
       backend = await initWasm(threads ?? defaultThreads(), fallbacks);
-      if (backend === 'wasm') native = await useNativeKernels(fallbacks);
+      // With --backend auto the native kernels were tried above already.
+      if (backend === 'wasm' && requested === 'wasm') native = await useNativeKernels(fallbacks);
+      if (backend === 'wasm') {
+        nThreads = wasmThreads;
+        catchWasmMallocFailures();
+      }
     } else if (requested === 'wasm') {
       throw new UsageError(`--backend wasm: @tensorflow/tfjs-backend-wasm does not load (${why}). Run 'npm ci' again.`);
     } else fallbacks.push(`wasm: ${why}`);
@@ -81,16 +111,19 @@ export async function initEngine(requested: BackendChoice = 'auto', threads?: nu
   if (!backend) {
     await tf.setBackend('cpu');
     backend = 'cpu';
+    nThreads = 1;
   }
   await tf.ready();
   // Production mode: no debug checks, and no console banner urging tfjs-node on every run.
   tf.enableProdMode();
-  // The count each backend really runs with: wasm reports what its XNNPACK
-  // pool got; the native backend is trusted with what was asked.
-  const nThreads = backend === 'wasm' ? wasmThreads : backend === 'tensorflow' ? (threads ?? defaultThreads()) : 1;
+  installLowMemoryGradients();
+  if (backend !== 'tensorflow') guardKernels(backend);
   active = {
     backend,
     requested,
+    // The count each backend really runs with: wasm reports what its XNNPACK
+    // pool got, the native backend what OpenMP took; tensorflow is trusted
+    // with what was asked.
     threads: nThreads,
     kernels: native ? 'onednn' : backend,
     ...(native ? { native } : {}),
@@ -104,6 +137,27 @@ export async function initEngine(requested: BackendChoice = 'auto', threads?: nu
     },
   };
   return active;
+}
+
+/**
+ * The wasm backend's malloc returns 0 when its heap (at most 4 GiB) cannot
+ * grow, and tfjs writes the tensor at address 0 anyway, corrupting the heap
+ * until a later kernel traps; and it takes sizes modulo 2^32. Make both an
+ * OutOfMemoryError at the allocation instead.
+ */
+function catchWasmMallocFailures(): void {
+  const module = (tf.backend() as unknown as { wasm?: { _malloc(n: number): number; granularChecked?: boolean } }).wasm;
+  if (!module || module.granularChecked) return;
+  const malloc = module._malloc.bind(module);
+  const cause = "the wasm backend's heap is at most 4 GiB; the native backend (npm run build:native) has no such limit";
+  module._malloc = (n: number) => {
+    // wasm32 takes the size modulo 2^32: 4.4 GB would "succeed" as 105 MB.
+    if (n >= 2 ** 32) throw new OutOfMemoryError({ cause, bytes: n });
+    const p = malloc(n);
+    if (p === 0 && n > 0) throw new OutOfMemoryError({ cause, bytes: n });
+    return p;
+  };
+  module.granularChecked = true;
 }
 
 /** All cores; the wasm backend's pool stops at 8 (the workers its build starts). */
@@ -161,8 +215,8 @@ function tensorflowDevice(): string {
 
 export function parseBackend(v: string | undefined): BackendChoice {
   const s = v ?? process.env.GRANULAR_BACKEND ?? 'auto';
-  if (!['auto', 'tensorflow', 'wasm', 'cpu'].includes(s)) {
-    throw new UsageError(`--backend '${s}' is not one of auto, tensorflow, wasm, cpu.`);
+  if (!['auto', 'tensorflow', 'native', 'wasm', 'cpu'].includes(s)) {
+    throw new UsageError(`--backend '${s}' is not one of auto, tensorflow, native, wasm, cpu.`);
   }
   return s as BackendChoice;
 }

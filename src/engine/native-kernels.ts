@@ -1,24 +1,28 @@
 /**
- * Optional native kernels for the wasm backend: convolutions (forward, both
- * gradients, FusedConv2D with bias and ReLU) from oneDNN, the CPU kernel
- * library PyTorch uses, and multi-threaded MaxPoolGrad and float64 Sum/Mean.
- * The addon is native/onednn.cc, built by `npm run build:native` into
- * native/build/granular_onednn.node; without it (or with GRANULAR_NATIVE=0)
- * the wasm kernels of ./wasm-kernels and ./wasm-fast-kernels run instead.
+ * Native kernels from native/onednn.cc (built by `npm run build:native` into
+ * native/build/granular_onednn.node): convolutions (forward, both gradients,
+ * FusedConv2D with bias and ReLU) and matrix products from oneDNN, the CPU
+ * kernel library PyTorch uses, and multi-threaded pooling, batch-norm,
+ * reduction and elementwise loops.
  *
- * The addon computes in place on Float32Array views of the wasm heap
- * (backend.typedArrayFromHeap), so no tensor data is copied; every view is
- * taken after the last makeOutput, since growing the heap detaches older ones.
+ * They are registered on two backends:
+ * - `native` (./native-backend): tensors in ordinary memory (typed arrays),
+ *   the default when the addon loads. Every hot kernel of a training step is
+ *   here; the rest are tfjs's pure-JavaScript cpu kernels.
+ * - `wasm`, over our wasm kernels (./wasm-kernels, ./wasm-fast-kernels): the
+ *   set this project had before the native backend, computing in place on
+ *   views of the wasm heap (backend.typedArrayFromHeap; every view is taken
+ *   after the last output is made, since growing the heap detaches older
+ *   ones). Its numerics are unchanged, so runs made on it resume bit-identically.
+ *
  * Each kernel hands the cases it does not cover (dilations, NCHW, exotic
- * activations, explicit paddings oneDNN cannot express) to the kernel it
- * replaced.
+ * activations, explicit paddings oneDNN cannot express, other dtypes) to the
+ * kernel it replaced.
  */
 import * as path from 'node:path';
 import * as tf from '@tensorflow/tfjs';
-import '@tensorflow/tfjs-backend-wasm';
 import type { BackendWasm } from '@tensorflow/tfjs-backend-wasm';
-
-const WASM = 'wasm';
+import type { NativeBackend } from './native-backend';
 
 /** What native/onednn.cc exports. Geometry arrays are documented there. */
 export interface OneDnnAddon {
@@ -26,10 +30,22 @@ export interface OneDnnAddon {
   conv2dBackpropInput(dy: Float32Array, filter: Float32Array, dx: Float32Array, geometry: number[]): void;
   conv2dBackpropFilter(x: Float32Array, dy: Float32Array, dw: Float32Array, geometry: number[]): void;
   implementation(kind: 'forward' | 'backward_data' | 'backward_weights', geometry: number[]): string;
+  maxPool(x: Float32Array, y: Float32Array, geometry: number[]): void;
   maxPoolGrad(x: Float32Array, dy: Float32Array, dx: Float32Array, geometry: number[]): void;
-  sumLeading(x: Float32Array, out: Float32Array, outer: number, inner: number, scale: number): void;
-  binary(op: number, a: Float32Array, b: Float32Array, out: Float32Array, n: number, aPeriod: number, bPeriod: number): void;
+  sumAxes(x: Float32Array, out: Float32Array, outer: number, mid: number, inner: number, scale: number): void;
+  broadcastBinary(op: number, a: Float32Array, b: Float32Array, out: Float32Array, shape: number[], aStrides: number[], bStrides: number[]): void;
+  unary(op: number, x: Float32Array, out: Float32Array, n: number, alpha: number): void;
+  gemm(a: Float32Array, b: Float32Array, out: Float32Array, bias: Float32Array | null, geometry: number[], relu: boolean): void;
   batchNorm(x: Float32Array, mean: Float32Array, variance: Float32Array, offset: Float32Array | null, scale: Float32Array | null, out: Float32Array, n: number, channels: number, epsilon: number): void;
+  batchNormTrain(
+    x: Float32Array, gamma: Float32Array | null, beta: Float32Array | null, residual: Float32Array | null,
+    y: Float32Array, mean: Float32Array, variance: Float32Array, invStd: Float32Array, rows: number, channels: number, epsilon: number, relu: boolean,
+  ): void;
+  batchNormTrainGrad(
+    dy: Float32Array, x: Float32Array, mean: Float32Array, invStd: Float32Array, gamma: Float32Array | null, y: Float32Array | null,
+    dx: Float32Array, dGamma: Float32Array, dBeta: Float32Array, dResidual: Float32Array | null, rows: number, channels: number,
+  ): void;
+  release(values: ArrayBufferView): void;
   setThreads(n: number): number;
   version(): string;
   primitives(): number;
@@ -40,10 +56,16 @@ const ADDON_FUNCTIONS: Array<keyof OneDnnAddon> = [
   'conv2dBackpropInput',
   'conv2dBackpropFilter',
   'implementation',
+  'maxPool',
   'maxPoolGrad',
-  'sumLeading',
-  'binary',
+  'sumAxes',
+  'broadcastBinary',
+  'unary',
+  'gemm',
   'batchNorm',
+  'batchNormTrain',
+  'batchNormTrainGrad',
+  'release',
   'setThreads',
   'version',
   'primitives',
@@ -54,6 +76,10 @@ export const ADDON_PATH = path.join(__dirname, '..', '..', '..', 'native', 'buil
 
 /** The environment variable that turns the native kernels off (`GRANULAR_NATIVE=0`). */
 export const NATIVE_ENV = 'GRANULAR_NATIVE';
+
+/** Kernel names of the fused training-mode batch norm (src/models/batchnorm.ts), native backend only. */
+export const BATCH_NORM_TRAIN = 'GranularBatchNormTrain';
+export const BATCH_NORM_TRAIN_GRAD = 'GranularBatchNormTrainGrad';
 
 let loaded: { addon: OneDnnAddon | null; why: string | null } | null = null;
 
@@ -90,16 +116,49 @@ export function loadOneDnn(): { addon: OneDnnAddon | null; why: string | null } 
 
 type Conv2DInfo = tf.backend_util.Conv2DInfo;
 type KernelArgs = Parameters<tf.KernelFunc>[0];
+type BackendName = 'wasm' | 'native';
 
-/** The kernels these replaced, by name: the fallback for the cases passed on. */
+/**
+ * Output allocation and data access, per backend. On wasm, `f32` views must
+ * be taken after every `out` of the call (a heap growth detaches them).
+ */
+interface Io {
+  out(shape: number[]): tf.TensorInfo;
+  f32(t: tf.TensorInfo): Float32Array;
+}
+
+function io(backend: object): Io {
+  if ((backend as { typedArrayFromHeap?: unknown }).typedArrayFromHeap) {
+    const wasm = backend as BackendWasm;
+    return { out: (shape) => wasm.makeOutput(shape, 'float32'), f32: (t) => wasm.typedArrayFromHeap(t) as Float32Array };
+  }
+  const native = backend as NativeBackend;
+  return {
+    out: (shape) => native.makeOutputInfo(shape, 'float32'),
+    // The cpu kernels' Cast from bool keeps the Uint8Array under the float32 dtype.
+    f32: (t) => {
+      const v = native.values(t);
+      return v instanceof Float32Array ? v : Float32Array.from(v);
+    },
+  };
+}
+
+/** The kernels these replaced, by backend and name: the fallback for the cases passed on. */
 const previous = new Map<string, tf.KernelConfig>();
 let addon: OneDnnAddon;
 
-function fallBack(kernelName: string, args: KernelArgs): tf.TensorInfo {
-  const kernel = previous.get(kernelName);
-  if (!kernel) throw new Error(`native kernels: no previous '${kernelName}' kernel to fall back on`);
-  return kernel.kernelFunc(args) as tf.TensorInfo;
+function fallBack(kernelName: string, args: KernelArgs): tf.TensorInfo | tf.TensorInfo[] {
+  const backendName = isWasm(args.backend) ? 'wasm' : 'native';
+  const kernel = previous.get(`${backendName}/${kernelName}`);
+  if (!kernel) throw new Error(`native kernels: no previous '${kernelName}' kernel on ${backendName} to fall back on`);
+  return kernel.kernelFunc(args) as tf.TensorInfo | tf.TensorInfo[];
 }
+
+function isWasm(backend: object): boolean {
+  return Boolean((backend as { typedArrayFromHeap?: unknown }).typedArrayFromHeap);
+}
+
+const allFloat32 = (...ts: Array<tf.TensorInfo | undefined>) => ts.every((t) => !t || t.dtype === 'float32');
 
 interface ConvAttrs {
   strides: [number, number] | number;
@@ -145,53 +204,46 @@ function convGeometry(
   return { info, geometry: [...sizes, strideHeight, strideWidth, top, left, bottom, right] };
 }
 
-function conv2D(args: KernelArgs): tf.TensorInfo {
+function conv2D(args: KernelArgs): tf.TensorInfo | tf.TensorInfo[] {
   const { x, filter } = args.inputs as { x: tf.TensorInfo; filter: tf.TensorInfo };
   const g = convGeometry(x.shape, filter.shape, args.attrs as unknown as ConvAttrs, [x.dtype, filter.dtype]);
   if (!g) return fallBack(tf.Conv2D, args);
-  const wasm = args.backend as BackendWasm;
-  const y = wasm.makeOutput(g.info.outShape, 'float32');
-  addon.conv2d(wasm.typedArrayFromHeap(x) as Float32Array, wasm.typedArrayFromHeap(filter) as Float32Array, null, wasm.typedArrayFromHeap(y) as Float32Array, g.geometry, false);
+  const b = io(args.backend);
+  const y = b.out(g.info.outShape);
+  addon.conv2d(b.f32(x), b.f32(filter), null, b.f32(y), g.geometry, false);
   return y;
 }
 
 /**
  * FusedConv2D with no activation or ReLU, and no bias or one per output
  * channel: what the models' conv layers produce when no gradient is being
- * recorded (tfjs fuses only then) and resnet8's bias-free convs always.
+ * recorded (tfjs fuses only then) and bias-free convs always.
  */
-function fusedConv2D(args: KernelArgs): tf.TensorInfo {
+function fusedConv2D(args: KernelArgs): tf.TensorInfo | tf.TensorInfo[] {
   const { x, filter, bias, preluActivationWeights } = args.inputs as Record<string, tf.TensorInfo | undefined>;
   const attrs = args.attrs as unknown as tf.FusedConv2DAttrs;
   const g = convGeometry(x!.shape, filter!.shape, attrs as unknown as ConvAttrs, [x!.dtype, filter!.dtype, ...(bias ? [bias.dtype] : [])]);
   const activationOk = attrs.activation === 'linear' || attrs.activation === 'relu' || attrs.activation === undefined;
   const biasOk = !bias || (tf.util.sizeFromShape(bias.shape) === g?.info.outChannels && bias.shape[bias.shape.length - 1] === g?.info.outChannels);
   if (!g || !activationOk || !biasOk || preluActivationWeights) return fallBack(tf.FusedConv2D, args);
-  const wasm = args.backend as BackendWasm;
-  const y = wasm.makeOutput(g.info.outShape, 'float32');
-  addon.conv2d(
-    wasm.typedArrayFromHeap(x!) as Float32Array,
-    wasm.typedArrayFromHeap(filter!) as Float32Array,
-    bias ? (wasm.typedArrayFromHeap(bias) as Float32Array) : null,
-    wasm.typedArrayFromHeap(y) as Float32Array,
-    g.geometry,
-    attrs.activation === 'relu',
-  );
+  const b = io(args.backend);
+  const y = b.out(g.info.outShape);
+  addon.conv2d(b.f32(x!), b.f32(filter!), bias ? b.f32(bias) : null, b.f32(y), g.geometry, attrs.activation === 'relu');
   return y;
 }
 
-function conv2DBackpropInput(args: KernelArgs): tf.TensorInfo {
+function conv2DBackpropInput(args: KernelArgs): tf.TensorInfo | tf.TensorInfo[] {
   const { dy, filter } = args.inputs as { dy: tf.TensorInfo; filter: tf.TensorInfo };
   const attrs = args.attrs as unknown as tf.Conv2DBackpropInputAttrs & ConvAttrs;
   const g = convGeometry(attrs.inputShape, filter.shape, attrs, [dy.dtype, filter.dtype]);
   if (!g || !tf.util.arraysEqual(dy.shape, g.info.outShape)) return fallBack(tf.Conv2DBackpropInput, args);
-  const wasm = args.backend as BackendWasm;
-  const dx = wasm.makeOutput(attrs.inputShape, 'float32');
-  addon.conv2dBackpropInput(wasm.typedArrayFromHeap(dy) as Float32Array, wasm.typedArrayFromHeap(filter) as Float32Array, wasm.typedArrayFromHeap(dx) as Float32Array, g.geometry);
+  const b = io(args.backend);
+  const dx = b.out(attrs.inputShape);
+  addon.conv2dBackpropInput(b.f32(dy), b.f32(filter), b.f32(dx), g.geometry);
   return dx;
 }
 
-function conv2DBackpropFilter(args: KernelArgs): tf.TensorInfo {
+function conv2DBackpropFilter(args: KernelArgs): tf.TensorInfo | tf.TensorInfo[] {
   const { x, dy } = args.inputs as { x: tf.TensorInfo; dy: tf.TensorInfo };
   const attrs = args.attrs as unknown as tf.Conv2DBackpropFilterAttrs & ConvAttrs;
   const g = convGeometry(x.shape, attrs.filterShape, attrs, [x.dtype, dy.dtype]);
@@ -201,88 +253,217 @@ function conv2DBackpropFilter(args: KernelArgs): tf.TensorInfo {
   const { filterHeight, filterWidth, strideHeight, strideWidth, padInfo } = g.info;
   const strided1x1 = filterHeight === 1 && filterWidth === 1 && strideHeight * strideWidth > 1;
   if (strided1x1 && padInfo.top + padInfo.left + padInfo.bottom + padInfo.right > 0) return fallBack(tf.Conv2DBackpropFilter, args);
-  const wasm = args.backend as BackendWasm;
-  const dw = wasm.makeOutput(attrs.filterShape, 'float32');
-  addon.conv2dBackpropFilter(wasm.typedArrayFromHeap(x) as Float32Array, wasm.typedArrayFromHeap(dy) as Float32Array, wasm.typedArrayFromHeap(dw) as Float32Array, g.geometry);
+  const b = io(args.backend);
+  const dw = b.out(attrs.filterShape);
+  addon.conv2dBackpropFilter(b.f32(x), b.f32(dy), b.f32(dw), g.geometry);
   return dw;
 }
 
-/** MaxPoolGrad: the same rule as ./wasm-fast-kernels (first maximum of each window), images split over threads. */
-function maxPoolGrad(args: KernelArgs): tf.TensorInfo {
-  const { dy, input } = args.inputs as { dy: tf.TensorInfo; input: tf.TensorInfo };
-  const { filterSize, strides, pad, dimRoundingMode } = args.attrs as unknown as tf.MaxPoolGradAttrs;
-  if (input.dtype !== 'float32' || dy.dtype !== 'float32') return fallBack(tf.MaxPoolGrad, args);
-  const info = tf.backend_util.computePool2DInfo(input.shape as [number, number, number, number], filterSize, strides, 1, pad, dimRoundingMode);
-  const wasm = args.backend as BackendWasm;
-  const dx = wasm.makeOutput(input.shape, 'float32');
-  if (tf.util.sizeFromShape(input.shape) === 0) return dx;
+/** The addon's 12-integer pool geometry, or null when it does not apply (NCHW, dilations, non-float32, empty). */
+function poolGeometry(xShape: number[], attrs: tf.MaxPoolAttrs, dtypes: string[]): { info: Conv2DInfo; geometry: number[] } | null {
+  if (dtypes.some((d) => d !== 'float32') || xShape.length !== 4 || tf.util.sizeFromShape(xShape) === 0) return null;
+  const info = tf.backend_util.computePool2DInfo(xShape as [number, number, number, number], attrs.filterSize, attrs.strides, 1, attrs.pad, attrs.dimRoundingMode);
+  if (info.dilationHeight !== 1 || info.dilationWidth !== 1) return null;
   const { batchSize, inHeight, inWidth, inChannels, outHeight, outWidth, filterHeight, filterWidth, strideHeight, strideWidth } = info;
-  addon.maxPoolGrad(
-    wasm.typedArrayFromHeap(input) as Float32Array,
-    wasm.typedArrayFromHeap(dy) as Float32Array,
-    wasm.typedArrayFromHeap(dx) as Float32Array,
-    [batchSize, inHeight, inWidth, inChannels, outHeight, outWidth, filterHeight, filterWidth, strideHeight, strideWidth, info.padInfo.top, info.padInfo.left],
-  );
+  if ([outHeight, outWidth].some((s) => !(s > 0))) return null;
+  return { info, geometry: [batchSize, inHeight, inWidth, inChannels, outHeight, outWidth, filterHeight, filterWidth, strideHeight, strideWidth, info.padInfo.top, info.padInfo.left] };
+}
+
+/** MaxPool (native backend): the maximum of each window, NaN propagating, images and rows split over threads. */
+function maxPool(args: KernelArgs): tf.TensorInfo | tf.TensorInfo[] {
+  const { x } = args.inputs as { x: tf.TensorInfo };
+  const g = poolGeometry(x.shape, args.attrs as unknown as tf.MaxPoolAttrs, [x.dtype]);
+  if (!g) return fallBack(tf.MaxPool, args);
+  const b = io(args.backend);
+  const y = b.out(g.info.outShape);
+  addon.maxPool(b.f32(x), b.f32(y), g.geometry);
+  return y;
+}
+
+/** MaxPoolGrad: the same rule as ./wasm-fast-kernels (first maximum of each window), images split over threads. */
+function maxPoolGrad(args: KernelArgs): tf.TensorInfo | tf.TensorInfo[] {
+  const { dy, input } = args.inputs as { dy: tf.TensorInfo; input: tf.TensorInfo };
+  const g = poolGeometry(input.shape, args.attrs as unknown as tf.MaxPoolAttrs, [input.dtype, dy.dtype]);
+  if (!g) return fallBack(tf.MaxPoolGrad, args);
+  const b = io(args.backend);
+  const dx = b.out(input.shape);
+  addon.maxPoolGrad(b.f32(input), b.f32(dy), b.f32(dx), g.geometry);
   return dx;
 }
 
-/** Sum/Mean over leading axes in float64 (as ./wasm-fast-kernels does, for the same precision reason), on all threads. */
-function reduceLeading(kernelName: string, args: KernelArgs, mean: boolean): tf.TensorInfo {
+/**
+ * Sum/Mean in float64 (as the cpu backend, for precision: float32 column sums
+ * over 65k rows drifted batch-norm training by 2.6e-3 in 20 steps), on all
+ * threads, over a contiguous run of axes: leading ones (batch-norm statistics
+ * and bias gradients) on both backends, middle ones (global average pooling)
+ * on the native backend. Other axes go to the replaced kernel.
+ */
+function reduce(kernelName: string, args: KernelArgs, mean: boolean): tf.TensorInfo | tf.TensorInfo[] {
   const { x } = args.inputs as { x: tf.TensorInfo };
   const { axis, keepDims } = args.attrs as unknown as tf.SumAttrs;
   if (x.dtype !== 'float32' || x.shape.length === 0) return fallBack(kernelName, args);
   const axes = tf.util.parseAxisParam(axis, x.shape).sort((a, b) => a - b);
-  const leading = axes.length;
-  if (leading === 0 || leading === x.shape.length || !axes.every((a, i) => a === i)) return fallBack(kernelName, args);
-  const outer = tf.util.sizeFromShape(x.shape.slice(0, leading));
-  const innerShape = x.shape.slice(leading);
-  const inner = tf.util.sizeFromShape(innerShape);
-  if (outer === 0 || inner === 0) return fallBack(kernelName, args);
-  const wasm = args.backend as BackendWasm;
-  const out = wasm.makeOutput(keepDims ? [...x.shape.slice(0, leading).map(() => 1), ...innerShape] : innerShape, 'float32');
-  addon.sumLeading(wasm.typedArrayFromHeap(x) as Float32Array, wasm.typedArrayFromHeap(out) as Float32Array, outer, inner, mean ? 1 / outer : 1);
+  const first = axes[0];
+  const contiguous = axes.length > 0 && axes.every((a, i) => a === first + i) && axes.length < x.shape.length;
+  if (!contiguous || (first > 0 && isWasm(args.backend))) return fallBack(kernelName, args);
+  const last = first + axes.length;
+  const outer = tf.util.sizeFromShape(x.shape.slice(0, first));
+  const mid = tf.util.sizeFromShape(x.shape.slice(first, last));
+  const inner = tf.util.sizeFromShape(x.shape.slice(last));
+  if (outer === 0 || mid === 0 || inner === 0) return fallBack(kernelName, args);
+  const outShape = keepDims ? x.shape.map((d, i) => (i >= first && i < last ? 1 : d)) : [...x.shape.slice(0, first), ...x.shape.slice(last)];
+  const b = io(args.backend);
+  const out = b.out(outShape);
+  addon.sumAxes(b.f32(x), b.f32(out), outer, mid, inner, mean ? 1 / mid : 1);
   return out;
 }
 
+/** The addon's binary op codes (native/onednn.cc, BroadcastBinary). */
+const BINARY_OPS: Record<string, number> = {
+  [tf.Add]: 0,
+  [tf.Sub]: 1,
+  [tf.Multiply]: 2,
+  [tf.RealDiv]: 3,
+  [tf.SquaredDifference]: 4,
+  [tf.Maximum]: 5,
+  [tf.Minimum]: 6,
+};
+
 /**
- * The period with which an operand repeats over an output of `outShape`: its
- * size when its shape, leading 1s dropped, is a suffix of outShape (the
- * operand is broadcast over the leading axes only), else null.
+ * Strides of an operand of `shape` read over an output of `outShape`
+ * (numpy broadcasting: missing leading axes and size-1 axes get stride 0),
+ * with adjacent axes merged where both operands allow it. Returns the merged
+ * output shape and both stride lists.
  */
-function period(shape: number[], outShape: number[]): number | null {
-  let first = 0;
-  while (first < shape.length && shape[first] === 1) first++;
-  const kept = shape.slice(first);
-  if (kept.length > outShape.length || !tf.util.arraysEqual(kept, outShape.slice(outShape.length - kept.length))) return null;
-  return tf.util.sizeFromShape(kept);
+export function broadcastStrides(aShape: number[], bShape: number[], outShape: number[]): { shape: number[]; a: number[]; b: number[] } {
+  const r = outShape.length;
+  const strides = (shape: number[]) => {
+    const s = new Array<number>(r).fill(0);
+    let acc = 1;
+    for (let i = shape.length - 1; i >= 0; i--) {
+      const o = r - shape.length + i;
+      s[o] = shape[i] === 1 && outShape[o] !== 1 ? 0 : acc;
+      acc *= shape[i];
+    }
+    return s;
+  };
+  const sa = strides(aShape);
+  const sb = strides(bShape);
+  const shape: number[] = [];
+  const a: number[] = [];
+  const b: number[] = [];
+  for (let i = 0; i < r; i++) {
+    if (outShape[i] === 1) continue;
+    const k = shape.length - 1;
+    // Axis i merges into the previous one when, for both operands, stepping
+    // over it continues the previous axis's stride pattern.
+    if (k >= 0 && sa[i] * outShape[i] === a[k] && sb[i] * outShape[i] === b[k]) {
+      shape[k] *= outShape[i];
+      a[k] = sa[i];
+      b[k] = sb[i];
+    } else {
+      shape.push(outShape[i]);
+      a.push(sa[i]);
+      b.push(sb[i]);
+    }
+  }
+  if (shape.length === 0) return { shape: [1], a: [1], b: [1] };
+  return { shape, a, b };
 }
 
-/** The addon's op codes (native/onednn.cc, Binary). */
-const BINARY_OPS: Record<string, number> = { [tf.Add]: 0, [tf.Sub]: 1, [tf.Multiply]: 2, [tf.RealDiv]: 3, [tf.SquaredDifference]: 4 };
-
 /**
- * Elementwise float32 Add/Sub/Multiply/RealDiv/SquaredDifference of equal
- * shapes, or with one operand broadcast over leading axes (batch norm's
- * per-channel statistics and their gradients: the stock kernels' generic
- * broadcast loop took ~17 ms for [64,16,16,32] * [1,1,1,32]). One float32
- * operation per element, as in the wasm kernels, on all threads.
+ * Elementwise float32 Add/Sub/Multiply/RealDiv/SquaredDifference/Maximum/
+ * Minimum with numpy broadcasting (batch norm's per-channel statistics, a
+ * mean's gradient over [N,1,1,C], the optimizer's updates), one float32
+ * operation per element, on all threads. The wasm backend keeps the
+ * leading-axes broadcasts it had (results are the same bits either way).
  */
-function binary(kernelName: string, args: KernelArgs): tf.TensorInfo {
+function binary(kernelName: string, args: KernelArgs): tf.TensorInfo | tf.TensorInfo[] {
   const { a, b } = args.inputs as { a: tf.TensorInfo; b: tf.TensorInfo };
   if (a.dtype !== 'float32' || b.dtype !== 'float32') return fallBack(kernelName, args);
   const outShape = tf.backend_util.assertAndGetBroadcastShape(a.shape, b.shape);
-  const n = tf.util.sizeFromShape(outShape);
-  const ap = period(a.shape, outShape);
-  const bp = period(b.shape, outShape);
-  if (n === 0 || ap === null || bp === null || ap === 0 || bp === 0 || (ap !== n && bp !== n)) return fallBack(kernelName, args);
-  const wasm = args.backend as BackendWasm;
-  const out = wasm.makeOutput(outShape, 'float32');
-  addon.binary(BINARY_OPS[kernelName], wasm.typedArrayFromHeap(a) as Float32Array, wasm.typedArrayFromHeap(b) as Float32Array, wasm.typedArrayFromHeap(out) as Float32Array, n, ap, bp);
+  if (tf.util.sizeFromShape(outShape) === 0 || outShape.length > 8) return fallBack(kernelName, args);
+  if (isWasm(args.backend) && (BINARY_OPS[kernelName] > 4 || !leadingBroadcast(a.shape, b.shape, outShape))) return fallBack(kernelName, args);
+  const s = broadcastStrides(a.shape, b.shape, outShape);
+  const o = io(args.backend);
+  const out = o.out(outShape);
+  addon.broadcastBinary(BINARY_OPS[kernelName], o.f32(a), o.f32(b), o.f32(out), s.shape, s.a, s.b);
   return out;
 }
 
-/** FusedBatchNorm with per-channel (innermost axis) statistics, in float64 like the cpu backend. */
-function fusedBatchNorm(args: KernelArgs): tf.TensorInfo {
+/** Whether one operand spans the output and the other is broadcast over leading axes only (the wasm path's cases). */
+function leadingBroadcast(aShape: number[], bShape: number[], outShape: number[]): boolean {
+  const n = tf.util.sizeFromShape(outShape);
+  const period = (shape: number[]) => {
+    let first = 0;
+    while (first < shape.length && shape[first] === 1) first++;
+    const kept = shape.slice(first);
+    return kept.length <= outShape.length && tf.util.arraysEqual(kept, outShape.slice(outShape.length - kept.length));
+  };
+  return period(aShape) && period(bShape) && (tf.util.sizeFromShape(aShape) === n || tf.util.sizeFromShape(bShape) === n);
+}
+
+/** The addon's unary op codes (native/onednn.cc, Unary). */
+const UNARY_OPS: Record<string, number> = {
+  [tf.Relu]: 0,
+  [tf.Step]: 1,
+  [tf.Neg]: 2,
+  [tf.Square]: 3,
+  [tf.Sqrt]: 4,
+  [tf.Rsqrt]: 5,
+  [tf.Exp]: 6,
+  [tf.Log]: 7,
+  [tf.Abs]: 8,
+  [tf.Relu6]: 9,
+  [tf.Sigmoid]: 10,
+};
+
+/** Elementwise float32 unary ops on all threads (ReLU and its gradient mask, Step, are the hot ones). */
+function unary(kernelName: string, args: KernelArgs): tf.TensorInfo | tf.TensorInfo[] {
+  const { x } = args.inputs as { x: tf.TensorInfo };
+  const n = tf.util.sizeFromShape(x.shape);
+  if (x.dtype !== 'float32' || n === 0) return fallBack(kernelName, args);
+  const alpha = kernelName === tf.Step ? ((args.attrs as unknown as tf.StepAttrs).alpha ?? 0) : 0;
+  const b = io(args.backend);
+  const out = b.out(x.shape);
+  addon.unary(UNARY_OPS[kernelName], b.f32(x), b.f32(out), n, alpha);
+  return out;
+}
+
+/**
+ * BatchMatMul and _FusedMatMul (dense layers: bias, linear or ReLU) of float32
+ * matrices, batch dimensions equal or one side's broadcast, with oneDNN's
+ * sgemm. Rank 2 and up; anything else goes to the replaced kernel.
+ */
+function matMul(kernelName: string, args: KernelArgs): tf.TensorInfo | tf.TensorInfo[] {
+  const { a, b, bias, preluActivationWeights } = args.inputs as Record<string, tf.TensorInfo | undefined>;
+  const attrs = args.attrs as unknown as tf.BatchMatMulAttrs & { activation?: string };
+  const activation = attrs.activation ?? 'linear';
+  if (!allFloat32(a, b, bias) || preluActivationWeights || (activation !== 'linear' && activation !== 'relu')) return fallBack(kernelName, args);
+  const ra = a!.shape.length;
+  const rb = b!.shape.length;
+  if (ra < 2 || rb < 2) return fallBack(kernelName, args);
+  const M = attrs.transposeA ? a!.shape[ra - 1] : a!.shape[ra - 2];
+  const K = attrs.transposeA ? a!.shape[ra - 2] : a!.shape[ra - 1];
+  const Kb = attrs.transposeB ? b!.shape[rb - 1] : b!.shape[rb - 2];
+  const N = attrs.transposeB ? b!.shape[rb - 2] : b!.shape[rb - 1];
+  const batchA = a!.shape.slice(0, -2);
+  const batchB = b!.shape.slice(0, -2);
+  const na = tf.util.sizeFromShape(batchA);
+  const nb = tf.util.sizeFromShape(batchB);
+  const batchShape = na >= nb ? batchA : batchB;
+  const sameBatch = tf.util.arraysEqual(batchA, batchB) || na === 1 || nb === 1;
+  const biasOk = !bias || (tf.util.sizeFromShape(bias.shape) === N && bias.shape[bias.shape.length - 1] === N);
+  if (K !== Kb || !sameBatch || !biasOk || M * N * K === 0) return fallBack(kernelName, args);
+  const batch = Math.max(na, nb);
+  const o = io(args.backend);
+  const out = o.out([...batchShape, M, N]);
+  addon.gemm(o.f32(a!), o.f32(b!), o.f32(out), bias ? o.f32(bias) : null, [batch, M, N, K, attrs.transposeA ? 1 : 0, attrs.transposeB ? 1 : 0, na === 1 ? 0 : M * K, nb === 1 ? 0 : K * N], activation === 'relu');
+  return out;
+}
+
+/** FusedBatchNorm (inference mode) with per-channel (innermost axis) statistics, in float64 like the cpu backend. */
+function fusedBatchNorm(args: KernelArgs): tf.TensorInfo | tf.TensorInfo[] {
   const { x, mean, variance, offset, scale } = args.inputs as Record<string, tf.TensorInfo | undefined>;
   const { varianceEpsilon } = args.attrs as unknown as tf.FusedBatchNormAttrs;
   const channels = x!.shape[x!.shape.length - 1];
@@ -292,58 +473,137 @@ function fusedBatchNorm(args: KernelArgs): tf.TensorInfo {
   if (x!.dtype !== 'float32' || x!.shape.length === 0 || n === 0 || ![mean, variance, offset, scale].every(perChannel) || !mean || !variance) {
     return fallBack(tf.FusedBatchNorm, args);
   }
-  const wasm = args.backend as BackendWasm;
-  const out = wasm.makeOutput(x!.shape, 'float32');
-  const view = (t: tf.TensorInfo | undefined) => (t ? (wasm.typedArrayFromHeap(t) as Float32Array) : null);
+  const b = io(args.backend);
+  const out = b.out(x!.shape);
+  const view = (t: tf.TensorInfo | undefined) => (t ? b.f32(t) : null);
   addon.batchNorm(view(x)!, view(mean)!, view(variance)!, view(offset), view(scale), view(out)!, n, channels, varianceEpsilon);
   return out;
 }
 
-const kernelFuncs: Record<string, tf.KernelFunc> = {
-  [tf.Conv2D]: conv2D as tf.KernelFunc,
-  [tf.FusedConv2D]: fusedConv2D as tf.KernelFunc,
-  [tf.Conv2DBackpropInput]: conv2DBackpropInput as tf.KernelFunc,
-  [tf.Conv2DBackpropFilter]: conv2DBackpropFilter as tf.KernelFunc,
-  [tf.MaxPoolGrad]: maxPoolGrad as tf.KernelFunc,
-  [tf.Sum]: ((args: KernelArgs) => reduceLeading(tf.Sum, args, false)) as tf.KernelFunc,
-  [tf.Mean]: ((args: KernelArgs) => reduceLeading(tf.Mean, args, true)) as tf.KernelFunc,
-  [tf.FusedBatchNorm]: fusedBatchNorm as tf.KernelFunc,
-  ...Object.fromEntries(Object.keys(BINARY_OPS).map((name) => [name, ((args: KernelArgs) => binary(name, args)) as tf.KernelFunc])),
-};
-
-/** The kernel names the native set replaces. */
-export const NATIVE_KERNELS = Object.keys(kernelFuncs);
-
-const configs: tf.KernelConfig[] = NATIVE_KERNELS.map((kernelName) => ({
-  kernelName,
-  backendName: WASM,
-  kernelFunc: kernelFuncs[kernelName],
-  // The backend runs the setupFuncs of the kernels registered when it
-  // initialises; the replaced ones bind wasm exports the fallbacks need.
-  setupFunc: (backend) => previous.get(kernelName)?.setupFunc?.(backend),
-}));
+/** Attributes of the fused training-mode batch norm kernels. */
+export interface BatchNormTrainAttrs {
+  epsilon: number;
+  /** A ReLU after the normalisation (and the residual). */
+  relu: boolean;
+}
 
 /**
- * Registers the native kernels over whatever wasm kernels are registered now
- * (call after registerWasmTrainingKernels, before or after
- * tf.setBackend('wasm')), with `threads` OpenMP threads. Returns a
- * description such as "oneDNN 2.6.3 (OpenMP), 2 threads", or null and why
- * the addon is unavailable. Idempotent.
+ * GranularBatchNormTrain: inputs x [..., C], gamma [C], beta [C], residual
+ * (optional, x's shape); outputs y = relu?(batchnorm(x) + residual), and the
+ * batch mean, biased variance and 1/sqrt(variance + epsilon), each [C].
+ * native/onednn.cc BatchNormTrain has the definition.
  */
-export function registerNativeKernels(threads: number): { native: string | null; why: string | null } {
+function batchNormTrain(args: KernelArgs): tf.TensorInfo[] {
+  const { x, gamma, beta, residual } = args.inputs as Record<string, tf.TensorInfo | undefined>;
+  const { epsilon, relu } = args.attrs as unknown as BatchNormTrainAttrs;
+  const C = x!.shape[x!.shape.length - 1];
+  const n = tf.util.sizeFromShape(x!.shape);
+  if (!allFloat32(x, gamma, beta, residual) || n === 0 || (residual && !tf.util.arraysEqual(residual.shape, x!.shape))) {
+    throw new Error(`${BATCH_NORM_TRAIN}: float32 x with residual of the same shape expected, got x [${x!.shape}] ${x!.dtype}`);
+  }
+  const b = io(args.backend);
+  const [y, mean, variance, invStd] = [b.out(x!.shape), b.out([C]), b.out([C]), b.out([C])];
+  const view = (t: tf.TensorInfo | undefined) => (t ? b.f32(t) : null);
+  addon.batchNormTrain(b.f32(x!), view(gamma), view(beta), view(residual), b.f32(y), b.f32(mean), b.f32(variance), b.f32(invStd), n / C, C, epsilon, relu);
+  return [y, mean, variance, invStd];
+}
+
+/**
+ * GranularBatchNormTrainGrad: inputs dy, x, mean, invStd, gamma (optional), y
+ * (given when the forward had a ReLU); attribute residual (whether to return
+ * its gradient). Outputs dx, dGamma, dBeta (and dResidual).
+ */
+function batchNormTrainGrad(args: KernelArgs): tf.TensorInfo[] {
+  const { dy, x, mean, invStd, gamma, y } = args.inputs as Record<string, tf.TensorInfo | undefined>;
+  const { residual } = args.attrs as unknown as { residual: boolean };
+  const C = x!.shape[x!.shape.length - 1];
+  const n = tf.util.sizeFromShape(x!.shape);
+  const b = io(args.backend);
+  const outs = [b.out(x!.shape), b.out([C]), b.out([C]), ...(residual ? [b.out(x!.shape)] : [])];
+  addon.batchNormTrainGrad(
+    b.f32(dy!), b.f32(x!), b.f32(mean!), b.f32(invStd!), gamma ? b.f32(gamma) : null, y ? b.f32(y) : null,
+    b.f32(outs[0]), b.f32(outs[1]), b.f32(outs[2]), residual ? b.f32(outs[3]) : null, n / C, C,
+  );
+  return outs;
+}
+
+interface NativeKernel {
+  kernelFunc: tf.KernelFunc;
+  /** Also over the wasm kernels (the set that existed before the native backend, with its numerics). */
+  wasm: boolean;
+}
+
+const kernels: Record<string, NativeKernel> = {
+  [tf.Conv2D]: { kernelFunc: conv2D as tf.KernelFunc, wasm: true },
+  [tf.FusedConv2D]: { kernelFunc: fusedConv2D as tf.KernelFunc, wasm: true },
+  [tf.Conv2DBackpropInput]: { kernelFunc: conv2DBackpropInput as tf.KernelFunc, wasm: true },
+  [tf.Conv2DBackpropFilter]: { kernelFunc: conv2DBackpropFilter as tf.KernelFunc, wasm: true },
+  [tf.MaxPool]: { kernelFunc: maxPool as tf.KernelFunc, wasm: false },
+  [tf.MaxPoolGrad]: { kernelFunc: maxPoolGrad as tf.KernelFunc, wasm: true },
+  [tf.Sum]: { kernelFunc: ((args: KernelArgs) => reduce(tf.Sum, args, false)) as tf.KernelFunc, wasm: true },
+  [tf.Mean]: { kernelFunc: ((args: KernelArgs) => reduce(tf.Mean, args, true)) as tf.KernelFunc, wasm: true },
+  [tf.FusedBatchNorm]: { kernelFunc: fusedBatchNorm as tf.KernelFunc, wasm: true },
+  [tf.BatchMatMul]: { kernelFunc: ((args: KernelArgs) => matMul(tf.BatchMatMul, args)) as tf.KernelFunc, wasm: false },
+  [tf._FusedMatMul]: { kernelFunc: ((args: KernelArgs) => matMul(tf._FusedMatMul, args)) as tf.KernelFunc, wasm: false },
+  [BATCH_NORM_TRAIN]: { kernelFunc: batchNormTrain as unknown as tf.KernelFunc, wasm: false },
+  [BATCH_NORM_TRAIN_GRAD]: { kernelFunc: batchNormTrainGrad as unknown as tf.KernelFunc, wasm: false },
+  ...Object.fromEntries(
+    Object.keys(BINARY_OPS).map((name) => [name, { kernelFunc: ((args: KernelArgs) => binary(name, args)) as tf.KernelFunc, wasm: BINARY_OPS[name] <= 4 }]),
+  ),
+  ...Object.fromEntries(Object.keys(UNARY_OPS).map((name) => [name, { kernelFunc: ((args: KernelArgs) => unary(name, args)) as tf.KernelFunc, wasm: false }])),
+};
+
+/** The kernel names the native set registers on a backend. */
+export function nativeKernelNames(backendName: BackendName): string[] {
+  return Object.keys(kernels).filter((k) => backendName === 'native' || kernels[k].wasm);
+}
+
+/** @deprecated name kept for the wasm tests: the kernels registered over wasm. */
+export const NATIVE_KERNELS = nativeKernelNames('wasm');
+
+const configs = new Map<string, tf.KernelConfig>();
+
+function configFor(kernelName: string, backendName: BackendName): tf.KernelConfig {
+  const key = `${backendName}/${kernelName}`;
+  let c = configs.get(key);
+  if (!c) {
+    c = {
+      kernelName,
+      backendName,
+      kernelFunc: kernels[kernelName].kernelFunc,
+      // The backend runs the setupFuncs of the kernels registered when it
+      // initialises; the replaced wasm ones bind wasm exports the fallbacks need.
+      setupFunc: (backend) => previous.get(key)?.setupFunc?.(backend),
+    };
+    configs.set(key, c);
+  }
+  return c;
+}
+
+/**
+ * Registers the native kernels over whatever kernels `backendName` has now
+ * (wasm: call after registerWasmTrainingKernels, before or after
+ * tf.setBackend('wasm'); native: ./native-backend does it), with `threads`
+ * OpenMP threads. Returns a description such as "oneDNN 2.6.3 (OpenMP), 2
+ * threads", or null and why the addon is unavailable. Idempotent.
+ */
+export function registerNativeKernels(threads: number, backendName: BackendName = 'wasm'): { native: string | null; why: string | null } {
   const { addon: a, why } = loadOneDnn();
   if (!a) return { native: null, why };
   addon = a;
   const n = a.setThreads(threads);
-  for (const config of configs) {
-    const current = tf.getKernel(config.kernelName, WASM);
+  for (const kernelName of nativeKernelNames(backendName)) {
+    const config = configFor(kernelName, backendName);
+    const current = tf.getKernel(kernelName, backendName);
     if (current === config) continue;
-    if (!current) throw new Error(`native kernels: the wasm backend registered no ${config.kernelName} to fall back on`);
-    previous.set(config.kernelName, current);
-    // registerKernel over an existing entry works but logs a warning.
-    tf.unregisterKernel(config.kernelName, WASM);
+    if (current) {
+      previous.set(`${backendName}/${kernelName}`, current);
+      // registerKernel over an existing entry works but logs a warning.
+      tf.unregisterKernel(kernelName, backendName);
+    } else if (!kernelName.startsWith('Granular')) {
+      throw new Error(`native kernels: the ${backendName} backend registered no ${kernelName} to fall back on`);
+    }
     tf.registerKernel(config);
   }
   return { native: `${a.version()}, ${n} thread${n === 1 ? '' : 's'}`, why: null };
 }
-

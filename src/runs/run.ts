@@ -23,6 +23,7 @@ import { shellQuote } from '../util/shell';
 import { readModelWeights, saveLayersModel } from './bundle';
 import { FILES } from './rundir';
 import { gitRecord } from './git';
+import { asOutOfMemory, outOfMemoryAdvice } from '../engine/oom';
 
 /** The two kinds of training run. */
 export type Stage = 'pretrain' | 'finetune';
@@ -258,6 +259,8 @@ function explainFailure(err: Error, runDir: string, stage: Stage, cfg: Config): 
   const resume = `then continue with 'granular ${stage} --resume ${runDir}' (the last checkpoint is intact)`;
   if (code === 'ENOSPC') return `the disk is full (ENOSPC) while writing in '${runDir}': ${err.message}. Free space, ${resume}.`;
   if (code === 'EACCES' || code === 'EROFS' || code === 'EPERM') return `cannot write in '${runDir}' (${code}): ${err.message}. Make the folder writable, ${resume}.`;
+  const oom = asOutOfMemory(err);
+  if (oom) return outOfMemoryAdvice(oom, { batchSize: cfg.train.batch_size, imageSize: cfg.data.image_size });
   if (/out of memory|Memory\.grow|Array buffer allocation failed|Aborted\(OOM\)|heap out of memory/i.test(err.message)) {
     return `ran out of memory with train.batch_size=${cfg.train.batch_size} (${err.message.split('\n')[0]}). Lower train.batch_size (e.g. --set train.batch_size=${Math.max(1, Math.floor(cfg.train.batch_size / 2))}) or model.width, then start a new run.`;
   }
