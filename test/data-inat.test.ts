@@ -38,7 +38,8 @@ async function writeInat(root: string): Promise<void> {
   fs.writeFileSync(path.join(root, 'val.json'), cocoJson('val', 2, 1000));
   for (const [part, n, start] of [['train', 5, 0], ['val', 2, 1000]] as const) {
     let id = start;
-    for (let k = 0; k < CATS.length; k++) for (let i = 0; i < n; i++, id++) await writeImage(path.join(root, part, `${k}`, `${id}.jpg`), 'jpg', k, i);
+    // Test images differ from every training image (a test set holding the source's training images is refused).
+    for (let k = 0; k < CATS.length; k++) for (let i = 0; i < n; i++, id++) await writeImage(path.join(root, part, `${k}`, `${id}.jpg`), 'jpg', k, part === 'val' ? i + 5 : i);
   }
 }
 

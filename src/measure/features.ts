@@ -1,6 +1,7 @@
 import * as path from 'node:path';
 import { Config } from '../config/schema';
 import { parseConfigYaml } from '../config/load';
+import { primaryLevelSpec } from '../config/stage-level';
 import { Dataset, Examples } from '../data/types';
 import { buildNetwork } from '../models/archs';
 import { Network } from '../models/network';
@@ -9,7 +10,6 @@ import * as rd from '../runs/rundir';
 import { readRunFolder } from '../runs/run';
 import { UsageError } from '../util/errors';
 import { prefixFeatures } from './predict';
-import { primaryLevelSpec } from '../train/heads';
 
 /**
  * Penultimate features (the head's input: the output of every block, batch

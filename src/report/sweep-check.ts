@@ -1,10 +1,10 @@
-import { levelSpecs, primaryLevelSpec } from '../train/heads';
 import * as path from 'node:path';
 import { checkEvalApplies } from '../config/checks';
 import { parseSets, readConfigFile, resolveConfig } from '../config/load';
 import { tagLayer } from '../config/provenance';
 import { Config } from '../config/schema';
-import { FINETUNE_DEFAULT_LEVEL, namesLevel } from '../config/stage-level';
+import { FINETUNE_DEFAULT_LEVEL, levelSpecs, namesLevel, primaryLevelSpec } from '../config/stage-level';
+import { checkFinetuneSettings, headRequest } from '../train/finetune';
 import { loadCatalog, loadDataset } from '../data';
 import { transformCatalog } from '../data/catalog';
 import { Hierarchy } from '../hierarchy/tree';
@@ -58,11 +58,7 @@ export async function checkSweepRuns(s: LoadedSweep, cwd = process.cwd()): Promi
       if (r.command === 'finetune' && !own.some(namesLevel)) cfg.train.level = FINETUNE_DEFAULT_LEVEL;
       resolved.set(r.name, cfg);
       checkEvalApplies(cfg);
-      if (r.command === 'pretrain' && cfg.finetune.unfreeze !== null) throw new UsageError(`finetune.unfreeze is a fine-tuning schedule; a pretrain stage trains every block. Move it to a finetune stage.`);
-      const blocks = blockNames(cfg.model.arch);
-      if (r.command === 'finetune' && cfg.finetune.freeze !== 'all' && cfg.finetune.freeze > blocks.length) {
-        throw new UsageError(`finetune.freeze ${cfg.finetune.freeze} is more than the ${blocks.length} block(s) of ${cfg.model.arch} (${blocks.join(', ')}).`);
-      }
+      checkFinetuneSettings(cfg, r.command, cfg.model.arch, blockNames(cfg.model.arch));
       const key = JSON.stringify({ data: cfg.data, ood: cfg.eval.ood_synthetic });
       if (!hierarchies.has(key)) hierarchies.set(key, hierarchyOf(cfg));
       // Multi-level training (train.level as a list): every listed level must exist; the first is the run's level.
@@ -70,7 +66,7 @@ export async function checkSweepRuns(s: LoadedSweep, cwd = process.cwd()): Promi
       for (const spec of levelSpecs(cfg.train.level)) h.resolveLevel(spec);
       const level = h.resolveLevel(primaryLevelSpec(cfg.train.level));
       if (level.classes.length < 2) throw new UsageError(`level '${cfg.train.level}' has only ${level.classes.length} class; training needs at least 2.`);
-      if (r.from && cfg.finetune.head === 'keep') {
+      if (r.from && headRequest(cfg).head === 'keep') {
         const src = out.find((c) => c.run.name === r.from)!;
         if (src.classes !== level.classes.length) throw new UsageError(`finetune.head=keep needs as many classes as the source's head (${src.classes}); level '${cfg.train.level}' has ${level.classes.length}.`);
       }

@@ -52,16 +52,43 @@ export function parseFreeze(flag: string): number | 'all' {
   return f === 'all' ? 'all' : Number(f);
 }
 
-/** Resolve `finetune.freeze` to a block count, with a message naming the valid range (UsageError past the last block). */
+/**
+ * Resolve `finetune.freeze` to a block count of `net`. Throws UsageError past
+ * the last block, naming the valid range.
+ */
 export function frozenBlockCount(net: Network, freeze: number | 'all'): number {
-  if (freeze === 'all') return net.blocks.length;
-  if (freeze > net.blocks.length) {
-    throw new UsageError(
-      `--freeze ${freeze} is more than the ${net.blocks.length} block(s) of ${net.arch} (${net.blocks.map((b) => b.name).join(', ')}). ` +
-        `Use 0..${net.blocks.length}, or 'all' for a linear probe.`,
-    );
+  return frozenCount(freeze, net.arch, net.blocks.map((b) => b.name), '--freeze');
+}
+
+function frozenCount(freeze: number | 'all', arch: string, blocks: readonly string[], name: string): number {
+  if (freeze === 'all') return blocks.length;
+  if (freeze > blocks.length) {
+    throw new UsageError(`${name} ${freeze} is more than the ${blocks.length} block(s) of ${arch} (${blocks.join(', ')}). Use 0..${blocks.length}, or 'all' for a linear probe.`);
   }
   return freeze;
+}
+
+/**
+ * Check, before anything is built, that a stage can carry out its fine-tuning
+ * settings: an unfreezing schedule only on a finetune stage, finetune.freeze
+ * within `blocks` (the architecture's block names, input side first). Sweeps
+ * check every run with it; planFinetune checks the same. Throws UsageError.
+ */
+export function checkFinetuneSettings(cfg: Config, stage: Stage, arch: string, blocks: readonly string[]): void {
+  if (stage === 'pretrain' && cfg.finetune.unfreeze !== null) {
+    throw new UsageError(`finetune.unfreeze is a fine-tuning schedule; 'granular pretrain' trains every block. Remove it, or use 'granular finetune'.`);
+  }
+  if (stage === 'finetune') frozenCount(cfg.finetune.freeze, arch, blocks, 'finetune.freeze');
+}
+
+/** The head a run asks for: finetune.head (new | keep | coarsen) and finetune.head_level; heads.ts planHeads decides what it gets. */
+export interface HeadRequest {
+  head: Config['finetune']['head'];
+  headLevel: string | null;
+}
+
+export function headRequest(cfg: Config): HeadRequest {
+  return { head: cfg.finetune.head, headLevel: cfg.finetune.head_level };
 }
 
 /**
@@ -77,7 +104,7 @@ export function planFinetune(cfg: Config, stage: Stage, net: Network, sourceDir:
   const ft = cfg.finetune;
   if (sourceDir) loadSourceWeights(net, sourceDir, sourceHead);
   if (stage === 'pretrain') {
-    if (ft.unfreeze !== null) throw new UsageError(`finetune.unfreeze is a fine-tuning schedule; 'granular pretrain' trains every block. Remove it, or use 'granular finetune'.`);
+    checkFinetuneSettings(cfg, stage, net.arch, net.blocks.map((b) => b.name));
     return { frozenBlocks: 0, unfreeze: null, lrScale: blockLrScale(net.blocks.length, 1), batchnormTrains: true, prefixCache: false };
   }
   const frozenBlocks = frozenBlockCount(net, ft.freeze);

@@ -6,21 +6,13 @@
  * configs and levels, made once per run before anything is written.
  */
 import { Config } from '../config/schema';
+import { levelSpecs, primaryLevelSpec } from '../config/stage-level';
+import type { HeadRequest } from './finetune';
 import { coarsening, Hierarchy, Level } from '../hierarchy/tree';
 import { extraHeadName } from '../models/network';
 import { coarsenedObjective, multiLevelObjective, Objective, plainObjective } from '../models/objective';
 import { UsageError } from '../util/errors';
 import { Rng } from '../util/rng';
-
-/** train.level as a list of specs (a single level is a list of one). */
-export function levelSpecs(level: Config['train']['level']): string[] {
-  return Array.isArray(level) ? level : [level];
-}
-
-/** The level a run is scored at: the first (finest) listed level. */
-export function primaryLevelSpec(level: Config['train']['level']): string {
-  return levelSpecs(level)[0];
-}
 
 /** A run's level as it is named in summary.json and reports: `item`, or `item+kind+group` for a multi-level run. */
 export function levelsName(levels: readonly Level[]): string {
@@ -110,21 +102,21 @@ export interface HeadSource {
  * Without a source there is no head to keep or coarsen: the run gets a new
  * head (`log` says so). UsageError when the request cannot be met.
  */
-export function planHeads(cfg: Config, stage: 'pretrain' | 'finetune', h: Hierarchy, trained: TrainLevels, source: HeadSource | null, log: (line: string) => void = () => {}): HeadPlan {
+export function planHeads(cfg: Config, request: HeadRequest, stage: 'pretrain' | 'finetune', h: Hierarchy, trained: TrainLevels, source: HeadSource | null, log: (line: string) => void = () => {}): HeadPlan {
   const level = trained.levels[0];
   const extra = trained.levels.slice(1).map((l, i) => ({ level: l, map: trained.maps[i + 1], weight: trained.weights[i + 1] }));
   const base = { extra, primaryWeight: trained.weights[0], headClasses: level.classes.length, runClasses: level.classes.length, headMap: null, sourceHead: null, sourceLevel: null };
   if (stage === 'pretrain') {
-    if (cfg.finetune.head_level !== null) throw new UsageError(`finetune.head_level picks a source run's head; 'granular pretrain' has no source. Remove it.`);
+    if (request.headLevel !== null) throw new UsageError(`finetune.head_level picks a source run's head; 'granular pretrain' has no source. Remove it.`);
     return { ...base, head: 'new', headSeed: null };
   }
-  const want = cfg.finetune.head;
+  const want = request.head;
   if (!source) {
     if (want !== 'new') log(`finetune.head=${want}: this run has no source run (--from), so it starts a new head`);
     return { ...base, head: 'new', headSeed: finetuneHeadSeed(cfg.train.seed!) };
   }
   if (want === 'new') {
-    if (cfg.finetune.head_level !== null) throw new UsageError(`finetune.head_level picks which of the source's heads to keep or coarsen; with finetune.head=new it does nothing. Remove it, or set finetune.head=keep|coarsen.`);
+    if (request.headLevel !== null) throw new UsageError(`finetune.head_level picks which of the source's heads to keep or coarsen; with finetune.head=new it does nothing. Remove it, or set finetune.head=keep|coarsen.`);
     return { ...base, head: 'new', headSeed: finetuneHeadSeed(cfg.train.seed!) };
   }
   if (extra.length) throw new UsageError(`finetune.head=${want} with several levels in train.level: keep and coarsen act on a single target level. Fine-tune at one level, or use finetune.head=new.`);
@@ -144,7 +136,7 @@ export function planHeads(cfg: Config, stage: 'pretrain' | 'finetune', h: Hierar
   };
   if (want === 'keep') {
     let i: number;
-    if (cfg.finetune.head_level !== null) i = pickNamed(cfg.finetune.head_level);
+    if (request.headLevel !== null) i = pickNamed(request.headLevel);
     else if (srcLevels.length === 1) i = 0;
     else {
       i = srcLevels.findIndex((s) => s.name === level.name);
@@ -157,7 +149,7 @@ export function planHeads(cfg: Config, stage: 'pretrain' | 'finetune', h: Hierar
   }
   // coarsen
   if (cfg.train.loss !== 'xent') throw new UsageError(`finetune.head=coarsen trains on summed probabilities, a cross-entropy; train.loss is '${cfg.train.loss}'. Set train.loss=xent.`);
-  const i = cfg.finetune.head_level !== null ? pickNamed(cfg.finetune.head_level) : 0;
+  const i = request.headLevel !== null ? pickNamed(request.headLevel) : 0;
   const from = srcLevels[i];
   const map = from.name === level.name ? null : coarsening(from, level);
   if (!map) {

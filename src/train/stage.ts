@@ -23,7 +23,7 @@ import { RunFailure, UsageError } from '../util/errors';
 import { relPath, writeFileAtomic, writeJsonAtomic } from '../util/fsx';
 import { CheckpointState, hasCheckpoint, loadCheckpoint, recoverCheckpoint } from './checkpoint';
 import { NamedOptimizer } from './optimizer';
-import { FinetunePlan, initialTrainable, parseFreeze, planFinetune } from './finetune';
+import { FinetunePlan, headRequest, initialTrainable, parseFreeze, planFinetune } from './finetune';
 import { Interrupted, stopEvaluation } from '../measure/predict';
 import { HeadPlan, headsSummary, levelsName, planHeads, resolveTrainLevels, TrainLevels } from './heads';
 import { train } from './loop';
@@ -149,7 +149,7 @@ async function prepare(req: StageRequest, cfg: Config, source: SourceRun | null)
   const trained = resolveTrainLevels(data.hierarchy, cfg);
   const level = trained.levels[0];
   for (const l of trained.levels) if (l.classes.length < 2) throw new UsageError(`level '${l.spec}' has only ${l.classes.length} class; training needs at least 2.`);
-  const heads = planHeads(cfg, req.stage, data.hierarchy, trained, source ? { cfg: source.cfg, dir: source.dir } : null, (l) => process.stderr.write(`granular: ${l}\n`));
+  const heads = planHeads(cfg, headRequest(cfg), req.stage, data.hierarchy, trained, source ? { cfg: source.cfg, dir: source.dir } : null, (l) => process.stderr.write(`granular: ${l}\n`));
   let split: Split;
   const sameData = source !== null && JSON.stringify(source.cfg.data) === JSON.stringify(cfg.data);
   if (req.resume !== undefined) {
