@@ -1,6 +1,7 @@
 import * as tf from '@tensorflow/tfjs';
 import { FloatStore } from '../data/store';
-import { Examples, sharedFloat32 } from '../data/types';
+import { Split } from '../data/split';
+import { Dataset, Examples, sharedFloat32 } from '../data/types';
 import { Network } from '../models/network';
 import { argmaxRows } from './accuracy';
 
@@ -82,6 +83,21 @@ export interface CachedPart {
 export async function cachePart(net: Network, e: Examples, idx: number[], shape: readonly number[], from: number, batch = EVAL_BATCH): Promise<CachedPart> {
   const f = await prefixFeatures(net, e, idx, shape, from, batch);
   return { e: { x: new FloatStore(f.x, f.shape), y: Int32Array.from(idx, (i) => e.y[i]), ids: idx.map((i) => e.ids[i]) }, idx: idx.map((_, k) => k), shape: f.shape, from };
+}
+
+/**
+ * The frozen-prefix cache of a run: blocks that never train and run
+ * deterministically (inference mode, no augmentation) map each example to the
+ * same output every epoch, so their outputs for the train, val and test
+ * examples of `split` are computed once (`from` blocks, `batch` examples at a
+ * time) and training runs the rest of the network on them.
+ */
+export async function prefixCache(net: Network, data: Dataset, split: Split, from: number, batch: number): Promise<{ train: CachedPart; val: CachedPart; test: CachedPart }> {
+  return {
+    train: await cachePart(net, data.train, split.train, data.shape, from, batch),
+    val: await cachePart(net, data.train, split.val, data.shape, from, batch),
+    test: await cachePart(net, data.test, split.test, data.shape, from, batch),
+  };
 }
 
 /** Run the first `upTo` blocks (inference mode) over examples `idx`: the frozen-prefix cache. */

@@ -1,66 +1,18 @@
 import * as tf from '@tensorflow/tfjs';
-import { SingleBar, Presets } from 'cli-progress';
-import { Config } from '../config/schema';
-import { Dataset } from '../data/types';
-import { levelLabels, Split } from '../data/split';
-import { Level } from '../hierarchy/tree';
-import { alignmentMetrics, dynamicsMetrics, evaluate, isDynamicsStep, trainAccuracy, validate } from '../measure/evaluate';
+import { levelLabels } from '../data/split';
+import { alignmentMetrics, evaluate, isDynamicsStep, trainAccuracy, validate } from '../measure/evaluate';
 import { hasConverged, plateauReached } from '../measure/convergence';
-import { coarsenedLogProbs, coarsenMembership } from '../models/objective';
-import { HeadPlan, makeObjective } from './heads';
-import { Network } from '../models/network';
-import { appendMetrics, FILES, readMetrics } from '../runs/rundir';
-import { saveModel } from '../runs/run';
+import { makeObjective } from './heads';
+import { appendMetrics, readMetrics } from '../runs/rundir';
 import { RunFailure } from '../util/errors';
-import { Rng } from '../util/rng';
 import { batchSource } from '../data/prefetch';
-import { saveCheckpoint, CheckpointState, InEpoch, ScheduleState } from './checkpoint';
-import { batchNormModes, FinetunePlan, initialTrainable, Unfreezer } from './finetune';
+import { batchNormModes, Unfreezer } from './finetune';
 import { TrainableSet } from './trainable';
 import { oodMetrics } from '../measure/ood';
-import { cachePart, evalBatchSize } from '../measure/predict';
-import { makeProbe } from '../measure/dynamics';
-import { NamedOptimizer } from './optimizer';
+import { evalBatchSize, prefixCache } from '../measure/predict';
 import { learningRate } from './schedule';
-
-/** Everything the loop needs, prepared (and validated) by the stage. */
-export interface TrainJob {
-  cfg: Config;
-  net: Network;
-  data: Dataset;
-  split: Split;
-  level: Level;
-  coarser: Array<{ level: Level; map: Int32Array }>;
-  /** Labels at `level` for split.train (label noise already applied). */
-  trainLabels: Int32Array;
-  /** What trains and how (finetune.ts): frozen blocks, unfreezing, per-block rates, batch-norm modes, prefix cache. */
-  plan: FinetunePlan;
-  /** The heads and what they train on (heads.ts): a new, kept or coarsened head; one per level when multi-level. */
-  heads: HeadPlan;
-  runDir: string;
-  quiet: boolean;
-  /** No per-epoch output at all (the quickstart prints its own table). */
-  silent?: boolean;
-  resumeFrom?: CheckpointState;
-  /** The last epoch row already in metrics.jsonl (resume), so a run resumed at its end still reports. */
-  previousRow?: Record<string, number>;
-  optimizer: NamedOptimizer;
-  /** Weights to measure distances from (the pretrained values); kept in the checkpoint. */
-  reference?: ReadonlyMap<string, tf.Tensor>;
-  /** Called between steps; returning true stops the loop at a step boundary. */
-  shouldStop?: () => boolean;
-  /** performance.now() when this process started the run (elapsed time, wall_seconds across resumes). */
-  startedAt?: number;
-}
-
-export interface TrainResult {
-  final: Record<string, number>;
-  /** Whether the run learned its level (DESIGN.md "Convergence") and its training budget. */
-  fit: { converged: boolean; train_acc_final: number; epochs_trained: number; train_images: number; budget_images: number };
-  trainImagesPerSecond: number;
-  /** Stopped by a signal at a step boundary (resumable); not early stopping, which completes the run. */
-  stoppedEarly: boolean;
-}
+import { BestEpoch, checkpointer, DynamicsProbes, finalMetrics, startState, TrainJob, TrainResult } from './loop-parts';
+import { epochLine, eventLine, Progress } from './progress';
 
 /**
  * Train `job.net` to cfg.train.epochs (or from a checkpoint on): every step
@@ -79,28 +31,10 @@ export async function train(job: TrainJob): Promise<TrainResult> {
   const totalSteps = Math.min(stepsPerEpoch * cfg.train.epochs, cfg.train.max_steps ?? Infinity);
   const warmup = Math.round(cfg.train.warmup_epochs * stepsPerEpoch);
 
-  let epoch = 0;
-  let step = 0;
-  // Where a mid-epoch checkpoint left off inside its epoch (train.checkpoint_every_steps).
-  let resumeInEpoch: InEpoch | null = null;
-  let rng = new Rng(cfg.train.seed, 11);
-  let carry: Record<string, number> = { trainImages: 0, trainSeconds: 0 };
-  let trainableFlags = initialTrainable(net.blocks.length, plan.frozenBlocks, plan.unfreeze, cfg.train.seed);
-  let schedule: ScheduleState = { stopped: false, history: [] };
-  if (job.resumeFrom) {
-    epoch = job.resumeFrom.epoch;
-    step = job.resumeFrom.step;
-    rng = new Rng(job.resumeFrom.rng);
-    carry = { ...carry, ...job.resumeFrom.carry };
-    // Checkpoints written before summary keys were snake_case.
-    if (carry.dynamicsSeconds !== undefined) {
-      carry.dynamics_seconds ??= carry.dynamicsSeconds;
-      delete carry.dynamicsSeconds;
-    }
-    trainableFlags = job.resumeFrom.trainableBlocks.slice();
-    schedule = job.resumeFrom.schedule ?? schedule;
-    resumeInEpoch = job.resumeFrom.inEpoch ?? null;
-  }
+  const start = startState(cfg, net, plan, job.resumeFrom);
+  let { epoch, step, rng, carry } = start;
+  const { trainableFlags, schedule } = start;
+  let resumeInEpoch = start.inEpoch;
 
   // What trains; gradual unfreezing opens more of it.
   const trainable = new TrainableSet(net, trainableFlags, plan.lrScale);
@@ -113,13 +47,7 @@ export async function train(job: TrainJob): Promise<TrainResult> {
   // Every evaluation pass (and the prefix cache, and the probes) holds eval.batch_size examples at a time.
   const evalBatch = evalBatchSize(cfg);
   const target = { ...job, batch: evalBatch };
-  const cache = from > 0
-    ? {
-        train: await cachePart(net, data.train, split.train, data.shape, from, evalBatch),
-        val: await cachePart(net, data.train, split.val, data.shape, from, evalBatch),
-        test: await cachePart(net, data.test, split.test, data.shape, from, evalBatch),
-      }
-    : null;
+  const cache = from > 0 ? await prefixCache(net, data, split, from, evalBatch) : null;
   const trainX = cache ? cache.train.e.x : data.train.x;
   const trainIdx = cache ? cache.train.idx : split.train;
   const shape = cache ? cache.train.shape : data.shape;
@@ -127,32 +55,20 @@ export async function train(job: TrainJob): Promise<TrainResult> {
   const rowBase = () => trainable.row();
 
   const dynamicsOn = cfg.eval.dynamics_every !== 0;
-  // One fixed, seeded subset of training examples for every measurement of the run.
   const objective = makeObjective(job.heads, cfg);
-  const coarsenProbes: tf.Tensor[] = [];
-  const subset = (k: number) => {
-    const probe = makeProbe(data.train.x, data.shape, split.train, job.trainLabels, k, cfg.train.seed, cfg.train.loss, evalBatch);
-    if (!job.heads.headMap) return probe;
-    // finetune.head: coarsen: the Fisher and sharpness see the run's predictive distribution, the coarsened one.
-    const member = coarsenMembership(job.heads.headMap, job.heads.runClasses);
-    coarsenProbes.push(member);
-    return { ...probe, logProbs: (z: tf.Tensor) => coarsenedLogProbs(z, member), numClasses: job.heads.runClasses };
-  };
-  const fisherProbe = dynamicsOn || plan.unfreeze?.order === 'fisher' ? subset(cfg.eval.fisher_samples) : null;
-  const sharpProbe = dynamicsOn ? subset(cfg.eval.sharpness_examples) : null;
+  // One fixed, seeded subset of training examples for every measurement of the run.
+  const probes = new DynamicsProbes(cfg, data, split, job.trainLabels, job.heads, plan, evalBatch);
   const reference = dynamicsOn ? job.reference ?? null : null;
   const out = new Progress(!job.silent, process.stderr.isTTY === true && !job.quiet && !job.silent);
-  const unfreezer = Unfreezer.of(plan, trainable, schedule, { net, runDir, seed: cfg.train.seed, stepsPerEpoch, fisherProbe, onEvent: (e) => out.line(eventLine(e)) });
+  const unfreezer = Unfreezer.of(plan, trainable, schedule, { net, runDir, seed: cfg.train.seed, stepsPerEpoch, fisherProbe: probes.fisher, onEvent: (e) => out.line(eventLine(e)) });
   let lastDynamics: Record<string, number> = {};
   const dynamicsRow = (rowEpoch: number) => {
-    const t0 = performance.now();
-    const m = dynamicsMetrics(net, cfg.eval, cfg.train.seed, fisherProbe!, sharpProbe!, reference);
+    const { metrics: m, seconds } = probes.measure(net, cfg, reference);
     lastDynamics = m;
     lastDynamicsStep = step;
-    appendMetrics(runDir, { kind: 'dynamics', epoch: rowEpoch, step, ...m, ...rowBase(), seconds: (performance.now() - t0) / 1000 });
-    carry.dynamics_seconds = (carry.dynamics_seconds ?? 0) + (performance.now() - t0) / 1000;
+    appendMetrics(runDir, { kind: 'dynamics', epoch: rowEpoch, step, ...m, ...rowBase(), seconds });
+    carry.dynamics_seconds = (carry.dynamics_seconds ?? 0) + seconds;
     unfreezer?.observe(m, rowEpoch, step);
-    return m;
   };
   let last: Record<string, number> = job.previousRow ?? {};
   // Mean training loss of every finished epoch (from metrics.jsonl when resuming): the convergence rule reads them.
@@ -170,15 +86,9 @@ export async function train(job: TrainJob): Promise<TrainResult> {
   }
 
   const startedAt = job.startedAt ?? performance.now();
-  const wallBefore = job.resumeFrom?.carry.wall_seconds_done ?? 0;
-  delete carry.wall_seconds_done;
-  // A checkpoint carries the wall time spent on the run so far, so a resumed run's wall_seconds counts every process.
-  const checkpoint = (st: Omit<CheckpointState, 'version' | 'tensors' | 'optimizer'>) => {
-    saveCheckpoint(runDir, net, job.optimizer, job.reference ?? null, { ...st, carry: { ...st.carry, wall_seconds_done: wallBefore + (performance.now() - startedAt) / 1000 } });
-  };
+  const checkpoint = checkpointer(job, carry, startedAt);
   // Early stopping and model-best/ look at val_acc only (never the test set).
-  const stopRule = cfg.train.early_stop;
-  let stopNow = false;
+  const best = new BestEpoch(cfg.train.early_stop, carry, net, runDir);
   const epochTimes: number[] = [];
   const bar = out.bar;
   // Batch t+1 is gathered (and augmented) on a worker thread while step t trains.
@@ -250,15 +160,7 @@ export async function train(job: TrainJob): Promise<TrainResult> {
       const evalNow = (epoch + 1) % cfg.eval.every === 0 || lastEpoch;
       const valAcc = evalNow ? await validate(target, valLabels, cache?.val) : NaN;
       const test: Record<string, number> = evalNow ? await evaluate(target, cache?.test) : {};
-      // The best epoch so far by val_acc: its network is model-best/.
-      const improved = Number.isFinite(valAcc) && (carry.best_epoch === undefined || valAcc > carry.best_val_acc + stopRule.min_delta);
-      if (improved) {
-        carry.best_epoch = epoch + 1;
-        carry.best_val_acc = valAcc;
-        if (test.test_acc !== undefined) carry.best_test_acc = test.test_acc;
-        await saveModel(net, runDir, FILES.modelBest);
-      }
-      stopNow = !lastEpoch && stopRule.patience > 0 && Number.isFinite(valAcc) && carry.best_epoch !== undefined && epoch + 1 - carry.best_epoch >= stopRule.patience;
+      const { improved, stop: stopNow } = await best.update(epoch + 1, valAcc, test, lastEpoch);
       const isFinal = lastEpoch || stopNow;
       const row: Record<string, number> = {
         epoch: epoch + 1,
@@ -280,9 +182,8 @@ export async function train(job: TrainJob): Promise<TrainResult> {
       epochTimes.push(row.epoch_seconds);
       out.line(epochLine(row, cfg.train.epochs, epochTimes, (performance.now() - startedAt) / 1000, improved && cfg.train.epochs > 1));
       if (stopNow) {
-        carry.stopped_epoch = epoch + 1;
-        appendMetrics(runDir, { kind: 'event', event: 'early_stop', epoch: epoch + 1, step, reason: `val_acc has not improved on epoch ${carry.best_epoch} (${carry.best_val_acc.toFixed(4)}) for ${stopRule.patience} epoch(s)` });
-        out.line(`early stop after epoch ${epoch + 1}: val_acc has not improved on epoch ${carry.best_epoch} (${carry.best_val_acc.toFixed(4)}) for ${stopRule.patience} epoch(s); model-best/ holds epoch ${carry.best_epoch}`);
+        appendMetrics(runDir, { kind: 'event', event: 'early_stop', epoch: epoch + 1, step, reason: best.reason() });
+        out.line(`early stop after epoch ${epoch + 1}: ${best.reason()}; model-best/ holds epoch ${carry.best_epoch}`);
       }
       if (plateau) {
         const reason = `train_loss changed by less than 1 % of the first epoch's (${epochLosses[0].toPrecision(4)}) per epoch over the last ${cfg.train.until_converged!.patience}+ epochs`;
@@ -296,14 +197,8 @@ export async function train(job: TrainJob): Promise<TrainResult> {
     batches.close();
     objective.dispose();
   }
-  fisherProbe?.x.dispose();
-  sharpProbe?.x.dispose();
-  tf.dispose(coarsenProbes);
-  const final: Record<string, number | boolean> = { ...carry, ...last, ...lastDynamics, early_stopped: carry.stopped_epoch !== undefined };
-  delete final.trainImages;
-  delete final.trainSeconds;
-  delete final.num_tensors;
-  delete final.stopped_epoch;
+  probes.dispose();
+  const final = finalMetrics(carry, last, lastDynamics);
   const fit = {
     converged: hasConverged(epochLosses),
     train_acc_final: stoppedEarly ? NaN : await trainAccuracy(target, job.trainLabels, cache?.train),
@@ -311,58 +206,5 @@ export async function train(job: TrainJob): Promise<TrainResult> {
     train_images: n,
     budget_images: epochLosses.length * n,
   };
-  return { final: final as Record<string, number>, fit, trainImagesPerSecond: carry.trainSeconds ? carry.trainImages / carry.trainSeconds : 0, stoppedEarly };
-}
-
-/** `1:05:03`, `2:07`, `0:09`. */
-export function clock(seconds: number): string {
-  const s = Math.max(0, Math.round(seconds));
-  const [h, m, r] = [Math.floor(s / 3600), Math.floor((s % 3600) / 60), s % 60];
-  const p = (n: number) => String(n).padStart(2, '0');
-  return h ? `${h}:${p(m)}:${p(r)}` : `${m}:${p(r)}`;
-}
-
-/**
- * The line an epoch leaves behind (in a terminal, once its progress bar is
- * cleared; piped, as the log): losses, val/test metrics where evaluated, the
- * epoch's time, the time so far and the ETA of the run from the mean epoch
- * time of this process. `*` marks a new best val_acc (model-best/).
- */
-export function epochLine(row: Record<string, number>, epochs: number, epochTimes: readonly number[], elapsed: number, best: boolean): string {
-  const f = (k: string, d = 3) => (row[k] === undefined || Number.isNaN(row[k]) ? '' : ` ${k} ${row[k].toFixed(d)}${k === 'val_acc' && best ? '*' : ''}`);
-  const mean = epochTimes.reduce((a, b) => a + b, 0) / Math.max(1, epochTimes.length);
-  const left = epochs - row.epoch;
-  const eta = left > 0 ? ` ETA ${clock(mean * left)}` : '';
-  return `epoch ${row.epoch}/${epochs}${f('train_loss', 4)}${f('train_acc')}${f('val_acc')}${f('test_acc')}${f('test_acc_hard')} ${Math.round(row.images_per_second)} img/s ${row.epoch_seconds.toFixed(1)} s elapsed ${clock(elapsed)}${eta}`;
-}
-
-/** An event row as a line: `epoch 3: block2 opened, 41,216 trainable params (top-down)`. */
-export function eventLine(e: Record<string, unknown>): string {
-  const params = typeof e.trainable_params === 'number' ? `${e.trainable_params.toLocaleString('en-US')} trainable params` : '';
-  if (e.event === 'unfreeze') return `epoch ${e.epoch}, step ${e.step}: ${e.block} opened, ${params} (${e.order})`;
-  if (e.event === 'unfreeze_stop') return `epoch ${e.epoch}, step ${e.step}: unfreezing stopped (${e.reason}); ${params}`;
-  return `epoch ${e.epoch}: ${String(e.event)}${e.reason ? ` (${e.reason})` : ''}`;
-}
-
-/**
- * Where a run's progress goes (stderr): in a terminal, a progress bar while
- * an epoch runs, cleared when it ends so each epoch leaves one line; lines
- * written while the bar is up (events) go above it. Piped or --quiet, lines
- * only. Silent: nothing.
- */
-class Progress {
-  readonly bar: SingleBar | null;
-
-  constructor(private readonly on: boolean, tty: boolean) {
-    this.bar = on && tty
-      ? new SingleBar({ format: 'epoch {epoch}/{epochs} [{bar}] {value}/{total} loss {loss} acc {acc} {ips} img/s', hideCursor: true, clearOnComplete: true, stream: process.stderr }, Presets.shades_classic)
-      : null;
-  }
-
-  line(text: string): void {
-    if (!this.on) return;
-    const active = this.bar !== null && (this.bar as unknown as { isActive: boolean }).isActive;
-    process.stderr.write(active ? `\r\x1b[2K${text}\n` : `${text}\n`);
-    if (active) this.bar!.render();
-  }
+  return { final, fit, trainImagesPerSecond: carry.trainSeconds ? carry.trainImages / carry.trainSeconds : 0, stoppedEarly };
 }

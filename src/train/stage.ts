@@ -256,15 +256,7 @@ export async function runStage(req: StageRequest): Promise<StageOutcome> {
   } else {
     rd.rewriteMetrics(runDir, []);
   }
-  writeJsonAtomic(path.join(runDir, rd.FILES.env), { ...env, resumed: resuming });
-  // Time earlier processes spent on this run (to its checkpoint): wall_seconds counts them too.
-  const wallBefore = resumeState?.carry.wall_seconds_done ?? 0;
-  if (!reference?.size && cfg.eval.dynamics_every !== 0) {
-    // Distances are measured from the weights training starts with (the pretrained ones when fine-tuning).
-    reference = new Map(p.net.variables().filter((v) => v.trainable).map((v) => [v.name, tf.clone(v.variable)]));
-  }
-  if (!req.silent) process.stderr.write(startLine(req.stage, runDir, p, levelDefaulted));
-
+  // Signals are handled from before env.json exists (what watchers take as the run having started).
   let interrupted: NodeJS.Signals | null = null;
   const onSignal = (sig: NodeJS.Signals) => {
     if (interrupted) process.exit(sig === 'SIGINT' ? 130 : 143); // a second signal: leave now, the last checkpoint stays valid
@@ -275,6 +267,14 @@ export async function runStage(req: StageRequest): Promise<StageOutcome> {
   };
   process.on('SIGINT', onSignal);
   process.on('SIGTERM', onSignal);
+  writeJsonAtomic(path.join(runDir, rd.FILES.env), { ...env, resumed: resuming });
+  // Time earlier processes spent on this run (to its checkpoint): wall_seconds counts them too.
+  const wallBefore = resumeState?.carry.wall_seconds_done ?? 0;
+  if (!reference?.size && cfg.eval.dynamics_every !== 0) {
+    // Distances are measured from the weights training starts with (the pretrained ones when fine-tuning).
+    reference = new Map(p.net.variables().filter((v) => v.trainable).map((v) => [v.name, tf.clone(v.variable)]));
+  }
+  if (!req.silent) process.stderr.write(startLine(req.stage, runDir, p, levelDefaulted));
 
   const base = { ...summaryBase({ meta, cfg, level: p.level, frozenBlocks: p.plan.frozenBlocks, engine: p.engine, data: p.data, flipped: p.flipped }), ...headsSummary(p.trained, p.heads, p.net.headSeed) };
   let summary: Record<string, unknown>;
