@@ -1,14 +1,16 @@
 import * as path from 'node:path';
 import { checkEvalApplies } from '../config/checks';
-import { parseSets, readConfigFile, resolveConfig } from '../config/load';
+import { parseConfigYaml, parseSets, readConfigFile, resolveConfig } from '../config/load';
 import { tagLayer } from '../config/provenance';
 import { Config } from '../config/schema';
 import { FINETUNE_DEFAULT_LEVEL, levelSpecs, namesLevel, primaryLevelSpec } from '../config/stage-level';
 import { checkFinetuneSettings, headRequest } from '../train/finetune';
 import { loadCatalog, loadDataset } from '../data';
 import { transformCatalog } from '../data/catalog';
+import { clusterSplit } from '../hierarchy/transform';
 import { Hierarchy } from '../hierarchy/tree';
 import { blockNames } from '../models/archs';
+import { readRunFolder } from '../runs/run';
 import { UsageError } from '../util/errors';
 import type { LoadedSweep } from './sweep-run';
 import { PlannedRun } from './sweep-plan';
@@ -60,7 +62,7 @@ export async function checkSweepRuns(s: LoadedSweep, cwd = process.cwd()): Promi
       checkEvalApplies(cfg);
       checkFinetuneSettings(cfg, r.command, cfg.model.arch, blockNames(cfg.model.arch));
       const key = JSON.stringify({ data: cfg.data, ood: cfg.eval.ood_synthetic });
-      if (!hierarchies.has(key)) hierarchies.set(key, hierarchyOf(cfg));
+      if (!hierarchies.has(key)) hierarchies.set(key, hierarchyOf(cfg, clusterSourceLevel(cfg, s, resolved, cwd)));
       // Multi-level training (train.level as a list): every listed level must exist; the first is the run's level.
       const h = await hierarchies.get(key)!;
       for (const spec of levelSpecs(cfg.train.level)) h.resolveLevel(spec);
@@ -79,8 +81,33 @@ export async function checkSweepRuns(s: LoadedSweep, cwd = process.cwd()): Promi
   return out;
 }
 
-/** The class hierarchy the run's data gives, without decoding any image. */
-async function hierarchyOf(cfg: Config): Promise<Hierarchy> {
-  if (cfg.data.format === 'synthetic') return (await loadDataset(cfg, () => undefined)).hierarchy;
-  return transformCatalog(loadCatalog(cfg, () => undefined), cfg).hierarchy;
+/**
+ * The class hierarchy the run's data gives, without decoding any image. With
+ * `data.relabel: cluster:K` the pseudo-classes come from k-means on a trained
+ * network's features, but the tree's shape does not: each class of
+ * `clusterLevel` (the level the data.relabel_from run trains at) gets K
+ * children on a level named `cluster` (hierarchy/transform.ts clusterSplit).
+ */
+async function hierarchyOf(cfg: Config, clusterLevel: string | null): Promise<Hierarchy> {
+  const h = cfg.data.format === 'synthetic' ? (await loadDataset(cfg, () => undefined)).hierarchy : transformCatalog(loadCatalog(cfg, () => undefined), cfg).hierarchy;
+  if (clusterLevel === null) return h;
+  const k = Number(cfg.data.relabel!.split(':')[1]);
+  return clusterSplit(h, h.resolveLevel(clusterLevel), k).hierarchy;
+}
+
+/**
+ * For a `data.relabel: cluster:K` run, the level its data.relabel_from run
+ * trains at: from that folder's config.yaml, or, when an earlier run of this
+ * sweep will write the folder, from that run's resolved config. Null for any
+ * other run. UsageError when neither exists.
+ */
+function clusterSourceLevel(cfg: Config, s: LoadedSweep, resolved: ReadonlyMap<string, Config>, cwd: string): string | null {
+  if (!cfg.data.relabel?.startsWith('cluster:')) return null;
+  if (!cfg.data.relabel_from) throw new UsageError(`data.relabel ${cfg.data.relabel} needs data.relabel_from: the folder of the run whose features are clustered.`);
+  const dir = path.resolve(cwd, cfg.data.relabel_from);
+  const planned = s.plan.runs.find((r) => path.resolve(cwd, s.runsDir, r.name) === dir && resolved.has(r.name));
+  if (planned) return primaryLevelSpec(resolved.get(planned.name)!.train.level);
+  const text = readRunFolder(dir).configText;
+  if (text !== null) return primaryLevelSpec(parseConfigYaml(text, path.join(dir, 'config.yaml')).train.level);
+  throw new UsageError(`data.relabel_from '${cfg.data.relabel_from}' is not a run folder, and no earlier run of this sweep writes it. Name the folder of a finished run, or a run of an earlier stage (runs/<sweep>/<run name>).`);
 }
