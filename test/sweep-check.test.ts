@@ -100,3 +100,19 @@ test('a from-scratch baseline trains at the level its fine-tuned twin does: top 
   const named = planSweep({ name: 's', stages: { pretrain: {}, finetune: { from: 'pretrain', set: { 'train.level': 'depth:2' }, scratch: true } } });
   assert.deepEqual(named.runs.filter((r) => r.scratch)[0].sets.filter((x) => x.startsWith('train.level')), ['train.level=depth:2']);
 });
+
+test('sweep: a cluster:K stage is checked against the level its data.relabel_from run trains at, planned or missing', () => {
+  const stages = (from: string) => ({
+    coarse: { command: 'pretrain', set: { ...TINY_SET, 'train.level': 'superclass' } },
+    cluster: { command: 'pretrain', set: { ...TINY_SET, 'data.relabel': 'cluster:3', 'data.relabel_from': from, 'train.level': 'cluster' } },
+  });
+  const ok = sweepDir({ name: 'cl', base: QUICKSTART, stages: stages('runs/cl/coarse') });
+  const r = cli(['sweep', ok.file, '--dry-run'], { cwd: ok.dir });
+  assert.equal(r.code, 0, r.stderr);
+  assert.match(r.stdout, /--run-dir runs\/cl\/cluster/);
+  // The cluster level does not exist on the data itself: the check must come from the source's level.
+  const leafOnly = sweepDir({ name: 'cl', base: QUICKSTART, stages: { cluster: stages('runs/cl/coarse').cluster } });
+  const bad = cli(['sweep', leafOnly.file, '--dry-run'], { cwd: leafOnly.dir });
+  assert.equal(bad.code, 2, bad.stdout);
+  assert.match(bad.stderr, /run 'cluster' \(stage cluster\): data\.relabel_from 'runs\/cl\/coarse' is not a run folder, and no earlier run of this sweep writes it/);
+});

@@ -89,7 +89,9 @@ export async function checkSweepRuns(s: LoadedSweep, cwd = process.cwd()): Promi
  * children on a level named `cluster` (hierarchy/transform.ts clusterSplit).
  */
 async function hierarchyOf(cfg: Config, clusterLevel: string | null): Promise<Hierarchy> {
-  const h = cfg.data.format === 'synthetic' ? (await loadDataset(cfg, () => undefined)).hierarchy : transformCatalog(loadCatalog(cfg, () => undefined), cfg).hierarchy;
+  // The data's own hierarchy: the clustering itself needs the source's features, which may not exist yet.
+  const own: Config = clusterLevel === null ? cfg : { ...cfg, data: { ...cfg.data, relabel: null, relabel_from: null } };
+  const h = own.data.format === 'synthetic' ? (await loadDataset(own, () => undefined)).hierarchy : transformCatalog(loadCatalog(own, () => undefined), own).hierarchy;
   if (clusterLevel === null) return h;
   const k = Number(cfg.data.relabel!.split(':')[1]);
   return clusterSplit(h, h.resolveLevel(clusterLevel), k).hierarchy;
