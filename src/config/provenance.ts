@@ -97,6 +97,7 @@ function show(v: unknown): string {
 /** What the schema wanted, in the words of `granular config --keys`. */
 function expected(issue: z.core.$ZodIssue, path: Path): string {
   if (issue.code === 'invalid_format' && !/^Invalid/.test(issue.message)) return issue.message; // the schema's own wording (name:)
+  if (issue.code === 'custom') return issue.message; // a cross-key rule of the schema (superRefine), worded there
   if (issue.code === 'unrecognized_keys') return `unknown key${issue.keys.length > 1 ? 's' : ''} ${issue.keys.join(', ')}`;
   const item = typeof path[path.length - 1] === 'number';
   if (issue.code === 'invalid_value') return `expected one of ${issue.values.map(String).join(', ')}`;
