@@ -61,10 +61,12 @@ test('doctor --json: the backend, threads, kernels and a working training step a
   const r = cli(['doctor', '--json']);
   assert.equal(r.code, 0, r.stderr);
   const d = JSON.parse(r.stdout);
-  assert.equal(d.backend, 'wasm');
+  // auto: the native backend where the oneDNN addon is built, else wasm.
+  assert.ok(['native', 'wasm'].includes(d.backend), d.backend);
   assert.equal(d.conv_training_step, 'ok');
   assert.ok(Number.isInteger(d.threads) && d.threads >= 1);
   assert.ok(['onednn', 'wasm'].includes(d.kernels));
+  if (d.backend === 'native') assert.equal(d.kernels, 'onednn');
   assert.equal(typeof d.versions.granular, 'string');
 });
 
