@@ -270,6 +270,25 @@ test('unary ops (Relu, Step, Neg, Square, Sqrt, Rsqrt, Exp, Log, Abs, Relu6, Sig
   );
 });
 
+test('Transpose (ranks 1-5, any permutation, float32 and int32) and Pow by a scalar exponent match the cpu backend exactly', { skip }, async () => {
+  const rng = new Rng(43);
+  const shapes = [[7], [3, 5], [2, 3, 4], [2, 3, 4, 5], [2, 1, 3, 2, 4]];
+  const perms = (n: number): number[][] => (n <= 1 ? [[0]] : perms(n - 1).flatMap((p) => Array.from({ length: n }, (_, i) => [...p.slice(0, i), n - 1, ...p.slice(i)])));
+  for (const shape of shapes) {
+    const size = tf.util.sizeFromShape(shape);
+    const x = randomValues(rng, size);
+    const ints = Int32Array.from(x, (v) => Math.round(v * 100));
+    const worst = await assertSame(`transpose ${shape}`, () => perms(shape.length).flatMap((perm) => [tf.transpose(tf.tensor(x, shape), perm), tf.transpose(tf.tensor(ints, shape, 'int32'), perm).toFloat()]), ['native']);
+    assert.equal(worst, 0, `transpose ${shape} is a permutation: exact`);
+  }
+  const x = randomValues(rng, 4 * 9 * 5).map((v) => Math.abs(v));
+  const worst = await assertSame('pow', () => {
+    const t = tf.tensor3d(x, [4, 9, 5]);
+    return [tf.pow(t, 3), tf.pow(t, 2.5), tf.pow(t, tf.scalar(-1.5)), tf.pow(t, tf.tensor3d(x, [4, 9, 5]))];
+  }, ['native']);
+  assert.equal(worst, 0, 'Math.pow on both sides');
+});
+
 test('matMul (transposes, batches, broadcast batch) and dense layers (fused bias + relu) match the cpu backend', { skip }, async () => {
   // The same values on every backend: drawn once, in call order.
   const draws: Float32Array[] = [];

@@ -527,6 +527,65 @@ function batchNormTrainGrad(args: KernelArgs): tf.TensorInfo[] {
   return outs;
 }
 
+/**
+ * Transpose of any dtype and rank, by output-order strided copy (the cpu
+ * backend's kernel computes every element's source index from scratch: ~10x
+ * slower at the sizes the two-layer network transposes each step). Native
+ * backend only; same values as tf.transpose (a permutation, no arithmetic).
+ */
+function transpose(args: KernelArgs): tf.TensorInfo | tf.TensorInfo[] {
+  const { x } = args.inputs as { x: tf.TensorInfo };
+  if (x.dtype !== 'float32' && x.dtype !== 'int32') return fallBack(tf.Transpose, args);
+  const { perm } = args.attrs as unknown as tf.TransposeAttrs;
+  const native = args.backend as NativeBackend;
+  const outShape = perm.map((p) => x.shape[p]);
+  const src = native.values(x);
+  const out = native.makeOutputInfo(outShape, x.dtype);
+  const dst = native.values(out);
+  const rank = x.shape.length;
+  const inStrides = new Array<number>(rank);
+  for (let i = rank - 1, acc = 1; i >= 0; i--) {
+    inStrides[i] = acc;
+    acc *= x.shape[i];
+  }
+  // The stride in the input of each output axis; the last output axis is the inner loop.
+  const st = perm.map((p) => inStrides[p]);
+  const n = dst.length;
+  const inner = rank ? outShape[rank - 1] : 1;
+  const innerStride = rank ? st[rank - 1] : 1;
+  const idx = new Array<number>(rank).fill(0);
+  let base = 0;
+  for (let o = 0; o < n; o += inner) {
+    for (let k = 0, s = base; k < inner; k++, s += innerStride) dst[o + k] = src[s];
+    // Advance the outer axes (an odometer over outShape[0 .. rank-2]).
+    for (let ax = rank - 2; ax >= 0; ax--) {
+      idx[ax]++;
+      base += st[ax];
+      if (idx[ax] < outShape[ax]) break;
+      base -= st[ax] * outShape[ax];
+      idx[ax] = 0;
+    }
+  }
+  return out;
+}
+
+/**
+ * Pow of a float32 tensor by a scalar exponent (the smoothed ReLU's x^q),
+ * with Math.pow as the cpu kernel does (same values), without its general
+ * broadcasting machinery. Other cases go to the replaced kernel.
+ */
+function powScalar(args: KernelArgs): tf.TensorInfo | tf.TensorInfo[] {
+  const { a, b } = args.inputs as { a: tf.TensorInfo; b: tf.TensorInfo };
+  if (a.dtype !== 'float32' || b.dtype !== 'float32' || tf.util.sizeFromShape(b.shape) !== 1 || b.shape.length > a.shape.length) return fallBack(tf.Pow, args);
+  const native = args.backend as NativeBackend;
+  const x = native.values(a);
+  const e = native.values(b)[0];
+  const out = native.makeOutputInfo(a.shape, 'float32');
+  const y = native.values(out);
+  for (let i = 0; i < y.length; i++) y[i] = Math.pow(x[i], e);
+  return out;
+}
+
 interface NativeKernel {
   kernelFunc: tf.KernelFunc;
   /** Also over the wasm kernels (the set that existed before the native backend, with its numerics). */
@@ -545,6 +604,8 @@ const kernels: Record<string, NativeKernel> = {
   [tf.FusedBatchNorm]: { kernelFunc: fusedBatchNorm as tf.KernelFunc, wasm: true },
   [tf.BatchMatMul]: { kernelFunc: ((args: KernelArgs) => matMul(tf.BatchMatMul, args)) as tf.KernelFunc, wasm: false },
   [tf._FusedMatMul]: { kernelFunc: ((args: KernelArgs) => matMul(tf._FusedMatMul, args)) as tf.KernelFunc, wasm: false },
+  [tf.Transpose]: { kernelFunc: transpose as tf.KernelFunc, wasm: false },
+  [tf.Pow]: { kernelFunc: powScalar as tf.KernelFunc, wasm: false },
   [BATCH_NORM_TRAIN]: { kernelFunc: batchNormTrain as unknown as tf.KernelFunc, wasm: false },
   [BATCH_NORM_TRAIN_GRAD]: { kernelFunc: batchNormTrainGrad as unknown as tf.KernelFunc, wasm: false },
   ...Object.fromEntries(
