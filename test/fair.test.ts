@@ -70,3 +70,22 @@ test('item 1: converged, train_acc_final and the training budget are recorded; u
   const loose = cli(['report', path.join(runs, 'probe'), '--group-by', 'pretrain_level', '--group-by', 'source.train.lr', '--metric', 'test_acc', '--out', out, '--no-png', '--underfit-below', '0.01']);
   assert.doesNotMatch(loose.stdout, /source underfit/);
 });
+
+test('train_acc_final is measured on a fixed seeded sample of eval.train_acc_samples training images (all of them when fewer)', () => {
+  const root = tmpDir();
+  const run = (name: string, samples: number) => {
+    const dir = path.join(root, name);
+    ok(cli(['pretrain', ...BASE, '--level', 'leaf', '--set', 'train.epochs=2', '--set', `eval.train_acc_samples=${samples}`, '--run-dir', dir]));
+    return Number(summary(dir).train_acc_final);
+  };
+  const all = run('all', 100000);
+  const sample = run('sample', 7);
+  const again = run('again', 7);
+  // 24 classes after 2 epochs: neither 0 nor 1, so the fractions below tell the denominators apart.
+  assert.ok(all > 0 && all < 1 && sample > 0 && sample < 1, `${all} ${sample}`);
+  // 540 training images: a multiple of 1/540 on all of them, of 1/7 on the sample.
+  assert.ok(Math.abs(all * 540 - Math.round(all * 540)) < 1e-9, `${all}`);
+  assert.ok(Math.abs(sample * 7 - Math.round(sample * 7)) < 1e-9, `${sample}`);
+  assert.equal(again, sample, 'the same seed draws the same sample');
+  assert.equal(run('exact', 540), all, 'a sample as large as the training set is all of it');
+});

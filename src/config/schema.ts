@@ -221,6 +221,7 @@ const evalSection = z
       .describe('batch of every evaluation pass (test, validation, OOD, Fisher/sharpness probes, frozen-prefix cache); null = train.batch_size'),
     every: int().positive().default(1).describe('evaluate every this many epochs (the last epoch is always evaluated)'),
     dynamics_every: z.union([int().min(0), z.literal('auto')]).default('auto').describe("steps between dynamics rows; auto = half-way through epoch 1, then after epochs 1, 2, 4, 8, ... and the last; 0 = off"),
+    train_acc_samples: int().positive().default(10000).describe('training images train_acc_final is measured on: a fixed seeded sample of this many (all of them when fewer)'),
     fisher_samples: int().positive().default(16).describe('examples of the fixed training subset the Fisher trace is measured on'),
     sharpness_rho: z.number().min(0).default(0.05).describe('radius rho of adaptive sharpness'),
     sharpness_examples: int().positive().default(64).describe('examples of the fixed training subset sharpness is measured on'),

@@ -15,6 +15,7 @@ import { alignment, randomDirections } from './alignment';
 import { fisherTrace, Probe, sharpness, weightDistance } from './dynamics';
 import { CachedPart, predictHeadProbs, predictProbs } from './predict';
 import { hierarchicalDistanceAtK, LcaHeights, mistakeSeverity } from './severity';
+import { Rng } from '../util/rng';
 
 /** How a network's heads are read (train/heads.ts HeadPlan): a kept finer head coarsened to the run's level, and the extra heads of multi-level training. */
 export interface HeadReading {
@@ -114,11 +115,20 @@ export async function validate(t: Pick<EvalTarget, 'net' | 'data' | 'split' | 'h
 /**
  * `train_acc_final`: the network (inference mode, no augmentation) on its own
  * training images, against the labels it trained on (`trainLabels`, label
- * noise included), at its level: did the run learn its level? A fraction in
- * [0, 1].
+ * noise included), at its level: did the run learn its level? Measured on a
+ * fixed sample of `samples` training images drawn with `seed` (all of them
+ * when there are fewer), so a run on millions of images does not end with a
+ * pass over all of them. A fraction in [0, 1].
  */
-export async function trainAccuracy(t: Pick<EvalTarget, 'net' | 'data' | 'split' | 'heads' | 'batch'>, trainLabels: Int32Array, cached?: CachedPart): Promise<number> {
-  return accuracy(await runLevelPredictions(t, t.data.train, t.split.train, t.data.shape, cached), trainLabels);
+export async function trainAccuracy(
+  t: Pick<EvalTarget, 'net' | 'data' | 'split' | 'heads' | 'batch'>, trainLabels: Int32Array, samples: number, seed: number, cached?: CachedPart,
+): Promise<number> {
+  const n = t.split.train.length;
+  const pick = samples >= n ? null : new Rng(seed, 43).sample(n, samples).sort((a, b) => a - b);
+  if (!pick) return accuracy(await runLevelPredictions(t, t.data.train, t.split.train, t.data.shape, cached), trainLabels);
+  const sub = cached ? { ...cached, idx: pick.map((p) => cached.idx[p]) } : undefined;
+  const pred = await runLevelPredictions(t, t.data.train, pick.map((p) => t.split.train[p]), t.data.shape, sub);
+  return accuracy(pred, Int32Array.from(pick, (p) => trainLabels[p]));
 }
 
 /**

@@ -201,7 +201,7 @@ export async function train(job: TrainJob): Promise<TrainResult> {
   const final = finalMetrics(carry, last, lastDynamics);
   const fit = {
     converged: hasConverged(epochLosses),
-    train_acc_final: stoppedEarly ? NaN : await trainAccuracy(target, job.trainLabels, cache?.train),
+    train_acc_final: stoppedEarly ? NaN : await trainAccuracy(target, job.trainLabels, cfg.eval.train_acc_samples, cfg.train.seed, cache?.train),
     epochs_trained: epochLosses.length,
     train_images: n,
     budget_images: epochLosses.length * n,
