@@ -141,6 +141,8 @@ interface Side {
   decodeImgPerSec: number | null;
   trainImgPerSec: number;
   firstStepSeconds: number;
+  /** granular only: the part of firstStepSeconds spent evaluating the initial network (the epoch-0 row). */
+  initialEvalSeconds?: number;
   wallSeconds: number;
 }
 
@@ -172,6 +174,7 @@ function granular(root: string, o: Options, label: string): Side & { decoded: nu
     decoded: store?.images ?? 0,
     trainImgPerSec: s.train_images_per_second,
     firstStepSeconds: s.first_step_seconds,
+    initialEvalSeconds: s.initial_eval_seconds,
     wallSeconds: wall,
   };
 }
@@ -179,7 +182,7 @@ function granular(root: string, o: Options, label: string): Side & { decoded: nu
 /** The record store's note of its latest decode (images, seconds), by modification time. */
 function lastDecode(): { images: number; seconds: number } | null {
   const dir = path.join(BENCH, 'cache');
-  const metas = fs.readdirSync(dir).filter((f) => f.endsWith('.json')).map((f) => path.join(dir, f));
+  const metas = fs.readdirSync(dir).filter((f) => f.endsWith('.json') && !f.endsWith('.listing.json')).map((f) => path.join(dir, f));
   metas.sort((a, b) => fs.statSync(b).mtimeMs - fs.statSync(a).mtimeMs);
   if (!metas.length) return null;
   const m = JSON.parse(fs.readFileSync(metas[0], 'utf8'));
@@ -225,11 +228,11 @@ async function main(): Promise<void> {
     const warm = granular(root, o, `${n}-warm`);
     const t = py ? torch(py, root, o) : null;
     const line = (who: string, s: Side | null) =>
-      s ? `| ${f0(n)} | ${who} | ${f0(s.peakRssMb)}${s.workerRssMb ? ` (+${f0(s.workerRssMb)} per worker)` : ''} | ${f0(s.decodeImgPerSec)} | ${f0(s.trainImgPerSec)} | ${f1(s.firstStepSeconds)} |` : `| ${f0(n)} | ${who} | – | – | – | – |`;
+      s ? `| ${f0(n)} | ${who} | ${f0(s.peakRssMb)}${s.workerRssMb ? ` (+${f0(s.workerRssMb)} per worker)` : ''} | ${f0(s.decodeImgPerSec)} | ${f0(s.trainImgPerSec)} | ${f1(s.firstStepSeconds)}${s.initialEvalSeconds !== undefined ? ` (${f1(s.initialEvalSeconds)})` : ''} |` : `| ${f0(n)} | ${who} | – | – | – | – |`;
     rows.push(line('granular, first run (decodes)', cold), line('granular, second run', { ...warm, decodeImgPerSec: null }), line('PyTorch ImageFolder + DataLoader', t));
     process.stdout.write(`${rows.slice(-3).join('\n')}\n`);
   }
-  process.stdout.write('\n| images | who | peak RSS (MB) | first-decode img/s | train img/s | time to first step (s) |\n| --- | --- | --- | --- | --- | --- |\n');
+  process.stdout.write('\n| images | who | peak RSS (MB) | first-decode img/s | train img/s | time to first step (s) (of which: initial evaluation) |\n| --- | --- | --- | --- | --- | --- |\n');
   process.stdout.write(rows.join('\n') + '\n');
 }
 
@@ -239,6 +242,8 @@ function clearCacheFor(root: string): void {
   if (!fs.existsSync(dir)) return;
   for (const f of fs.readdirSync(dir).filter((x) => x.endsWith('.json'))) {
     const m = JSON.parse(fs.readFileSync(path.join(dir, f), 'utf8'));
+    // The folder listings too: a first run lists every folder.
+    if (f.endsWith('.listing.json') && m.root === root) fs.rmSync(path.join(dir, f), { force: true });
     if (m.identity !== `imagefolder:${root}`) continue;
     const base = f.slice(0, -'.json'.length);
     for (const g of fs.readdirSync(dir)) if (g.startsWith(`${base}.`)) fs.rmSync(path.join(dir, g), { force: true });

@@ -5,7 +5,8 @@ import * as path from 'node:path';
 import sharp from 'sharp';
 import { parseSets, resolveConfig } from '../src/config/load';
 import { loadCatalog, loadDataset } from '../src/data';
-import { decodeImage } from '../src/data/decode';
+import { contentHash, decodeImage } from '../src/data/decode';
+import { hashHex } from '../src/data/types';
 import { inputNormalization } from '../src/data/normalize';
 import { InlineBatches, PrefetchedBatches } from '../src/data/prefetch';
 import { HASH_BYTES, RecordReader, syncRecords } from '../src/data/records';
@@ -139,6 +140,71 @@ test('record cache: data.verify=folders trusts unchanged folders, notices added 
   const { cat, ids: all } = ids();
   const back = await syncRecords({ format: 'imagefolder', source: cat.source, ids: all, size: 6, channels: 1, cacheDir: cache, verify: 'files', log: quiet });
   assert.equal(back.decoded, 0);
+});
+
+test('listing cache: an unchanged class folder is not read again; added and removed images, and folders changed within the racy window, are read', async () => {
+  const root = tmpDir();
+  const cache = path.join(tmpDir(), 'cache');
+  await writeFolderDataset(root, { taxonomy: 'group,leaf\nG,x\nH,y\n', leaves: { x: [3, 1], y: [3, 1] } });
+  const cfg = cfgFor(root, cache);
+  const old = 1_600_000_000;
+  for (const d of ['train/x', 'train/y', 'test/x', 'test/y']) fs.utimesSync(path.join(root, d), old, old);
+  const trainIds = () => loadCatalog(cfg).train.ids;
+  assert.deepEqual(trainIds(), ['train/x/img0.png', 'train/x/img1.png', 'train/x/img2.png', 'train/y/img0.png', 'train/y/img1.png', 'train/y/img2.png']);
+  const file = path.join(cache, fs.readdirSync(cache).find((f) => f.endsWith('.listing.json'))!);
+  // Planted in the listing of an unchanged folder: served from the cache, so the folder was not read.
+  const plant = (dir: string, name: string) => {
+    const j = JSON.parse(fs.readFileSync(file, 'utf8'));
+    j.folders[fs.realpathSync(path.join(root, dir))].names.push(name);
+    fs.writeFileSync(file, JSON.stringify(j));
+  };
+  plant('train/x', 'planted.png');
+  assert.ok(trainIds().includes('train/x/planted.png'));
+  // An image added to a folder moves its time: that folder is read again (and the planted name is gone).
+  await writeImage(path.join(root, 'train/x/img9.png'), 'png', 1, 9);
+  fs.rmSync(path.join(root, 'train/y/img2.png'));
+  const now = trainIds();
+  assert.ok(now.includes('train/x/img9.png') && !now.includes('train/x/planted.png') && !now.includes('train/y/img2.png'), now.join(' '));
+  // train/x changed just now, so its new listing is not trusted yet (a change in the same clock tick would not move its time).
+  plant('train/x', 'planted-again.png');
+  assert.ok(!trainIds().includes('train/x/planted-again.png'));
+  // No cache folder: no listing cache either.
+  assert.equal(loadCatalog(cfgFor(root, null)).train.ids.length, 6);
+});
+
+test('record cache, deferred check: a training image rewritten in place is found by the worker thread and decoded again before training reads it', async () => {
+  const root = tmpDir();
+  const cache = path.join(tmpDir(), 'cache');
+  await writeFolderDataset(root, { taxonomy: 'group,leaf\nG,x\nH,y\n', leaves: { x: [3, 1], y: [3, 1] } });
+  const cfg = cfgFor(root, cache);
+  await loadDataset(cfg, quiet);
+  // Unchanged: the check finds nothing.
+  const same = await loadDataset(cfg, quiet, { deferTrainStamps: true });
+  assert.equal(await same.trainVerified!(), 0);
+  const file = path.join(root, 'train/y/img1.png');
+  await writeImage(file, 'png', 7, 1);
+  fs.utimesSync(file, new Date(Date.now() + 5000), new Date(Date.now() + 5000));
+  const lines: string[] = [];
+  const d = await loadDataset(cfg, (l) => lines.push(l), { deferTrainStamps: true });
+  // Until checked, the cached record stands in; the check replaces it (record and content hash), and says so.
+  const k = d.train.ids.indexOf('train/y/img1.png');
+  const before = storedBytes(d.train.x as RecordStore, d.train.ids).get('train/y/img1.png');
+  assert.equal(await d.trainVerified!(), 1);
+  assert.equal(await d.trainVerified!(), 1, 'the check runs once');
+  assert.deepEqual(lines, ['1 image(s) changed since they were cached (size or modification time): decoding them again']);
+  const after = storedBytes(d.train.x as RecordStore, d.train.ids).get('train/y/img1.png');
+  assert.notDeepEqual(after, before);
+  assert.deepEqual(after, await decodeImage(fs.readFileSync(file), 6, 1));
+  assert.equal(hashHex(d.train.hashes!, k), contentHash(fs.readFileSync(file)));
+  // A run started on the changed data records the new content hash in split.json.
+  await writeImage(file, 'png', 3, 1);
+  fs.utimesSync(file, new Date(Date.now() + 9000), new Date(Date.now() + 9000));
+  const dir = path.join(tmpDir(), 'r');
+  const r = cli(['pretrain', '--quiet', '--run-dir', dir, ...['data.format=imagefolder', `data.root=${root}`, 'data.image_size=6', `data.cache_dir=${cache}`, 'data.val_fraction=0', 'model.arch=cnn-small', 'model.width=0.25', 'train.epochs=1', 'eval.dynamics_every=0'].flatMap((x) => ['--set', x])]);
+  assert.equal(r.code, 0, r.stderr);
+  assert.match(r.stderr, /1 image\(s\) changed since they were cached \(size or modification time\): decoding them again/);
+  const split = readJson<{ train: string[]; hashes: { train: string[] } }>(path.join(dir, 'split.json'));
+  assert.equal(split.hashes.train[split.train.indexOf('train/y/img1.png')], contentHash(fs.readFileSync(file)));
 });
 
 test('decoding: EXIF orientation is applied before resizing; the aspect ratio is kept (centre crop)', async () => {

@@ -78,7 +78,7 @@ const data = z
     verify: z
       .enum(['files', 'folders'])
       .default('files')
-      .describe('how a cached dataset is checked for changes: files (size and mtime of every image) or folders (only images in folders whose mtime changed; faster, misses files rewritten in place)'),
+      .describe('how a cached dataset is checked for changes: files (size and mtime of every image; a new run checks its training images on a worker thread while it starts, before training reads them) or folders (only images in folders whose mtime changed; faster, misses files rewritten in place)'),
     on_bad_image: z.enum(['skip', 'fail']).default('skip').describe('an unreadable or truncated image: skip it (counted in skipped_images) or fail (exit 2)'),
     cache_dir: z.string().nullable().default('datasets/cache').describe('where the record cache of decoded images lives (relative to the working folder); null = a temporary one, removed when the process ends'),
     synthetic,

@@ -4,6 +4,8 @@ import { Config } from '../config/schema';
 import { filterClasses } from '../hierarchy/transform';
 import { Hierarchy } from '../hierarchy/tree';
 import { UsageError } from '../util/errors';
+import { joinPlain } from '../util/fsx';
+import { fileStamp } from './stamp';
 import { HASH_BYTES, ImageSource, syncRecords } from './records';
 import { relabel } from './relabel';
 import { RecordStore } from './store';
@@ -59,23 +61,12 @@ export function refsOf(items: Iterable<{ id: string; cls: number }>): Refs {
  * the one on disk) to their absolute path.
  */
 export function folderSource(format: string, root: string, onDisk: ReadonlyMap<string, string> = new Map()): ImageSource {
-  const abs = (id: string) => onDisk.get(id) ?? path.join(root, id);
+  const abs = (id: string) => onDisk.get(id) ?? joinPlain(root, id);
   return {
     identity: `${format}:${root}`,
     read: (id) => fs.promises.readFile(abs(id)),
-    stamp: (id) => {
-      let st: fs.Stats | undefined;
-      try {
-        st = fs.statSync(abs(id), { throwIfNoEntry: false });
-      } catch {
-        st = undefined; // ELOOP, EACCES, ...: as for a dangling link below
-      }
-      if (st) return [st.size, st.mtimeMs];
-      // A symbolic link that cannot be followed was listed as an image that cannot be read:
-      // stamped by the link itself, so decoding reports it as unreadable (never as vanished).
-      const link = fs.lstatSync(abs(id), { throwIfNoEntry: false });
-      return link?.isSymbolicLink() ? [-1, link.mtimeMs] : null;
-    },
+    stamp: (id) => fileStamp(abs(id)),
+    path: abs,
     folder: (id) => path.dirname(abs(id)),
   };
 }
@@ -120,7 +111,7 @@ function emptyClasses(h: Hierarchy, labels: Int32Array): string[] {
  * Filter, decode (once, into the record cache), drop bad images, and check
  * that no class is left empty. The examples' pixels stay on disk.
  */
-export async function materialize(cat0: Catalog, cfg: Config, log: Log = stderrLog): Promise<Dataset> {
+export async function materialize(cat0: Catalog, cfg: Config, log: Log = stderrLog, opts: LoadOptions = {}): Promise<Dataset> {
   const cat = transformCatalog(cat0, cfg);
   const h = cat.hierarchy;
   const empty = emptyClasses(h, cat.train.cls);
@@ -134,14 +125,15 @@ export async function materialize(cat0: Catalog, cfg: Config, log: Log = stderrL
   const nTrain = cat.train.ids.length;
   const ids = nTrain ? cat.train.ids.concat(cat.test.ids) : cat.test.ids.slice();
   const cacheDir = cfg.data.cache_dir === null ? null : path.resolve(cfg.data.cache_dir);
-  const synced = await syncRecords({ format: cat.format, source: cat.source, ids, size: stored, channels: C, cacheDir, verify: cfg.data.verify, log });
+  const syncOptions = { format: cat.format, source: cat.source, ids, size: stored, channels: C, cacheDir, verify: cfg.data.verify, log };
+  const synced = await syncRecords({ ...syncOptions, ...(opts.deferTrainStamps ? { deferred: { start: 0, end: nTrain } } : {}) });
   if (synced.bad.length) {
     const first = synced.bad.slice(0, 3).map((b) => `${ids[b.index]} (${b.reason})`);
     const msg = `${synced.bad.length} image(s) could not be decoded: ${first.join(', ')}${synced.bad.length > 3 ? ', ...' : ''}`;
     if (cfg.data.on_bad_image === 'fail') throw new UsageError(`${msg}. Fix or remove them, or set data.on_bad_image=skip.`);
     log(`warning: skipped ${msg}`);
   }
-  const part = (from: number, refs: Refs): Examples => {
+  const part = (from: number, refs: Refs): Examples & { rows: Int32Array } => {
     let keep = 0;
     for (let i = 0; i < refs.ids.length; i++) if (synced.record[from + i] >= 0) keep++;
     const rows = new Int32Array(keep);
@@ -159,14 +151,54 @@ export async function materialize(cat0: Catalog, cfg: Config, log: Log = stderrL
       k++;
     }
     const x = new RecordStore({ kind: 'records', loc: synced.loc, rows, shape: [size, size, C], norm: null });
-    return { x, y, ids: kept, hashes };
+    return { x, y, ids: kept, hashes, rows };
   };
   const train = part(0, cat.train);
   const test = part(nTrain, cat.test);
+  const trainRows = train.rows;
   const emptyAfter = emptyClasses(h, train.y);
   if (emptyAfter.length) {
     throw new UsageError(`${emptyAfter.length} class(es) have no readable training images left: ${listSome(emptyAfter)}. Fix the images, or leave the classes out with data.exclude.`);
   }
   if (test.y.length === 0) throw new UsageError(`the ${cat.format} data has no test images. Add a test/ folder, or set data.test_fraction.`);
-  return { hierarchy: h, shape: [size, size, C], train, test, skipped: synced.bad.length };
+  const pending = synced.pending;
+  let settled: Promise<number> | undefined;
+  // The deferred stamp check: training images that changed are decoded again and their records and hashes replaced.
+  const settle = async (): Promise<number> => {
+    const changed = await pending!;
+    if (!changed.length) return 0;
+    // Stamps everything again (saying how many changed) and decodes what changed.
+    const again = await syncRecords(syncOptions);
+    const broken = again.bad.filter((b) => b.index < nTrain && synced.record[b.index] >= 0);
+    if (broken.length) {
+      throw new UsageError(
+        `${broken.length} training image(s) changed since they were cached and can no longer be decoded: ${broken.slice(0, 3).map((b) => `${ids[b.index]} (${b.reason})`).join(', ')}. ` +
+          'Fix them and start the run again.',
+      );
+    }
+    let k = 0;
+    for (let i = 0; i < nTrain; i++) {
+      if (synced.record[i] < 0) continue;
+      trainRows[k] = again.record[i];
+      train.hashes!.set(again.hash.subarray(i * HASH_BYTES, (i + 1) * HASH_BYTES), k * HASH_BYTES);
+      k++;
+    }
+    return changed.length;
+  };
+  return {
+    hierarchy: h, shape: [size, size, C], train, test, skipped: synced.bad.length,
+    ...(pending ? { trainVerified: () => (settled ??= settle()) } : {}),
+  };
+}
+
+/** How a dataset is loaded. */
+export interface LoadOptions {
+  /**
+   * Check the training images' stamps (data.verify: files) on a worker thread
+   * while the run starts, instead of before returning: only for a run whose
+   * start reads no training pixels (no data.normalize=dataset, no cluster:K, no
+   * split or overlap check against recorded hashes). The caller must await
+   * `Dataset.trainVerified()` before reading any training image.
+   */
+  deferTrainStamps?: boolean;
 }

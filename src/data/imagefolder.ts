@@ -42,8 +42,8 @@ export function imagefolderCatalog(cfg: Config): Catalog {
   }
   const index = new Map(hierarchy.classes.map((c, i) => [c, i]));
   const classOf = (folder: string) => index.get(classOfKey.get(folder)!)!;
-  const train = folderRefs(root, folders.train, classOf);
-  const test = folderRefs(root, folders.test, classOf);
+  const train = folderRefs(folders.train, classOf);
+  const test = folderRefs(folders.test, classOf);
   const source = folderSource('imagefolder', root, new Map([...train.onDisk, ...test.onDisk]));
   return { format: 'imagefolder', hierarchy, source, train: train.refs, test: test.refs };
 }

@@ -1,6 +1,6 @@
 import { Config } from '../config/schema';
 import { UsageError } from '../util/errors';
-import { Catalog, Log, materialize, stderrLog } from './catalog';
+import { Catalog, LoadOptions, Log, materialize, stderrLog } from './catalog';
 import { imagefolderCatalog } from './imagefolder';
 import { inatCatalog } from './inat';
 import { omniglotCatalog } from './omniglot';
@@ -26,16 +26,16 @@ export function loadCatalog(cfg: Config, log: Log = stderrLog): Catalog {
 }
 
 /** Load the configured dataset, fully validated; bad data is a UsageError (exit 2). */
-export async function loadDataset(cfg: Config, log: Log = stderrLog): Promise<Dataset> {
+export async function loadDataset(cfg: Config, log: Log = stderrLog, opts: LoadOptions = {}): Promise<Dataset> {
   if (cfg.data.relabel_from !== null && !cfg.data.relabel?.startsWith('cluster:')) {
     throw new UsageError(`data.relabel_from is set but data.relabel is ${JSON.stringify(cfg.data.relabel)}; it names the run whose features data.relabel cluster:K clusters. Remove it, or set data.relabel=cluster:K.`);
   }
-  const d = await loadLabelled(cfg, log);
+  const d = await loadLabelled(cfg, log, opts);
   // cluster:K needs the decoded images and a trained network, so it comes last.
   return cfg.data.relabel?.startsWith('cluster:') ? clusterRelabelDataset(d, cfg) : d;
 }
 
-async function loadLabelled(cfg: Config, log: Log): Promise<Dataset> {
+async function loadLabelled(cfg: Config, log: Log, opts: LoadOptions): Promise<Dataset> {
   if (cfg.data.format === 'synthetic') {
     if (cfg.data.include.length || cfg.data.exclude.length) {
       throw new UsageError('data.include and data.exclude apply to file-based formats; synthetic data is shaped with data.synthetic.* (data.relabel works on both).');
@@ -48,5 +48,5 @@ async function loadLabelled(cfg: Config, log: Log): Promise<Dataset> {
     const r = relabel(d.hierarchy, cfg, [d.train.y, d.test.y]);
     return { ...d, hierarchy: r.hierarchy, train: { ...d.train, y: r.labels[0] }, test: { ...d.test, y: r.labels[1] } };
   }
-  return materialize(loadCatalog(cfg, log), cfg, log);
+  return materialize(loadCatalog(cfg, log), cfg, log, opts);
 }

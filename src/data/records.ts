@@ -23,6 +23,7 @@ import * as path from 'node:path';
 import { UsageError } from '../util/errors';
 import { writeFileAtomic } from '../util/fsx';
 import { contentHash, decodeImage, DECODE_PARALLEL, forEachParallel } from './decode';
+import { changedHere, changedInBackground } from './stamp';
 
 /** Bump when decoding changes (v3: EXIF orientation, aspect-preserving resize + centre crop, records). */
 export const RECORD_VERSION = 3;
@@ -49,6 +50,8 @@ export interface ImageSource {
    * stamps cost nothing.
    */
   folder(id: string): string | null;
+  /** The file of image `id`, for sources whose stamp is fileStamp of it (their stamps can be checked on another thread). */
+  path?(id: string): string;
   /** The data error for images listed but not found (default: the dataset changed while being read). */
   missing?(ids: string[]): string;
 }
@@ -202,6 +205,12 @@ export interface Synced {
   bad: Array<{ index: number; reason: string }>;
   /** Images decoded by this call (0: everything came from the cache). */
   decoded: number;
+  /**
+   * With `deferred`: the indices of the deferred images whose stamp moved since
+   * they were cached (or whose file is gone), once a worker thread has checked
+   * them. Their records and hashes above are the cached ones until then.
+   */
+  pending?: Promise<number[]>;
 }
 
 export interface SyncOptions {
@@ -216,6 +225,14 @@ export interface SyncOptions {
   log: (line: string) => void;
   /** Bytes per shard file (tests use small ones); default 1 GiB or GRANULAR_SHARD_BYTES. */
   shardBytes?: number;
+  /**
+   * Images ids[start..end) whose stamps may be checked after this call returns,
+   * on a worker thread (`Synced.pending`), when verify is 'files', the
+   * listing is the catalogued one and the source has file paths. Each such
+   * image keeps its cached record meanwhile; the caller must await `pending`
+   * before it reads them and sync again if any changed.
+   */
+  deferred?: { start: number; end: number };
 }
 
 let tempRoot: string | null = null;
@@ -387,11 +404,18 @@ export async function syncRecords(o: SyncOptions): Promise<Synced> {
     const todo: number[] = [];
     const missing: string[] = [];
     let changed = 0;
+    const defer = o.verify === 'files' && o.deferred && old && source.path && old.header.ids_hash === listHash && old.header.listed === n ? o.deferred : null;
+    const deferredK: number[] = [];
     for (let k = 0; k < n; k++) {
       const e = entryOf[k];
       if (vouched(k)) {
         stampA[k] = old!.stampA[e];
         stampB[k] = old!.stampB[e];
+      } else if (defer && k >= defer.start && k < defer.end && e >= 0 && old!.record[e] >= 0 && old!.header.bad[String(old!.record[e])] === undefined) {
+        // A good cached record: checked on a worker thread while the caller goes on.
+        stampA[k] = old!.stampA[e];
+        stampB[k] = old!.stampB[e];
+        deferredK.push(k);
       } else {
         const st = source.stamp(ids[k]);
         if (!st) {
@@ -481,7 +505,14 @@ export async function syncRecords(o: SyncOptions): Promise<Synced> {
         record[k] = -1;
       }
     }
-    return { loc, record, hash, bad, decoded: todo.length };
+    let pending: Promise<number[]> | undefined;
+    if (deferredK.length) {
+      const job = { paths: deferredK.map((k) => source.path!(ids[k])), a: Float64Array.from(deferredK, (k) => stampA[k]), b: Float64Array.from(deferredK, (k) => stampB[k]) };
+      pending = changedInBackground(job)
+        .catch(() => changedHere(job))
+        .then((idx) => idx.map((i) => deferredK[i]));
+    }
+    return { loc, record, hash, bad, decoded: todo.length, ...(pending ? { pending } : {}) };
   } finally {
     unlock();
   }

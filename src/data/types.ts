@@ -29,6 +29,13 @@ export interface Dataset {
   relabelRecord?: Record<string, unknown>;
   /** Set when fine-tuning on other data than the source run's: its overlap by content hash (split.json records it). */
   sourceOverlap?: SourceOverlap;
+  /**
+   * Present when the training images' stamps are being checked in the
+   * background (LoadOptions.deferTrainStamps): resolves, once they are checked
+   * (and any that changed decoded again, their records and hashes replaced in
+   * train), to how many changed. Await it before reading training pixels.
+   */
+  trainVerified?: () => Promise<number>;
 }
 
 export interface SourceOverlap {

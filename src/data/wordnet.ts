@@ -24,8 +24,8 @@ export function wordnetCatalog(cfg: Config): Catalog {
   const h = wordnetTree(edges, classes, names, isA, lineOf);
   const index = new Map(h.classes.map((c, i) => [c, i]));
   const classOf = (wnid: string) => index.get(wnid)!;
-  const train = folderRefs(root, folders.train, classOf);
-  const test = folderRefs(root, folders.test, classOf);
+  const train = folderRefs(folders.train, classOf);
+  const test = folderRefs(folders.test, classOf);
   const source = folderSource('wordnet', root, new Map([...train.onDisk, ...test.onDisk]));
   return { format: 'wordnet', hierarchy: h, source, train: train.refs, test: test.refs };
 }

@@ -1,4 +1,5 @@
-import { spawnSync } from 'node:child_process';
+import { execFile } from 'node:child_process';
+import * as fs from 'node:fs';
 import * as path from 'node:path';
 
 /** The checkout granular runs from (dist/src/runs → the repository root). */
@@ -13,31 +14,69 @@ export interface GitState {
   dirty: boolean;
 }
 
-function git(cwd: string, args: string[]): string | null {
-  const r = spawnSync('git', ['-C', cwd, ...args], { encoding: 'utf8', timeout: 5000, stdio: ['ignore', 'pipe', 'ignore'] });
-  return r.status === 0 ? r.stdout.trim() : null;
+/** stdout of `git -C cwd args…`, trimmed; null where git is missing, fails or takes over 5 s. */
+function git(cwd: string, args: string[]): Promise<string | null> {
+  return new Promise((resolve) => {
+    execFile('git', ['-C', cwd, ...args], { encoding: 'utf8', timeout: 5000 }, (err, stdout) => resolve(err ? null : stdout.trim()));
+  });
+}
+
+/** The top folder of the git repository holding `dir` (the first folder upwards with a .git entry; real path), or null. */
+function repoRoot(dir: string): string | null {
+  let d = path.resolve(dir);
+  for (;;) {
+    if (fs.existsSync(path.join(d, '.git'))) {
+      try {
+        return fs.realpathSync(d);
+      } catch {
+        return d;
+      }
+    }
+    const up = path.dirname(d);
+    if (up === d) return null;
+    d = up;
+  }
 }
 
 /**
- * The commit and dirty flag of the git repository holding `dir`, or null
- * where git is missing or `dir` is in no repository (an installed package).
- * Untracked files do not count as dirty: run folders and caches are untracked.
+ * The commit and dirty flag of the git repository whose top folder is
+ * `root`, from one `git status` (porcelain v2: `# branch.oid <commit>`, then
+ * a line per changed tracked file), or null where git is missing or the
+ * repository has no commit. Untracked files do not count as dirty: run
+ * folders and caches are untracked.
  */
-export function gitState(dir: string): GitState | null {
-  const root = git(dir, ['rev-parse', '--show-toplevel']);
-  const commit = root === null ? null : git(dir, ['rev-parse', 'HEAD']);
-  if (root === null || commit === null) return null;
-  const status = git(dir, ['status', '--porcelain', '--untracked-files=no']);
-  return { root, commit, dirty: status === null ? true : status.length > 0 };
+export async function gitState(root: string): Promise<GitState | null> {
+  const out = await git(root, ['status', '--porcelain=v2', '--branch', '--untracked-files=no']);
+  if (out === null) return null;
+  const lines = out.split('\n');
+  const commit = lines.find((l) => l.startsWith('# branch.oid '))?.slice('# branch.oid '.length);
+  if (!commit || !/^[0-9a-f]{7,}$/.test(commit)) return null;
+  return { root, commit, dirty: lines.some((l) => l !== '' && !l.startsWith('#')) };
 }
 
 /**
  * What env.json records about the code: `git` for granular's own checkout and,
  * when the run was started inside another repository (a study's configs),
- * `workdir_git` for that one.
+ * `workdir_git` for that one. The two are asked at once, in child processes,
+ * so a caller can start this early and await it when env.json is written.
+ * The first call starts the questions; later calls (same cwd) share the answer:
+ * bin/granular.js starts them before loading the rest of granular (~0.5 s).
  */
-export function gitRecord(cwd = process.cwd()): { git: GitState | null; workdir_git?: GitState } {
-  const code = gitState(CODE_ROOT);
-  const work = gitState(cwd);
-  return { git: code, ...(work && work.root !== code?.root ? { workdir_git: work } : {}) };
+export function gitRecord(cwd = process.cwd()): Promise<GitRecord> {
+  if (started?.cwd !== cwd) started = { cwd, record: ask(cwd) };
+  return started.record;
+}
+
+export interface GitRecord {
+  git: GitState | null;
+  workdir_git?: GitState;
+}
+
+let started: { cwd: string; record: Promise<GitRecord> } | null = null;
+
+async function ask(cwd: string): Promise<GitRecord> {
+  const codeRoot = repoRoot(CODE_ROOT);
+  const workRoot = repoRoot(cwd);
+  const [code, work] = await Promise.all([codeRoot ? gitState(codeRoot) : null, workRoot && workRoot !== codeRoot ? gitState(workRoot) : null]);
+  return { git: code, ...(work ? { workdir_git: work } : {}) };
 }

@@ -22,7 +22,7 @@ import { readJson, writeFileAtomic, writeJsonAtomic } from '../util/fsx';
 import { shellQuote } from '../util/shell';
 import { readModelWeights, saveLayersModel } from './bundle';
 import { FILES } from './rundir';
-import { gitRecord } from './git';
+import { GitRecord } from './git';
 import { asOutOfMemory, outOfMemoryAdvice } from '../engine/oom';
 
 /** The two kinds of training run. */
@@ -171,7 +171,7 @@ export function writeRunRecords(runDir: string, r: { cfg: Config; meta: RunMeta;
 }
 
 /** env.json: the engine, the machine, and the blocks with which of them are frozen. */
-export function envRecord(engine: EngineInfo, net: Network, frozen: number, prefixCached: boolean): Record<string, unknown> {
+export function envRecord(engine: EngineInfo, net: Network, frozen: number, prefixCached: boolean, git: GitRecord): Record<string, unknown> {
   return {
     backend: engine.backend,
     backend_requested: engine.requested,
@@ -189,7 +189,7 @@ export function envRecord(engine: EngineInfo, net: Network, frozen: number, pref
     frozen_blocks: frozen,
     prefix_cached: prefixCached,
     // The code that ran: granular's commit and whether it had uncommitted edits (and the study's repository, if another).
-    ...gitRecord(),
+    ...git,
   };
 }
 

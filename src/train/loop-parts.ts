@@ -48,6 +48,12 @@ export interface TrainJob {
   shouldStop?: () => boolean;
   /** performance.now() when this process started the run (elapsed time, wall_seconds across resumes). */
   startedAt?: number;
+  /**
+   * Awaited before training pixels are first read (the prefix cache, the
+   * dynamics probes, the first step): the training images' stamps, checked on
+   * a worker thread while the run started (Dataset.trainVerified).
+   */
+  dataReady?: () => Promise<void>;
 }
 
 export interface TrainResult {

@@ -47,6 +47,7 @@ export async function train(job: TrainJob): Promise<TrainResult> {
   // Every evaluation pass (and the prefix cache, and the probes) holds eval.batch_size examples at a time.
   const evalBatch = evalBatchSize(cfg);
   const target = { ...job, batch: evalBatch };
+  if (from > 0) await job.dataReady?.();
   const cache = from > 0 ? await prefixCache(net, data, split, from, evalBatch) : null;
   const trainX = cache ? cache.train.e.x : data.train.x;
   const trainIdx = cache ? cache.train.idx : split.train;
@@ -76,12 +77,16 @@ export async function train(job: TrainJob): Promise<TrainResult> {
   let lastDynamicsStep = -1;
   if (step === 0) {
     // The state before training: chance accuracy and alignment at initialisation.
+    const t0 = performance.now();
     const init = { ...(await evaluate(target, cache?.test)), ...alignmentMetrics(net, data, cfg.data.seed) };
+    // Part of first_step_seconds: the start-up proper is the rest.
+    carry.initial_eval_seconds = (performance.now() - t0) / 1000;
     const row0 = { epoch: 0, step: 0, ...init, ...rowBase() };
     appendMetrics(runDir, { kind: 'epoch', ...row0 });
     // A 0-epoch run reports the network it starts with.
     last = row0;
     carry = { ...carry, ...Object.fromEntries(Object.entries(init).filter(([k]) => k.startsWith('align')).map(([k, v]) => [`${k}_init`, v])) };
+    await job.dataReady?.();
     if (dynamicsOn) dynamicsRow(0);
   }
 
@@ -91,6 +96,7 @@ export async function train(job: TrainJob): Promise<TrainResult> {
   const best = new BestEpoch(cfg.train.early_stop, carry, net, runDir);
   const epochTimes: number[] = [];
   const bar = out.bar;
+  await job.dataReady?.();
   // Batch t+1 is gathered (and augmented) on a worker thread while step t trains.
   const batches = batchSource(trainX, { size, shape: data.shape, augment: cache ? [] : cfg.data.augment, seed: cfg.train.seed }, bs);
   let stoppedEarly = false;

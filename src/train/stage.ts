@@ -27,6 +27,7 @@ import { FinetunePlan, headRequest, initialTrainable, parseFreeze, planFinetune 
 import { Interrupted, stopEvaluation } from '../measure/predict';
 import { HeadPlan, headsSummary, levelsName, planHeads, resolveTrainLevels, TrainLevels } from './heads';
 import { train } from './loop';
+import { gitRecord } from '../runs/git';
 
 /** What a pretrain/finetune command asks for, as parsed from the command line. */
 export interface StageRequest {
@@ -145,7 +146,11 @@ interface Prepared {
 async function prepare(req: StageRequest, cfg: Config, source: SourceRun | null): Promise<Prepared> {
   checkEvalApplies(cfg);
   const engine = await initEngine(req.backend, req.threads);
-  const data = await loadDataset(cfg);
+  // A fresh pretraining-style run reads no training pixels before its first
+  // step (beyond the test set's initial evaluation), so the training images'
+  // stamps are checked on a worker thread meanwhile (train() awaits it).
+  const deferTrainStamps = req.resume === undefined && source === null && cfg.data.normalize !== 'dataset' && !cfg.data.relabel?.startsWith('cluster:');
+  const data = await loadDataset(cfg, undefined, { deferTrainStamps });
   const trained = resolveTrainLevels(data.hierarchy, cfg);
   const level = trained.levels[0];
   for (const l of trained.levels) if (l.classes.length < 2) throw new UsageError(`level '${l.spec}' has only ${l.classes.length} class; training needs at least 2.`);
@@ -221,7 +226,10 @@ export async function runStage(req: StageRequest): Promise<StageOutcome> {
     meta = newRunMeta(runDir, req.stage, source); // its run_id is made again once the folder is claimed
   }
 
+  // git runs in child processes while the data loads (bin/granular.js may have asked already).
+  const git = gitRecord();
   const p = await prepare(req, cfg, source);
+  const gitInfo = await git;
   if (req.stage === 'pretrain') meta.pretrain_level = levelsName(p.trained.levels);
   if (resuming) checkSameEngine(runDir, p.engine, req.force === true);
 
@@ -236,7 +244,7 @@ export async function runStage(req: StageRequest): Promise<StageOutcome> {
   if (lockNote) process.stderr.write(`granular: ${lockNote}\n`);
   const started = Date.now();
   const startedAt = performance.now();
-  const env = envRecord(p.engine, p.net, p.plan.frozenBlocks, p.plan.prefixCache);
+  const env = envRecord(p.engine, p.net, p.plan.frozenBlocks, p.plan.prefixCache, gitInfo);
   let resumeState: CheckpointState | undefined;
   let reference: Map<string, tf.Tensor> | undefined;
   let previousRow: Record<string, number> | undefined;
@@ -279,11 +287,18 @@ export async function runStage(req: StageRequest): Promise<StageOutcome> {
   const base = { ...summaryBase({ meta, cfg, level: p.level, frozenBlocks: p.plan.frozenBlocks, engine: p.engine, data: p.data, flipped: p.flipped }), ...headsSummary(p.trained, p.heads, p.net.headSeed) };
   let summary: Record<string, unknown>;
   let exitCode: number;
+  // Training images found changed by the deferred stamp check were decoded again: split.json records their new hashes.
+  let dataReady: Promise<void> | undefined;
+  const trainImagesChecked = async () => {
+    const changed = (await p.data.trainVerified?.()) ?? 0;
+    if (changed > 0) writeJsonAtomic(path.join(runDir, rd.FILES.split), { ...splitRecord(p.data, p.split), label_noise_flipped: p.flipped });
+  };
   try {
     const result = await train({
       cfg, net: p.net, data: p.data, split: p.split, level: p.level, coarser: p.coarser, trainLabels: p.trainLabels,
       plan: p.plan, heads: p.heads, runDir, quiet: req.quiet, silent: req.silent, optimizer, resumeFrom: resumeState, previousRow, reference,
       shouldStop: () => interrupted !== null, startedAt,
+      dataReady: () => (dataReady ??= trainImagesChecked()),
     });
     const wall = wallBefore + (Date.now() - started) / 1000;
     if (result.stoppedEarly) {

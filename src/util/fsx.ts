@@ -149,3 +149,14 @@ export function isNonEmptyDir(dir: string): boolean {
 export function relPath(from: string, to: string): string {
   return path.relative(from, to) || '.';
 }
+
+/**
+ * `path.join(dir, rel)` for a normalised `dir` and a `rel` of plain names
+ * (no '.', '..' or empty segments, as folder listings give them), without
+ * path.join's normalising pass: it costs ~3 µs, and 50 k images are listed,
+ * compared and stamped on every start. Anything else goes through path.join.
+ */
+export function joinPlain(dir: string, rel: string): string {
+  if (rel === '' || rel.startsWith('/') || rel.startsWith('.') || rel.includes('/.') || rel.includes('//') || rel.endsWith('/') || path.sep !== '/') return path.join(dir, rel);
+  return dir.endsWith('/') ? dir + rel : `${dir}/${rel}`;
+}
