@@ -17,6 +17,7 @@
  *   npm run bench:scale                      # 5k and 50k
  *   npm run bench:scale -- --sizes 5k,50k,500k --steps 300
  *   npm run bench:scale -- --sizes 5k --no-torch --threads 2
+ *   npm run bench:scale -- --sizes 500k --warm-only   # only a run on the existing record cache
  */
 import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
@@ -40,10 +41,12 @@ interface Options {
   channels: 1 | 3;
   /** Only make the datasets (once), run nothing. */
   generateOnly: boolean;
+  /** Only the second run, on the record cache an earlier bench left (no first run, no PyTorch). */
+  warmOnly: boolean;
 }
 
 function parseArgs(argv: string[]): Options {
-  const o: Options = { sizes: [5_000, 50_000], steps: 300, batch: 64, threads: 1, torch: true, channels: 3, generateOnly: false };
+  const o: Options = { sizes: [5_000, 50_000], steps: 300, batch: 64, threads: 1, torch: true, channels: 3, generateOnly: false, warmOnly: false };
   const num = (s: string) => Math.round(Number(s.replace(/k$/i, '')) * (/k$/i.test(s) ? 1000 : 1));
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i];
@@ -54,6 +57,7 @@ function parseArgs(argv: string[]): Options {
     else if (a === '--channels') o.channels = Number(argv[++i]) === 1 ? 1 : 3;
     else if (a === '--no-torch') o.torch = false;
     else if (a === '--generate-only') o.generateOnly = true;
+    else if (a === '--warm-only') o.warmOnly = true;
     else throw new Error(`bench:scale: unknown option ${a} (see bench/scale.ts)`);
   }
   return o;
@@ -223,14 +227,15 @@ async function main(): Promise<void> {
     const root = await dataset(n);
     if (o.generateOnly) continue;
     // The first run on this data decodes it: a record store from an earlier bench run is removed first.
-    clearCacheFor(root);
-    const cold = granular(root, o, `${n}-cold`);
+    if (!o.warmOnly) clearCacheFor(root);
+    const cold = o.warmOnly ? null : granular(root, o, `${n}-cold`);
     const warm = granular(root, o, `${n}-warm`);
-    const t = py ? torch(py, root, o) : null;
+    const t = py && !o.warmOnly ? torch(py, root, o) : null;
     const line = (who: string, s: Side | null) =>
       s ? `| ${f0(n)} | ${who} | ${f0(s.peakRssMb)}${s.workerRssMb ? ` (+${f0(s.workerRssMb)} per worker)` : ''} | ${f0(s.decodeImgPerSec)} | ${f0(s.trainImgPerSec)} | ${f1(s.firstStepSeconds)}${s.initialEvalSeconds !== undefined ? ` (${f1(s.initialEvalSeconds)})` : ''} |` : `| ${f0(n)} | ${who} | – | – | – | – |`;
-    rows.push(line('granular, first run (decodes)', cold), line('granular, second run', { ...warm, decodeImgPerSec: null }), line('PyTorch ImageFolder + DataLoader', t));
-    process.stdout.write(`${rows.slice(-3).join('\n')}\n`);
+    const mine = [line('granular, first run (decodes)', cold), line('granular, second run', { ...warm, decodeImgPerSec: null }), line('PyTorch ImageFolder + DataLoader', t)];
+    rows.push(...(o.warmOnly ? mine.slice(1, 2) : mine));
+    process.stdout.write(`${(o.warmOnly ? mine.slice(1, 2) : mine).join('\n')}\n`);
   }
   process.stdout.write('\n| images | who | peak RSS (MB) | first-decode img/s | train img/s | time to first step (s) (of which: initial evaluation) |\n| --- | --- | --- | --- | --- | --- |\n');
   process.stdout.write(rows.join('\n') + '\n');
