@@ -186,7 +186,7 @@ function granular(root: string, o: Options, label: string): Side & { decoded: nu
 /** The record store's note of its latest decode (images, seconds), by modification time. */
 function lastDecode(): { images: number; seconds: number } | null {
   const dir = path.join(BENCH, 'cache');
-  const metas = fs.readdirSync(dir).filter((f) => f.endsWith('.json') && !f.endsWith('.listing.json')).map((f) => path.join(dir, f));
+  const metas = fs.readdirSync(dir).filter((f) => f.endsWith('.json')).map((f) => path.join(dir, f));
   metas.sort((a, b) => fs.statSync(b).mtimeMs - fs.statSync(a).mtimeMs);
   if (!metas.length) return null;
   const m = JSON.parse(fs.readFileSync(metas[0], 'utf8'));
@@ -245,10 +245,10 @@ async function main(): Promise<void> {
 function clearCacheFor(root: string): void {
   const dir = path.join(BENCH, 'cache');
   if (!fs.existsSync(dir)) return;
-  for (const f of fs.readdirSync(dir).filter((x) => x.endsWith('.json'))) {
+  for (const f of fs.readdirSync(dir).filter((x) => x.endsWith('.json') || x.endsWith('.listing'))) {
     const m = JSON.parse(fs.readFileSync(path.join(dir, f), 'utf8'));
     // The folder listings too: a first run lists every folder.
-    if (f.endsWith('.listing.json') && m.root === root) fs.rmSync(path.join(dir, f), { force: true });
+    if (f.endsWith('.listing') && m.root === root) fs.rmSync(path.join(dir, f), { force: true });
     if (m.identity !== `imagefolder:${root}`) continue;
     const base = f.slice(0, -'.json'.length);
     for (const g of fs.readdirSync(dir)) if (g.startsWith(`${base}.`)) fs.rmSync(path.join(dir, g), { force: true });

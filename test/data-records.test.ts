@@ -151,7 +151,7 @@ test('listing cache: an unchanged class folder is not read again; added and remo
   for (const d of ['train/x', 'train/y', 'test/x', 'test/y']) fs.utimesSync(path.join(root, d), old, old);
   const trainIds = () => loadCatalog(cfg).train.ids;
   assert.deepEqual(trainIds(), ['train/x/img0.png', 'train/x/img1.png', 'train/x/img2.png', 'train/y/img0.png', 'train/y/img1.png', 'train/y/img2.png']);
-  const file = path.join(cache, fs.readdirSync(cache).find((f) => f.endsWith('.listing.json'))!);
+  const file = path.join(cache, fs.readdirSync(cache).find((f) => f.endsWith('.listing'))!);
   // Planted in the listing of an unchanged folder: served from the cache, so the folder was not read.
   const plant = (dir: string, name: string) => {
     const j = JSON.parse(fs.readFileSync(file, 'utf8'));

@@ -124,7 +124,8 @@ const RACY_MS = 2000;
 
 /**
  * Image listings of class folders, kept in the record cache folder between
- * runs. Adding, removing or renaming an entry updates its folder's
+ * runs (`<format>-<key>.listing`, JSON; not `.json`, which names a record
+ * store's summary there). Adding, removing or renaming an entry updates its folder's
  * modification time, so a folder whose time is unchanged (and was old enough
  * when it was listed) has the listing it had: one stat per folder instead of
  * reading every folder's entries (~0.25 s per 50 k images). Rewriting an image
@@ -182,7 +183,7 @@ export class ListingCache {
   static of(cacheDir: string | null, format: string, root: string): ListingCache | undefined {
     if (cacheDir === null) return undefined;
     const key = createHash('sha256').update(`${format}\n${path.resolve(root)}`).digest('hex').slice(0, 16);
-    return new ListingCache(path.join(path.resolve(cacheDir), `${format}-${key}.listing.json`), path.resolve(root));
+    return new ListingCache(path.join(path.resolve(cacheDir), `${format}-${key}.listing`), path.resolve(root));
   }
 }
 
