@@ -155,7 +155,6 @@ export async function materialize(cat0: Catalog, cfg: Config, log: Log = stderrL
   };
   const train = part(0, cat.train);
   const test = part(nTrain, cat.test);
-  const trainRows = train.rows;
   const emptyAfter = emptyClasses(h, train.y);
   if (emptyAfter.length) {
     throw new UsageError(`${emptyAfter.length} class(es) have no readable training images left: ${listSome(emptyAfter)}. Fix the images, or leave the classes out with data.exclude.`);
@@ -179,7 +178,7 @@ export async function materialize(cat0: Catalog, cfg: Config, log: Log = stderrL
     let k = 0;
     for (let i = 0; i < nTrain; i++) {
       if (synced.record[i] < 0) continue;
-      trainRows[k] = again.record[i];
+      train.rows[k] = again.record[i];
       train.hashes!.set(again.hash.subarray(i * HASH_BYTES, (i + 1) * HASH_BYTES), k * HASH_BYTES);
       k++;
     }

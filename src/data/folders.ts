@@ -1,10 +1,10 @@
+import { createHash } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { Config } from '../config/schema';
 import { UsageError } from '../util/errors';
 import { Rng } from '../util/rng';
 import { Refs } from './catalog';
-import { createHash } from 'node:crypto';
 import { joinPlain, writeFileAtomic } from '../util/fsx';
 
 export const IMAGE_EXT = /\.(png|jpe?g|ppm|pgm|pbm|pnm|webp|tiff?|gif)$/i;
@@ -84,7 +84,9 @@ export function listEntries(dir: string): Entry[] {
  */
 export function listImages(root: string, rel: string, relOnDisk = rel, cache?: ListingCache): FileInfo[] {
   const dir = path.join(root, relOnDisk);
-  const known = cache?.lookup(dir);
+  // The folder's time is read before its entries: a change made while they are read moves it past the listing's.
+  const mtime = cache?.folderTime(dir);
+  const known = cache?.lookup(dir, mtime);
   const folderRenamed = rel !== relOnDisk;
   if (known) {
     return known.map((f) =>
@@ -107,7 +109,7 @@ export function listImages(root: string, rel: string, relOnDisk = rel, cache?: L
   }
   const order = out.map((_, i) => i).sort((a, b) => (out[a].id < out[b].id ? -1 : out[a].id > out[b].id ? 1 : 0));
   // A link can be pointed elsewhere without its folder changing: such folders are listed every time.
-  if (cache && !links) cache.store(dir, listedAt, order.map((i) => names[i]));
+  if (cache && !links) cache.store(dir, mtime, listedAt, order.map((i) => names[i]));
   return order.map((i) => out[i]);
 }
 
@@ -150,19 +152,20 @@ export class ListingCache {
     }
   }
 
-  /** The listing of `dir` when it is known and the folder has not changed since; null otherwise. */
-  lookup(dir: string): ListedName[] | null {
-    const f = this.folders[dir];
-    if (!f) return null;
-    const mtime = fs.statSync(dir, { throwIfNoEntry: false })?.mtimeMs;
-    return mtime === f.mtime && f.listed - mtime >= RACY_MS ? f.names : null;
+  /** The modification time of folder `dir` in ms (undefined when it is gone). */
+  folderTime(dir: string): number | undefined {
+    return fs.statSync(dir, { throwIfNoEntry: false })?.mtimeMs;
   }
 
-  store(dir: string, listedAt: number, names: ListedName[]): void {
-    const mtime = fs.statSync(dir, { throwIfNoEntry: false })?.mtimeMs;
+  /** The listing of `dir` when it is known and the folder, now at time `mtime`, has not changed since; null otherwise. */
+  lookup(dir: string, mtime: number | undefined): ListedName[] | null {
+    const f = this.folders[dir];
+    return f && mtime === f.mtime && f.listed - mtime >= RACY_MS ? f.names : null;
+  }
+
+  /** Keep the listing `names` of `dir`, whose time was `mtime` before it was read at `listedAt`. */
+  store(dir: string, mtime: number | undefined, listedAt: number, names: ListedName[]): void {
     if (mtime === undefined) return;
-    const old = this.folders[dir];
-    if (old && old.mtime === mtime && old.listed === listedAt) return;
     this.folders[dir] = { mtime, listed: listedAt, names };
     this.changed = true;
   }
@@ -182,8 +185,9 @@ export class ListingCache {
   /** The listing cache of dataset `root` in `cacheDir` (data.cache_dir), or undefined without one. */
   static of(cacheDir: string | null, format: string, root: string): ListingCache | undefined {
     if (cacheDir === null) return undefined;
-    const key = createHash('sha256').update(`${format}\n${path.resolve(root)}`).digest('hex').slice(0, 16);
-    return new ListingCache(path.join(path.resolve(cacheDir), `${format}-${key}.listing`), path.resolve(root));
+    const abs = path.resolve(root);
+    const key = createHash('sha256').update(`${format}\n${abs}`).digest('hex').slice(0, 16);
+    return new ListingCache(path.join(path.resolve(cacheDir), `${format}-${key}.listing`), abs);
   }
 }
 
