@@ -8,7 +8,4 @@ if (!fs.existsSync(entry)) {
   process.stderr.write("granular: not built yet. Run 'npm ci' (or 'npm run build') in " + path.join(__dirname, '..') + '\n');
   process.exit(2);
 }
-// A training run records the git state of the code in env.json: ask git (child
-// processes) now, while the rest of granular loads.
-if (process.argv[2] === 'pretrain' || process.argv[2] === 'finetune') require(path.join(__dirname, '..', 'dist', 'src', 'runs', 'git.js')).gitRecord();
 require(entry);

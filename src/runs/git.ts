@@ -14,6 +14,12 @@ export interface GitState {
   dirty: boolean;
 }
 
+/** What env.json records about the code (gitRecord). */
+export interface GitRecord {
+  git: GitState | null;
+  workdir_git?: GitState;
+}
+
 /** stdout of `git -C cwd args…`, trimmed; null where git is missing, fails or takes over 5 s. */
 function git(cwd: string, args: string[]): Promise<string | null> {
   return new Promise((resolve) => {
@@ -59,22 +65,8 @@ export async function gitState(root: string): Promise<GitState | null> {
  * when the run was started inside another repository (a study's configs),
  * `workdir_git` for that one. The two are asked at once, in child processes,
  * so a caller can start this early and await it when env.json is written.
- * The first call starts the questions; later calls (same cwd) share the answer:
- * bin/granular.js starts them before loading the rest of granular (~0.5 s).
  */
-export function gitRecord(cwd = process.cwd()): Promise<GitRecord> {
-  if (started?.cwd !== cwd) started = { cwd, record: ask(cwd) };
-  return started.record;
-}
-
-export interface GitRecord {
-  git: GitState | null;
-  workdir_git?: GitState;
-}
-
-let started: { cwd: string; record: Promise<GitRecord> } | null = null;
-
-async function ask(cwd: string): Promise<GitRecord> {
+export async function gitRecord(cwd = process.cwd()): Promise<GitRecord> {
   const codeRoot = repoRoot(CODE_ROOT);
   const workRoot = repoRoot(cwd);
   const [code, work] = await Promise.all([codeRoot ? gitState(codeRoot) : null, workRoot && workRoot !== codeRoot ? gitState(workRoot) : null]);
