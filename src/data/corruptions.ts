@@ -1,4 +1,4 @@
-import { loadSharp } from '../util/sharp';
+import sharp from 'sharp';
 import { Rng } from '../util/rng';
 
 /**
@@ -109,8 +109,8 @@ async function jpeg(x: Float32Array, n: number, H: number, W: number, C: number,
   const size = H * W * C;
   for (let b = 0; b < n; b++) {
     const px = Buffer.from(Uint8Array.from(x.subarray(b * size, (b + 1) * size), (v) => Math.round(clip(v) * 255)));
-    const enc = await loadSharp()(px, { raw: { width: W, height: H, channels: C as 1 | 3 } }).jpeg({ quality }).toBuffer();
-    let img = loadSharp()(enc);
+    const enc = await sharp(px, { raw: { width: W, height: H, channels: C as 1 | 3 } }).jpeg({ quality }).toBuffer();
+    let img = sharp(enc);
     img = C === 1 ? img.toColourspace('b-w') : img.removeAlpha();
     const dec = await img.raw().toBuffer();
     const got = dec.length / (H * W);

@@ -1,11 +1,17 @@
 import { createHash } from 'node:crypto';
-import { loadSharp } from '../util/sharp';
+import sharp from 'sharp';
 import { decodeNetpbm, isNetpbm } from './netpbm';
 
 /** Content hash of an image file: the first 16 hex digits of its SHA-1 (8 bytes). */
 export function contentHash(buf: Buffer): string {
   return createHash('sha1').update(buf).digest('hex').slice(0, 16);
 }
+
+// Parallelism comes from decoding several images at once on libuv's pool
+// (UV_THREADPOOL_SIZE threads); vips' own threads would only contend with
+// them on small images.
+sharp.concurrency(1);
+sharp.cache(false);
 
 /**
  * Decode one image file to `size` x `size` x `channels` bytes (row-major HWC),
@@ -21,12 +27,12 @@ export function contentHash(buf: Buffer): string {
  * from files. Throws on undecodable or truncated input.
  */
 export async function decodeImage(buf: Buffer, size: number, channels: 1 | 3): Promise<Buffer> {
-  let img: ReturnType<ReturnType<typeof loadSharp>>;
+  let img: ReturnType<typeof sharp>;
   if (isNetpbm(buf)) {
     const r = decodeNetpbm(buf);
-    img = loadSharp()(r.data, { raw: { width: r.width, height: r.height, channels: r.channels } });
+    img = sharp(r.data, { raw: { width: r.width, height: r.height, channels: r.channels } });
   } else {
-    img = loadSharp()(buf, { failOn: 'truncated', autoOrient: true }).flatten({ background: '#ffffff' });
+    img = sharp(buf, { failOn: 'truncated', autoOrient: true }).flatten({ background: '#ffffff' });
   }
   img = channels === 1 ? img.grayscale() : img.toColourspace('srgb');
   const { data, info } = await img

@@ -1,6 +1,6 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { loadSharp } from '../util/sharp';
+import sharp from 'sharp';
 import { UsageError } from '../util/errors';
 import { Rng } from '../util/rng';
 import { readIdx } from './idx';
@@ -119,7 +119,7 @@ export async function makeFashionMnist(o: FashionMnistOptions): Promise<{ train:
       for (const i of keep) {
         const px = images.data.subarray(i * h * w, (i + 1) * h * w);
         const file = path.join(tmp, part, FASHION_MNIST_ITEMS[labels.data[i]], `${String(i).padStart(5, '0')}.png`);
-        await loadSharp()(Buffer.from(px), { raw: { width: w, height: h, channels: 1 } }).toColourspace('b-w').png().toFile(file);
+        await sharp(Buffer.from(px), { raw: { width: w, height: h, channels: 1 } }).toColourspace('b-w').png().toFile(file);
       }
       counts[part] = keep.length;
       log(`${part}: ${keep.length} images`);

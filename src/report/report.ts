@@ -1,5 +1,5 @@
 import * as path from 'node:path';
-import { loadSharp } from '../util/sharp';
+import sharp from 'sharp';
 import { UsageError } from '../util/errors';
 import { ensureDir, writeFileAtomic } from '../util/fsx';
 import { curveChart, dynamicsMeasures, fileSafe, metricVsKey } from './plots';
@@ -169,7 +169,7 @@ export async function makeReport(o: ReportOptions): Promise<ReportResult> {
     const svgFile = write(`${name}.svg`, svg);
     if (o.png) {
       const pngFile = svgFile.replace(/\.svg$/, '.png');
-      await loadSharp()(Buffer.from(svg), { density: 144 }).png().toFile(pngFile);
+      await sharp(Buffer.from(svg), { density: 144 }).png().toFile(pngFile);
       files.push(pngFile);
     }
     plotNames.push(name);
