@@ -13,6 +13,10 @@
 // Build: native/build.js (npm run build:native). Loaded by src/engine/native-kernels.ts.
 #include <node_api.h>
 #include <omp.h>
+#if defined(__linux__)
+#include <sys/mman.h>
+#include <unistd.h>
+#endif
 
 #include <oneapi/dnnl/dnnl.hpp>
 
@@ -953,6 +957,47 @@ napi_value Release(napi_env env, napi_callback_info info) {
   });
 }
 
+// adviseHugePages(typedArray): asks the kernel to back the buffer's whole
+// 2 MiB-aligned pages with transparent huge pages (madvise MADV_HUGEPAGE),
+// before anything has touched them. Returns the bytes advised: 0 where the
+// buffer spans no aligned 2 MiB page, the platform has no MADV_HUGEPAGE, or the
+// kernel refuses (THP "never"). Why: a tensor's first write faults in its
+// pages one 4 KiB page at a time; measured on the 2-core VM, 11.6 us per page
+// (190 ms for 64 MiB) against 0.6 us with huge pages, and a first evaluation
+// or training step writes every activation fresh. Source of the idea: PyTorch's
+// CPU allocator (c10/core/impl/alloc_cpu.cpp, THP_MEM_ALLOC_ENABLE) does the same.
+napi_value AdviseHugePages(napi_env env, napi_callback_info info) {
+  return guarded(env, [&]() {
+    auto a = args(env, info, 1);
+    bool isTyped = false;
+    check(env, napi_is_typedarray(env, a[0], &isTyped), "napi_is_typedarray");
+    if (!isTyped) throw JsError{"granular_onednn: adviseHugePages needs a typed array"};
+    napi_typedarray_type type;
+    size_t length = 0, offset = 0;
+    void* data = nullptr;
+    napi_value buffer;
+    check(env, napi_get_typedarray_info(env, a[0], &type, &length, &data, &buffer, &offset), "napi_get_typedarray_info");
+    size_t bytes = 0;
+    check(env, napi_get_arraybuffer_info(env, buffer, nullptr, &bytes), "napi_get_arraybuffer_info");
+    double advised = 0;
+#if defined(__linux__) && defined(MADV_HUGEPAGE)
+    // The whole ArrayBuffer (data points at the view's first element, offset bytes in).
+    const uintptr_t start = reinterpret_cast<uintptr_t>(data) - offset;
+    const uintptr_t huge = uintptr_t(2) << 20;
+    const uintptr_t from = (start + huge - 1) & ~(huge - 1);
+    const uintptr_t to = (start + bytes) & ~(huge - 1);
+    if (to > from && madvise(reinterpret_cast<void*>(from), to - from, MADV_HUGEPAGE) == 0) advised = static_cast<double>(to - from);
+#else
+    (void)data;
+    (void)offset;
+    (void)bytes;
+#endif
+    napi_value r;
+    check(env, napi_create_double(env, advised, &r), "napi_create_double");
+    return r;
+  });
+}
+
 // setThreads(n): the OpenMP threads oneDNN and the loops above use; returns the count in effect.
 napi_value SetThreads(napi_env env, napi_callback_info info) {
   return guarded(env, [&]() {
@@ -1001,6 +1046,7 @@ napi_value Init(napi_env env, napi_value exports) {
       {"batchNorm", nullptr, BatchNorm, nullptr, nullptr, nullptr, napi_default, nullptr},
       {"sumAxes", nullptr, SumAxes, nullptr, nullptr, nullptr, napi_default, nullptr},
       {"release", nullptr, Release, nullptr, nullptr, nullptr, napi_default, nullptr},
+      {"adviseHugePages", nullptr, AdviseHugePages, nullptr, nullptr, nullptr, napi_default, nullptr},
       {"setThreads", nullptr, SetThreads, nullptr, nullptr, nullptr, napi_default, nullptr},
       {"version", nullptr, Version, nullptr, nullptr, nullptr, napi_default, nullptr},
       {"primitives", nullptr, Primitives, nullptr, nullptr, nullptr, napi_default, nullptr},

@@ -1,6 +1,7 @@
 import { before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
+import * as fs from 'node:fs';
 import * as path from 'node:path';
 import * as tf from '@tensorflow/tfjs';
 import { loadOneDnn } from '../src/engine/native-kernels';
@@ -118,6 +119,68 @@ test('the pool keeps at most the live high-water mark (+ slack), freeing the old
   assert.ok(released.length >= 1 && (released[0] === a || released[0] === b), 'the oldest buffer went first');
   assert.equal(released[0].length, 0, 'a released buffer is detached: its memory is freed at once');
   assert.ok(others.every((x) => !released.includes(x)), 'recent buffers stay');
+});
+
+test('the pool lends a longer buffer only when asked (fit), the shortest that fits, never past fit x', () => {
+  const pool = new BufferPool(() => {}, 1 << 20);
+  const give = (n: number) => {
+    const a = new Float32Array(n);
+    pool.grew(a.byteLength);
+    pool.liveBytes -= a.byteLength;
+    pool.put(a);
+    return a;
+  };
+  const long = give(300);
+  const longer = give(180);
+  give(90);
+  assert.equal(pool.take(Float32Array, 100), null, 'exact only by default');
+  assert.equal(pool.take(Float32Array, 100, 2), longer, 'the shortest of those within 2x (180, not 300)');
+  assert.equal(pool.take(Float32Array, 100, 2), null, '300 is past 2 x 100');
+  assert.equal(pool.take(Float32Array, 150, 2), long);
+  assert.equal(pool.take(Int32Array, 80, 2), null, 'never another element type');
+  assert.equal(pool.freeBytes, 90 * 4);
+});
+
+test('a smaller output reuses a pooled longer buffer (no fresh pages), which goes back to the pool whole', { skip }, () => {
+  const b = backend();
+  const full = 64 * 32 * 32 * 16; // 4 MiB of float32: above the loose-fit threshold
+  const x = tf.tidy(() => tf.fill([64, 32, 32, 16], 1));
+  const y = tf.tidy(() => tf.relu(x));
+  const lent = b.values(y).buffer;
+  y.dispose();
+  const pooled = b.pool.freeBytes;
+  // A last partial batch of 40: its relu output is a view of the batch-64 buffer.
+  const part = tf.tidy(() => tf.relu(tf.slice(x, [0, 0, 0, 0], [40, 32, 32, 16])));
+  const v = b.values(part);
+  assert.equal(v.length, 40 * 32 * 32 * 16);
+  assert.equal(v.buffer, lent, 'the output is a view of the pooled batch-64 buffer, not fresh pages');
+  assert.deepEqual([...new Set(part.dataSync())], [1]);
+  part.dispose();
+  const again = b.pool.take(Float32Array, full);
+  assert.ok(again && again.buffer === lent && again.length === full, 'back in the pool as the whole buffer');
+  b.pool.put(again);
+  assert.ok(b.pool.freeBytes >= pooled);
+  x.dispose();
+});
+
+test('fresh buffers of 4 MiB and up are advised to use huge pages (Linux, THP not "never")', { skip }, () => {
+  let thp = 'never';
+  try {
+    thp = /\[(\w+)\]/.exec(fs.readFileSync('/sys/kernel/mm/transparent_hugepage/enabled', 'utf8'))?.[1] ?? 'never';
+  } catch {
+    // no THP on this system: nothing is advised
+  }
+  const a = new Float32Array(2 * 2 ** 20); // 8 MiB
+  const advised = addon!.adviseHugePages(a);
+  if (process.platform !== 'linux' || thp === 'never') {
+    assert.equal(advised, 0);
+    return;
+  }
+  assert.equal(advised % 2 ** 21, 0, 'whole 2 MiB pages only');
+  assert.ok(advised >= 6 * 2 ** 20 && advised <= 8 * 2 ** 20, `advised ${advised} bytes of an 8 MiB buffer`);
+  assert.equal(addon!.adviseHugePages(new Float32Array(1000)), 0, 'a buffer spanning no aligned 2 MiB page');
+  // A view advises its whole buffer.
+  assert.equal(addon!.adviseHugePages(a.subarray(10, 20)), advised);
 });
 
 test('backprop that frees as it goes: the same gradients as tfjs, at a lower peak', { skip }, () => {

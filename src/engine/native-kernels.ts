@@ -46,6 +46,8 @@ export interface OneDnnAddon {
     dx: Float32Array, dGamma: Float32Array, dBeta: Float32Array, dResidual: Float32Array | null, rows: number, channels: number,
   ): void;
   release(values: ArrayBufferView): void;
+  /** madvise(MADV_HUGEPAGE) over the buffer's aligned 2 MiB pages; returns the bytes advised (0 where unsupported). */
+  adviseHugePages(values: ArrayBufferView): number;
   setThreads(n: number): number;
   version(): string;
   primitives(): number;
@@ -66,6 +68,7 @@ const ADDON_FUNCTIONS: Array<keyof OneDnnAddon> = [
   'batchNormTrain',
   'batchNormTrainGrad',
   'release',
+  'adviseHugePages',
   'setThreads',
   'version',
   'primitives',
