@@ -147,6 +147,8 @@ interface Side {
   firstStepSeconds: number;
   /** granular only: the part of firstStepSeconds spent evaluating the initial network (the epoch-0 row). */
   initialEvalSeconds?: number;
+  /** granular only: the part of firstStepSeconds spent building the network. */
+  modelBuildSeconds?: number;
   wallSeconds: number;
 }
 
@@ -179,6 +181,7 @@ function granular(root: string, o: Options, label: string): Side & { decoded: nu
     trainImgPerSec: s.train_images_per_second,
     firstStepSeconds: s.first_step_seconds,
     initialEvalSeconds: s.initial_eval_seconds,
+    modelBuildSeconds: s.model_build_seconds,
     wallSeconds: wall,
   };
 }
@@ -215,6 +218,7 @@ function torch(py: string, root: string, o: Options): Side {
 
 const f0 = (v: number | null | undefined) => (v === null || v === undefined || !Number.isFinite(v) ? '–' : Math.round(v).toLocaleString('en-US'));
 const f1 = (v: number | null | undefined) => (v === null || v === undefined || !Number.isFinite(v) ? '–' : v.toFixed(1));
+const f2 = (v: number | null | undefined) => (v === null || v === undefined || !Number.isFinite(v) ? '–' : v.toFixed(2));
 
 async function main(): Promise<void> {
   const o = parseArgs(process.argv.slice(2));
@@ -232,12 +236,12 @@ async function main(): Promise<void> {
     const warm = granular(root, o, `${n}-warm`);
     const t = py && !o.warmOnly ? torch(py, root, o) : null;
     const line = (who: string, s: Side | null) =>
-      s ? `| ${f0(n)} | ${who} | ${f0(s.peakRssMb)}${s.workerRssMb ? ` (+${f0(s.workerRssMb)} per worker)` : ''} | ${f0(s.decodeImgPerSec)} | ${f0(s.trainImgPerSec)} | ${f1(s.firstStepSeconds)}${s.initialEvalSeconds !== undefined ? ` (${f1(s.initialEvalSeconds)})` : ''} |` : `| ${f0(n)} | ${who} | – | – | – | – |`;
+      s ? `| ${f0(n)} | ${who} | ${f0(s.peakRssMb)}${s.workerRssMb ? ` (+${f0(s.workerRssMb)} per worker)` : ''} | ${f0(s.decodeImgPerSec)} | ${f0(s.trainImgPerSec)} | ${f1(s.firstStepSeconds)}${s.initialEvalSeconds !== undefined ? ` (${f2(s.modelBuildSeconds)}, ${f1(s.initialEvalSeconds)})` : ''} |` : `| ${f0(n)} | ${who} | – | – | – | – |`;
     const mine = [line('granular, first run (decodes)', cold), line('granular, second run', { ...warm, decodeImgPerSec: null }), line('PyTorch ImageFolder + DataLoader', t)];
     rows.push(...(o.warmOnly ? mine.slice(1, 2) : mine));
     process.stdout.write(`${(o.warmOnly ? mine.slice(1, 2) : mine).join('\n')}\n`);
   }
-  process.stdout.write('\n| images | who | peak RSS (MB) | first-decode img/s | train img/s | time to first step (s) (of which: initial evaluation) |\n| --- | --- | --- | --- | --- | --- |\n');
+  process.stdout.write('\n| images | who | peak RSS (MB) | first-decode img/s | train img/s | time to first step (s) (of which: model build, initial evaluation) |\n| --- | --- | --- | --- | --- | --- |\n');
   process.stdout.write(rows.join('\n') + '\n');
 }
 

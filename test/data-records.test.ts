@@ -330,7 +330,7 @@ test('a run on image files with random resized crops, flips and dataset normalis
   assert.deepEqual(losses(cut), losses(whole));
 });
 
-test('train.max_steps ends the run mid-epoch, evaluated; first_step_seconds is recorded', () => {
+test('train.max_steps ends the run mid-epoch, evaluated; first_step_seconds and its parts are recorded', () => {
   const dir = path.join(tmpDir(), 'r');
   const r = cli(['pretrain', '--quiet', '--run-dir', dir, '--set', 'data.synthetic.train_samples=400', '--set', 'data.synthetic.test_samples=50', '--set', 'train.batch_size=32', '--set', 'train.epochs=5', '--set', 'train.max_steps=20', '--set', 'eval.dynamics_every=0']);
   assert.equal(r.code, 0, r.stderr);
@@ -340,6 +340,10 @@ test('train.max_steps ends the run mid-epoch, evaluated; first_step_seconds is r
   assert.equal(s.epoch, 2);
   assert.equal(typeof s.test_acc, 'number');
   assert.ok((s.first_step_seconds as number) > 0);
+  // Its parts: the model build and the initial evaluation, each positive and within it.
+  const parts = [s.model_build_seconds, s.initial_eval_seconds] as number[];
+  assert.ok(parts.every((v) => v > 0), JSON.stringify(parts));
+  assert.ok(parts[0] + parts[1] < (s.first_step_seconds as number));
   const rows = metricRows(dir).filter((x) => x.kind === 'epoch');
   // 360 training images (400 less the 10 % validation) at batch 32: 12 steps per epoch.
   assert.deepEqual(rows.map((x) => x.step), [0, 12, 20]);

@@ -140,6 +140,8 @@ interface Prepared {
   net: Network;
   plan: FinetunePlan;
   engine: EngineInfo;
+  /** Seconds spent building the network and loading its source weights (part of first_step_seconds). */
+  modelBuildSeconds: number;
 }
 
 /** Everything that can be wrong with a request is found here, before any file is written. */
@@ -178,12 +180,14 @@ async function prepare(req: StageRequest, cfg: Config, source: SourceRun | null)
   applyNormalization(data, inputNormalization(cfg, data, split));
   const clean = levelLabels(data.train, split.train, level);
   const { labels: trainLabels, flipped } = noisyLabels(split.train.map((i) => data.train.ids[i]), clean, level.classes.length, cfg.data.label_noise, cfg.data.seed);
+  const builtFrom = performance.now();
   const net = buildNetwork(cfg, data.shape, heads.headClasses, {
     headSeed: heads.headSeed ?? undefined,
     extraHeads: heads.extra.map((e) => ({ level: e.level.name, numClasses: e.level.classes.length })),
   });
   const plan = planFinetune(cfg, req.stage, net, source?.dir ?? null, data.shape, heads.sourceHead);
-  return { cfg, source, data, split, level, trained, heads, coarser: coarserLevels(data.hierarchy, level), trainLabels, flipped, net, plan, engine };
+  const modelBuildSeconds = (performance.now() - builtFrom) / 1000;
+  return { cfg, source, data, split, level, trained, heads, coarser: coarserLevels(data.hierarchy, level), trainLabels, flipped, net, plan, engine, modelBuildSeconds };
 }
 
 /** Run a pretrain or finetune stage to the end; returns the exit code (2s are thrown as UsageError). */
@@ -284,7 +288,7 @@ export async function runStage(req: StageRequest): Promise<StageOutcome> {
   }
   if (!req.silent) process.stderr.write(startLine(req.stage, runDir, p, levelDefaulted));
 
-  const base = { ...summaryBase({ meta, cfg, level: p.level, frozenBlocks: p.plan.frozenBlocks, engine: p.engine, data: p.data, flipped: p.flipped }), ...headsSummary(p.trained, p.heads, p.net.headSeed) };
+  const base = { ...summaryBase({ meta, cfg, level: p.level, frozenBlocks: p.plan.frozenBlocks, engine: p.engine, data: p.data, flipped: p.flipped }), ...headsSummary(p.trained, p.heads, p.net.headSeed), model_build_seconds: p.modelBuildSeconds };
   let summary: Record<string, unknown>;
   let exitCode: number;
   // Training images found changed by the deferred stamp check were decoded again: split.json records their new hashes.
