@@ -939,17 +939,29 @@ napi_value BatchNorm(napi_env env, napi_callback_info info) {
   });
 }
 
+// The ArrayBuffer behind a typed array, the view's first element and its byte
+// offset in the buffer. Throws a JsError naming `what` for anything else.
+struct Viewed {
+  napi_value buffer;
+  void* data;
+  size_t offset;
+};
+Viewed viewedBuffer(napi_env env, napi_value value, const char* what) {
+  bool isTyped = false;
+  check(env, napi_is_typedarray(env, value, &isTyped), "napi_is_typedarray");
+  if (!isTyped) throw JsError{std::string("granular_onednn: ") + what + " needs a typed array"};
+  Viewed v{nullptr, nullptr, 0};
+  check(env, napi_get_typedarray_info(env, value, nullptr, nullptr, &v.data, &v.buffer, &v.offset), "napi_get_typedarray_info");
+  return v;
+}
+
 // release(typedArray): detaches its ArrayBuffer, which frees the memory at
 // once instead of at some later garbage collection; every view of it then has
 // length 0. src/engine/native-backend.ts calls it for buffers no tensor holds.
 napi_value Release(napi_env env, napi_callback_info info) {
   return guarded(env, [&]() {
     auto a = args(env, info, 1);
-    bool isTyped = false;
-    check(env, napi_is_typedarray(env, a[0], &isTyped), "napi_is_typedarray");
-    if (!isTyped) throw JsError{"granular_onednn: release needs a typed array"};
-    napi_value buffer;
-    check(env, napi_get_typedarray_info(env, a[0], nullptr, nullptr, nullptr, &buffer, nullptr), "napi_get_typedarray_info");
+    const napi_value buffer = viewedBuffer(env, a[0], "release").buffer;
     bool detached = false;
     check(env, napi_is_detached_arraybuffer(env, buffer, &detached), "napi_is_detached_arraybuffer");
     if (!detached) check(env, napi_detach_arraybuffer(env, buffer), "napi_detach_arraybuffer (is it a SharedArrayBuffer or wasm memory?)");
@@ -961,7 +973,8 @@ napi_value Release(napi_env env, napi_callback_info info) {
 // 2 MiB-aligned pages with transparent huge pages (madvise MADV_HUGEPAGE),
 // before anything has touched them. Returns the bytes advised: 0 where the
 // buffer spans no aligned 2 MiB page, the platform has no MADV_HUGEPAGE, or the
-// kernel refuses (THP "never"). Why: a tensor's first write faults in its
+// kernel refuses. (With THP set to "never" the advice is taken and has no
+// effect.) Why: a tensor's first write faults in its
 // pages one 4 KiB page at a time; measured on the 2-core VM, 11.6 us per page
 // (190 ms for 64 MiB) against 0.6 us with huge pages, and a first evaluation
 // or training step writes every activation fresh. Source of the idea: PyTorch's
@@ -969,27 +982,19 @@ napi_value Release(napi_env env, napi_callback_info info) {
 napi_value AdviseHugePages(napi_env env, napi_callback_info info) {
   return guarded(env, [&]() {
     auto a = args(env, info, 1);
-    bool isTyped = false;
-    check(env, napi_is_typedarray(env, a[0], &isTyped), "napi_is_typedarray");
-    if (!isTyped) throw JsError{"granular_onednn: adviseHugePages needs a typed array"};
-    napi_typedarray_type type;
-    size_t length = 0, offset = 0;
-    void* data = nullptr;
-    napi_value buffer;
-    check(env, napi_get_typedarray_info(env, a[0], &type, &length, &data, &buffer, &offset), "napi_get_typedarray_info");
+    const Viewed v = viewedBuffer(env, a[0], "adviseHugePages");
     size_t bytes = 0;
-    check(env, napi_get_arraybuffer_info(env, buffer, nullptr, &bytes), "napi_get_arraybuffer_info");
+    check(env, napi_get_arraybuffer_info(env, v.buffer, nullptr, &bytes), "napi_get_arraybuffer_info");
     double advised = 0;
 #if defined(__linux__) && defined(MADV_HUGEPAGE)
     // The whole ArrayBuffer (data points at the view's first element, offset bytes in).
-    const uintptr_t start = reinterpret_cast<uintptr_t>(data) - offset;
+    const uintptr_t start = reinterpret_cast<uintptr_t>(v.data) - v.offset;
     const uintptr_t huge = uintptr_t(2) << 20;
     const uintptr_t from = (start + huge - 1) & ~(huge - 1);
     const uintptr_t to = (start + bytes) & ~(huge - 1);
     if (to > from && madvise(reinterpret_cast<void*>(from), to - from, MADV_HUGEPAGE) == 0) advised = static_cast<double>(to - from);
 #else
-    (void)data;
-    (void)offset;
+    (void)v;
     (void)bytes;
 #endif
     napi_value r;
