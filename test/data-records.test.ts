@@ -11,6 +11,7 @@ import { inputNormalization } from '../src/data/normalize';
 import { InlineBatches, PrefetchedBatches } from '../src/data/prefetch';
 import { HASH_BYTES, RecordReader, syncRecords } from '../src/data/records';
 import { makeSplit } from '../src/data/split';
+import { changedHere, changedInBackground, fileStamp, stampJob } from '../src/data/stamp';
 import { randomResizedCropBox, readAll, RecordStore } from '../src/data/store';
 import { Rng } from '../src/util/rng';
 import { checkpointState, cli, finalMetrics, metricRows, modelWeights, readJson, runWatching, same, tmpDir } from './helpers';
@@ -362,4 +363,28 @@ test('a prefetch worker that cannot read the records says why', async () => {
   } finally {
     src.close();
   }
+});
+
+test('the stamp check: the worker and this thread name the same changed and vanished files, under root and mapped (onDisk)', async () => {
+  const root = tmpDir();
+  const elsewhere = path.join(tmpDir(), 'Cafe\u0301.png');
+  const files = ['a/1.png', 'a/2.png', 'b/3 with space.png', 'b/4.png'];
+  for (const f of files) {
+    fs.mkdirSync(path.dirname(path.join(root, f)), { recursive: true });
+    fs.writeFileSync(path.join(root, f), 'x'.repeat(10));
+  }
+  fs.writeFileSync(elsewhere, 'y'.repeat(10));
+  // The id is NFC; its file is NFD elsewhere (as folderSource maps such names).
+  const ids = [...files, 'b/Caf\u00e9.png'];
+  const layout = { root, onDisk: new Map([['b/Caf\u00e9.png', elsewhere], ['not/deferred.png', '/nowhere']]) };
+  const stamps = ids.map((id) => fileStamp(id.startsWith('b/Caf') ? elsewhere : path.join(root, id))!);
+  const job = () => stampJob(layout, ids, Float64Array.from(stamps, (s) => s[0]), Float64Array.from(stamps, (s) => s[1]));
+  assert.deepEqual(job().onDisk, new Map([['b/Caf\u00e9.png', elsewhere]]), 'only the mapped ids of this job travel');
+  assert.deepEqual(changedHere(job()), []);
+  assert.deepEqual(await changedInBackground(job()), []);
+  fs.writeFileSync(path.join(root, 'a/2.png'), 'x'.repeat(11)); // size moved
+  fs.rmSync(path.join(root, 'b/3 with space.png')); // gone
+  fs.writeFileSync(elsewhere, 'z'.repeat(12)); // the mapped file changed
+  assert.deepEqual(changedHere(job()), [1, 2, 4]);
+  assert.deepEqual(await changedInBackground(job()), [1, 2, 4]);
 });

@@ -4,8 +4,7 @@ import { Config } from '../config/schema';
 import { filterClasses } from '../hierarchy/transform';
 import { Hierarchy } from '../hierarchy/tree';
 import { UsageError } from '../util/errors';
-import { joinPlain } from '../util/fsx';
-import { fileStamp } from './stamp';
+import { fileStamp, filePath } from './stamp';
 import { HASH_BYTES, ImageSource, syncRecords } from './records';
 import { relabel } from './relabel';
 import { RecordStore } from './store';
@@ -61,12 +60,13 @@ export function refsOf(items: Iterable<{ id: string; cls: number }>): Refs {
  * the one on disk) to their absolute path.
  */
 export function folderSource(format: string, root: string, onDisk: ReadonlyMap<string, string> = new Map()): ImageSource {
-  const abs = (id: string) => onDisk.get(id) ?? joinPlain(root, id);
+  const files = { root, onDisk };
+  const abs = (id: string) => filePath(files, id);
   return {
     identity: `${format}:${root}`,
     read: (id) => fs.promises.readFile(abs(id)),
     stamp: (id) => fileStamp(abs(id)),
-    path: abs,
+    files,
     folder: (id) => path.dirname(abs(id)),
   };
 }

@@ -23,7 +23,7 @@ import * as path from 'node:path';
 import { UsageError } from '../util/errors';
 import { writeFileAtomic } from '../util/fsx';
 import { contentHash, decodeImage, DECODE_PARALLEL, forEachParallel } from './decode';
-import { changedHere, changedInBackground } from './stamp';
+import { changedHere, changedInBackground, FileLayout, stampJob } from './stamp';
 
 /** Bump when decoding changes (v3: EXIF orientation, aspect-preserving resize + centre crop, records). */
 export const RECORD_VERSION = 3;
@@ -50,8 +50,8 @@ export interface ImageSource {
    * stamps cost nothing.
    */
   folder(id: string): string | null;
-  /** The file of image `id`, for sources whose stamp is fileStamp of it (their stamps can be checked on another thread). */
-  path?(id: string): string;
+  /** Where the image files lie, for sources whose stamp is fileStamp of the file (their stamps can be checked on another thread). */
+  files?: FileLayout;
   /** The data error for images listed but not found (default: the dataset changed while being read). */
   missing?(ids: string[]): string;
 }
@@ -404,7 +404,7 @@ export async function syncRecords(o: SyncOptions): Promise<Synced> {
     const todo: number[] = [];
     const missing: string[] = [];
     let changed = 0;
-    const defer = o.verify === 'files' && o.deferred && old && source.path && old.header.ids_hash === listHash && old.header.listed === n ? o.deferred : null;
+    const defer = o.verify === 'files' && o.deferred && old && source.files && old.header.ids_hash === listHash && old.header.listed === n ? o.deferred : null;
     const deferredK: number[] = [];
     for (let k = 0; k < n; k++) {
       const e = entryOf[k];
@@ -507,7 +507,7 @@ export async function syncRecords(o: SyncOptions): Promise<Synced> {
     }
     let pending: Promise<number[]> | undefined;
     if (deferredK.length) {
-      const job = { paths: deferredK.map((k) => source.path!(ids[k])), a: Float64Array.from(deferredK, (k) => stampA[k]), b: Float64Array.from(deferredK, (k) => stampB[k]) };
+      const job = stampJob(source.files!, deferredK.map((k) => ids[k]), Float64Array.from(deferredK, (k) => stampA[k]), Float64Array.from(deferredK, (k) => stampB[k]));
       pending = changedInBackground(job)
         .catch(() => changedHere(job))
         .then((idx) => idx.map((i) => deferredK[i]));
