@@ -382,6 +382,7 @@ test('the stamp check: the worker and this thread name the same changed and vani
   assert.deepEqual(job().onDisk, new Map([['b/Caf\u00e9.png', elsewhere]]), 'only the mapped ids of this job travel');
   assert.deepEqual(changedHere(job()), []);
   assert.deepEqual(await changedInBackground(job()), []);
+  assert.deepEqual(changedHere(stampJob(layout, [], new Float64Array(0), new Float64Array(0))), [], 'an empty job names nothing');
   fs.writeFileSync(path.join(root, 'a/2.png'), 'x'.repeat(11)); // size moved
   fs.rmSync(path.join(root, 'b/3 with space.png')); // gone
   fs.writeFileSync(elsewhere, 'z'.repeat(12)); // the mapped file changed

@@ -85,7 +85,8 @@ export function changedInBackground(job: StampJob): Promise<number[]> {
 export function changedHere(job: StampJob): number[] {
   const out: number[] = [];
   const layout = { root: job.root, onDisk: job.onDisk };
-  const ids = job.ids.split('\0');
+  // No id is empty, but an empty job's string is: ''.split would give one.
+  const ids = job.a.length ? job.ids.split('\0') : [];
   for (let i = 0; i < ids.length; i++) {
     const st = fileStamp(filePath(layout, ids[i]));
     if (!st || st[0] !== job.a[i] || st[1] !== job.b[i]) out.push(i);

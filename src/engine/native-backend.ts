@@ -14,7 +14,10 @@
  * each buffer and, when none does, keeps it in a pool for the next output of
  * the same size and type (a training step asks for the same sizes every
  * step, so after the first step almost nothing is allocated; fresh pages cost
- * a page fault each). The pool never holds more than the high-water mark of
+ * a page fault each). An output of 1 MiB and up whose size the pool lacks may
+ * take a pooled buffer up to twice as long, as a view of its start; the whole
+ * buffer returns to the pool with it. Fresh buffers of 4 MiB and up are
+ * advised to use transparent huge pages. The pool never holds more than the high-water mark of
  * live tensor memory allows (live + pooled <= peak live + 64 MiB); beyond
  * that the oldest buffers are detached, which frees them at once.
  *
@@ -41,7 +44,7 @@ const POOL_SLACK = 64 * MiB;
 const CHECKED_ALLOCATION = 1 * MiB;
 /**
  * Fresh allocations from this size up get transparent huge pages (addon
- * adviseHugePages): 2 MiB pages fault in ~18x faster than 4 KiB ones on the
+ * adviseHugePages): 2 MiB pages fault in ~19x faster than 4 KiB ones on the
  * VM measured, which is most of a first evaluation pass or training step.
  */
 const HUGE_PAGE_ALLOCATION = 4 * MiB;
@@ -108,19 +111,23 @@ export class BufferPool {
    * its first `length` elements); null when there is none.
    */
   take(ctor: TypedArrayCtor, length: number, fit = 1): TypedArray | null {
-    let list = this.byKey.get(BufferPool.key(ctor, length));
-    if (!list?.length && fit > 1) {
+    let key = BufferPool.key(ctor, length);
+    let list = this.byKey.get(key);
+    if (!list && fit > 1) {
       let best = Infinity;
-      for (const l of this.byKey.values()) {
-        const n = l.length ? l[0].length : Infinity;
-        if (l[0]?.constructor === ctor && n > length && n <= fit * length && n < best) {
+      for (const [k, l] of this.byKey) {
+        const n = l[0].length;
+        if (l[0].constructor === ctor && n > length && n <= fit * length && n < best) {
           best = n;
+          key = k;
           list = l;
         }
       }
     }
     const a = list?.pop();
     if (!a) return null;
+    // Only sizes with a free buffer stay listed (so the loose-fit search scans just those).
+    if (!list!.length) this.byKey.delete(key);
     this.order.delete(a);
     this.freeBytes -= a.byteLength;
     return a;
@@ -141,8 +148,10 @@ export class BufferPool {
     for (const a of this.order) {
       if (this.liveBytes + this.freeBytes <= limit) break;
       this.order.delete(a);
-      const list = this.byKey.get(BufferPool.key(a.constructor as TypedArrayCtor, a.length))!;
+      const key = BufferPool.key(a.constructor as TypedArrayCtor, a.length);
+      const list = this.byKey.get(key)!;
       list.splice(list.indexOf(a), 1);
+      if (!list.length) this.byKey.delete(key);
       this.freeBytes -= a.byteLength;
       this.release(a);
     }
@@ -209,7 +218,8 @@ export class NativeBackend extends MathBackendCPU {
     } catch (e) {
       throw new OutOfMemoryError({ cause: (e as Error).message, bytes, shape, dtype });
     }
-    // Untouched yet (calloc'd pages are mapped on first write): ask for huge pages now.
+    // Usually untouched yet (fresh calloc'd pages are mapped on first write): ask for huge pages now.
+    // Memory malloc reuses is already mapped, and the advice then changes nothing.
     if (bytes >= HUGE_PAGE_ALLOCATION) this.addon.adviseHugePages(fresh);
     return fresh;
   }
