@@ -8,6 +8,7 @@
 // GRANULAR_NATIVE=0 skips the build. Overrides: CXX, NODE_INCLUDE, DNNL_INCLUDE, DNNL_LIB.
 'use strict';
 const { spawnSync } = require('node:child_process');
+const crypto = require('node:crypto');
 const fs = require('node:fs');
 const path = require('node:path');
 
@@ -44,6 +45,19 @@ fs.mkdirSync(path.dirname(out), { recursive: true });
 const tmp = `${out}.tmp`;
 const args = ['-std=c++17', '-O3', '-fPIC', '-shared', '-fopenmp', '-DNODE_GYP_MODULE_NAME=granular_onednn', `-I${nodeInclude}`, `-I${dnnlInclude}`,
   path.join(here, 'onednn.cc'), '-o', tmp, ...libFlags, '-ldnnl'];
+// What the addon is built from: the source, the command, Node's ABI and oneDNN's
+// version header. When the addon on disk was built from the same, there is
+// nothing to do (the first `npx granular` in a fresh clone runs `prepare` again).
+const recipe = crypto.createHash('sha256');
+for (const part of [fs.readFileSync(path.join(here, 'onednn.cc')), cxx, JSON.stringify(args.map((a) => (a === tmp ? '<out>' : a))), process.versions.modules, process.arch]) recipe.update(part).update('\0');
+const versionHeader = path.join(dnnlInclude, 'oneapi', 'dnnl', 'dnnl_version.h');
+if (fs.existsSync(versionHeader)) recipe.update(fs.readFileSync(versionHeader));
+const recipeFile = `${out}.recipe`;
+const key = recipe.digest('hex');
+if (fs.existsSync(out) && fs.existsSync(recipeFile) && fs.readFileSync(recipeFile, 'utf8') === key) {
+  console.error('build:native: up to date (native/build/granular_onednn.node)');
+  process.exit(0);
+}
 console.error(`build:native: ${cxx} onednn.cc -> native/build/granular_onednn.node (Node headers ${nodeInclude}, oneDNN ${dnnlInclude})`);
 const r = spawnSync(cxx, args, { stdio: 'inherit' });
 if (r.status !== 0) {
@@ -52,4 +66,5 @@ if (r.status !== 0) {
 }
 // A rename, so a running process that loaded the old addon keeps its file.
 fs.renameSync(tmp, out);
+fs.writeFileSync(recipeFile, key);
 console.error('build:native: ok');
