@@ -6,7 +6,7 @@ import { tagLayer } from '../config/provenance';
 import { loadDataset } from '../data';
 import { applyNormalization, inputNormalization } from '../data/normalize';
 import { splitFromRecord } from '../data/split';
-import { initEngine } from '../engine/backend';
+import { initEngine } from '../engine';
 import { coarserLevels } from '../hierarchy/tree';
 import { oodMetrics } from '../measure/ood';
 import { evalBatchSize } from '../measure/predict';

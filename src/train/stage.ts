@@ -10,7 +10,7 @@ import { levelLabels, makeSplit, noisyLabels, restrictToLevel, Split, splitFromR
 import { applyNormalization, inputNormalization } from '../data/normalize';
 import { checkSourceOverlap } from '../data/overlap';
 import { Dataset } from '../data/types';
-import { BackendChoice, EngineInfo, initEngine } from '../engine/backend';
+import { BackendChoice, EngineInfo, initEngine } from '../engine';
 import { coarserLevels, Level } from '../hierarchy/tree';
 import { buildNetwork } from '../models/archs';
 import { Network } from '../models/network';
