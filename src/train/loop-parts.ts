@@ -59,7 +59,7 @@ export interface TrainJob {
 export interface TrainResult {
   final: Record<string, number>;
   /** Whether the run learned its level (DESIGN.md "Convergence") and its training budget. */
-  fit: { converged: boolean; train_acc_final: number; epochs_trained: number; train_images: number; budget_images: number };
+  fit: { converged: boolean; converged_reason?: string; train_acc_final: number; epochs_trained: number; train_images: number; budget_images: number };
   trainImagesPerSecond: number;
   /** Stopped by a signal at a step boundary (resumable); not early stopping, which completes the run. */
   stoppedEarly: boolean;

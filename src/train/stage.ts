@@ -288,7 +288,7 @@ export async function runStage(req: StageRequest): Promise<StageOutcome> {
   }
   if (!req.silent) process.stderr.write(startLine(req.stage, runDir, p, levelDefaulted));
 
-  const base = { ...summaryBase({ meta, cfg, level: p.level, frozenBlocks: p.plan.frozenBlocks, engine: p.engine, data: p.data, flipped: p.flipped }), ...headsSummary(p.trained, p.heads, p.net.headSeed), model_build_seconds: p.modelBuildSeconds };
+  const base = { ...summaryBase({ meta, cfg, level: p.level, frozenBlocks: p.plan.frozenBlocks, engine: p.engine, data: p.data, flipped: p.flipped }), ...headsSummary(p.trained, p.heads, p.net.headSeed), ...(p.plan.reinitSeed != null ? { transfer: 'frozen_only', reinit_seed: p.plan.reinitSeed } : {}), model_build_seconds: p.modelBuildSeconds };
   let summary: Record<string, unknown>;
   let exitCode: number;
   // Training images found changed by the deferred stamp check were decoded again: split.json records their new hashes.
