@@ -19,7 +19,7 @@ import { Hierarchy, Level } from '../hierarchy/tree';
 import { Network } from '../models/network';
 import { UsageError } from '../util/errors';
 import { readJson, writeFileAtomic, writeJsonAtomic } from '../util/fsx';
-import { shellQuote } from '../util/shell';
+import { granularCommand, shellQuote } from '../util/shell';
 import { readModelWeights, saveLayersModel } from './bundle';
 import { FILES } from './rundir';
 import { GitRecord } from './git';
@@ -237,7 +237,7 @@ export function completedSummary(base: Record<string, unknown>, final: Record<st
 
 /** summary.json of a run stopped by a signal at a step boundary, with the command that resumes it. */
 export function interruptedSummary(base: Record<string, unknown>, runDir: string, signal: NodeJS.Signals | null, wallSeconds: number): Record<string, unknown> {
-  return { status: 'interrupted', ...base, signal, wall_seconds: wallSeconds, resume: `granular ${base.stage} --resume ${shellQuote(runDir)}` };
+  return { status: 'interrupted', ...base, signal, wall_seconds: wallSeconds, resume: `${granularCommand()} ${base.stage} --resume ${shellQuote(path.resolve(runDir))}` };
 }
 
 /** summary.json of a failed run: the error explained (what happened, what to do), and the stack for bugs. */
@@ -252,7 +252,7 @@ export function failedSummary(base: Record<string, unknown>, err: Error, runDir:
 /** Turn resource errors into messages that say what happened and what to do. */
 function explainFailure(err: Error, runDir: string, stage: Stage, cfg: Config): string {
   const code = (err as NodeJS.ErrnoException).code;
-  const resume = `then continue with 'granular ${stage} --resume ${runDir}' (the last checkpoint is intact)`;
+  const resume = `then continue with '${granularCommand()} ${stage} --resume ${shellQuote(runDir)}' (the last checkpoint is intact)`;
   if (code === 'ENOSPC') return `the disk is full (ENOSPC) while writing in '${runDir}': ${err.message}. Free space, ${resume}.`;
   if ((err as { resumable?: boolean }).resumable === true) return `${err.message}. Fix the cause, ${resume}.`;
   if (code === 'EACCES' || code === 'EROFS' || code === 'EPERM') return `cannot write in '${runDir}' (${code}): ${err.message}. Make the folder writable, ${resume}.`;
