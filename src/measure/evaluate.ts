@@ -137,13 +137,13 @@ export async function trainAccuracy(
  * the same statistic for random directions (`align_random`); DESIGN.md
  * "Feature alignment". Empty for other architectures and non-synthetic data.
  */
-export function alignmentMetrics(net: Network, data: Dataset, seed: number): Record<string, number> {
+export async function alignmentMetrics(net: Network, data: Dataset, seed: number): Promise<Record<string, number>> {
   if (net.arch !== 'two-layer-conv' || !data.features) return {};
   const kernel = net.blocks[0].layers[0].getWeights()[0];
   const [p1, p2, c, m] = kernel.shape;
   const dim = p1 * p2 * c;
   if (dim !== data.features.dim) return {};
-  const w = kernel.dataSync() as Float32Array; // [p, p, C, m] row-major = [dim x m]
+  const w = (await kernel.data()) as Float32Array; // [p, p, C, m] row-major = [dim x m]
   const out: Record<string, number> = {};
   const depths = data.features.byDepth;
   depths.forEach((f, d) => {
