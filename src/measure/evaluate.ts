@@ -163,14 +163,14 @@ export async function alignmentMetrics(net: Network, data: Dataset, seed: number
  * `sharpness_worst`, plus `weight_dist@<block>` (L2) from `reference` when
  * given. The Fisher is taken on `fisherProbe`, sharpness on `sharpProbe`.
  */
-export function dynamicsMetrics(net: Network, ev: Config['eval'], seed: number, fisherProbe: Probe, sharpProbe: Probe, reference: ReadonlyMap<string, tf.Tensor> | null): Record<string, number> {
-  const mc = fisherTrace(net, fisherProbe, true, seed);
-  const emp = fisherTrace(net, fisherProbe, false, seed);
-  const sh = sharpness(net, sharpProbe, ev.sharpness_rho, ev.sharpness_draws, ev.sharpness_steps, seed);
+export async function dynamicsMetrics(net: Network, ev: Config['eval'], seed: number, fisherProbe: Probe, sharpProbe: Probe, reference: ReadonlyMap<string, tf.Tensor> | null): Promise<Record<string, number>> {
+  const mc = await fisherTrace(net, fisherProbe, true, seed);
+  const emp = await fisherTrace(net, fisherProbe, false, seed);
+  const sh = await sharpness(net, sharpProbe, ev.sharpness_rho, ev.sharpness_draws, ev.sharpness_steps, seed);
   const row: Record<string, number> = { fisher_trace: mc.total, fisher_trace_emp: emp.total, sharpness_avg: sh.avg, sharpness_worst: sh.worst };
   for (const [b, v] of Object.entries(mc.perBlock)) row[`fisher_trace@${b}`] = v;
   for (const [b, v] of Object.entries(emp.perBlock)) row[`fisher_trace_emp@${b}`] = v;
-  if (reference) for (const [b, v] of Object.entries(weightDistance(net, reference))) row[`weight_dist@${b}`] = v;
+  if (reference) for (const [b, v] of Object.entries(await weightDistance(net, reference))) row[`weight_dist@${b}`] = v;
   return row;
 }
 
