@@ -52,7 +52,7 @@ export function evalCommand(): Command {
         loadRunWeights(net, runDir);
         const metrics = {
           ...(await evaluate({ net, data, split, level, coarser: coarserLevels(data.hierarchy, level), heads, batch: evalBatchSize(cfg) })),
-          ...alignmentMetrics(net, data, cfg.data.seed),
+          ...(await alignmentMetrics(net, data, cfg.data.seed)),
           ...(await oodMetrics(cfg, net, data, split, level, heads)),
         };
         // Claimed atomically: evaluations that end in the same second get -2, -3, ...

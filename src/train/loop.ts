@@ -82,7 +82,7 @@ export async function train(job: TrainJob): Promise<TrainResult> {
   if (step === 0) {
     // The state before training: chance accuracy and alignment at initialisation.
     const t0 = performance.now();
-    const init = { ...(await evaluate(target, cache?.test)), ...alignmentMetrics(net, data, cfg.data.seed) };
+    const init = { ...(await evaluate(target, cache?.test)), ...(await alignmentMetrics(net, data, cfg.data.seed)) };
     // Part of first_step_seconds: the start-up proper is the rest.
     carry.initial_eval_seconds = (performance.now() - t0) / 1000;
     const row0 = { epoch: 0, step: 0, ...init, ...rowBase() };
@@ -212,7 +212,7 @@ export async function train(job: TrainJob): Promise<TrainResult> {
         lr: learningRate(cfg.train.schedule, cfg.train.lr, Math.max(0, step - 1), totalSteps, warmup),
         train_loss: lossSum / seen,
         train_acc: hits / seen,
-        ...(evalNow ? { val_acc: valAcc, ...test, ...alignmentMetrics(net, data, cfg.data.seed) } : {}),
+        ...(evalNow ? { val_acc: valAcc, ...test, ...(await alignmentMetrics(net, data, cfg.data.seed)) } : {}),
         // The OOD test once, on the final network.
         ...(isFinal ? await oodMetrics(cfg, net, data, split, job.level, job.heads) : {}),
         ...rowBase(),
