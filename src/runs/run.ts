@@ -161,8 +161,9 @@ export function hierarchyRecord(h: Hierarchy, level: Level, relabel?: Record<str
 }
 
 /** The records a new run writes before training: config.yaml, command.txt, run.json, hierarchy.json, split.json. */
-export function writeRunRecords(runDir: string, r: { cfg: Config; meta: RunMeta; argv: string[]; hierarchy: Hierarchy; level: Level; relabel?: Record<string, unknown>; split: Record<string, unknown> }): void {
-  writeFileAtomic(path.join(runDir, FILES.config), configToYaml(r.cfg, `resolved config of this ${r.meta.stage} run, written before training\n${r.meta.run_id}`));
+export function writeRunRecords(runDir: string, r: { cfg: Config; meta: RunMeta; argv: string[]; hierarchy: Hierarchy; level: Level; relabel?: Record<string, unknown>; split: Record<string, unknown>; notes?: string[] }): void {
+  const notes = r.notes?.length ? `\n${r.notes.join('\n')}` : '';
+  writeFileAtomic(path.join(runDir, FILES.config), configToYaml(r.cfg, `resolved config of this ${r.meta.stage} run, written before training\n${r.meta.run_id}${notes}`));
   writeFileAtomic(path.join(runDir, FILES.command), r.argv.map(shellQuote).join(' ') + '\n');
   writeJsonAtomic(path.join(runDir, FILES.run), r.meta);
   writeJsonAtomic(path.join(runDir, FILES.hierarchy), hierarchyRecord(r.hierarchy, r.level, r.relabel));
@@ -225,6 +226,7 @@ export function summaryBase(r: { meta: RunMeta; cfg: Config; level: Level; froze
     backend: r.engine.backend,
     threads: r.engine.threads,
     skipped_images: r.data.skipped,
+    ...(r.data.duplicates ? { duplicate_test_images: r.data.duplicates.test_in_train + r.data.duplicates.test_label_conflicts, duplicate_test_images_dropped: r.data.duplicates.dropped } : {}),
     ...(r.data.sourceOverlap ? { source_overlap: r.data.sourceOverlap } : {}),
     label_noise_flipped: r.flipped,
   };
