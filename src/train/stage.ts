@@ -2,7 +2,7 @@ import * as path from 'node:path';
 import * as tf from '@tensorflow/tfjs';
 import { Config } from '../config/schema';
 import { checkEvalApplies } from '../config/checks';
-import { configToYaml, parseConfigYaml, parseSets, readConfigFile, resolveConfig } from '../config/load';
+import { configToYaml, parseConfigYaml, parseSets, configFileList, readConfigFiles, resolveConfig } from '../config/load';
 import { tagLayer } from '../config/provenance';
 import { FINETUNE_DEFAULT_LEVEL, namesLevel } from '../config/stage-level';
 import { loadDataset } from '../data';
@@ -33,7 +33,8 @@ import { gitRecord } from '../runs/git';
 /** What a pretrain/finetune command asks for, as parsed from the command line. */
 export interface StageRequest {
   stage: Stage;
-  configFile?: string;
+  /** One or more --config files, composed in order (later wins). */
+  configFile?: string | readonly string[];
   sets: string[];
   level?: string;
   freeze?: string;
@@ -67,7 +68,7 @@ function resolveStageConfig(req: StageRequest, source: SourceRun | null): { cfg:
   const layers: Record<string, unknown>[] = [];
   if (source) layers.push(tagLayer(structuredClone(source.cfg) as unknown as Record<string, unknown>, `the config of --from '${source.dir}'`));
   const own: Record<string, unknown>[] = [];
-  if (req.configFile) own.push(readConfigFile(req.configFile));
+  own.push(...readConfigFiles(req.configFile));
   own.push(parseSets(req.sets));
   const flags: Record<string, unknown> = {};
   if (req.level !== undefined) flags.train = { level: req.level };
@@ -219,7 +220,7 @@ export async function runStage(req: StageRequest): Promise<StageOutcome> {
     if (run.configText === null) throw new UsageError(`--resume '${runDir}' is not a run folder (no ${rd.FILES.config}).`);
     if (run.summary?.status === 'completed') throw new UsageError(`run '${runDir}' already completed; nothing to resume. Start a new run instead.`);
     const onlyEpochs = req.sets.every((x) => /^\s*train\.epochs\s*=/.test(x));
-    if (req.configFile || !onlyEpochs || req.level || req.freeze || req.from) {
+    if (configFileList(req.configFile).length || !onlyEpochs || req.level || req.freeze || req.from) {
       throw new UsageError(`--resume continues a run exactly as configured in ${cfgFile}; drop --config/--set/--level/--freeze/--from (only --set train.epochs=N, to extend training, is allowed).`);
     }
     if (!run.meta.stage) throw new UsageError(`--resume '${runDir}': its ${rd.FILES.run} is missing or unreadable, so the run folder is damaged. Start a new run.`);
