@@ -99,7 +99,62 @@ function roundTrip(arch: string, size: number): void {
   assert.ok(back <= 1e-5, `${arch}: exported then loaded in PyTorch, logits differ by ${back}`);
 }
 
-test('import/export round trip through PyTorch: resnet18 (64 px)', torchSkip, () => roundTrip('resnet18', 64));
+test('import/export round trip through PyTorch: resnet18 (32 px)', torchSkip, () => roundTrip('resnet18', 32));
 test('import/export round trip through PyTorch: vit-tiny (torchvision VisionTransformer, 32 px, patch 8)', torchSkip, () => roundTrip('vit-tiny', 32));
+test('a ViT imported at another image size resamples its position embeddings as F.interpolate(bicubic) does; timm names round-trip', torchSkip, () => {
+  const dir = tmpDir();
+  // vit-tiny's layout at width 0.125 (24 wide, 3 heads, MLP 96), patch 4: a 4x4 grid at 16 px, 6x6 at 24.
+  const small = ['24', '3', '96', '4'];
+  py(['make', 'vit-tiny', dir, '16', ...small]);
+  py(['resize', dir, '24', ...small]);
+  const imp = path.join(dir, 'imported24');
+  const r = cli(['import', path.join(dir, 'model.safetensors'), '--arch', 'vit-tiny', '--image-size', '24', '--out', imp]);
+  assert.equal(r.code, 0, r.stderr);
+  assert.match(r.stdout, /position embeddings resampled 4x4 -> 6x6/);
+  assert.deepEqual(readJson(path.join(imp, 'summary.json')).pos_embed_resized, { from: [4, 4], to: [6, 6] });
+  const diff = maxDiff(runLogits(imp, path.join(dir, 'images2.f32'), 24), readF32(path.join(dir, 'logits2.f32')));
+  assert.ok(diff <= 1e-4, `resampled: logits differ from PyTorch's by ${diff}`);
+  // timm's names: exported, imported again (the style is read from the names), the same network.
+  const timm = path.join(dir, 'timm.safetensors');
+  assert.equal(cli(['export', imp, '--out', timm]).code, 0, 'a ViT exports with timm names by default');
+  const names = [...readSafetensors(timm).tensors.keys()];
+  for (const n of ['cls_token', 'pos_embed', 'patch_embed.proj.weight', 'blocks.11.attn.qkv.weight', 'blocks.0.mlp.fc2.bias', 'norm.weight', 'head.bias']) assert.ok(names.includes(n), n);
+  const again = path.join(dir, 'again');
+  const r2 = cli(['import', timm, '--arch', 'vit-tiny', '--out', again]);
+  assert.equal(r2.code, 0, r2.stderr);
+  assert.match(r2.stdout, /timm names/);
+  assert.ok(maxDiff(runLogits(again, path.join(dir, 'images2.f32'), 24), readF32(path.join(dir, 'logits2.f32'))) <= 1e-4);
+  // Another architecture's file is refused, naming what does not fit.
+  const wrong = cli(['import', path.join(dir, 'model.safetensors'), '--arch', 'resnet18', '--out', path.join(dir, 'wrong')]);
+  assert.equal(wrong.code, 2);
+  assert.match(wrong.stderr, /has no tensor 'conv1.weight'.*Pass the matching --arch/);
+  assert.ok(!fs.existsSync(path.join(dir, 'wrong')), 'nothing written');
+});
+
+test('an imported ViT fine-tunes with --freeze; the fine-tuned run exports to a torchvision VisionTransformer with the same logits', torchSkip, () => {
+  const dir = tmpDir();
+  // vit-tiny's layout at width 0.125: 24 wide, 3 heads, MLP 96, patch 4, 16 px.
+  py(['make', 'vit-tiny', dir, '16', '24', '3', '96', '4']);
+  const imp = path.join(dir, 'imported');
+  assert.equal(cli(['import', path.join(dir, 'model.safetensors'), '--arch', 'vit-tiny', '--out', imp]).code, 0);
+  assert.equal(readSourceRun(imp).cfg.model.width, 0.125);
+  const ft = path.join(dir, 'ft');
+  const data = ['--set', 'data.synthetic.branching=[2,2,2]', '--set', 'data.synthetic.train_samples=64', '--set', 'data.synthetic.test_samples=16', '--set', 'data.synthetic.patch_size=4', '--set', 'train.epochs=1', '--set', 'train.batch_size=32', '--set', 'eval.dynamics_every=0', '--set', 'train.optimizer=adam', '--set', 'train.lr=0.001'];
+  const r = cli(['finetune', '--from', imp, '--level', 'top', '--freeze', '6', ...data, '--quiet', '--run-dir', ft]);
+  assert.equal(r.code, 0, r.stderr);
+  assert.match(r.stderr, /imported checkpoint: the images it was trained on are unknown/);
+  const s = readJson(path.join(ft, 'summary.json'));
+  assert.equal(s.pretrain_level, 'external: 10 classes');
+  assert.equal(s.frozen_blocks, 6);
+  const out = path.join(dir, 'ft.safetensors');
+  const e = cli(['export', ft, '--names', 'torchvision', '--out', out]);
+  assert.equal(e.code, 0, e.stderr);
+  py(['load', 'vit-tiny', out, '16', path.join(dir, 'images.f32'), path.join(dir, 'ft-torch.f32'), '24', '3', '96', '4']);
+  const diff = maxDiff(runLogits(ft, path.join(dir, 'images.f32'), 16), readF32(path.join(dir, 'ft-torch.f32')));
+  assert.ok(diff <= 1e-4, `fine-tuned ViT: granular and PyTorch logits differ by ${diff}`);
+  const refusal = cli(['finetune', '--from', imp, '--level', 'top', '--set', 'finetune.head=keep', ...data, '--quiet', '--run-dir', path.join(dir, 'keep')]);
+  assert.equal(refusal.code, 2);
+});
+
 test('import/export round trip through PyTorch: resnet50 (64 px)', hasTorch ? slow : torchSkip, () => roundTrip('resnet50', 64));
 test('import/export round trip through PyTorch: densenet121 (64 px)', hasTorch ? slow : torchSkip, () => roundTrip('densenet121', 64));

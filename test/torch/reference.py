@@ -4,10 +4,12 @@ Debian's python3-torch / python3-torchvision (0.14) build seeded models; there
 is no safetensors package there, so the format (8-byte little-endian header
 length, JSON header, raw little-endian tensors) is written and read here.
 
-  reference.py make ARCH OUT SIZE    seeded model -> OUT/model.safetensors, OUT/images.f32 (NCHW), OUT/logits.f32
+  reference.py make ARCH OUT SIZE [DIM HEADS MLP PATCH]
+                                     seeded model -> OUT/model.safetensors, OUT/images.f32 (NCHW), OUT/logits.f32
   reference.py load ARCH FILE SIZE IMAGES LOGITS [DIM HEADS MLP PATCH]
                                      strict load_state_dict of FILE, logits of IMAGES -> LOGITS
-  reference.py resize OUT SIZE2      the vit model of OUT at SIZE2 px, position embeddings resampled
+  reference.py resize OUT SIZE2 [DIM HEADS MLP PATCH]
+                                     the vit model of OUT at SIZE2 px, position embeddings resampled
                                      with F.interpolate(bicubic, align_corners=False) -> OUT/logits2.f32, OUT/images2.f32
 """
 import json
@@ -98,7 +100,7 @@ def main():
     cmd = sys.argv[1]
     if cmd == 'make':
         arch, out, size = sys.argv[2], sys.argv[3], int(sys.argv[4])
-        model = build(arch, size)
+        model = build(arch, size, sys.argv[5:])
         randomize(model)
         model.eval()
         save_safetensors(model.state_dict(), f'{out}/model.safetensors')
@@ -122,14 +124,15 @@ def main():
             write(model(x), out)
     elif cmd == 'resize':
         out, size2 = sys.argv[2], int(sys.argv[3])
+        dims = [int(v) for v in sys.argv[4:]] or [192, 3, 768, 8]
         state = load_safetensors(f'{out}/model.safetensors')
         pos = state['encoder.pos_embedding']
         g0 = int(round((pos.shape[1] - 1) ** 0.5))
-        g1 = size2 // 8
+        g1 = size2 // dims[3]
         grid = pos[:, 1:].reshape(1, g0, g0, -1).permute(0, 3, 1, 2)
         grid = F.interpolate(grid, size=(g1, g1), mode='bicubic', align_corners=False)
         state['encoder.pos_embedding'] = torch.cat([pos[:, :1], grid.permute(0, 2, 3, 1).reshape(1, g1 * g1, -1)], dim=1)
-        model = vit(size2)
+        model = vit(size2, *dims)
         model.load_state_dict(state, strict=True)
         model.eval()
         x = images(size2, seed=3)
