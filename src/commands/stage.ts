@@ -1,8 +1,9 @@
+import * as path from 'node:path';
 import { Command } from 'commander';
 import { Stage } from '../runs/run';
 import { stopWithSweep } from '../runs/watchdog';
 import { runStage, StageOutcome } from '../train/stage';
-import { granularCommand } from '../util/shell';
+import { granularCommand, shellQuote } from '../util/shell';
 import { action, collect, commonOptions, withCommonOptions } from './common';
 
 /** The options pretrain and finetune share, with the action that runs the stage. */
@@ -54,8 +55,11 @@ export function printOutcome(out: StageOutcome, json = false, stage?: Stage, qui
     const best = typeof s.best_epoch === 'number' && s.best_epoch !== s.epochs_trained ? ` (best val_acc at epoch ${s.best_epoch}: model-best/)` : '';
     process.stdout.write(`completed ${out.runDir}${num('test_acc')}${num('test_acc_hard')}${num('train_images_per_second')}${best}\n`);
     if (stage === 'pretrain' && !quiet) {
+      // Commands that run as printed, pasted into any shell in any folder: no npx, no PATH
+      // needed (granularCommand), the run named by its absolute path.
       const g = granularCommand();
-      process.stderr.write(`next: fine-tune it on the coarsest level with '${g} finetune --from ${out.runDir}' (add --freeze all for a linear probe), or evaluate it again with '${g} eval ${out.runDir}'\n`);
+      const dir = shellQuote(path.resolve(out.runDir));
+      process.stderr.write(`next: fine-tune it on the coarsest level (add --freeze all for a linear probe), or evaluate it again:\n  ${g} finetune --from ${dir}\n  ${g} eval ${dir}\n`);
     }
   } else if (s.status === 'interrupted') {
     process.stdout.write(`interrupted ${out.runDir}: resume with '${s.resume}'\n`);

@@ -31,7 +31,7 @@ const synthetic = z
 
 const data = z
   .object({
-    format: z.enum(['synthetic', 'imagefolder', 'inat2021', 'wordnet', 'omniglot']).default('synthetic').describe('dataset source (data.source is accepted as an alias)'),
+    format: z.enum(['synthetic', 'imagefolder', 'inat2021', 'wordnet', 'omniglot', 'cifar']).default('synthetic').describe('dataset source (data.source is accepted as an alias)'),
     seed: int().nullable().default(null).describe('seed of data generation, splits, subsets and label noise; null = the top-level seed'),
     root: nullableStr().describe('dataset folder (not used by synthetic)'),
     taxonomy: nullableStr().describe('imagefolder: path of the taxonomy CSV; null = <root>/taxonomy.csv'),
@@ -52,7 +52,14 @@ const data = z
     test_size: nullableInt().describe('cap on test images (seeded, stratified, nested); null = all'),
     val_fraction: z.number().min(0).max(0.9).default(0.1).describe('share of the training images held out for val_acc (model selection and early stopping look only here)'),
     image_size: int().positive().default(32).describe('side in pixels that images are resized to'),
-    channels: z.union([z.literal(1), z.literal(3)]).default(1).describe('1 (grey) or 3 (RGB) channels'),
+    channels: z
+      .union([z.literal('auto'), z.literal(1), z.literal(3)])
+      .default('auto')
+      .describe('auto (3 when any training image is stored in colour, else 1; decided from the image headers, the run records the value and why), 1 (grey) or 3 (RGB)'),
+    duplicates: z
+      .enum(['drop_test', 'keep', 'refuse'])
+      .default('drop_test')
+      .describe("test images with the same file content as a training image of the dataset, or as a differently labelled test image (public datasets hold a few): drop_test (removed from the test set, counted and named), keep, or refuse (exit 2)"),
     label_noise: z.number().min(0).max(1).default(0).describe('fraction of training labels flipped to another class, drawn once per data.seed'),
     relabel: z
       .string()

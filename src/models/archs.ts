@@ -1,7 +1,7 @@
 import * as tf from '@tensorflow/tfjs';
 import { Config } from '../config/schema';
 import { UsageError } from '../util/errors';
-import { NATIVE_BACKEND } from '../engine/native-backend';
+import { engineCapabilities } from '../engine';
 import { batchNormTrain, isBatchNorm, isPlainRelu } from './batchnorm';
 import { Block, extraHeadName, Network } from './network';
 import { DENSENET121_BLOCKS, densenet121 } from './densenet';
@@ -26,7 +26,7 @@ const he = (s: Seeds) => tf.initializers.heNormal({ seed: s.next() });
 /** A layer on an eager tensor: batch norm in training mode as one fused op (./batchnorm.ts). */
 export function applyEager(l: tf.layers.Layer, x: tf.Tensor, training: boolean): tf.Tensor {
   if (training && isBatchNorm(l)) return batchNormTrain(l, x);
-  if (training && tf.getBackend() === NATIVE_BACKEND) {
+  if (training && engineCapabilities().plainConvTraining) {
     const conv = plainConv(l);
     if (conv) return tf.conv2d(x as tf.Tensor4D, conv.kernel as tf.Tensor4D, conv.strides, conv.padding);
   }

@@ -10,7 +10,8 @@ import { levelLabels, makeSplit, noisyLabels, restrictToLevel, Split, splitFromR
 import { applyNormalization, inputNormalization } from '../data/normalize';
 import { checkSourceOverlap } from '../data/overlap';
 import { Dataset } from '../data/types';
-import { BackendChoice, EngineInfo, initEngine } from '../engine/backend';
+import { describeDuplicates } from '../data/duplicates';
+import { BackendChoice, EngineInfo, initEngine } from '../engine';
 import { coarserLevels, Level } from '../hierarchy/tree';
 import { buildNetwork } from '../models/archs';
 import { Network } from '../models/network';
@@ -115,6 +116,7 @@ function startLine(stage: Stage, runDir: string, p: Prepared, levelDefaulted: bo
   const why = levelDefaulted ? ` ('${FINETUNE_DEFAULT_LEVEL}', the coarsest: no --level given, and finetune does not inherit its source's level)` : ` ('${[p.cfg.train.level].flat().join("', '")}')`;
   const levels = p.trained.levels.length > 1 ? `levels ${p.trained.levels.map((l) => `${l.name} (${l.classes.length} classes)`).join(' + ')}${why}, primary ${level.name},` : `level ${level.name}${why},`;
   lines.push(`  ${levels} ${level.classes.length} classes, ${p.split.train.length} training images, ${p.split.val.length} validation, ${p.split.test.length} test`);
+  for (const note of dataNotes(p.data)) lines.push(`  ${note}`);
   if (stage === 'finetune') {
     const gradual = plan.unfreeze ? `; gradual unfreezing opens ${plan.unfreeze.order === 'fisher' ? 'blocks by Fisher trace' : plan.unfreeze.order} every ${plan.unfreeze.every} ${plan.unfreeze.unit}(s)` : '';
     lines.push(`  frozen: ${frozen.length ? `${frozen.join(', ')} (${count(frozenParams)} params)` : 'none'}; trainable: ${trainable.join(', ')} (${count(trainableParams)} params)${gradual}`);
@@ -123,6 +125,18 @@ function startLine(stage: Stage, runDir: string, p: Prepared, levelDefaulted: bo
   }
   lines[lines.length - 1] += `; backend ${p.engine.backend}, ${p.engine.threads} thread(s)`;
   return lines.join('\n') + '\n';
+}
+
+/** What the data settled on its own: data.channels auto, the dataset's own duplicates (start lines and config.yaml say it). */
+function dataNotes(d: Dataset): string[] {
+  const out: string[] = [];
+  if (d.channels?.auto) out.push(`data.channels ${d.channels.channels} (auto: ${d.channels.reason})`);
+  const dup = d.duplicates;
+  if (dup && dup.test_in_train + dup.test_label_conflicts > 0) {
+    const did = dup.policy === 'drop_test' ? `${dup.dropped} left out of the test set (data.duplicates=drop_test)` : 'kept in the test set (data.duplicates=keep)';
+    out.push(`the dataset's own duplicates: ${describeDuplicates(dup)}; ${did}`);
+  }
+  return out;
 }
 
 interface Prepared {
@@ -261,7 +275,7 @@ export async function runStage(req: StageRequest): Promise<StageOutcome> {
   let previousRow: Record<string, number> | undefined;
   const optimizer = new NamedOptimizer({ kind: cfg.train.optimizer, momentum: cfg.train.momentum, weightDecay: cfg.train.weight_decay });
   if (!resuming) {
-    writeRunRecords(runDir, { cfg, meta, argv: req.argv, hierarchy: p.data.hierarchy, level: p.level, relabel: p.data.relabelRecord, split: { ...splitRecord(p.data, p.split), label_noise_flipped: p.flipped } });
+    writeRunRecords(runDir, { cfg, meta, argv: req.argv, hierarchy: p.data.hierarchy, level: p.level, relabel: p.data.relabelRecord, split: { ...splitRecord(p.data, p.split), label_noise_flipped: p.flipped }, notes: dataNotes(p.data) });
   } else if (recoverCheckpoint(runDir) !== null || hasCheckpoint(runDir)) {
     ({ state: resumeState, reference } = loadCheckpoint(runDir, p.net, optimizer));
     // Rows past the checkpoint belong to work that will be redone.
@@ -295,7 +309,7 @@ export async function runStage(req: StageRequest): Promise<StageOutcome> {
   }
   if (!req.silent) process.stderr.write(startLine(req.stage, runDir, p, levelDefaulted));
 
-  const base = { ...summaryBase({ meta, cfg, level: p.level, frozenBlocks: p.plan.frozenBlocks, engine: p.engine, data: p.data, flipped: p.flipped }), ...headsSummary(p.trained, p.heads, p.net.headSeed), model_build_seconds: p.modelBuildSeconds };
+  const base = { ...summaryBase({ meta, cfg, level: p.level, frozenBlocks: p.plan.frozenBlocks, engine: p.engine, data: p.data, flipped: p.flipped }), ...headsSummary(p.trained, p.heads, p.net.headSeed), ...(p.plan.reinitSeed != null ? { transfer: 'frozen_only', reinit_seed: p.plan.reinitSeed } : {}), model_build_seconds: p.modelBuildSeconds };
   let summary: Record<string, unknown>;
   let exitCode: number;
   // Training images found changed by the deferred stamp check were decoded again: split.json records their new hashes.
