@@ -173,7 +173,12 @@ async function prepare(req: StageRequest, cfg: Config, source: SourceRun | null)
   for (const l of trained.levels) if (l.classes.length < 2) throw new UsageError(`level '${l.spec}' has only ${l.classes.length} class; training needs at least 2.`);
   const heads = planHeads(cfg, headRequest(cfg), req.stage, data.hierarchy, trained, source ? { cfg: source.cfg, dir: source.dir } : null, (l) => process.stderr.write(`granular: ${l}\n`));
   let split: Split;
-  const sameData = source !== null && JSON.stringify(source.cfg.data) === JSON.stringify(cfg.data);
+  // An imported checkpoint (granular import): its training images are unknown, so there is no split to share or overlap to check.
+  const external = source !== null && (source.meta as { external?: unknown }).external !== undefined;
+  if (external && cfg.finetune.head !== 'new') {
+    throw new UsageError(`finetune.head=${cfg.finetune.head} needs the source's class hierarchy; '${source!.dir}' is an imported checkpoint (${String(source!.summary.level)}) without one. Use finetune.head=new.`);
+  }
+  const sameData = source !== null && !external && JSON.stringify(source.cfg.data) === JSON.stringify(cfg.data);
   if (req.resume !== undefined) {
     // The run's own split, its images checked against the content it recorded.
     split = splitFromRecord(data, readSplitRecord(req.resume), `--resume '${req.resume}'`);
@@ -184,7 +189,9 @@ async function prepare(req: StageRequest, cfg: Config, source: SourceRun | null)
   } else {
     split = makeSplit(data, cfg);
   }
-  if (source) {
+  if (external) {
+    process.stderr.write(`granular: '${source!.dir}' is an imported checkpoint: the images it was trained on are unknown, so overlap with this run's test set cannot be checked\n`);
+  } else if (source) {
     // However the data is named or split: a test image the source trained on is refused.
     const overlap = await checkSourceOverlap({ dir: source.dir, cfg: source.cfg, split: readSplitRecord(source.dir) }, data, split, sameData, (l) => process.stderr.write(`granular: ${l}\n`));
     if (overlap && !sameData) data.sourceOverlap = overlap;
