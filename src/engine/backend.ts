@@ -20,6 +20,12 @@ export interface EngineInfo {
   kernels: string;
   /** The native library and its thread count when kernels is 'onednn', e.g. "oneDNN 2.6.3 (OpenMP), 2 threads". */
   native?: string;
+  /**
+   * Tensors live in device memory apart from the host's (a GPU): training
+   * batches then go up as uint8 codes and are decoded there
+   * (train/device-batch.ts). Unset on the CPU backends.
+   */
+  deviceMemory?: boolean;
   /** Why a preferred backend, or the native kernels, was not used. */
   fallbacks: string[];
   versions: Record<string, string>;

@@ -301,7 +301,7 @@ export async function runStage(req: StageRequest): Promise<StageOutcome> {
     const result = await train({
       cfg, net: p.net, data: p.data, split: p.split, level: p.level, coarser: p.coarser, trainLabels: p.trainLabels,
       plan: p.plan, heads: p.heads, runDir, quiet: req.quiet, silent: req.silent, optimizer, resumeFrom: resumeState, previousRow, reference,
-      shouldStop: () => interrupted !== null, startedAt,
+      shouldStop: () => interrupted !== null, startedAt, deviceMemory: p.engine.deviceMemory === true,
       dataReady: () => (dataReady ??= trainImagesChecked()),
     });
     const wall = wallBefore + (Date.now() - started) / 1000;
