@@ -14,8 +14,16 @@ import { applyNormalization } from '../src/data/normalize';
 import { Normalization } from '../src/data/store';
 import { convergence, hasConverged, plateauReached } from '../src/measure/convergence';
 import { loadRunNetwork, penultimateFeatures, runFeatures } from '../src/measure/features';
-import { coarsenedLogProbs, coarsenMembership, semanticSoftmaxObjective } from '../src/models/objective';
-import { Hierarchy, treeFromDag } from '../src/hierarchy/tree';
+import { coarsenedLogProbs, coarsenedObjective, coarsenMembership, semanticSoftmaxObjective } from '../src/models/objective';
+import { buildNetwork } from '../src/models/archs';
+import { atRunLevel } from '../src/measure/evaluate';
+import { argmaxRows } from '../src/measure/accuracy';
+import { predictProbs } from '../src/measure/predict';
+import { fisherTrace, probeLoss } from '../src/measure/dynamics';
+import { DynamicsProbes } from '../src/train/loop-parts';
+import { makeSplit, splitFromRecord } from '../src/data/split';
+import { readSplitRecord } from '../src/runs/run';
+import { coarsening, Hierarchy, treeFromDag } from '../src/hierarchy/tree';
 import { resolveConfig } from '../src/config/load';
 import { resolveTrainLevels, semanticSoftmaxWeights } from '../src/train/heads';
 import { transferReinitSeed } from '../src/train/finetune';
@@ -302,4 +310,78 @@ test('item 8: fine-tuning a relabelled source with data.relabel=null keeps its s
   assert.equal(b.val.filter((id) => srcTrain.has(id)).length, 0, 'validation images the source trained on');
   assert.deepEqual(b.train, a.train);
   assert.deepEqual(b.val, a.val);
+});
+
+test('8b: a coarsened prediction is the argmax of the summed probabilities, not the fine argmax mapped (training objective and evaluation)', () => {
+  // Fine argmax is class 0 (coarse 0); summed, coarse 1 wins: e^3 = 20.1 < 2 e^2.5 = 24.4.
+  const map = Int32Array.from([0, 1, 1]);
+  const z = tf.tensor2d([[3, 2.5, 2.5], [1, 3, -2]]);
+  const obj = coarsenedObjective(map, 2);
+  assert.deepEqual(Array.from(obj.predict([z]).dataSync()), [1, 1]);
+  obj.dispose();
+  const probs = tf.softmax(z).dataSync() as Float32Array;
+  const r = atRunLevel(probs, 3, { headMap: map, runClasses: 2, extra: [] });
+  assert.equal(r.k, 2);
+  assert.deepEqual(Array.from(argmaxRows(r.probs, 2)), [1, 1]);
+  z.dispose();
+});
+
+test('8b: the Fisher trace and sharpness of a coarsen run use the coarsened log-probabilities (hand-computed per-example gradients)', async () => {
+  const cfg = resolveConfig([{ data: { synthetic: { train_samples: 200, test_samples: 40 } }, eval: { fisher_samples: 6, sharpness_examples: 6 }, model: { filters: 8 } }]);
+  const data = await loadDataset(cfg, () => {});
+  const split = makeSplit(data, cfg);
+  const h = data.hierarchy;
+  const leaf = h.resolveLevel('leaf');
+  const top = h.resolveLevel('top');
+  const map = coarsening(leaf, top)!;
+  const net = buildNetwork(cfg, data.shape, leaf.classes.length);
+  const trainLabels = Int32Array.from(split.train, (i) => top.classOf[data.train.y[i]]);
+  const plan = { head: 'coarsen' as const, headClasses: 24, runClasses: 2, headMap: map, extra: [], primaryWeight: 1, mode: 'multi_head' as const, headSeed: null, sourceHead: 'head', sourceLevel: 'leaf' };
+  const probes = new DynamicsProbes(cfg, data, split, trainLabels, plan, { frozenBlocks: 0, unfreeze: null, lrScale: [1], batchnormTrains: true, prefixCache: false }, 64);
+  const probe = probes.fisher!;
+  assert.equal(probe.numClasses, 2);
+  // Empirical Fisher by hand: mean over examples of the squared gradient norm of log p_coarse(y).
+  const member = coarsenMembership(map, 2);
+  const vars = net.variables().filter((v) => v.trainable).map((v) => v.variable);
+  const inference = net.blocks.map(() => false);
+  let want = 0;
+  for (let i = 0; i < probe.y.length; i++) {
+    want += tf.tidy(() => {
+      const { grads } = tf.variableGrads(() => coarsenedLogProbs(net.forward(probe.x.slice([i, 0, 0, 0], [1, -1, -1, -1]), inference), member).slice([0, probe.y[i]], [1, 1]).sum().neg() as tf.Scalar, vars);
+      return Object.values(grads).reduce((a, g) => a + g.square().sum().dataSync()[0], 0);
+    }) / probe.y.length;
+  }
+  const got = fisherTrace(net, probe, false, 0).total;
+  assert.ok(Math.abs(got - want) < 1e-4 * want, `fisher_trace_emp ${got} vs ${want}`);
+  // The sharpness probe's loss is the coarsened cross-entropy.
+  const sharp = probes.sharp!;
+  const ce = tf.tidy(() => coarsenedLogProbs(net.forward(sharp.x, inference), member).mul(tf.oneHot(tf.tensor1d(sharp.y, 'int32'), 2)).sum(1).mean().neg().dataSync()[0]);
+  assert.ok(Math.abs(probeLoss(net, sharp) - ce) < 1e-5, `probe loss ${probeLoss(net, sharp)} vs ${ce}`);
+  probes.dispose();
+  member.dispose();
+  net.dispose();
+});
+
+test('8b: mistake severity at a coarse level is the LCA height in that level\'s tree (hand-computed)', async () => {
+  const root = tmpDir();
+  const run = path.join(root, 'basic');
+  ok(cli(['pretrain', ...BASE, '--level', 'basic', '--set', 'train.epochs=2', '--run-dir', run]));
+  const cfg = parseConfigYaml(fs.readFileSync(path.join(run, 'config.yaml'), 'utf8'), path.join(run, 'config.yaml'));
+  const data = await loadDataset(cfg, () => {});
+  const split = splitFromRecord(data, readSplitRecord(run), run);
+  const { net } = loadRunNetwork(run, data.shape, 'x');
+  const pred = argmaxRows(await predictProbs(net, data.test, split.test, data.shape), 6);
+  net.dispose();
+  const basic = data.hierarchy.resolveLevel('basic');
+  const truth = Int32Array.from(split.test, (i) => basic.classOf[data.test.y[i]]);
+  // 2 superclasses x 3 basic classes: two basic classes meet 1 level up under one superclass, else 2 (at the root).
+  let sum = 0;
+  let wrong = 0;
+  pred.forEach((p, i) => {
+    if (p === truth[i]) return;
+    wrong++;
+    sum += Math.floor(p / 3) === Math.floor(truth[i] / 3) ? 1 : 2;
+  });
+  assert.ok(wrong > 5, `${wrong} mistakes`);
+  assert.ok(Math.abs(Number(summary(run).test_mistake_severity) - sum / wrong) < 1e-12, `${summary(run).test_mistake_severity} vs ${sum / wrong}`);
 });
