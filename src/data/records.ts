@@ -39,6 +39,10 @@ export interface ImageSource {
   identity: string;
   /** The file bytes of image `id`. */
   read(id: string): Buffer | Promise<Buffer>;
+  /** At most the first `bytes` bytes of image `id` (a header, for data.channels: auto); default: read(id). */
+  head?(id: string, bytes: number): Buffer;
+  /** Set where the format itself says whether its images have colour (CIFAR: always): data.channels auto reads no file. */
+  colour?: { channels: 1 | 3; reason: string };
   /**
    * Two numbers that change whenever the image changes: [size, mtimeMs] for a
    * file, [crc32, compressed size] for an archive entry; null when it is gone.

@@ -54,14 +54,14 @@ export interface TrainJob {
    * a worker thread while the run started (Dataset.trainVerified).
    */
   dataReady?: () => Promise<void>;
-  /** The backend's tensors live in device memory (EngineInfo.deviceMemory): batches go up as uint8 codes where they can (./device-batch.ts). */
+  /** The backend's tensors live in device memory (engine capability deviceMemory): batches go up as uint8 codes where they can (./device-batch.ts). */
   deviceMemory?: boolean;
 }
 
 export interface TrainResult {
   final: Record<string, number>;
   /** Whether the run learned its level (DESIGN.md "Convergence") and its training budget. */
-  fit: { converged: boolean; train_acc_final: number; epochs_trained: number; train_images: number; budget_images: number };
+  fit: { converged: boolean; converged_reason?: string; train_acc_final: number; epochs_trained: number; train_images: number; budget_images: number };
   trainImagesPerSecond: number;
   /** Stopped by a signal at a step boundary (resumable); not early stopping, which completes the run. */
   stoppedEarly: boolean;

@@ -1,7 +1,7 @@
 import * as tf from '@tensorflow/tfjs';
 import { levelLabels } from '../data/split';
 import { alignmentMetrics, evaluate, isDynamicsStep, trainAccuracy, validate } from '../measure/evaluate';
-import { hasConverged, plateauReached } from '../measure/convergence';
+import { convergence, majorityRate, plateauReached } from '../measure/convergence';
 import { makeObjective } from './heads';
 import { appendMetrics, readMetrics } from '../runs/rundir';
 import { RunFailure } from '../util/errors';
@@ -75,7 +75,10 @@ export async function train(job: TrainJob): Promise<TrainResult> {
   };
   let last: Record<string, number> = job.previousRow ?? {};
   // Mean training loss of every finished epoch (from metrics.jsonl when resuming): the convergence rule reads them.
-  const epochLosses = readMetrics(runDir).filter((r) => r.kind === 'epoch' && Number(r.epoch) >= 1).map((r) => Number(r.train_loss));
+  const doneRows = readMetrics(runDir).filter((r) => r.kind === 'epoch' && Number(r.epoch) >= 1);
+  const epochLosses = doneRows.map((r) => Number(r.train_loss));
+  // ... and each epoch's learning rate (at its last step): a plateau that only came with an annealed rate is no convergence.
+  const epochLrs = doneRows.map((r) => Number(r.lr));
   let lastDynamicsStep = -1;
   if (step === 0) {
     // The state before training: chance accuracy and alignment at initialisation.
@@ -197,8 +200,9 @@ export async function train(job: TrainJob): Promise<TrainResult> {
       // Time the training thread waited for batches (the pipeline's cost on the critical path).
       carry.batch_wait_seconds = batches.waitedMs / 1000 + (job.resumeFrom?.carry.batch_wait_seconds ?? 0);
       epochLosses.push(lossSum / seen);
+      epochLrs.push(learningRate(cfg.train.schedule, cfg.train.lr, Math.max(0, step - 1), totalSteps, warmup));
       // train.until_converged: this epoch is the last once the training loss has plateaued.
-      const plateau = cfg.train.until_converged !== null && epoch + 1 < cfg.train.epochs && plateauReached(epochLosses, cfg.train.until_converged.patience);
+      const plateau = cfg.train.until_converged !== null && epoch + 1 < cfg.train.epochs && plateauReached(epochLosses, cfg.train.until_converged.patience, epochLrs);
       if (plateau) lastEpoch = true;
       if (plateau && dynamicsOn && lastDynamicsStep !== step) await dynamicsRow(epoch + 1);
       const evalNow = (epoch + 1) % cfg.eval.every === 0 || lastEpoch;
@@ -214,7 +218,7 @@ export async function train(job: TrainJob): Promise<TrainResult> {
         train_acc: hits / seen,
         ...(evalNow ? { val_acc: valAcc, ...test, ...(await alignmentMetrics(net, data, cfg.data.seed)) } : {}),
         // The OOD test once, on the final network.
-        ...(isFinal ? await oodMetrics(cfg, net, data, split, job.level) : {}),
+        ...(isFinal ? await oodMetrics(cfg, net, data, split, job.level, job.heads) : {}),
         ...rowBase(),
         images_per_second: seen / stepSeconds,
         epoch_seconds: (performance.now() - t0) / 1000,
@@ -230,7 +234,7 @@ export async function train(job: TrainJob): Promise<TrainResult> {
         out.line(`early stop after epoch ${epoch + 1}: ${best.reason()}; model-best/ holds epoch ${carry.best_epoch}`);
       }
       if (plateau) {
-        const reason = `train_loss changed by less than 1 % of the first epoch's (${epochLosses[0].toPrecision(4)}) per epoch over the last ${cfg.train.until_converged!.patience}+ epochs`;
+        const reason = `train_loss over the last ${Math.max(cfg.train.until_converged!.patience + 1, 3)}+ epochs spans at most 5 % of its drop since epoch 1 (${epochLosses[0].toPrecision(4)} -> ${epochLosses[epochLosses.length - 1].toPrecision(4)})`;
         appendMetrics(runDir, { kind: 'event', event: 'converged', epoch: epoch + 1, step, reason, ...rowBase() });
         out.line(`converged after epoch ${epoch + 1}: ${reason}`);
       }
@@ -246,9 +250,17 @@ export async function train(job: TrainJob): Promise<TrainResult> {
   }
   probes.dispose();
   const final = finalMetrics(carry, last, lastDynamics);
+  const trainAccFinal = stoppedEarly ? NaN : await trainAccuracy(target, job.trainLabels, cfg.eval.train_acc_samples, cfg.train.seed, cache?.train);
+  // DESIGN.md "Convergence"; the rule is measure/convergence.ts's, stated in README.
+  const verdict = convergence({
+    losses: epochLosses,
+    lrs: epochLrs,
+    ...(Number.isFinite(trainAccFinal) ? { trainAcc: trainAccFinal, chance: majorityRate(job.trainLabels, job.heads.runClasses), n: Math.min(n, cfg.eval.train_acc_samples) } : {}),
+  });
   const fit = {
-    converged: hasConverged(epochLosses),
-    train_acc_final: stoppedEarly ? NaN : await trainAccuracy(target, job.trainLabels, cfg.eval.train_acc_samples, cfg.train.seed, cache?.train),
+    converged: verdict.converged,
+    ...(verdict.converged ? {} : { converged_reason: verdict.reason }),
+    train_acc_final: trainAccFinal,
     epochs_trained: epochLosses.length,
     train_images: n,
     budget_images: epochLosses.length * n,

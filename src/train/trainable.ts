@@ -65,11 +65,16 @@ export class TrainableSet {
     }
   }
 
+  /** Learning-rate multiplier of a trainable variable (layer-wise decay), undefined for one that does not train. */
+  lrScaleOf(name: string): number | undefined {
+    return this.lrOf.get(name);
+  }
+
   private refresh(): void {
     this.vars = this.net.variables().filter((v) => v.trainable && (v.block < 0 || this.flags[v.block]));
     this.byTfName = new Map(this.vars.map((v) => [v.variable.name, v.name]));
     this.varByName = new Map(this.vars.map((v) => [v.name, v.variable]));
-    this.lrOf = new Map(this.vars.map((v) => [v.name, v.block < 0 ? 1 : this.lrScale[v.block]]));
+    this.lrOf = new Map(this.vars.map((v) => [v.name, v.block < 0 || v.headRate ? 1 : this.lrScale[v.block]]));
     this.params = this.net.paramCount(this.flags);
   }
 }
