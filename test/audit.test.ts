@@ -356,8 +356,8 @@ test('8b: the Fisher trace and sharpness of a coarsen run use the coarsened log-
   // The sharpness probe's loss is the coarsened cross-entropy.
   const sharp = probes.sharp!;
   const ce = tf.tidy(() => coarsenedLogProbs(net.forward(sharp.x, inference), member).mul(tf.oneHot(tf.tensor1d(sharp.y, 'int32'), 2)).sum(1).mean().neg().dataSync()[0]);
-  const loss = await probeLoss(net, sharp);
-  assert.ok(Math.abs(loss - ce) < 1e-5, `probe loss ${loss} vs ${ce}`);
+  const pl = await probeLoss(net, sharp);
+  assert.ok(Math.abs(pl - ce) < 1e-5, `probe loss ${pl} vs ${ce}`);
   probes.dispose();
   member.dispose();
   net.dispose();
