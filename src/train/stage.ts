@@ -11,7 +11,7 @@ import { applyNormalization, inputNormalization } from '../data/normalize';
 import { checkSourceOverlap } from '../data/overlap';
 import { Dataset } from '../data/types';
 import { describeDuplicates } from '../data/duplicates';
-import { BackendChoice, EngineInfo, initEngine } from '../engine';
+import { BackendChoice, engineCapabilities, EngineInfo, initEngine } from '../engine';
 import { coarserLevels, Level } from '../hierarchy/tree';
 import { buildNetwork } from '../models/archs';
 import { Network } from '../models/network';
@@ -323,7 +323,7 @@ export async function runStage(req: StageRequest): Promise<StageOutcome> {
     const result = await train({
       cfg, net: p.net, data: p.data, split: p.split, level: p.level, coarser: p.coarser, trainLabels: p.trainLabels,
       plan: p.plan, heads: p.heads, runDir, quiet: req.quiet, silent: req.silent, optimizer, resumeFrom: resumeState, previousRow, reference,
-      shouldStop: () => interrupted !== null, startedAt,
+      shouldStop: () => interrupted !== null, startedAt, deviceMemory: engineCapabilities().deviceMemory,
       dataReady: () => (dataReady ??= trainImagesChecked()),
     });
     const wall = wallBefore + (Date.now() - started) / 1000;
