@@ -1,6 +1,7 @@
 import { Config } from '../config/schema';
 import { UsageError } from '../util/errors';
 import { Catalog, listCatalog, LoadOptions, Log, materialize, stderrLog } from './catalog';
+import { cifarCatalog } from './cifar';
 import { imagefolderCatalog } from './imagefolder';
 import { inatCatalog } from './inat';
 import { omniglotCatalog } from './omniglot';
@@ -20,6 +21,8 @@ export function loadCatalog(cfg: Config, log: Log = stderrLog): Catalog {
       return wordnetCatalog(cfg);
     case 'inat2021':
       return inatCatalog(cfg, log);
+    case 'cifar':
+      return cifarCatalog(cfg);
     default:
       throw new UsageError(`data.format '${cfg.data.format}' is not a file-based format.`);
   }
