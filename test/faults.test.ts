@@ -280,9 +280,10 @@ test('every documented --dry-run recipe runs each printed command exactly as pri
   const dir = tmpDir();
   const values = ['/d/a b', "/d/it's", '/d/x;y', '/d/$HOME', '/d/back\\slash', '/d/*', '/d/q"d', '/d/h #2', '/d/`id`', '-x', '/d/two\nlines', "/d/it's $HOME", '/d/!bang'];
   const sweep = path.join(dir, 's.yaml');
-  fs.writeFileSync(sweep, YAML.stringify({ name: 'quoting', base: QUICKSTART, stages: { pretrain: { grid: { 'data.root': values } }, finetune: { from: 'pretrain', grid: { 'data.cache_dir': ['/o/a b', '/o/$x'] } } } }));
-  // `granular` on PATH: the real CLI for `sweep`, a recorder of its arguments for the printed commands;
-  // bin/granular.js in the working folder (the sed recipe's prefix) records too.
+  fs.writeFileSync(sweep, YAML.stringify({ name: 'quoting', base: QUICKSTART, stages: { pretrain: { grid: { 'data.cache_dir': values } }, finetune: { from: 'pretrain', grid: { 'data.cache_dir': ['/o/a b', '/o/$x'] } } } }));
+  // `granular` on PATH (and GRANULAR=granular, so the printed lines call it): the real CLI for `sweep`,
+  // a recorder of its arguments for the printed commands; bin/granular.js in the working folder records too.
+  // (test/printed-commands.test.ts runs the default prefix for real.)
   const record = path.join(dir, 'record.js');
   fs.writeFileSync(record, `require('fs').appendFileSync(process.env.RECORD, JSON.stringify(process.argv.slice(2)) + '\\n');\n`);
   fs.mkdirSync(path.join(dir, 'shim'));
@@ -295,7 +296,7 @@ test('every documented --dry-run recipe runs each printed command exactly as pri
     const out = path.join(dir, 'record.jsonl');
     fs.rmSync(out, { force: true });
     const cmd = line.replace(/^granular sweep \S+/, `granular sweep ${sweep}`);
-    const r = spawnSync('bash', ['-c', cmd], { cwd: dir, encoding: 'utf8', env: { ...process.env, RECORD: out, PATH: `${path.join(dir, 'shim')}:${process.env.PATH}` } });
+    const r = spawnSync('bash', ['-c', cmd], { cwd: dir, encoding: 'utf8', env: { ...process.env, RECORD: out, GRANULAR: 'granular', PATH: `${path.join(dir, 'shim')}:${process.env.PATH}` } });
     assert.equal(r.status, 0, `${where}: ${line}\n${r.stderr}`);
     const got = fs.readFileSync(out, 'utf8').trim().split('\n').sort();
     const stage = line.match(/--stage (\S+)/)?.[1];

@@ -1,3 +1,4 @@
+import { checkDataRoot } from '../config/data-root';
 import { Config } from '../config/schema';
 import { UsageError } from '../util/errors';
 import { Catalog, listCatalog, LoadOptions, Log, materialize, stderrLog } from './catalog';
@@ -12,6 +13,7 @@ import { Dataset } from './types';
 
 /** The hierarchy and image list of a file-based format, before decoding. */
 export function loadCatalog(cfg: Config, log: Log = stderrLog): Catalog {
+  checkDataRoot(cfg);
   switch (cfg.data.format) {
     case 'imagefolder':
       return imagefolderCatalog(cfg);
@@ -54,6 +56,7 @@ export const HIERARCHY_DECODE_MAX = 2000;
 
 /** Load the configured dataset, fully validated; bad data is a UsageError (exit 2). */
 export async function loadDataset(cfg: Config, log: Log = stderrLog, opts: LoadOptions = {}): Promise<Dataset> {
+  checkDataRoot(cfg);
   if (cfg.data.relabel_from !== null && !cfg.data.relabel?.startsWith('cluster:')) {
     throw new UsageError(`data.relabel_from is set but data.relabel is ${JSON.stringify(cfg.data.relabel)}; it names the run whose features data.relabel cluster:K clusters. Remove it, or set data.relabel=cluster:K.`);
   }

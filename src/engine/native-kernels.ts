@@ -21,6 +21,7 @@
  */
 import * as path from 'node:path';
 import * as tf from '@tensorflow/tfjs';
+import { BATCH_NORM_TRAIN, BATCH_NORM_TRAIN_GRAD } from './kernel-names';
 import type { BackendWasm } from '@tensorflow/tfjs-backend-wasm';
 import type { NativeBackend } from './native-backend';
 
@@ -81,8 +82,7 @@ export const ADDON_PATH = path.join(__dirname, '..', '..', '..', 'native', 'buil
 export const NATIVE_ENV = 'GRANULAR_NATIVE';
 
 /** Kernel names of the fused training-mode batch norm (src/models/batchnorm.ts), native backend only. */
-export const BATCH_NORM_TRAIN = 'GranularBatchNormTrain';
-export const BATCH_NORM_TRAIN_GRAD = 'GranularBatchNormTrainGrad';
+export { BATCH_NORM_TRAIN, BATCH_NORM_TRAIN_GRAD };
 
 let loaded: { addon: OneDnnAddon | null; why: string | null } | null = null;
 
