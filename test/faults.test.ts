@@ -144,7 +144,7 @@ test('iNat file names in NFC find NFD files on disk (case 16)', async () => {
     }
     fs.writeFileSync(path.join(root, `${part}.json`), JSON.stringify({ images, annotations, categories: cats }));
   }
-  const cfg = resolveConfig([parseSets(['data.format=inat2021', `data.root=${root}`, 'data.image_size=8', 'data.cache_dir=null'])]);
+  const cfg = resolveConfig([parseSets(['data.format=inat2021', `data.root=${root}`, 'data.image_size=8', 'data.cache_dir=null', 'data.duplicates=keep'])]);
   const ds = await loadDataset(cfg, quiet);
   assert.equal(ds.train.y.length, 4);
   assert.equal(ds.skipped, 0);
