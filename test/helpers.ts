@@ -50,6 +50,19 @@ export const TINY = [
   '--set', 'train.epochs=2',
 ];
 
+/**
+ * A skip reason for tests that need something the machine may lack, for
+ * `test(name, { skip: skipUnless(missing) }, ...)`: false when `missing` is
+ * null; else `missing`, unless the environment variable `required` is 1 (CI
+ * sets GRANULAR_REQUIRE_WEBGPU=1 after installing Mesa's lavapipe), where it
+ * throws, failing the test file with the reason instead of skipping it.
+ */
+export function skipUnless(missing: string | null, required = 'GRANULAR_REQUIRE_WEBGPU'): false | string {
+  if (missing === null) return false;
+  if (process.env[required] === '1') throw new Error(`${required}=1, but the tests here cannot run: ${missing}`);
+  return missing;
+}
+
 /** Run a test body only when GRANULAR_SLOW=1 (CI sets it); the default suite stays fast. */
 export const slow = process.env.GRANULAR_SLOW === '1' ? {} : { skip: 'slow: set GRANULAR_SLOW=1 to run' };
 
