@@ -17,7 +17,7 @@ import { webgpu } from '../src/engine/backends/webgpu';
 import { registerNativeBackend } from '../src/engine/native-backend';
 import { buildNetwork } from '../src/models/archs';
 import { Rng } from '../src/util/rng';
-import { cli, finalMetrics, modelWeights, QUICKSTART, readJson, runUntil, runWatching, same, scaledError, slow, tmpDir } from './helpers';
+import { cli, finalMetrics, modelWeights, QUICKSTART, readJson, runUntil, runWatching, same, scaledError, skipUnless, slow, tmpDir } from './helpers';
 
 /** The adapter, or why the tests skip (said once, loudly: CI must not pass by skipping). */
 const adapter = webgpu.probe().then((p) => {
@@ -25,13 +25,16 @@ const adapter = webgpu.probe().then((p) => {
   return p;
 });
 
+/** Whether an adapter exists; else skips `t` (or fails it where CI requires webgpu: GRANULAR_REQUIRE_WEBGPU=1). */
+async function adapterOrSkip(t: { skip(m: string): void }): Promise<boolean> {
+  const p = await adapter;
+  if (!p.available) t.skip(skipUnless(`no WebGPU adapter: ${p.detail}`) as string);
+  return p.available;
+}
+
 /** Starts the webgpu engine in this process (once); false when the test must skip. */
 async function onWebGpu(t: { skip(m: string): void }): Promise<boolean> {
-  const p = await adapter;
-  if (!p.available) {
-    t.skip(`no WebGPU adapter: ${p.detail}`);
-    return false;
-  }
+  if (!(await adapterOrSkip(t))) return false;
   await initEngine('webgpu');
   await tf.setBackend('webgpu');
   return true;
@@ -47,8 +50,8 @@ async function lossAndGradients(net: ReturnType<typeof buildNetwork>, x: tf.Tens
 }
 
 test('--backend auto never takes a software adapter: lavapipe is recognised as one, and auto declines it', async (t) => {
+  if (!(await adapterOrSkip(t))) return;
   const p = await adapter;
-  if (!p.available) return t.skip(`no WebGPU adapter: ${p.detail}`);
   if (!/llvmpipe|lavapipe|swiftshader/i.test(`${p.adapter!.device} ${p.adapter!.description}`)) return t.skip(`a hardware adapter (${p.detail}): nothing to decline`);
   assert.equal(p.adapter!.fallback, true);
   assert.ok(p.adapter!.limits.maxStorageBufferBindingSize > 0);
@@ -151,11 +154,6 @@ test('a lost device fails the next kernel and any read with DeviceLostError, mar
 const RUN = ['--config', QUICKSTART, '--quiet', '--set', 'model.arch=cnn-small', '--set', 'model.width=0.25', '--set', 'data.image_size=16', '--set', 'data.synthetic.patch_size=4',
   '--set', 'data.channels=3', '--set', 'data.synthetic.test_samples=200', '--set', 'train.batch_size=32', '--set', 'data.val_fraction=0', '--set', 'eval.dynamics_every=0'];
 
-async function adapterOrSkip(t: { skip(m: string): void }): Promise<boolean> {
-  const p = await adapter;
-  if (!p.available) t.skip(`no WebGPU adapter: ${p.detail}`);
-  return p.available;
-}
 
 test('pretrain and finetune on webgpu reach the accuracy of the native kernels within 1 point', slow, async (t) => {
   if (!(await adapterOrSkip(t))) return;
