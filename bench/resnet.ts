@@ -1,8 +1,9 @@
 /**
  * `npm run bench:resnet`: ImageNet-size training on granular's engine against
  * PyTorch on CPU, side by side in one run: training img/s and peak RSS of
- * resnet18 (and resnet50, resnet20...) at 112 and 224 px, batch 32, on 1 and 2
- * threads. Each measurement is its own child process (granular and PyTorch
+ * resnet18 (and resnet50, densenet121, vit-tiny/16, ...) at 112 and 224 px,
+ * batch 32, on 1 and 2 threads. `npm run bench:archs` is the same for
+ * vit-tiny/16 and densenet121 at 224 px. Each measurement is its own child process (granular and PyTorch
  * alternating), so each peak RSS is that configuration's alone.
  *
  *   npm run bench:resnet [-- --archs resnet18 --sizes 112,224 --batch 32 --threads 1,2

@@ -1,7 +1,7 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { Command } from 'commander';
-import { initEngine } from '../engine/backend';
+import { initEngine } from '../engine';
 import { buildNetwork } from '../models/archs';
 import { exportStateDict, NameStyle } from '../models/checkpoint';
 import { encodeSafetensors } from '../models/safetensors';

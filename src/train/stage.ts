@@ -134,7 +134,7 @@ function dataNotes(d: Dataset): string[] {
   if (d.channels?.auto) out.push(`data.channels ${d.channels.channels} (auto: ${d.channels.reason})`);
   const dup = d.duplicates;
   if (dup && dup.test_in_train + dup.test_label_conflicts > 0) {
-    const did = dup.policy === 'drop_test' ? `${dup.dropped} left out of the test set (data.duplicates=drop_test)` : 'kept in the test set (data.duplicates=keep)';
+    const did = dup.kept_all ? 'all kept: they are the whole test set (see the warning above)' : dup.policy === 'drop_test' ? `${dup.dropped} left out of the test set (data.duplicates=drop_test)` : 'kept in the test set (data.duplicates=keep)';
     out.push(`the dataset's own duplicates: ${describeDuplicates(dup)}; ${did}`);
   }
   return out;
