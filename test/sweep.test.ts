@@ -56,7 +56,8 @@ test('sweep: empty grid, unknown from stage, missing base, bad value, bad --emit
 
 test('sweep --dry-run prints one command per run in dependency order and writes nothing', () => {
   const { dir, file } = sweepDir({ ...SMALL, stages: { ...SMALL.stages, finetune: { ...SMALL.stages.finetune, scratch: true } } });
-  const r = cli(['sweep', file, '--dry-run'], { cwd: dir });
+  // $GRANULAR names the command (test/printed-commands.test.ts checks the default).
+  const r = cli(['sweep', file, '--dry-run'], { cwd: dir, env: { GRANULAR: 'granular' } });
   assert.equal(r.code, 0, r.stderr);
   const lines = r.stdout.trim().split('\n');
   assert.equal(lines.length, 2 + 4 + 4);
@@ -153,7 +154,7 @@ test('sweep runs 2 pretraining x 2 fine-tuning runs, then skips, resumes and ret
 
   // A crashed run (no summary.json, no live lock) is resumed, the rest skipped.
   fs.rmSync(path.join(runs, 'finetune-seed=0-freeze=0', 'summary.json'));
-  const dry = cli(['sweep', file, '--dry-run'], { cwd: dir });
+  const dry = cli(['sweep', file, '--dry-run'], { cwd: dir, env: { GRANULAR: 'granular' } });
   // It continues on the threads it started with: cores / 2 under --jobs 2 (bit-identical resume needs the same count).
   const threads = Math.max(1, Math.floor((os.availableParallelism?.() ?? os.cpus().length) / 2));
   assert.equal(readJson(path.join(runs, 'finetune-seed=0-freeze=0', 'env.json')).threads, threads);

@@ -41,7 +41,7 @@ test('SIGINT stops at a step boundary: exit 130, status interrupted, and --resum
   assert.equal(r.code, 130);
   const s = readJson(path.join(cut, 'summary.json'));
   assert.equal(s.status, 'interrupted');
-  assert.match(r.stdout, /interrupted .* resume with 'granular pretrain --resume/);
+  assert.match(r.stdout, /interrupted .* resume with '(\S+ )?\S*granular(\.js)? pretrain --resume/);
   assert.equal(fs.existsSync(path.join(cut, 'run.lock')), false);
   const res = cli(['pretrain', '--resume', cut, '--quiet']);
   assert.equal(res.code, 0, res.stderr);

@@ -1,14 +1,15 @@
+import * as path from 'node:path';
 import { Command } from 'commander';
 import { Stage } from '../runs/run';
 import { stopWithSweep } from '../runs/watchdog';
 import { runStage, StageOutcome } from '../train/stage';
-import { granularCommand } from '../util/shell';
+import { granularCommand, shellQuote } from '../util/shell';
 import { action, collect, commonOptions, withCommonOptions } from './common';
 
 /** The options pretrain and finetune share, with the action that runs the stage. */
 export function stageCommand(cmd: Command, stage: Stage): Command {
   cmd
-    .option('--config <file>', stage === 'pretrain' ? 'YAML config (defaults < file < --set < flags)' : 'YAML config (defaults < source config < file < --set < flags)')
+    .option('--config <file>', (stage === 'pretrain' ? 'YAML config (defaults < file < --set < flags)' : 'YAML config (defaults < source config < file < --set < flags)') + '; repeatable: files compose in order, a later one overriding an earlier one', collect, [])
     .option('--set <key=value>', 'override a config key (repeatable; value parsed as YAML)', collect, [])
     .option('--run-dir <dir>', 'exact output folder (must not exist or be empty)')
     .option('--resume <run_dir>', 'continue a crashed or interrupted run exactly where its checkpoint left it')
@@ -20,7 +21,7 @@ export function stageCommand(cmd: Command, stage: Stage): Command {
       stopWithSweep();
       const out = await runStage({
         stage,
-        configFile: o.config as string | undefined,
+        configFile: o.config as string[],
         sets: o.set as string[],
         level: o.level as string | undefined,
         freeze: o.freeze as string | undefined,
@@ -54,8 +55,11 @@ export function printOutcome(out: StageOutcome, json = false, stage?: Stage, qui
     const best = typeof s.best_epoch === 'number' && s.best_epoch !== s.epochs_trained ? ` (best val_acc at epoch ${s.best_epoch}: model-best/)` : '';
     process.stdout.write(`completed ${out.runDir}${num('test_acc')}${num('test_acc_hard')}${num('train_images_per_second')}${best}\n`);
     if (stage === 'pretrain' && !quiet) {
+      // Commands that run as printed, pasted into any shell in any folder: no npx, no PATH
+      // needed (granularCommand), the run named by its absolute path.
       const g = granularCommand();
-      process.stderr.write(`next: fine-tune it on the coarsest level with '${g} finetune --from ${out.runDir}' (add --freeze all for a linear probe), or evaluate it again with '${g} eval ${out.runDir}'\n`);
+      const dir = shellQuote(path.resolve(out.runDir));
+      process.stderr.write(`next: fine-tune it on the coarsest level (add --freeze all for a linear probe), or evaluate it again:\n  ${g} finetune --from ${dir}\n  ${g} eval ${dir}\n`);
     }
   } else if (s.status === 'interrupted') {
     process.stdout.write(`interrupted ${out.runDir}: resume with '${s.resume}'\n`);

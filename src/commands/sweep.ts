@@ -87,10 +87,9 @@ or status interrupted is resumed; a failed one is retried only with --retry. Exi
           );
         }
         const prefix = granularPrefix();
-        for (const s of todo) if (s.args) process.stdout.write(`${prefix.text} ${[...s.args, '--quiet', ...argsFor(s)].map(shellQuote).join(' ')}\n`);
+        for (const s of todo) if (s.args) process.stdout.write(`${prefix} ${[...s.args, '--quiet', ...argsFor(s)].map(shellQuote).join(' ')}\n`);
         const left = todo.filter((s) => !s.args);
         process.stderr.write(`sweep ${sweep.plan.name}: ${todo.length - left.length} to run` + (left.length ? `, ${left.length} left alone (${countBy(left.map((s) => s.note ?? s.state))})` : '') + '\n');
-        if (prefix.hint) process.stderr.write(prefix.hint + '\n');
         return 0;
       }
 

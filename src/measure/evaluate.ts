@@ -143,13 +143,13 @@ export async function trainAccuracy(
  * the same statistic for random directions (`align_random`); DESIGN.md
  * "Feature alignment". Empty for other architectures and non-synthetic data.
  */
-export function alignmentMetrics(net: Network, data: Dataset, seed: number): Record<string, number> {
+export async function alignmentMetrics(net: Network, data: Dataset, seed: number): Promise<Record<string, number>> {
   if (net.arch !== 'two-layer-conv' || !data.features) return {};
   const kernel = net.blocks[0].layers[0].getWeights()[0];
   const [p1, p2, c, m] = kernel.shape;
   const dim = p1 * p2 * c;
   if (dim !== data.features.dim) return {};
-  const w = kernel.dataSync() as Float32Array; // [p, p, C, m] row-major = [dim x m]
+  const w = (await kernel.data()) as Float32Array; // [p, p, C, m] row-major = [dim x m]
   const out: Record<string, number> = {};
   const depths = data.features.byDepth;
   depths.forEach((f, d) => {
@@ -169,14 +169,14 @@ export function alignmentMetrics(net: Network, data: Dataset, seed: number): Rec
  * `sharpness_worst`, plus `weight_dist@<block>` (L2) from `reference` when
  * given. The Fisher is taken on `fisherProbe`, sharpness on `sharpProbe`.
  */
-export function dynamicsMetrics(net: Network, ev: Config['eval'], seed: number, fisherProbe: Probe, sharpProbe: Probe, reference: ReadonlyMap<string, tf.Tensor> | null): Record<string, number> {
-  const mc = fisherTrace(net, fisherProbe, true, seed);
-  const emp = fisherTrace(net, fisherProbe, false, seed);
-  const sh = sharpness(net, sharpProbe, ev.sharpness_rho, ev.sharpness_draws, ev.sharpness_steps, seed);
+export async function dynamicsMetrics(net: Network, ev: Config['eval'], seed: number, fisherProbe: Probe, sharpProbe: Probe, reference: ReadonlyMap<string, tf.Tensor> | null): Promise<Record<string, number>> {
+  const mc = await fisherTrace(net, fisherProbe, true, seed);
+  const emp = await fisherTrace(net, fisherProbe, false, seed);
+  const sh = await sharpness(net, sharpProbe, ev.sharpness_rho, ev.sharpness_draws, ev.sharpness_steps, seed);
   const row: Record<string, number> = { fisher_trace: mc.total, fisher_trace_emp: emp.total, sharpness_avg: sh.avg, sharpness_worst: sh.worst };
   for (const [b, v] of Object.entries(mc.perBlock)) row[`fisher_trace@${b}`] = v;
   for (const [b, v] of Object.entries(emp.perBlock)) row[`fisher_trace_emp@${b}`] = v;
-  if (reference) for (const [b, v] of Object.entries(weightDistance(net, reference))) row[`weight_dist@${b}`] = v;
+  if (reference) for (const [b, v] of Object.entries(await weightDistance(net, reference))) row[`weight_dist@${b}`] = v;
   return row;
 }
 

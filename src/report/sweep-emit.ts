@@ -1,6 +1,5 @@
-import * as path from 'node:path';
 import { PlannedRun, runArgs, SweepPlan } from './sweep-plan';
-import { onPath, shellQuote } from '../util/shell';
+import { granularCommand, shellQuote } from '../util/shell';
 import { FILES } from '../runs/rundir';
 
 /**
@@ -19,17 +18,20 @@ export interface EmitOptions {
   rootFromSweepDir: string;
 }
 
-const RUN_ONE = `# run_one STAGE DIR ARGS...: skip a completed run, resume a crashed or
+const RUN_ONE = `# GRANULAR is shell text (a quoted path stays one word): eval splits it as a shell would.
+run_granular() { eval "$GRANULAR" '"$@"'; }
+
+# run_one STAGE DIR ARGS...: skip a completed run, resume a crashed or
 # interrupted one, otherwise start it. Safe to run again after a partial sweep.
 run_one() {
-  local stage=$1 dir=$2
+  stage=$1 dir=$2
   shift 2
   if [ -f "$dir/${FILES.summary}" ] && grep -Eq '"status": *"completed"' "$dir/${FILES.summary}"; then
     echo "skip $dir (completed)"
   elif [ -f "$dir/${FILES.config}" ]; then
-    $GRANULAR "$stage" --resume "$dir" --quiet
+    run_granular "$stage" --resume "$dir" --quiet
   else
-    $GRANULAR "$@" --quiet
+    run_granular "$@" --quiet
   fi
 }`;
 
@@ -38,43 +40,28 @@ function runLine(run: PlannedRun, o: EmitOptions): string {
 }
 
 function header(plan: SweepPlan, o: EmitOptions, what: string): string {
-  return `#!/usr/bin/env bash
+  return `#!/bin/sh
 # ${what} for sweep '${plan.name}' (${plan.runs.length} runs), written by 'granular sweep --emit'.
+# A POSIX sh script (sh, dash or bash run it).
 # Runs live in ${o.runsDir}/ relative to the tree root (${o.rootFromSweepDir} from this script),
 # and fine-tuning runs name their source relatively, so the whole tree can move.
-# GRANULAR is the command that starts granular (default: the one that wrote this
-# script); set it to use another, e.g. GRANULAR="npx granular" inside the checkout.
-set -euo pipefail
-GRANULAR=\${GRANULAR:-${defaultGranular()}}
+# GRANULAR is the command that starts granular (default: the node and the checkout
+# that wrote this script, by absolute path, so it runs from any folder and on a
+# compute node sharing the filesystem); set it to use another, e.g. GRANULAR=granular.
+set -eu
+GRANULAR=\${GRANULAR:-${shellQuote(granularCommand())}}
 `;
 }
 
 /**
- * The granular CLI as a shell command: `granular` where it is on PATH, else
- * node and this checkout's bin/granular.js, relative to the tree root (the
- * working folder, where the scripts run from) when the checkout is the tree.
- */
-export function defaultGranular(cwd = process.cwd()): string {
-  if (onPath('granular')) return 'granular';
-  const bin = path.resolve(__dirname, '..', '..', '..', 'bin', 'granular.js');
-  const rel = path.relative(cwd, bin);
-  return `node ${shellQuote(rel.startsWith('..') || path.isAbsolute(rel) ? bin : rel.split(path.sep).join('/'))}`;
-}
-
-/**
  * The prefix of the commands \`sweep --dry-run\` prints: $GRANULAR when set
- * (\`GRANULAR='npx granular'\`), else \`granular\`, with a hint on stderr when
- * \`granular\` is not on PATH (after \`npm ci\` it is not; \`npx granular\` is).
+ * (e.g. \`GRANULAR=granular\` on a cluster with its own install), else the
+ * command that starts this granular from any folder (util/shell.ts
+ * granularCommand: \`granular\` when really installed, else node and this
+ * checkout's absolute bin/granular.js).
  */
-export function granularPrefix(): { text: string; hint: string | null } {
-  const env = process.env.GRANULAR?.trim();
-  if (env) return { text: env, hint: null };
-  return {
-    text: 'granular',
-    hint: onPath('granular')
-      ? null
-      : "note: 'granular' is not on PATH here; to run these commands, print them with GRANULAR='npx granular' (inside the checkout) or GRANULAR='node /path/to/bin/granular.js', or run 'npm link' once in the checkout",
-  };
+export function granularPrefix(): string {
+  return process.env.GRANULAR?.trim() || granularCommand();
 }
 
 /** A shell script that runs every run in dependency order, one after another. */
@@ -96,7 +83,7 @@ export function jobVar(stage: string): string {
 }
 
 /**
- * A Slurm submitter. Run it with bash: it submits one job array per stage (the
+ * A Slurm submitter. Run it with sh or bash: it submits one job array per stage (the
  * fine-tuning array with --dependency=afterok on its source stage's array); each
  * array task re-enters this script and runs the run at its index.
  */

@@ -287,8 +287,13 @@ export class Unfreezer {
     if (metricStopMet(this.u, this.schedule.history)) this.stop(epoch, step, metricStopReason(this.u, this.schedule.history));
   }
 
+  /** Whether afterStep(_, step) may change the network or write a row (the loop reads its pending losses first). */
+  actsAfter(step: number): boolean {
+    return !this.schedule.stopped && (fixedStopMet(this.u, step, this.ctx.stepsPerEpoch) || opensAfter(this.u, step, this.ctx.stepsPerEpoch));
+  }
+
   /** After each step: stop on a fixed step/epoch, or open the next block when it is due. */
-  afterStep(epoch: number, step: number): void {
+  async afterStep(epoch: number, step: number): Promise<void> {
     if (this.schedule.stopped) return;
     if (fixedStopMet(this.u, step, this.ctx.stepsPerEpoch)) return this.stop(epoch, step, `reached ${JSON.stringify(this.u.stop)}`);
     if (!opensAfter(this.u, step, this.ctx.stepsPerEpoch)) return;
@@ -298,7 +303,7 @@ export class Unfreezer {
     let pick = closed[0];
     let why: string = this.u.order;
     if (this.u.order === 'fisher') {
-      const per = fisherTrace(net, this.ctx.fisherProbe!, true, seed).perBlock;
+      const per = (await fisherTrace(net, this.ctx.fisherProbe!, true, seed)).perBlock;
       pick = closed.reduce((a, b) => ((per[net.blocks[b].name] ?? 0) > (per[net.blocks[a].name] ?? 0) ? b : a));
       why = `fisher (fisher_trace@${net.blocks[pick].name} = ${(per[net.blocks[pick].name] ?? 0).toPrecision(4)})`;
     }

@@ -31,21 +31,70 @@ export function shellSplit(line: string): string[] {
 
 /** Whether an executable named `name` is on PATH. */
 export function onPath(name: string): boolean {
-  return (process.env.PATH ?? '').split(path.delimiter).some((d) => {
+  return whichAll(name).length > 0;
+}
+
+/** Every executable named `name` on PATH, in PATH order. */
+function whichAll(name: string): string[] {
+  const found: string[] = [];
+  for (const d of (process.env.PATH ?? '').split(path.delimiter)) {
+    if (!d) continue;
     try {
       fs.accessSync(path.join(d, name), fs.constants.X_OK);
-      return true;
+      found.push(path.join(d, name));
     } catch {
-      return false;
+      /* not here */
     }
-  });
+  }
+  return found;
+}
+
+/** This checkout's bin/granular.js (dist/src/util/ -> the package root). */
+export function granularBin(): string {
+  return path.resolve(__dirname, '..', '..', '..', 'bin', 'granular.js');
 }
 
 /**
- * How a user types granular here, for the commands granular suggests:
- * `granular` where it is on PATH (npm link, a global install), else
- * `npx granular` (which works inside the checkout after `npm ci`).
+ * A PATH folder that exists only while npm runs something: npx's temporary
+ * package folder (`<cache>/_npx/<hash>/node_modules/.bin`) or a project's
+ * `node_modules/.bin`, which `npm exec`/`npm run` prepend. A command found
+ * there is gone in a plain shell or on a compute node.
+ */
+function temporaryBinFolder(dir: string): boolean {
+  const parts = path.resolve(dir).split(path.sep);
+  return parts.includes('_npx') || (parts[parts.length - 1] === '.bin' && parts[parts.length - 2] === 'node_modules');
+}
+
+function realpath(p: string): string | null {
+  try {
+    return fs.realpathSync(p);
+  } catch {
+    return null;
+  }
+}
+
+/**
+ * Whether `granular` is really installed: the first `granular` on PATH lives
+ * in a lasting folder (not one npm exec/npx prepends for the moment) and
+ * resolves to this same package's bin/granular.js (npm link, a global install
+ * of this checkout). Another granular on PATH (another version) does not count.
+ */
+export function granularInstalled(): boolean {
+  const first = whichAll('granular')[0];
+  if (!first || temporaryBinFolder(path.dirname(first))) return false;
+  const mine = realpath(granularBin());
+  return mine !== null && realpath(first) === mine;
+}
+
+/**
+ * The command that starts this granular, as printed for a shell (the
+ * `next:` lines, `sweep --dry-run`, the scripts of `--emit`, `summary.json`'s
+ * `resume`): `granular` where it is really installed (see granularInstalled),
+ * else the node that runs this process and the absolute path of this
+ * checkout's bin/granular.js, so the line runs as printed from any folder, in
+ * a plain shell and on a compute node that shares the filesystem.
  */
 export function granularCommand(): string {
-  return onPath('granular') ? 'granular' : 'npx granular';
+  if (granularInstalled()) return 'granular';
+  return `${shellQuote(process.execPath)} ${shellQuote(granularBin())}`;
 }
