@@ -107,3 +107,30 @@ test('an unknown key points at granular config --keys; a YAML error shows the li
   assert.equal(y.code, 2);
   assert.match(y.stderr, /line 3, column 11 is not valid YAML: Nested mappings are not allowed in compact mappings\n {4} {2}epochs: 5\n {4} {10}\^/);
 });
+
+test('several --config files compose in order (later wins), each value named with its file; pretrain uses them all', () => {
+  const dir = tmpDir();
+  fs.writeFileSync(path.join(dir, 'recipe.yaml'), 'model: { arch: cnn-small, width: 0.5 }\ntrain: { epochs: 7, lr: 0.1 }\n');
+  fs.mkdirSync(path.join(dir, 'sub'));
+  // A path in the second file is relative to its own folder.
+  fs.writeFileSync(path.join(dir, 'sub', 'probe.yaml'), 'train: { lr: 0.2 }\nfinetune: { freeze: all }\ndata: { cache_dir: cache }\n');
+  const r = cli(['config', '--config', 'recipe.yaml', '--config', 'sub/probe.yaml', '--set', 'train.epochs=3'], { cwd: dir });
+  assert.equal(r.code, 0, r.stderr);
+  assert.match(r.stdout, /^# resolved config \(schema defaults < recipe\.yaml < sub\/probe\.yaml < --set\)/);
+  const origin = (key: string) => r.stdout.match(new RegExp(`^\\s*${key}: (.*?)\\s+# (.*)$`, 'm'))?.slice(1);
+  assert.deepEqual(origin('arch'), ['cnn-small', 'recipe.yaml'], 'the first file is not dropped');
+  assert.deepEqual(origin('width'), ['0.5', 'recipe.yaml']);
+  assert.deepEqual(origin('lr'), ['0.2', 'sub/probe.yaml'], 'the later file wins');
+  assert.deepEqual(origin('freeze'), ['all', 'sub/probe.yaml']);
+  assert.deepEqual(origin('epochs'), ['3', '--set']);
+  assert.deepEqual(origin('cache_dir'), [path.join(dir, 'sub', 'cache'), 'sub/probe.yaml']);
+  // The same composition drives a run.
+  fs.writeFileSync(path.join(dir, 'tiny.yaml'), 'data: { synthetic: { train_samples: 240, test_samples: 120 } }\ntrain: { epochs: 2 }\n');
+  fs.writeFileSync(path.join(dir, 'short.yaml'), 'train: { epochs: 1 }\n');
+  const run = cli(['pretrain', '--config', QUICKSTART, '--config', 'tiny.yaml', '--config', 'short.yaml', '--run-dir', 'r', '--quiet'], { cwd: dir });
+  assert.equal(run.code, 0, run.stderr);
+  const cfg = YAML.parse(fs.readFileSync(path.join(dir, 'r', 'config.yaml'), 'utf8'));
+  assert.equal(cfg.data.synthetic.train_samples, 240);
+  assert.equal(cfg.train.epochs, 1);
+  assert.equal(cfg.model.activation, 'smooth_relu', 'quickstart.yaml (the first file) still applies');
+});

@@ -1,6 +1,6 @@
 import { Command } from 'commander';
 import * as YAML from 'yaml';
-import { parseSets, readConfigFile, resolveConfig } from '../config/load';
+import { parseSets, readConfigFiles, resolveConfig } from '../config/load';
 import { describeKeys, KeyInfo } from '../config/keys';
 import { originOf } from '../config/provenance';
 import { Config } from '../config/schema';
@@ -66,7 +66,7 @@ export function keysTable(keys: readonly KeyInfo[]): string {
 export function configCommand(): Command {
   return new Command('config')
     .description('print the resolved config with where each value came from (defaults marked), or list every config key (--keys)')
-    .option('--config <file>', 'YAML config (defaults < file < --set)')
+    .option('--config <file>', 'YAML config (defaults < file < --set); repeatable: files compose in order, a later one overriding an earlier one', collect, [])
     .option('--set <key=value>', 'override a config key (repeatable; value parsed as YAML)', collect, [])
     .option('--keys', 'list every config key: type, default, description', false)
     .option('--json', 'machine-readable output', false)
@@ -79,26 +79,27 @@ eval (eval.* only), hierarchy and config.
 
   granular config --keys
   granular config --config configs/quickstart.yaml --set train.epochs=5
+  granular config --config configs/recipes/small-images.yaml --config my-data.yaml   # composed: later wins
   granular config --keys | grep unfreeze`,
     )
     .action(
       action(async (o: Record<string, unknown>) => {
         exitQuietlyOnEpipe();
         if (o.keys) {
-          if (o.config || (o.set as string[]).length) process.stderr.write('granular: --keys lists the schema; --config and --set are not used\n');
+          if ((o.config as string[]).length || (o.set as string[]).length) process.stderr.write('granular: --keys lists the schema; --config and --set are not used\n');
           const keys = describeKeys();
           process.stdout.write(o.json ? JSON.stringify(keys, null, 2) + '\n' : keysTable(keys));
           return 0;
         }
         const layers: Obj[] = [];
-        if (o.config) layers.push(readConfigFile(o.config as string));
+        layers.push(...readConfigFiles(o.config as string[]));
         layers.push(parseSets(o.set as string[]));
         const cfg = resolveConfig(layers);
         if (o.json) {
           process.stdout.write(JSON.stringify(cfg, null, 2) + '\n');
           return 0;
         }
-        const order = ['schema defaults', ...(o.config ? [String(o.config)] : []), ...((o.set as string[]).length ? ['--set'] : [])].join(' < ');
+        const order = ['schema defaults', ...(o.config as string[]), ...((o.set as string[]).length ? ['--set'] : [])].join(' < ');
         process.stdout.write(`# resolved config (${order}); '# default' marks values nobody set.\n# 'granular config --keys' describes every key.\n`);
         process.stdout.write(annotatedYaml(cfg, layers));
         return 0;

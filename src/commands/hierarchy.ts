@@ -1,5 +1,5 @@
 import { Command } from 'commander';
-import { parseSets, readConfigFile, resolveConfig } from '../config/load';
+import { parseSets, readConfigFiles, resolveConfig } from '../config/load';
 import { listDataset } from '../data';
 import { Hierarchy, Level } from '../hierarchy/tree';
 import { makeSplit } from '../data/split';
@@ -36,7 +36,7 @@ export function levelStats(h: Hierarchy, level: Level, trainY: Int32Array): Leve
 export function hierarchyCommand(): Command {
   const cmd = new Command('hierarchy')
     .description('print every level of the configured hierarchy: classes, training images per class (as a run trains on them), ambiguous names')
-    .option('--config <file>', 'YAML config')
+    .option('--config <file>', 'YAML config; repeatable: files compose in order, a later one overriding an earlier one', collect, [])
     .option('--set <key=value>', 'override a config key (repeatable)', collect, [])
     .option('--json', 'machine-readable output', false)
     .addHelpText(
@@ -51,7 +51,7 @@ and the caps (data.train_size, data.train_per_class), from the same seeded split
       action(async (o: Record<string, unknown>) => {
         commonOptions(o);
         const layers = [];
-        if (o.config) layers.push(readConfigFile(o.config as string));
+        layers.push(...readConfigFiles(o.config as string[]));
         layers.push(parseSets(o.set as string[]));
         const cfg = resolveConfig(layers);
         // Listed, not decoded: the tree and the counts need no pixel (35k images in seconds, no record cache written).

@@ -6,7 +6,8 @@ import { runStage, StageOutcome, StageRequest } from '../train/stage';
 import { timestamp } from '../runs/rundir';
 import { UsageError } from '../util/errors';
 import { claimNewDir } from '../util/fsx';
-import { action, commonOptions, withCommonOptions } from './common';
+import { action, collect, commonOptions, withCommonOptions } from './common';
+import { configFileList } from '../config/load';
 import { formatTable } from './hierarchy';
 
 /** The embedded default config, found beside the installed package. */
@@ -28,7 +29,7 @@ export interface StoryRow {
  * fine-tune both on the coarsest level as a linear probe and fully (new head),
  * plus the from-scratch baseline; one table at the end.
  */
-export async function runStory(opts: { config: string; seeds: number[]; out: string; backend: StageRequest['backend']; threads?: number; quiet: boolean; extraSets?: string[]; log?: (s: string) => void }): Promise<StoryRow[]> {
+export async function runStory(opts: { config: string | readonly string[]; seeds: number[]; out: string; backend: StageRequest['backend']; threads?: number; quiet: boolean; extraSets?: string[]; log?: (s: string) => void }): Promise<StoryRow[]> {
   const log = opts.log ?? ((s: string) => process.stderr.write(s + '\n'));
   const rows: StoryRow[] = [];
   const base = { backend: opts.backend, threads: opts.threads, quiet: opts.quiet, silent: true, configFile: opts.config };
@@ -40,7 +41,7 @@ export async function runStory(opts: { config: string; seeds: number[]; out: str
     const dir = path.join(opts.out, `seed${seed}`);
     const seedSet = [`seed=${seed}`, ...(opts.extraSets ?? [])];
     const stage = async (r: Omit<StageRequest, 'backend' | 'quiet' | 'argv' | 'configFile'>) => {
-      const argv = ['granular', r.stage, '--config', opts.config, ...(r.from ? ['--from', r.from] : []), ...(r.level ? ['--level', r.level] : []), ...(r.freeze ? ['--freeze', r.freeze] : []), ...r.sets.flatMap((s) => ['--set', s]), '--run-dir', r.runDir!];
+      const argv = ['granular', r.stage, ...configFileList(opts.config).flatMap((f) => ['--config', f]), ...(r.from ? ['--from', r.from] : []), ...(r.level ? ['--level', r.level] : []), ...(r.freeze ? ['--freeze', r.freeze] : []), ...r.sets.flatMap((s) => ['--set', s]), '--run-dir', r.runDir!];
       log(`$ ${argv.join(' ')}`);
       return must(await runStage({ ...base, ...r, argv }));
     };
@@ -84,7 +85,7 @@ export function storyTable(rows: StoryRow[]): string {
 export function quickstartCommand(): Command {
   const cmd = new Command('quickstart')
     .description('the whole story on the embedded default: pretrain fine vs coarse, linear probe and full fine-tuning on the coarse level, from scratch; prints one table')
-    .option('--config <file>', 'config to tell the story on', QUICKSTART_CONFIG)
+    .option('--config <file>', `config to tell the story on (default ${QUICKSTART_CONFIG}); repeatable: files compose in order, a later one overriding an earlier one`, collect, [])
     .option('--seeds <list>', 'comma-separated seeds', '0')
     .option('--out <dir>', 'folder for the runs (default runs/quickstart-<time>)');
   withCommonOptions(cmd);
@@ -93,14 +94,15 @@ export function quickstartCommand(): Command {
       const c = commonOptions(o);
       const seeds = String(o.seeds).split(',').map((s) => Number(s.trim()));
       if (seeds.some((s) => !Number.isInteger(s))) throw new UsageError(`--seeds '${o.seeds}' must be comma-separated integers, e.g. 0,1,2.`);
-      if (!fs.existsSync(o.config as string)) throw new UsageError(`config '${o.config}' not found.`);
+      const configs = (o.config as string[]).length ? (o.config as string[]) : [QUICKSTART_CONFIG];
+      for (const f of configs) if (!fs.existsSync(f)) throw new UsageError(`config '${f}' not found.`);
       // The default folder is named to the second: claimed atomically (-2, -3, ... when taken).
       const out = (o.out as string | undefined) ?? claimNewDir(path.join('runs', `quickstart-${timestamp()}`));
       const engine = await initEngine(c.backend, c.threads);
       // npm start is the first thing a new user runs: say once how to make it faster.
       if (engine.advice) process.stderr.write(`granular: ${engine.advice}\n`);
       const t0 = Date.now();
-      const rows = await runStory({ config: o.config as string, seeds, out, ...c, quiet: true });
+      const rows = await runStory({ config: configs, seeds, out, ...c, quiet: true });
       process.stdout.write(`\nFine vs coarse pretraining, fine-tuned on the coarsest level (${seeds.length > 1 ? `mean over seeds ${seeds.join(', ')}, per seed in brackets` : `seed ${seeds[0]}`}):\n\n`);
       process.stdout.write(storyTable(rows) + '\n\n');
       process.stdout.write(`hard = test samples showing only their leaf's features (none of the coarser levels'); align_* from the pretrained filters (align_random = chance level).\n`);

@@ -9,7 +9,7 @@ import { action, collect, commonOptions, withCommonOptions } from './common';
 /** The options pretrain and finetune share, with the action that runs the stage. */
 export function stageCommand(cmd: Command, stage: Stage): Command {
   cmd
-    .option('--config <file>', stage === 'pretrain' ? 'YAML config (defaults < file < --set < flags)' : 'YAML config (defaults < source config < file < --set < flags)')
+    .option('--config <file>', (stage === 'pretrain' ? 'YAML config (defaults < file < --set < flags)' : 'YAML config (defaults < source config < file < --set < flags)') + '; repeatable: files compose in order, a later one overriding an earlier one', collect, [])
     .option('--set <key=value>', 'override a config key (repeatable; value parsed as YAML)', collect, [])
     .option('--run-dir <dir>', 'exact output folder (must not exist or be empty)')
     .option('--resume <run_dir>', 'continue a crashed or interrupted run exactly where its checkpoint left it')
@@ -21,7 +21,7 @@ export function stageCommand(cmd: Command, stage: Stage): Command {
       stopWithSweep();
       const out = await runStage({
         stage,
-        configFile: o.config as string | undefined,
+        configFile: o.config as string[],
         sets: o.set as string[],
         level: o.level as string | undefined,
         freeze: o.freeze as string | undefined,

@@ -140,6 +140,23 @@ export function readConfigFile(file: string): Obj {
   return tagLayer(absolutePaths(normalizePartial(value, `in '${file}'`), path.dirname(path.resolve(file))), `config file '${file}'`);
 }
 
+/** The files of one or more `--config` options, in the order given. */
+export function configFileList(files: string | readonly string[] | undefined): string[] {
+  if (files === undefined) return [];
+  return typeof files === 'string' ? [files] : [...files];
+}
+
+/**
+ * Several `--config` files compose in the order given, Hydra-style: each is a
+ * layer, a later file overrides an earlier one key by key (mappings merge,
+ * lists and scalars replace), and each keeps its own tag, so `granular config`
+ * names the file every value came from. Each file's relative paths are read
+ * against its own folder. Errors: UsageError from readConfigFile.
+ */
+export function readConfigFiles(files: string | readonly string[] | undefined): Obj[] {
+  return configFileList(files).map((f) => readConfigFile(f));
+}
+
 /**
  * A YAML syntax error as one message: where, what, and the offending lines
  * with the caret the yaml library draws under the spot.

@@ -35,6 +35,12 @@ export interface Capabilities {
   plainConvTraining: boolean;
   /** uint8 tensors exist (webgpu has none: upload bytes as int32 and cast on the device). */
   uint8Tensors: boolean;
+  /**
+   * Tensors live in device memory apart from the host's (a GPU): training
+   * batches then go up as uint8 codes and are decoded there
+   * (train/device-batch.ts). False on the CPU backends.
+   */
+  deviceMemory: boolean;
 }
 
 /** A GPU adapter as the backend found it (webgpu: GPUAdapterInfo and the limits that matter). */

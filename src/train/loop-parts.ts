@@ -54,6 +54,8 @@ export interface TrainJob {
    * a worker thread while the run started (Dataset.trainVerified).
    */
   dataReady?: () => Promise<void>;
+  /** The backend's tensors live in device memory (engine capability deviceMemory): batches go up as uint8 codes where they can (./device-batch.ts). */
+  deviceMemory?: boolean;
 }
 
 export interface TrainResult {

@@ -9,6 +9,7 @@ import { Batch, batchSource } from '../data/prefetch';
 import { batchNormModes, Unfreezer } from './finetune';
 import { TrainableSet } from './trainable';
 import { StepLog, READ_EVERY } from './step-log';
+import { decodeOnDevice, DeviceBatch, DeviceBatches } from './device-batch';
 import { oodMetrics } from '../measure/ood';
 import { evalBatchSize, prefixCache } from '../measure/predict';
 import { learningRate } from './schedule';
@@ -102,10 +103,13 @@ export async function train(job: TrainJob): Promise<TrainResult> {
   const bar = out.bar;
   await job.dataReady?.();
   // Batch t+1 is gathered (and augmented) on a worker thread while step t trains.
-  const batches = batchSource(trainX, { size, shape: data.shape, augment: cache ? [] : cfg.data.augment, seed: cfg.train.seed }, bs);
-  const toDevice = (batch: Batch) => ({ x: tf.tensor(batch.x.subarray(0, batch.b * size), [batch.b, ...shape]), y: tf.tensor1d(batch.y.subarray(0, batch.b), 'int32'), b: batch.b });
+  const augment = cache ? [] : cfg.data.augment;
+  // Pixels go up as uint8 codes and are decoded on the device where that pays (./device-batch.ts).
+  const upload = new DeviceBatches(decodeOnDevice(trainX, augment, job.deviceMemory === true), trainX, shape);
+  const batches = batchSource(trainX, { size, shape: data.shape, augment, seed: cfg.train.seed, codes: upload.codes }, bs);
+  const toDevice = (batch: Batch) => upload.toDevice(batch);
   // The next step's batch, already on the device (made before the loop waits on the current step).
-  let next: ReturnType<typeof toDevice> | null = null;
+  let next: DeviceBatch | null = null;
   // Steps whose loss and hits are still on the device.
   const log = new StepLog();
   let stoppedEarly = false;
@@ -241,6 +245,7 @@ export async function train(job: TrainJob): Promise<TrainResult> {
     log.dispose();
     if (next) tf.dispose([next.x, next.y]);
     batches.close();
+    upload.dispose();
     objective.dispose();
   }
   probes.dispose();

@@ -2,7 +2,7 @@ import * as path from 'node:path';
 import * as tf from '@tensorflow/tfjs';
 import { Config } from '../config/schema';
 import { checkEvalApplies } from '../config/checks';
-import { configToYaml, parseConfigYaml, parseSets, readConfigFile, resolveConfig } from '../config/load';
+import { configToYaml, parseConfigYaml, parseSets, configFileList, readConfigFiles, resolveConfig } from '../config/load';
 import { tagLayer } from '../config/provenance';
 import { FINETUNE_DEFAULT_LEVEL, namesLevel } from '../config/stage-level';
 import { loadDataset } from '../data';
@@ -11,7 +11,7 @@ import { applyNormalization, inputNormalization } from '../data/normalize';
 import { checkSourceOverlap } from '../data/overlap';
 import { Dataset } from '../data/types';
 import { describeDuplicates } from '../data/duplicates';
-import { BackendChoice, EngineInfo, initEngine } from '../engine';
+import { BackendChoice, engineCapabilities, EngineInfo, initEngine } from '../engine';
 import { coarserLevels, Level } from '../hierarchy/tree';
 import { buildNetwork } from '../models/archs';
 import { Network } from '../models/network';
@@ -26,14 +26,15 @@ import { CheckpointState, hasCheckpoint, loadCheckpoint, recoverCheckpoint } fro
 import { NamedOptimizer } from './optimizer';
 import { FinetunePlan, headRequest, initialTrainable, parseFreeze, planFinetune } from './finetune';
 import { Interrupted, stopEvaluation } from '../measure/predict';
-import { HeadPlan, headsSummary, levelsName, planHeads, resolveTrainLevels, TrainLevels } from './heads';
+import { HeadPlan, headsSummary, levelsName, planHeads, recordedLevelClasses, resolveTrainLevels, TrainLevels } from './heads';
 import { train } from './loop';
 import { gitRecord } from '../runs/git';
 
 /** What a pretrain/finetune command asks for, as parsed from the command line. */
 export interface StageRequest {
   stage: Stage;
-  configFile?: string;
+  /** One or more --config files, composed in order (later wins). */
+  configFile?: string | readonly string[];
   sets: string[];
   level?: string;
   freeze?: string;
@@ -67,7 +68,7 @@ function resolveStageConfig(req: StageRequest, source: SourceRun | null): { cfg:
   const layers: Record<string, unknown>[] = [];
   if (source) layers.push(tagLayer(structuredClone(source.cfg) as unknown as Record<string, unknown>, `the config of --from '${source.dir}'`));
   const own: Record<string, unknown>[] = [];
-  if (req.configFile) own.push(readConfigFile(req.configFile));
+  own.push(...readConfigFiles(req.configFile));
   own.push(parseSets(req.sets));
   const flags: Record<string, unknown> = {};
   if (req.level !== undefined) flags.train = { level: req.level };
@@ -133,7 +134,7 @@ function dataNotes(d: Dataset): string[] {
   if (d.channels?.auto) out.push(`data.channels ${d.channels.channels} (auto: ${d.channels.reason})`);
   const dup = d.duplicates;
   if (dup && dup.test_in_train + dup.test_label_conflicts > 0) {
-    const did = dup.policy === 'drop_test' ? `${dup.dropped} left out of the test set (data.duplicates=drop_test)` : 'kept in the test set (data.duplicates=keep)';
+    const did = dup.kept_all ? 'all kept: they are the whole test set (see the warning above)' : dup.policy === 'drop_test' ? `${dup.dropped} left out of the test set (data.duplicates=drop_test)` : 'kept in the test set (data.duplicates=keep)';
     out.push(`the dataset's own duplicates: ${describeDuplicates(dup)}; ${did}`);
   }
   return out;
@@ -170,14 +171,17 @@ async function prepare(req: StageRequest, cfg: Config, source: SourceRun | null)
   const trained = resolveTrainLevels(data.hierarchy, cfg);
   const level = trained.levels[0];
   for (const l of trained.levels) if (l.classes.length < 2) throw new UsageError(`level '${l.spec}' has only ${l.classes.length} class; training needs at least 2.`);
-  const heads = planHeads(cfg, headRequest(cfg), req.stage, data.hierarchy, trained, source ? { cfg: source.cfg, dir: source.dir } : null, (l) => process.stderr.write(`granular: ${l}\n`));
+  const heads = planHeads(cfg, headRequest(cfg), req.stage, data.hierarchy, trained, source ? { cfg: source.cfg, dir: source.dir, levelClasses: recordedLevelClasses(source.dir) } : null, (l) => process.stderr.write(`granular: ${l}\n`));
   let split: Split;
   // An imported checkpoint (granular import): its training images are unknown, so there is no split to share or overlap to check.
   const external = source !== null && (source.meta as { external?: unknown }).external !== undefined;
   if (external && cfg.finetune.head !== 'new') {
     throw new UsageError(`finetune.head=${cfg.finetune.head} needs the source's class hierarchy; '${source!.dir}' is an imported checkpoint (${String(source!.summary.level)}) without one. Use finetune.head=new.`);
   }
-  const sameData = source !== null && !external && JSON.stringify(source.cfg.data) === JSON.stringify(cfg.data);
+  // Same images: the data settings equal except those that only relabel them (issue 21, item 8: a relabelled
+  // source fine-tuned with data.relabel=null must keep its split, or its validation set may hold the source's training images).
+  const imagesOf = (d: Config['data']) => JSON.stringify({ ...d, relabel: null, relabel_from: null, label_noise: 0 });
+  const sameData = source !== null && !external && imagesOf(source.cfg.data) === imagesOf(cfg.data);
   if (req.resume !== undefined) {
     // The run's own split, its images checked against the content it recorded.
     split = splitFromRecord(data, readSplitRecord(req.resume), `--resume '${req.resume}'`);
@@ -226,7 +230,7 @@ export async function runStage(req: StageRequest): Promise<StageOutcome> {
     if (run.configText === null) throw new UsageError(`--resume '${runDir}' is not a run folder (no ${rd.FILES.config}).`);
     if (run.summary?.status === 'completed') throw new UsageError(`run '${runDir}' already completed; nothing to resume. Start a new run instead.`);
     const onlyEpochs = req.sets.every((x) => /^\s*train\.epochs\s*=/.test(x));
-    if (req.configFile || !onlyEpochs || req.level || req.freeze || req.from) {
+    if (configFileList(req.configFile).length || !onlyEpochs || req.level || req.freeze || req.from) {
       throw new UsageError(`--resume continues a run exactly as configured in ${cfgFile}; drop --config/--set/--level/--freeze/--from (only --set train.epochs=N, to extend training, is allowed).`);
     }
     if (!run.meta.stage) throw new UsageError(`--resume '${runDir}': its ${rd.FILES.run} is missing or unreadable, so the run folder is damaged. Start a new run.`);
@@ -322,7 +326,7 @@ export async function runStage(req: StageRequest): Promise<StageOutcome> {
     const result = await train({
       cfg, net: p.net, data: p.data, split: p.split, level: p.level, coarser: p.coarser, trainLabels: p.trainLabels,
       plan: p.plan, heads: p.heads, runDir, quiet: req.quiet, silent: req.silent, optimizer, resumeFrom: resumeState, previousRow, reference,
-      shouldStop: () => interrupted !== null, startedAt,
+      shouldStop: () => interrupted !== null, startedAt, deviceMemory: engineCapabilities().deviceMemory,
       dataReady: () => (dataReady ??= trainImagesChecked()),
     });
     const wall = wallBefore + (Date.now() - started) / 1000;

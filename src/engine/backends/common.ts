@@ -41,5 +41,5 @@ export function hasFusedBatchNorm(backendName: string): boolean {
 
 /** Capabilities of a backend whose tensors live in ordinary (or wasm) memory. */
 export function hostCapabilities(backendName: string, over: Partial<Capabilities> = {}): Capabilities {
-  return { syncReadback: true, maxTensorBytes: null, fusedBatchNormTrain: hasFusedBatchNorm(backendName), plainConvTraining: false, uint8Tensors: true, ...over };
+  return { syncReadback: true, maxTensorBytes: null, fusedBatchNormTrain: hasFusedBatchNorm(backendName), plainConvTraining: false, uint8Tensors: true, deviceMemory: false, ...over };
 }

@@ -32,5 +32,6 @@ export const tensorflow: EngineModule = {
     const name = missing[0] === null ? '@tensorflow/tfjs-node-gpu' : missing[1] === null ? '@tensorflow/tfjs-node' : null;
     return name ? { available: true, detail: `${name} installed (loads libtensorflow when started)` } : { available: false, detail: missing.join('; ') };
   },
-  capabilities: () => hostCapabilities('tensorflow'),
+  // CUDA keeps tensors in GPU memory: batches go up as uint8 codes there.
+  capabilities: () => hostCapabilities('tensorflow', { deviceMemory: (tf.backend() as unknown as { isUsingGpuDevice?: boolean }).isUsingGpuDevice === true }),
 };
