@@ -10,6 +10,7 @@ import { encodeSafetensors, readSafetensors } from '../src/models/safetensors';
 import { loadRunWeights, readSourceRun } from '../src/runs/run';
 import { cli, readJson, ROOT, slow, tmpDir } from './helpers';
 
+// The default suite runs the vit-tiny round trip and the imported-ViT fine-tuning; the rest under GRANULAR_SLOW=1 (CI).
 /** Debian's python3 with torch + torchvision (GRANULAR_PYTHON overrides); the tests that need it skip without it. */
 const PYTHON = process.env.GRANULAR_PYTHON ?? '/usr/bin/python3';
 const hasTorch = spawnSync(PYTHON, ['-c', 'import torch, torchvision'], { encoding: 'utf8' }).status === 0;
@@ -99,9 +100,9 @@ function roundTrip(arch: string, size: number): void {
   assert.ok(back <= 1e-5, `${arch}: exported then loaded in PyTorch, logits differ by ${back}`);
 }
 
-test('import/export round trip through PyTorch: resnet18 (32 px)', torchSkip, () => roundTrip('resnet18', 32));
+test('import/export round trip through PyTorch: resnet18 (32 px)', hasTorch ? slow : torchSkip, () => roundTrip('resnet18', 32));
 test('import/export round trip through PyTorch: vit-tiny (torchvision VisionTransformer, 32 px, patch 8)', torchSkip, () => roundTrip('vit-tiny', 32));
-test('a ViT imported at another image size resamples its position embeddings as F.interpolate(bicubic) does; timm names round-trip', torchSkip, () => {
+test('a ViT imported at another image size resamples its position embeddings as F.interpolate(bicubic) does; timm names round-trip', hasTorch ? slow : torchSkip, () => {
   const dir = tmpDir();
   // vit-tiny's layout at width 0.125 (24 wide, 3 heads, MLP 96), patch 4: a 4x4 grid at 16 px, 6x6 at 24.
   const small = ['24', '3', '96', '4'];
