@@ -23,9 +23,11 @@
  *   100 ms while the child runs, minus its value before (includes the CUDA or
  *   Vulkan context; assumes nothing else runs on that GPU).
  *
- * Nothing wrong passes silently: Dawn's uncaptured errors (validation, out of
- * memory) and a non-finite loss fail the measurement, and an activation over
- * the device's `maxStorageBufferBindingSize` is refused before it is made.
+ * Nothing wrong passes silently: the engine turns Dawn's errors (validation,
+ * out of memory, a lost device) into exceptions and refuses a tensor over the
+ * device's `maxStorageBufferBindingSize` (src/engine/webgpu-guard.ts); a
+ * network whose largest activation is over it is refused before it runs, and
+ * a non-finite loss fails the measurement.
  */
 import { spawn } from 'node:child_process';
 import * as fs from 'node:fs';
@@ -33,10 +35,10 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import * as tf from '@tensorflow/tfjs';
 import { resolveConfig } from '../../src/config/load';
+import { initEngine } from '../../src/engine';
 import { buildNetwork } from '../../src/models/archs';
 import { NamedOptimizer } from '../../src/train/optimizer';
 import { Rng } from '../../src/util/rng';
-import { initWebgpu } from './webgpu';
 
 const CLASSES = 1000;
 const LR = 0.01;
@@ -99,7 +101,10 @@ interface Measurement {
 
 /** Child: one network on webgpu; prints one JSON line. */
 async function measureWebgpu(o: Options): Promise<Measurement> {
-  const gpu = await initWebgpu();
+  // granular's own webgpu backend (src/engine/backends/webgpu.ts), as --backend webgpu starts it:
+  // Dawn's errors become exceptions at the kernel that caused them, tensors over the binding limit are refused.
+  const engine = await initEngine('webgpu', 1);
+  const limit = engine.capabilities.maxTensorBytes ?? Infinity;
   const [arch, size] = [o.archs[0], o.size];
   const shape: [number, number, number] = [size, size, 3];
   const cfg = resolveConfig([{ seed: 0, model: { arch }, data: { image_size: size, channels: 3 } }], 'the GPU bench config');
@@ -112,9 +117,9 @@ async function measureWebgpu(o: Options): Promise<Measurement> {
     const bytes = 4 * o.batch * out.slice(1).reduce<number>((p, d) => p * (d ?? 1), 1);
     if (bytes > largest.bytes) largest = { name: layer.name, bytes };
   }
-  if (largest.bytes > gpu.maxStorageBufferBindingSize) {
+  if (largest.bytes > limit) {
     throw new Error(
-      `activation '${largest.name}' is ${mib(largest.bytes)} MiB at batch ${o.batch}, over this device's maxStorageBufferBindingSize of ${mib(gpu.maxStorageBufferBindingSize)} MiB: lower --batch or --size`,
+      `activation '${largest.name}' is ${mib(largest.bytes)} MiB at batch ${o.batch}, over this device's largest tensor (maxStorageBufferBindingSize) of ${mib(limit)} MiB: lower --batch or --size`,
     );
   }
   const vars = net.variables().filter((v) => v.trainable);
@@ -138,7 +143,6 @@ async function measureWebgpu(o: Options): Promise<Measurement> {
     optimizer.apply(varByName, new Map(Object.entries(grads).map(([k, g]) => [byTfName.get(k)!, g])), LR);
     lastLoss = (await value.data())[0];
     tf.dispose([value, ...Object.values(grads)]);
-    gpu.throwIfErrors();
     if (!Number.isFinite(lastLoss)) throw new Error(`step ${i}: loss is ${lastLoss}`);
   };
   for (let i = 0; i < o.warmup; i++) await step(i);
@@ -155,7 +159,7 @@ async function measureWebgpu(o: Options): Promise<Measurement> {
     allocatorBytes: memory.numBytesAllocatedInGPU ?? NaN,
     params: net.paramCount(training),
     lastLoss,
-    device: gpu.description,
+    device: engine.device,
   };
 }
 
