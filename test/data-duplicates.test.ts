@@ -110,3 +110,18 @@ test('pretrain and fine-tune on a folder with its own train/test duplicates: rep
   assert.match(leak.stderr, /fine-tuning test images are images the source run '.*flat' trained on \(same file content\)/);
   assert.equal(fs.existsSync(path.join(runs, 'leak')), false);
 });
+
+test('data.duplicates=drop_test on a test set made only of training copies keeps it whole, says so and records kept_all', async () => {
+  const root = tmpDir();
+  await writeFolderDataset(root, { taxonomy: 'group,leaf\nG,x\nH,y\n', leaves: { x: [3, 0], y: [3, 0] } });
+  for (const leaf of ['x', 'y']) {
+    fs.mkdirSync(path.join(root, 'test', leaf), { recursive: true });
+    fs.copyFileSync(path.join(root, 'train', leaf, 'img0.png'), path.join(root, 'test', leaf, 'copy.png'));
+  }
+  const lines: string[] = [];
+  const ds = await loadDataset(cfgFor(root), (l) => lines.push(l));
+  assert.equal(ds.test.ids.length, 2);
+  assert.equal(ds.duplicates!.kept_all, true);
+  assert.equal(ds.duplicates!.dropped, 0);
+  assert.match(lines.join('\n'), /warning: every test image \(2\) is one of the dataset's own duplicates; .* they are kept/);
+});

@@ -50,6 +50,10 @@ export function action<A extends unknown[]>(fn: (...args: A) => Promise<number |
         process.stderr.write(`granular: failed: ${err.message}\n${process.env.GRANULAR_DEBUG ? err.stack + '\n' : ''}`);
         code = 1;
       }
+      // README: with --json the last line on stdout is one JSON object, for errors too.
+      if (process.argv.slice(2).includes('--json')) {
+        process.stdout.write(JSON.stringify({ status: 'error', exit_code: code, error: (e as Error).message }) + '\n');
+      }
     }
     process.exitCode = code;
   };

@@ -10,7 +10,7 @@ import { relabel } from './relabel';
 import { ChannelsDecision, decideChannels } from './channels';
 import { describeDuplicates, findDuplicates, refuseDuplicates } from './duplicates';
 import { RecordStore } from './store';
-import { Dataset, Examples } from './types';
+import { Dataset, Examples, hashHex } from './types';
 
 /**
  * The images of one part of a dataset, as columns: half a million images must
@@ -241,7 +241,7 @@ export async function materialize(cat0: Catalog, cfg: Config, log: Log = stderrL
   };
   return {
     hierarchy: h, shape: [size, size, C], train, test, skipped: synced.bad.length, channels, duplicates: dups.record, testInTrain,
-    duplicateTestIds: found && cfg.data.duplicates === 'drop_test' && !allDuplicates ? new Set(testAll.ids.filter((_, j) => dups.duplicate[j])) : new Set(),
+    duplicateTestIds: found && cfg.data.duplicates === 'drop_test' && !allDuplicates ? new Map(testAll.ids.flatMap((id, j) => (dups.duplicate[j] ? [[id, hashHex(testAll.hashes, j)] as [string, string]] : []))) : new Map(),
     ...(pending ? { trainVerified: () => (settled ??= settle()) } : {}),
   };
 }

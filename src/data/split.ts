@@ -133,9 +133,12 @@ export function splitFromRecord(ds: Dataset, rec: SplitRecord, where: string, lo
     rec[part].forEach((id, k) => {
       // Ids are NFC (runs made before names were normalized may hold NFD ones).
       const i = index.get(id.normalize('NFC'));
-      if (i === undefined && part === 'test' && ds.duplicateTestIds?.has(id.normalize('NFC'))) {
-        // Recorded before data.duplicates existed: a test image that repeats a training image no longer scores.
-        droppedDuplicates.push(id);
+      const dropped = i === undefined && part === 'test' ? ds.duplicateTestIds?.get(id.normalize('NFC')) : undefined;
+      if (dropped !== undefined) {
+        // Recorded before data.duplicates existed: a test image that repeats a training image no longer scores,
+        // but one whose content changed since is still a changed image (refused below).
+        if (hashes?.length === rec[part].length && hashes[k] !== dropped) changed.push(id);
+        else droppedDuplicates.push(id);
         return;
       }
       if (i === undefined) throw new UsageError(`${where}: example '${id}' of its ${part} split is not in this dataset. Fine-tune on the same data, or set data.* so a new split is made.`);

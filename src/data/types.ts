@@ -33,8 +33,8 @@ export interface Dataset {
   duplicates?: DuplicatesRecord;
   /** Per test example: 1 when its content is in the dataset's training pool (only data.duplicates=keep leaves such images in). */
   testInTrain?: Uint8Array;
-  /** Test ids data.duplicates=drop_test left out (a split recorded before the policy may still name them). */
-  duplicateTestIds?: ReadonlySet<string>;
+  /** Test ids data.duplicates=drop_test left out, with their content hash (a split recorded before the policy may still name them). */
+  duplicateTestIds?: ReadonlyMap<string, string>;
   /** How data.relabel changed the labels, when it needs recording (cluster:K); hierarchy.json holds it. */
   relabelRecord?: Record<string, unknown>;
   /** Set when fine-tuning on other data than the source run's: its overlap by content hash (split.json records it). */

@@ -199,6 +199,10 @@ async function prepare(req: StageRequest, cfg: Config, source: SourceRun | null)
     const overlap = await checkSourceOverlap({ dir: source.dir, cfg: source.cfg, split: readSplitRecord(source.dir) }, data, split, sameData, (l) => process.stderr.write(`granular: ${l}\n`));
     if (overlap && !sameData) data.sourceOverlap = overlap;
   }
+  if (cfg.train.early_stop.patience > 0 && split.val.length === 0) {
+    // Early stopping reads val_acc only (never the test set): without validation images it could never fire.
+    throw new UsageError(`train.early_stop.patience is ${cfg.train.early_stop.patience} but this run holds out no validation images (data.val_fraction ${cfg.data.val_fraction}). Set data.val_fraction (e.g. 0.1), or train.early_stop.patience=0.`);
+  }
   const restricted = restrictToLevel(data, split, level);
   split = restricted.split;
   if (restricted.dropped) process.stderr.write(`granular: level '${level.spec}': ${restricted.dropped} image(s) of ${level.droppedClasses} class(es) under no listed node are left out\n`);
