@@ -35,7 +35,7 @@ export function loadSweep(file: string, runsRoot: string, cwd = process.cwd()): 
   }
   const doc = YAML.parseDocument(text, { prettyErrors: true, uniqueKeys: true, merge: true });
   if (doc.errors.length) throw new UsageError(`sweep file '${file}' ${yamlErrorText(doc.errors[0])}`);
-  // One rule for paths (README "Names, folders and paths"): a path is relative to the file that says it.
+  // One rule for paths (README "Names, folders and paths: the rules"): a path is relative to the file that says it.
   // A relative path key in set:/grid:/runs: is the sweep file's, like base:; it is passed to runs as seen
   // from the working folder (relative inside it, so the tree can move; absolute outside it).
   const fromFile = (p: string) => {
