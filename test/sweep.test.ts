@@ -123,7 +123,7 @@ test('sweep refuses a run folder that belongs to another sweep', () => {
   fs.writeFileSync(path.join(dir, 'runs', 'small', 'pretrain-seed=0', 'command.txt'), 'granular pretrain --set seed=0 --set train.epochs=9 --run-dir runs/small/pretrain-seed=0\n');
   const r2 = cli(['sweep', file], { cwd: dir });
   assert.equal(r2.code, 2);
-  assert.match(r2.stderr, /run folder 'runs\/small\/pretrain-seed=0' was started with other settings/);
+  assert.match(r2.stderr, /run folder 'runs\/small\/pretrain-seed=0' was started with other settings than this sweep asks for: data\.synthetic\.train_samples=240 only in the sweep file; .*train\.epochs is 9 in the run folder, 2 in the sweep file \(/);
 });
 
 test('sweep runs 2 pretraining x 2 fine-tuning runs, then skips, resumes and retries', () => {
