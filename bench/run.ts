@@ -24,6 +24,7 @@ import { Objective, plainObjective } from '../src/models/objective';
 import { blockLrScale } from '../src/train/finetune';
 import { NamedOptimizer } from '../src/train/optimizer';
 import { TrainableSet } from '../src/train/trainable';
+import { READ_EVERY, StepLog } from '../src/train/step-log';
 import { Rng } from '../src/util/rng';
 
 const SHAPE: [number, number, number] = [32, 32, 3];
@@ -96,8 +97,10 @@ function randomBatches(count: number, batch: number, seed: number): Batch[] {
 /**
  * Training steps as src/train/loop.ts takes them: TrainableSet.step (the
  * loop's own step: forward with every block in training mode, softmax
- * cross-entropy, gradients, NamedOptimizer SGD with momentum 0.9, the loss
- * and predictions read back) with every block trainable.
+ * cross-entropy, gradients, NamedOptimizer SGD with momentum 0.9) with
+ * every block trainable. As in the loop, the batch goes up as a new tensor
+ * each step and the steps' losses and hits are read back every READ_EVERY
+ * steps (src/train/step-log.ts), and at the end of a timed block.
  */
 class Trainer {
   private readonly trainable: TrainableSet;
@@ -111,11 +114,27 @@ class Trainer {
     this.trainable = new TrainableSet(net, this.training.slice(), blockLrScale(net.blocks.length, 1));
   }
 
-  step(batch: Batch): number {
-    return this.trainable.step(batch.x, batch.y, batch.y.length, SHAPE, 0, this.training, this.objective, this.optimizer, LR).loss;
+  private readonly log = new StepLog();
+
+  /** One step; its loss stays on the device until read(), which happens by itself every READ_EVERY steps. */
+  async step(batch: Batch): Promise<void> {
+    const x = tf.tensor(batch.x, [batch.y.length, ...SHAPE]);
+    const y = tf.tensor1d(batch.y, 'int32');
+    try {
+      this.log.push({ b: batch.y.length, epoch: 1, step: 0, lr: LR }, this.trainable.step(x, y, this.training, this.objective, this.optimizer, LR));
+    } finally {
+      tf.dispose([x, y]);
+    }
+    if (this.log.length >= READ_EVERY) await this.read();
+  }
+
+  /** The losses of the steps not read yet, in step order. */
+  async read(): Promise<number[]> {
+    return (await this.log.read()).map((s) => s.loss);
   }
 
   dispose(): void {
+    this.log.dispose();
     this.optimizer.dispose();
     this.net.dispose();
   }
@@ -136,15 +155,18 @@ async function benchTfjs(arch: string, o: Options): Promise<TfjsResult> {
   const trainer = new Trainer(network(arch));
   const params = trainer.net.paramCount(trainer.net.blocks.map(() => true));
   const batches = randomBatches(2, BATCH, 1);
-  for (let i = 0; i < o.warmup; i++) trainer.step(batches[i % 2]);
+  for (let i = 0; i < o.warmup; i++) await trainer.step(batches[i % 2]);
+  await trainer.read();
   let seconds = Infinity;
   for (let r = 0; r < o.repeat; r++) {
     const t0 = performance.now();
-    for (let i = 0; i < o.steps; i++) trainer.step(batches[i % 2]);
+    for (let i = 0; i < o.steps; i++) await trainer.step(batches[i % 2]);
+    await trainer.read();
     seconds = Math.min(seconds, (performance.now() - t0) / 1000);
   }
-  const info = await tf.profile(() => {
-    trainer.step(batches[0]);
+  const info = await tf.profile(async () => {
+    await trainer.step(batches[0]);
+    await trainer.read();
   });
   trainer.dispose();
   return { arch, params, imagesPerSecond: (o.steps * BATCH) / seconds, msPerStep: (1000 * seconds) / o.steps, profile: profileLines(info.kernels), rssMb: maxRssMb() };
@@ -205,10 +227,14 @@ function benchTorch(arch: string, threads: number, o: Options): TorchResult | st
 }
 
 /** Per-step losses of a fixed-seed run (batch `batchSize`, new seeded batch each step) on the current backend. */
-function checkLosses(arch: string, batchSize: number): number[] {
+async function checkLosses(arch: string, batchSize: number): Promise<number[]> {
   const trainer = new Trainer(network(arch, 7));
   const batches = randomBatches(CHECK_STEPS, batchSize, 99);
-  const losses = batches.map((b) => trainer.step(b));
+  const losses: number[] = [];
+  for (const b of batches) {
+    await trainer.step(b);
+    losses.push(...(await trainer.read()));
+  }
   trainer.dispose();
   return losses;
 }
@@ -242,7 +268,7 @@ async function main(): Promise<void> {
   const o = parseArgs(process.argv.slice(2));
   const engine: EngineInfo = await initEngine(parseBackend(o.backend ?? (o.lossesOf ? 'cpu' : undefined)), o.threads);
   if (o.lossesOf) {
-    process.stdout.write(JSON.stringify(checkLosses(o.lossesOf, o.checkBatch)) + '\n');
+    process.stdout.write(JSON.stringify(await checkLosses(o.lossesOf, o.checkBatch)) + '\n');
     return;
   }
   const threads = engine.threads;
@@ -269,7 +295,7 @@ async function main(): Promise<void> {
     console.log(`\n== same numbers: ${CHECK_STEPS} fixed-seed steps, batch ${o.checkBatch}, ${engine.backend} vs cpu backend ==`);
     const references = o.archs.map((arch) => cpuLosses(arch, o.checkBatch));
     for (const [k, arch] of o.archs.entries()) {
-      const ours = checkLosses(arch, o.checkBatch);
+      const ours = await checkLosses(arch, o.checkBatch);
       const ref = await references[k];
       const maxDiff = Math.max(...ours.map((l, i) => Math.abs(l - ref[i])));
       console.log(`${arch}: max |loss diff| ${maxDiff.toExponential(2)} over ${CHECK_STEPS} steps (${maxDiff <= CHECK_TOLERANCE ? 'ok' : 'FAIL'}, tolerance ${CHECK_TOLERANCE}); first/last loss ${fmt(ours[0], 4)}/${fmt(ours[CHECK_STEPS - 1], 4)}`);

@@ -3,8 +3,10 @@ import { suggestSetForUnknownOptions } from '../src/commands/common';
 import { configCommand } from '../src/commands/config';
 import { doctorCommand } from '../src/commands/doctor';
 import { evalCommand } from '../src/commands/eval';
+import { exportCommand } from '../src/commands/export';
 import { finetuneCommand } from '../src/commands/finetune';
 import { hierarchyCommand } from '../src/commands/hierarchy';
+import { importCommand } from '../src/commands/import';
 import { pretrainCommand } from '../src/commands/pretrain';
 import { quickstartCommand } from '../src/commands/quickstart';
 import { reportCommand } from '../src/commands/report';
@@ -18,7 +20,7 @@ const program = new Command('granular')
   .showHelpAfterError('(run with --help for usage)')
   .configureOutput({ outputError: (s, write) => write(`granular: ${s}`) });
 
-for (const cmd of [pretrainCommand(), finetuneCommand(), evalCommand(), hierarchyCommand(), quickstartCommand(), doctorCommand(), sweepCommand(), reportCommand(), runsCommand(), configCommand()]) {
+for (const cmd of [pretrainCommand(), finetuneCommand(), evalCommand(), hierarchyCommand(), quickstartCommand(), doctorCommand(), sweepCommand(), reportCommand(), runsCommand(), configCommand(), importCommand(), exportCommand()]) {
   program.addCommand(cmd.showHelpAfterError('(run with --help for usage)').configureOutput({ outputError: (s, write) => write(`granular: ${s}`) }));
 }
 // `--epochs 2` on a command that takes --set: say which --set it means.

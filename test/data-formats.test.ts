@@ -13,7 +13,7 @@ import { writeFolderDataset } from './data-fixtures';
 
 const quiet = () => {};
 const cfgFor = (root: string, ...sets: string[]) =>
-  resolveConfig([parseSets(['data.format=imagefolder', `data.root=${root}`, 'data.image_size=8', 'data.cache_dir=null', 'data.val_fraction=0', ...sets])]);
+  resolveConfig([parseSets(['data.format=imagefolder', `data.root=${root}`, 'data.image_size=8', 'data.cache_dir=null', 'data.val_fraction=0', 'data.duplicates=keep', ...sets])]);
 
 const W = 16;
 function solid(channels: number, values: number[], bits: 8 | 16): ReturnType<typeof sharp> {
@@ -167,7 +167,7 @@ test('YAML 1.1 pitfalls in a config file: 1e-3 is a number, no/yes/on stay class
   }
   const file = (include: string) => {
     const f = path.join(root, `c-${include.replace(/\W/g, '')}.yaml`);
-    fs.writeFileSync(f, `data: {format: imagefolder, root: ${root}, image_size: 8, val_fraction: 0, cache_dir: null, include: ${include}}\ntrain: {lr: 1e-3, weight_decay: 5e-4}\n`);
+    fs.writeFileSync(f, `data: {format: imagefolder, root: ${root}, image_size: 8, val_fraction: 0, cache_dir: null, duplicates: keep, include: ${include}}\ntrain: {lr: 1e-3, weight_decay: 5e-4}\n`);
     return resolveConfig([readConfigFile(f)]);
   };
   const a = file('[no, yes, on]');

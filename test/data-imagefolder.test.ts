@@ -10,7 +10,7 @@ import { cli, readJson, tmpDir } from './helpers';
 import { LEAVES, TAXONOMY, writeFolderDataset } from './data-fixtures';
 
 function cfgFor(root: string, ...sets: string[]) {
-  return resolveConfig([parseSets(['data.format=imagefolder', `data.root=${root}`, 'data.image_size=8', 'data.cache_dir=null', ...sets])]);
+  return resolveConfig([parseSets(['data.format=imagefolder', `data.root=${root}`, 'data.image_size=8', 'data.cache_dir=null', 'data.channels=1', 'data.duplicates=keep', ...sets])]);
 }
 
 const quiet = () => {};

@@ -11,7 +11,7 @@ test('fine-tuning on other data: a test image the source trained on is refused b
   await writeFolderDataset(a, { taxonomy: 'group,leaf\nG,x\nH,y\n', leaves: { x: [4, 2], y: [4, 2] } });
   await writeFolderDataset(b, { taxonomy: 'kind,leaf\nK,p\nL,q\n', leaves: { p: [3, 2], q: [3, 2] } });
   // The same picture under another name in B's test set (A's image generator differs by class index only).
-  fs.copyFileSync(path.join(a, 'train/y/img1.png'), path.join(b, 'test/q/copied.png'));
+  fs.copyFileSync(path.join(a, 'train/y/img3.png'), path.join(b, 'test/q/copied.png')); // B trains on pictures 0-2 only: not one of B's own duplicates
   const runs = tmpDir();
   const common = ['--set', 'data.format=imagefolder', '--set', 'data.image_size=8', '--set', `data.cache_dir=${path.join(runs, 'cache')}`, '--set', 'train.epochs=1', '--set', 'data.val_fraction=0'];
   const pre = cli(['pretrain', ...common, '--set', `data.root=${a}`, '--run-dir', path.join(runs, 'pre')]);

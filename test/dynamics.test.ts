@@ -26,7 +26,7 @@ function probeOf(n: number, D: number, K: number, seed: number): Probe {
   return { x: tf.tensor4d(Float32Array.from({ length: n * D }, () => rng.normal()), [n, 1, 1, D]), y: Int32Array.from({ length: n }, () => rng.int(K)), loss: 'xent', batch: n };
 }
 
-test('Fisher traces equal the closed form of softmax regression: (|x|^2 + 1) |e_y - p|^2 per example', () => {
+test('Fisher traces equal the closed form of softmax regression: (|x|^2 + 1) |e_y - p|^2 per example', async () => {
   const [n, D, K, seed] = [12, 5, 4, 3];
   const net = softmaxRegression(D, K, seed);
   const probe = probeOf(n, D, K, seed);
@@ -56,8 +56,8 @@ test('Fisher traces equal the closed form of softmax regression: (|x|^2 + 1) |e_
       }
       return a + perExample(y, i);
     }, 0) / n;
-  const gotEmp = fisherTrace(net, probe, false, 9);
-  const gotMc = fisherTrace(net, probe, true, 9);
+  const gotEmp = await fisherTrace(net, probe, false, 9);
+  const gotMc = await fisherTrace(net, probe, true, 9);
   assert.ok(Math.abs(gotEmp.total - emp) / emp < 1e-4, `empirical ${gotEmp.total} vs ${emp}`);
   assert.ok(Math.abs(gotMc.total - mc) / mc < 1e-4, `Monte-Carlo ${gotMc.total} vs ${mc}`);
   assert.ok(Math.abs(gotEmp.perBlock.head - emp) / emp < 1e-4, 'all of it is in the head');
@@ -70,13 +70,13 @@ test('Fisher traces equal the closed form of softmax regression: (|x|^2 + 1) |e_
   net.dispose();
 });
 
-test('sharpness is 0 at rho = 0, grows with rho, and leaves the weights bit-identical', () => {
+test('sharpness is 0 at rho = 0, grows with rho, and leaves the weights bit-identical', async () => {
   const net = softmaxRegression(6, 3, 5);
   const probe = probeOf(40, 6, 3, 5);
   const before = net.variables().map((v) => Array.from(v.variable.dataSync()));
-  assert.deepEqual(sharpness(net, probe, 0, 3, 3, 1), { avg: 0, worst: 0 });
-  const small = sharpness(net, probe, 0.05, 8, 3, 1);
-  const large = sharpness(net, probe, 0.3, 8, 3, 1);
+  assert.deepEqual(await sharpness(net, probe, 0, 3, 3, 1), { avg: 0, worst: 0 });
+  const small = await sharpness(net, probe, 0.05, 8, 3, 1);
+  const large = await sharpness(net, probe, 0.3, 8, 3, 1);
   assert.ok(small.worst > 0 && large.worst > small.worst, `worst ${small.worst} -> ${large.worst}`);
   assert.ok(large.avg > small.avg, `avg ${small.avg} -> ${large.avg}`);
   assert.ok(large.worst >= large.avg, 'the worst case is at least the average');

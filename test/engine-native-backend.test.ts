@@ -277,7 +277,10 @@ test('a resnet training step (fused batch norm + residual + ReLU) has the cpu ba
 });
 
 test('resnet18 and resnet50 have torchvision\'s parameter counts and blocks stem, layer1..layer4', async () => {
-  const previous = tf.getBackend();
+  // Counted on the cpu backend, whatever ran before: without the addon no
+  // backend has been set yet (getBackend() is undefined), and only a backend
+  // that was set is restored.
+  const previous: string | undefined = tf.getBackend();
   await tf.setBackend('cpu');
   try {
     // torchvision's resnet18 and resnet50 (1000 classes): 11,689,512 and 25,557,032 parameters.
@@ -295,7 +298,7 @@ test('resnet18 and resnet50 have torchvision\'s parameter counts and blocks stem
     cifar.dispose();
     assert.throws(() => resolveConfig([{ model: { arch: 'resnet8', stem: 'cifar' } }]), /model\.stem applies to resnet18 and resnet50 only/);
   } finally {
-    await tf.setBackend(previous);
+    if (previous) await tf.setBackend(previous);
   }
 });
 

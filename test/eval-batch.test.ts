@@ -25,9 +25,9 @@ test('eval.batch_size: defaults to the training batch; predictions do not depend
   const labels = Int32Array.from(split.train, (i) => ds.train.y[i]);
   const whole1 = makeProbe(ds.train.x, ds.shape, split.train, labels, 40, 1, 'xent', 1000);
   const chunked = { ...whole1, batch: 7 };
-  assert.ok(Math.abs(probeLoss(net, chunked) - probeLoss(net, whole1)) < 1e-5);
-  const sw = sharpness(net, whole1, 0.05, 1, 2, 3);
-  const sc = sharpness(net, chunked, 0.05, 1, 2, 3);
+  assert.ok(Math.abs((await probeLoss(net, chunked)) - (await probeLoss(net, whole1))) < 1e-5);
+  const sw = await sharpness(net, whole1, 0.05, 1, 2, 3);
+  const sc = await sharpness(net, chunked, 0.05, 1, 2, 3);
   assert.ok(Math.abs(sw.avg - sc.avg) < 1e-4 && Math.abs(sw.worst - sc.worst) < 1e-4, `${JSON.stringify(sw)} vs ${JSON.stringify(sc)}`);
   whole1.x.dispose();
   net.dispose();

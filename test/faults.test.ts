@@ -16,7 +16,7 @@ import { findRunDirs } from '../src/report/runs';
 import { loadSweep, steps } from '../src/report/sweep-run';
 import { UsageError } from '../src/util/errors';
 import { writeFolderDataset, writeImage } from './data-fixtures';
-import { CLI, cli, metricRows, QUICKSTART, ROOT, tmpDir, TINY } from './helpers';
+import { CLI, cli, metricRows, QUICKSTART, ROOT, slow, tmpDir, TINY } from './helpers';
 
 const quiet = () => {};
 const folderCfg = (root: string, ...sets: string[]) =>
@@ -144,7 +144,7 @@ test('iNat file names in NFC find NFD files on disk (case 16)', async () => {
     }
     fs.writeFileSync(path.join(root, `${part}.json`), JSON.stringify({ images, annotations, categories: cats }));
   }
-  const cfg = resolveConfig([parseSets(['data.format=inat2021', `data.root=${root}`, 'data.image_size=8', 'data.cache_dir=null'])]);
+  const cfg = resolveConfig([parseSets(['data.format=inat2021', `data.root=${root}`, 'data.image_size=8', 'data.cache_dir=null', 'data.duplicates=keep'])]);
   const ds = await loadDataset(cfg, quiet);
   assert.equal(ds.train.y.length, 4);
   assert.equal(ds.skipped, 0);
@@ -273,7 +273,8 @@ function documentedRecipes(): Array<{ where: string; line: string }> {
   return out;
 }
 
-test('every documented --dry-run recipe runs each printed command exactly as printed (case 17)', () => {
+// Slow (~1 min on 2 quiet cores: ~40 CLI processes per recipe); CI runs it (GRANULAR_SLOW=1).
+test('every documented --dry-run recipe runs each printed command exactly as printed (case 17)', slow, () => {
   const recipes = documentedRecipes();
   assert.ok(recipes.length >= 4, `found ${recipes.length} recipes`);
   for (const { line } of recipes) assert.doesNotMatch(line, /-I\s*\{\}|-i\b|parallel/, `${line}: a recipe that interprets a command twice, or one this test cannot run`);

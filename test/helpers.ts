@@ -21,12 +21,12 @@ export interface CliResult {
 }
 
 /** Run the real CLI in a child process (from `cwd`, default a fresh temp folder). */
-export function cli(args: string[], opts: { cwd?: string; env?: Record<string, string> } = {}): CliResult {
+export function cli(args: string[], opts: { cwd?: string; env?: Record<string, string>; timeout?: number } = {}): CliResult {
   const r: SpawnSyncReturns<string> = spawnSync(process.execPath, [CLI, ...args], {
     cwd: opts.cwd ?? ROOT,
     encoding: 'utf8',
     env: { ...process.env, ...opts.env },
-    timeout: 120_000,
+    timeout: opts.timeout ?? 120_000,
   });
   return { code: r.status, signal: r.signal, stdout: r.stdout, stderr: r.stderr };
 }
@@ -49,6 +49,19 @@ export const TINY = [
   '--set', 'data.synthetic.test_samples=120',
   '--set', 'train.epochs=2',
 ];
+
+/**
+ * A skip reason for tests that need something the machine may lack, for
+ * `test(name, { skip: skipUnless(missing) }, ...)`: false when `missing` is
+ * null; else `missing`, unless the environment variable `required` is 1 (CI
+ * sets GRANULAR_REQUIRE_WEBGPU=1 after installing Mesa's lavapipe), where it
+ * throws, failing the test file with the reason instead of skipping it.
+ */
+export function skipUnless(missing: string | null, required = 'GRANULAR_REQUIRE_WEBGPU'): false | string {
+  if (missing === null) return false;
+  if (process.env[required] === '1') throw new Error(`${required}=1, but the tests here cannot run: ${missing}`);
+  return missing;
+}
 
 /** Run a test body only when GRANULAR_SLOW=1 (CI sets it); the default suite stays fast. */
 export const slow = process.env.GRANULAR_SLOW === '1' ? {} : { skip: 'slow: set GRANULAR_SLOW=1 to run' };

@@ -61,7 +61,8 @@ async function writeTextures(root: string, perClass: [number, number]): Promise<
   }
 }
 
-test('the small-image recipes train for real: pretraining learns its level, then a probe and a full fine-tune at the group level', async () => {
+// Slow (real training of three stages); CI runs it (GRANULAR_SLOW=1).
+test('the small-image recipes train for real: pretraining learns its level, then a probe and a full fine-tune at the group level', slow, async () => {
   const root = tmpDir();
   const data = path.join(root, 'textures');
   await writeTextures(data, [16, 8]);

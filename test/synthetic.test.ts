@@ -121,7 +121,7 @@ test('balanced classes', () => {
  */
 function checkPatches(cfg: Config, expectHardDrop: number): void {
   const plan = planSynthetic(cfg);
-  const C = cfg.data.channels;
+  const C = cfg.data.channels === "auto" ? 1 : cfg.data.channels;
   const fpc = cfg.data.synthetic.features_per_class;
   const ds = loadSynthetic(cfg);
   const h = plan.hierarchy;

@@ -1,6 +1,6 @@
 import { Command, Option } from 'commander';
 import { describeKeys } from '../config/keys';
-import { BackendChoice, parseBackend } from '../engine/backend';
+import { backendNames, BackendChoice, parseBackend } from '../engine';
 import { nearest, UsageError } from '../util/errors';
 
 export interface CommonOptions {
@@ -12,7 +12,7 @@ export interface CommonOptions {
 /** `--backend`, `--threads`, `--quiet`: on every command that computes. */
 export function withCommonOptions(cmd: Command): Command {
   return cmd
-    .addOption(new Option('--backend <name>', 'tfjs backend: auto (tensorflow, else native, else wasm, else cpu), tensorflow, native, wasm, cpu').default(undefined))
+    .addOption(new Option('--backend <name>', `backend: ${backendNames().join(', ')} (auto: a hardware GPU through webgpu, else tensorflow, else native, else wasm, else cpu; env GRANULAR_BACKEND)`).default(undefined))
     .option('--threads <n>', 'threads for backends that use several (env GRANULAR_THREADS)')
     .option('--quiet', 'one line per epoch, no progress bar', false);
 }

@@ -6,7 +6,7 @@ import { tagLayer } from '../config/provenance';
 import { loadDataset } from '../data';
 import { applyNormalization, inputNormalization } from '../data/normalize';
 import { splitFromRecord } from '../data/split';
-import { initEngine } from '../engine/backend';
+import { initEngine } from '../engine';
 import { coarserLevels } from '../hierarchy/tree';
 import { oodMetrics } from '../measure/ood';
 import { evalBatchSize } from '../measure/predict';
@@ -52,8 +52,8 @@ export function evalCommand(): Command {
         loadRunWeights(net, runDir);
         const metrics = {
           ...(await evaluate({ net, data, split, level, coarser: coarserLevels(data.hierarchy, level), heads, batch: evalBatchSize(cfg) })),
-          ...alignmentMetrics(net, data, cfg.data.seed),
-          ...(await oodMetrics(cfg, net, data, split, level)),
+          ...(await alignmentMetrics(net, data, cfg.data.seed)),
+          ...(await oodMetrics(cfg, net, data, split, level, heads)),
         };
         // Claimed atomically: evaluations that end in the same second get -2, -3, ...
         const out = claimEvalDir(runDir);

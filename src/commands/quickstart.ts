@@ -1,7 +1,7 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { Command } from 'commander';
-import { initEngine } from '../engine/backend';
+import { initEngine } from '../engine';
 import { runStage, StageOutcome, StageRequest } from '../train/stage';
 import { timestamp } from '../runs/rundir';
 import { UsageError } from '../util/errors';
@@ -99,10 +99,8 @@ export function quickstartCommand(): Command {
       // The default folder is named to the second: claimed atomically (-2, -3, ... when taken).
       const out = (o.out as string | undefined) ?? claimNewDir(path.join('runs', `quickstart-${timestamp()}`));
       const engine = await initEngine(c.backend, c.threads);
-      if (engine.backend === 'wasm' && engine.kernels !== 'onednn') {
-        // npm start is the first thing a new user runs: say once how to make it faster.
-        process.stderr.write(`granular: running on the wasm kernels; the native oneDNN kernels are 2.5-4x faster: apt-get install g++ libdnnl-dev && npm run build:native (${engine.fallbacks.find((f) => /native|oneDNN|addon/i.test(f)) ?? 'not built'})\n`);
-      }
+      // npm start is the first thing a new user runs: say once how to make it faster.
+      if (engine.advice) process.stderr.write(`granular: ${engine.advice}\n`);
       const t0 = Date.now();
       const rows = await runStory({ config: configs, seeds, out, ...c, quiet: true });
       process.stdout.write(`\nFine vs coarse pretraining, fine-tuned on the coarsest level (${seeds.length > 1 ? `mean over seeds ${seeds.join(', ')}, per seed in brackets` : `seed ${seeds[0]}`}):\n\n`);

@@ -31,7 +31,7 @@ const synthetic = z
 
 const data = z
   .object({
-    format: z.enum(['synthetic', 'imagefolder', 'inat2021', 'wordnet', 'omniglot']).default('synthetic').describe('dataset source (data.source is accepted as an alias)'),
+    format: z.enum(['synthetic', 'imagefolder', 'inat2021', 'wordnet', 'omniglot', 'cifar']).default('synthetic').describe('dataset source (data.source is accepted as an alias)'),
     seed: int().nullable().default(null).describe('seed of data generation, splits, subsets and label noise; null = the top-level seed'),
     root: nullableStr().describe('dataset folder (not used by synthetic)'),
     taxonomy: nullableStr().describe('imagefolder: path of the taxonomy CSV; null = <root>/taxonomy.csv'),
@@ -52,7 +52,14 @@ const data = z
     test_size: nullableInt().describe('cap on test images (seeded, stratified, nested); null = all'),
     val_fraction: z.number().min(0).max(0.9).default(0.1).describe('share of the training images held out for val_acc (model selection and early stopping look only here)'),
     image_size: int().positive().default(32).describe('side in pixels that images are resized to'),
-    channels: z.union([z.literal(1), z.literal(3)]).default(1).describe('1 (grey) or 3 (RGB) channels'),
+    channels: z
+      .union([z.literal('auto'), z.literal(1), z.literal(3)])
+      .default('auto')
+      .describe('auto (3 when any training image is stored in colour, else 1; decided from the image headers, the run records the value and why), 1 (grey) or 3 (RGB)'),
+    duplicates: z
+      .enum(['drop_test', 'keep', 'refuse'])
+      .default('drop_test')
+      .describe("test images with the same file content as a training image of the dataset, or as a differently labelled test image (public datasets hold a few): drop_test (removed from the test set, counted and named), keep, or refuse (exit 2)"),
     label_noise: z.number().min(0).max(1).default(0).describe('fraction of training labels flipped to another class, drawn once per data.seed'),
     relabel: z
       .string()
@@ -90,7 +97,7 @@ const data = z
 const model = z
   .object({
     arch: z
-      .enum(['two-layer-conv', 'cnn-small', 'resnet8', 'resnet20', 'resnet18', 'resnet50'])
+      .enum(['two-layer-conv', 'cnn-small', 'resnet8', 'resnet20', 'resnet18', 'resnet50', 'densenet121', 'vit-tiny', 'vit-small', 'vit-base'])
       .default('two-layer-conv')
       .describe('architecture (blocks per architecture: granular finetune --help)'),
     width: z.number().positive().default(1).describe('width multiplier for every architecture'),
@@ -104,12 +111,35 @@ const model = z
     activation_q: z.number().min(1).default(3).describe('smooth_relu: power of the polynomial part'),
     activation_rho: z.number().positive().default(0.1).describe('smooth_relu: threshold below which responses are damped'),
     init_scale: z.number().positive().default(1).describe("two-layer-conv: filter init std as a multiple of 1/sqrt(patch dim); the theory's regime is small"),
-    patch_size: int().positive().nullable().default(null).describe('two-layer-conv: patch side (kernel = stride); null = data.synthetic.patch_size for synthetic data, else 4'),
+    patch_size: int()
+      .positive()
+      .nullable()
+      .default(null)
+      .describe('two-layer-conv and vit-*: patch side (kernel = stride); null = two-layer-conv: data.synthetic.patch_size for synthetic data, else 4; vit-*: 16'),
+    pool: z
+      .enum(['token', 'avg'])
+      .nullable()
+      .default(null)
+      .describe("vit-*: token (a class token, final LayerNorm, its output; timm's default) or avg (no class token; mean over patch tokens, then LayerNorm: timm global_pool='avg'); null = token"),
+    padding: z
+      .enum(['same', 'torch'])
+      .nullable()
+      .default(null)
+      .describe("resnet18/resnet50/densenet121: same (TensorFlow's, extra pixel at the bottom/right) or torch (PyTorch's symmetric padding: torchvision weights give torchvision's outputs); null = same for the ResNets, torch for densenet121"),
   })
   .strict()
   .superRefine((m, ctx) => {
     if (m.stem !== null && m.arch !== 'resnet18' && m.arch !== 'resnet50') {
       ctx.addIssue({ code: 'custom', path: ['stem'], message: `model.stem applies to resnet18 and resnet50 only; ${m.arch} has its own stem. Remove model.stem or pick one of those architectures.` });
+    }
+    if (m.pool !== null && !m.arch.startsWith('vit-')) {
+      ctx.addIssue({ code: 'custom', path: ['pool'], message: `model.pool applies to vit-tiny, vit-small and vit-base only; ${m.arch} pools its own way. Remove model.pool or pick a ViT.` });
+    }
+    if (m.padding !== null && !['resnet18', 'resnet50', 'densenet121'].includes(m.arch)) {
+      ctx.addIssue({ code: 'custom', path: ['padding'], message: `model.padding applies to resnet18, resnet50 and densenet121 only. Remove model.padding or pick one of those architectures.` });
+    }
+    if (m.patch_size !== null && m.arch !== 'two-layer-conv' && !m.arch.startsWith('vit-')) {
+      ctx.addIssue({ code: 'custom', path: ['patch_size'], message: `model.patch_size applies to two-layer-conv and the ViTs only; ${m.arch} has no patches. Remove model.patch_size or pick one of those architectures.` });
     }
   })
   .prefault({})
@@ -122,7 +152,11 @@ const train = z
       .union([z.string().min(1), z.array(z.string().min(1)).min(1)])
       .default('leaf')
       .describe('label level: leaf, top|coarse, a level name, depth:N, height:N, nodes:FILE; a list (finest first) trains one head per level'),
-    level_weights: z.array(z.number().positive()).nullable().default(null).describe('multi-level training: loss weight of each listed level (normalised to sum 1); null = equal'),
+    level_weights: z.array(z.number().positive()).nullable().default(null).describe('multi-level training: loss weight of each listed level (multi_head: normalised to sum 1, null = equal; semantic_softmax: used as given, null = Ridnik et al.\'s depth weighting)'),
+    multi_level: z
+      .enum(['multi_head', 'semantic_softmax'])
+      .default('multi_head')
+      .describe('train.level as a list: multi_head (one softmax per listed level over its depth cut, weights normalised to sum 1) or semantic_softmax (Ridnik et al. 2021: one softmax per depth over the classes at that depth, images whose class is shallower masked out, their depth weighting)'),
     epochs: int().min(0).default(30).describe('passes over the training set'),
     batch_size: int().positive().default(64).describe('training batch size'),
     lr: z.number().positive().default(0.01).describe('peak learning rate'),

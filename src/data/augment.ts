@@ -11,8 +11,10 @@ export type AugmentKind = 'flip' | 'crop' | 'random_resized_crop';
  *   from the nearest edge pixel (a pad-and-crop that needs no background colour).
  * Draws come from `rng` in a fixed order per image (flip, then dy, dx), so a
  * resumed run that restores the generator's state augments identically.
+ * Both move whole pixels, so they act alike on floats and on the uint8 codes
+ * of a batch decoded on the device (Int32Array).
  */
-export function augmentBatch(x: Float32Array, n: number, shape: readonly [number, number, number], kinds: readonly AugmentKind[], rng: Rng): Float32Array {
+export function augmentBatch<T extends Float32Array | Int32Array>(x: T, n: number, shape: readonly [number, number, number], kinds: readonly AugmentKind[], rng: Rng): T {
   if (kinds.length === 0 || n === 0) return x;
   const [H, W, C] = shape;
   const per = H * W * C;
@@ -21,7 +23,7 @@ export function augmentBatch(x: Float32Array, n: number, shape: readonly [number
   const crop = kinds.includes('crop');
   const padY = Math.max(1, Math.round(H / 8));
   const padX = Math.max(1, Math.round(W / 8));
-  const src = new Float32Array(per);
+  const src = x instanceof Int32Array ? new Int32Array(per) : new Float32Array(per);
   for (let i = 0; i < n; i++) {
     const mirror = flip && rng.next() < 0.5;
     const dy = crop ? rng.int(2 * padY + 1) - padY : 0;

@@ -7,6 +7,8 @@ import { UsageError } from '../util/errors';
 import { fileStamp, filePath } from './stamp';
 import { HASH_BYTES, ImageSource, syncRecords } from './records';
 import { relabel } from './relabel';
+import { ChannelsDecision, decideChannels } from './channels';
+import { describeDuplicates, findDuplicates, refuseDuplicates } from './duplicates';
 import { RecordStore } from './store';
 import { Dataset, Examples } from './types';
 
@@ -65,10 +67,22 @@ export function folderSource(format: string, root: string, onDisk: ReadonlyMap<s
   return {
     identity: `${format}:${root}`,
     read: (id) => fs.promises.readFile(abs(id)),
+    head: (id, bytes) => readHead(abs(id), bytes),
     stamp: (id) => fileStamp(abs(id)),
     files,
     folder: (id) => path.dirname(abs(id)),
   };
+}
+
+/** The first `bytes` bytes of a file (fewer when it is shorter). */
+export function readHead(file: string, bytes: number): Buffer {
+  const fd = fs.openSync(file, 'r');
+  try {
+    const buf = Buffer.allocUnsafe(bytes);
+    return buf.subarray(0, fs.readSync(fd, buf, 0, bytes, 0));
+  } finally {
+    fs.closeSync(fd);
+  }
 }
 
 function remap(refs: Refs, map: (cls: number, i: number) => number): Refs {
@@ -101,6 +115,23 @@ export function transformCatalog(cat: Catalog, cfg: Config): Catalog {
   return { ...cat, hierarchy, train, test };
 }
 
+/**
+ * The catalogue as a run would train on it, from the listing alone (no pixel
+ * read): data.include/exclude/relabel applied, and every class left with
+ * training images (a UsageError naming the empty ones otherwise).
+ */
+export function listCatalog(cat0: Catalog, cfg: Config): Catalog {
+  const size = cfg.data.image_size;
+  const stored = cfg.data.stored_size ?? size;
+  if (stored < size) throw new UsageError(`data.stored_size (${stored}) is smaller than data.image_size (${size}); crops need room. Set data.stored_size >= data.image_size, or null.`);
+  const cat = transformCatalog(cat0, cfg);
+  const empty = emptyClasses(cat.hierarchy, cat.train.cls);
+  if (empty.length) {
+    throw new UsageError(`${empty.length} class(es) have no training images: ${listSome(empty)}. Add images, or leave them out with data.exclude.`);
+  }
+  return cat;
+}
+
 function emptyClasses(h: Hierarchy, labels: Int32Array): string[] {
   const count = new Int32Array(h.classes.length);
   for (const y of labels) count[y]++;
@@ -112,16 +143,12 @@ function emptyClasses(h: Hierarchy, labels: Int32Array): string[] {
  * that no class is left empty. The examples' pixels stay on disk.
  */
 export async function materialize(cat0: Catalog, cfg: Config, log: Log = stderrLog, opts: LoadOptions = {}): Promise<Dataset> {
-  const cat = transformCatalog(cat0, cfg);
+  const cat = listCatalog(cat0, cfg);
   const h = cat.hierarchy;
-  const empty = emptyClasses(h, cat.train.cls);
-  if (empty.length) {
-    throw new UsageError(`${empty.length} class(es) have no training images: ${listSome(empty)}. Add images, or leave them out with data.exclude.`);
-  }
   const size = cfg.data.image_size;
   const stored = cfg.data.stored_size ?? size;
-  if (stored < size) throw new UsageError(`data.stored_size (${stored}) is smaller than data.image_size (${size}); crops need room. Set data.stored_size >= data.image_size, or null.`);
-  const C = cfg.data.channels;
+  const channels = await settleChannels(cat, cfg);
+  const C = channels.channels;
   const nTrain = cat.train.ids.length;
   const ids = nTrain ? cat.train.ids.concat(cat.test.ids) : cat.test.ids.slice();
   const cacheDir = cfg.data.cache_dir === null ? null : path.resolve(cfg.data.cache_dir);
@@ -133,9 +160,11 @@ export async function materialize(cat0: Catalog, cfg: Config, log: Log = stderrL
     if (cfg.data.on_bad_image === 'fail') throw new UsageError(`${msg}. Fix or remove them, or set data.on_bad_image=skip.`);
     log(`warning: skipped ${msg}`);
   }
-  const part = (from: number, refs: Refs): Examples & { rows: Int32Array } => {
+  // `drop`: images (index into refs) left out besides the undecodable ones.
+  const part = (from: number, refs: Refs, drop?: Uint8Array): Examples & { rows: Int32Array; hashes: Uint8Array } => {
+    const usable = (i: number) => synced.record[from + i] >= 0 && !(drop && drop[i]);
     let keep = 0;
-    for (let i = 0; i < refs.ids.length; i++) if (synced.record[from + i] >= 0) keep++;
+    for (let i = 0; i < refs.ids.length; i++) if (usable(i)) keep++;
     const rows = new Int32Array(keep);
     const y = new Int32Array(keep);
     const hashes = new Uint8Array(keep * HASH_BYTES);
@@ -143,7 +172,7 @@ export async function materialize(cat0: Catalog, cfg: Config, log: Log = stderrL
     let k = 0;
     for (let i = 0; i < refs.ids.length; i++) {
       const r = synced.record[from + i];
-      if (r < 0) continue;
+      if (!usable(i)) continue;
       rows[k] = r;
       y[k] = refs.cls[i];
       kept[k] = refs.ids[i];
@@ -154,7 +183,33 @@ export async function materialize(cat0: Catalog, cfg: Config, log: Log = stderrL
     return { x, y, ids: kept, hashes, rows };
   };
   const train = part(0, cat.train);
-  const test = part(nTrain, cat.test);
+  // The dataset's own duplicates, among the decodable test images.
+  const testAll = part(nTrain, cat.test);
+  const dups = findDuplicates(train, testAll, cfg.data.duplicates);
+  const found = dups.record.test_in_train + dups.record.test_label_conflicts;
+  if (found && cfg.data.duplicates === 'refuse') throw refuseDuplicates(dups.record, cat.format);
+  let test = testAll;
+  let testInTrain = dups.inTrain;
+  // A test set made only of training images is no public dataset's quirk but a copy (a fixture, a smoke test):
+  // dropping them all would leave nothing to score, so they stay, said loudly, and split.json records it.
+  const allDuplicates = found > 0 && found === testAll.y.length;
+  if (allDuplicates && cfg.data.duplicates === 'drop_test') {
+    dups.record.dropped = 0;
+    dups.record.kept_all = true;
+    log(`warning: every test image (${found}) is one of the dataset's own duplicates; data.duplicates=drop_test would leave no test set, so they are kept: test accuracy here measures images the network trains on. Put other images in the test set, or set data.duplicates=keep to say this is intended.`);
+  }
+  if (found && cfg.data.duplicates === 'drop_test' && !allDuplicates) {
+    // Back from usable-test order to catalogue order, so part() can leave them out.
+    const drop = new Uint8Array(cat.test.ids.length);
+    let j = 0;
+    for (let i = 0; i < cat.test.ids.length; i++) if (synced.record[nTrain + i] >= 0) drop[i] = dups.duplicate[j++];
+    test = part(nTrain, cat.test, drop);
+    testInTrain = new Uint8Array(test.y.length);
+  }
+  if (found && !allDuplicates) {
+    const what = cfg.data.duplicates === 'drop_test' ? 'left out of the test set (data.duplicates=drop_test; keep scores them, refuse stops)' : 'kept in the test set (data.duplicates=keep)';
+    log(`the dataset's own duplicates: ${describeDuplicates(dups.record)}: ${what}`);
+  }
   const emptyAfter = emptyClasses(h, train.y);
   if (emptyAfter.length) {
     throw new UsageError(`${emptyAfter.length} class(es) have no readable training images left: ${listSome(emptyAfter)}. Fix the images, or leave the classes out with data.exclude.`);
@@ -185,10 +240,28 @@ export async function materialize(cat0: Catalog, cfg: Config, log: Log = stderrL
     return changed.length;
   };
   return {
-    hierarchy: h, shape: [size, size, C], train, test, skipped: synced.bad.length,
+    hierarchy: h, shape: [size, size, C], train, test, skipped: synced.bad.length, channels, duplicates: dups.record, testInTrain,
+    duplicateTestIds: found && cfg.data.duplicates === 'drop_test' && !allDuplicates ? new Set(testAll.ids.filter((_, j) => dups.duplicate[j])) : new Set(),
     ...(pending ? { trainVerified: () => (settled ??= settle()) } : {}),
   };
 }
+
+/**
+ * data.channels for a file-based dataset: the configured 1 or 3, or for
+ * `auto` what the training images' headers say (./channels.ts). Settles
+ * cfg.data.channels, so config.yaml records the value a run used.
+ */
+export async function settleChannels(cat: Catalog, cfg: Config): Promise<ChannelsDecision> {
+  const c = cfg.data.channels;
+  if (c !== 'auto') return { channels: c, auto: false, reason: 'set in the config' };
+  const src = cat.source;
+  const d = src.colour ? { channels: src.colour.channels, auto: true, reason: src.colour.reason } : await decideChannels(cat.train.ids, (id) => (src.head ? src.head(id, HEAD_BYTES) : src.read(id)), (id) => src.read(id));
+  cfg.data.channels = d.channels;
+  return d;
+}
+
+/** Bytes of an image file read to tell grey from colour: JPEG's frame header may follow 64 KiB of EXIF. */
+const HEAD_BYTES = 128 * 1024;
 
 /** How a dataset is loaded. */
 export interface LoadOptions {

@@ -1,12 +1,13 @@
 import { checkDataRoot } from '../config/data-root';
 import { Config } from '../config/schema';
 import { UsageError } from '../util/errors';
-import { Catalog, LoadOptions, Log, materialize, stderrLog } from './catalog';
+import { Catalog, listCatalog, LoadOptions, Log, materialize, stderrLog } from './catalog';
+import { cifarCatalog } from './cifar';
 import { imagefolderCatalog } from './imagefolder';
 import { inatCatalog } from './inat';
 import { omniglotCatalog } from './omniglot';
 import { clusterRelabelDataset, relabel } from './relabel';
-import { loadSynthetic } from './synthetic';
+import { loadSynthetic, syntheticChannels } from './synthetic';
 import { wordnetCatalog } from './wordnet';
 import { Dataset } from './types';
 
@@ -22,10 +23,36 @@ export function loadCatalog(cfg: Config, log: Log = stderrLog): Catalog {
       return wordnetCatalog(cfg);
     case 'inat2021':
       return inatCatalog(cfg, log);
+    case 'cifar':
+      return cifarCatalog(cfg);
     default:
       throw new UsageError(`data.format '${cfg.data.format}' is not a file-based format.`);
   }
 }
+
+/**
+ * The hierarchy and the images per part of the configured dataset as a run
+ * would see them (`granular hierarchy`): file-based formats of more than
+ * HIERARCHY_DECODE_MAX images are listed, never decoded, so no record cache
+ * is written; unreadable images and the dataset's own duplicates
+ * (data.duplicates) are then found only when a run reads the files, and
+ * `listed` says the counts are the listing's. Smaller ones are loaded.
+ * data.relabel cluster:K needs a trained network's features, so it loads.
+ */
+export async function listDataset(cfg: Config, log: Log = stderrLog): Promise<{ hierarchy: Dataset['hierarchy']; train: { y: Int32Array }; test: { y: Int32Array }; skipped: number | null; listed: boolean }> {
+  const load = async () => {
+    const d = await loadDataset(cfg, log);
+    return { hierarchy: d.hierarchy, train: d.train, test: d.test, skipped: d.skipped, listed: false };
+  };
+  if (cfg.data.format === 'synthetic' || cfg.data.relabel?.startsWith('cluster:')) return load();
+  const cat = listCatalog(loadCatalog(cfg, log), cfg);
+  // A small dataset decodes in about a second: then the counts are exact (unreadable images, duplicates).
+  if (cat.train.ids.length + cat.test.ids.length <= HIERARCHY_DECODE_MAX) return load();
+  return { hierarchy: cat.hierarchy, train: { y: cat.train.cls }, test: { y: cat.test.cls }, skipped: null, listed: true };
+}
+
+/** Datasets up to this many images are decoded by `granular hierarchy` (exact counts); larger ones are only listed. */
+export const HIERARCHY_DECODE_MAX = 2000;
 
 /** Load the configured dataset, fully validated; bad data is a UsageError (exit 2). */
 export async function loadDataset(cfg: Config, log: Log = stderrLog, opts: LoadOptions = {}): Promise<Dataset> {
@@ -46,7 +73,9 @@ async function loadLabelled(cfg: Config, log: Log, opts: LoadOptions): Promise<D
     if ((cfg.data.relabel?.startsWith('random_split:') || cfg.data.relabel?.startsWith('cluster:')) && cfg.eval.ood_synthetic.length) {
       throw new UsageError(`data.relabel ${cfg.data.relabel} with eval.ood_synthetic: the shifted test sets have no pseudo-class labels. Leave one of them out (fine-tuning runs can set data.relabel=null).`);
     }
-    const d = loadSynthetic(cfg);
+    const auto = cfg.data.channels === 'auto';
+    cfg.data.channels = syntheticChannels(cfg);
+    const d: Dataset = { ...loadSynthetic(cfg), channels: { channels: cfg.data.channels, auto, reason: auto ? 'synthetic data is drawn in grey' : 'set in the config' } };
     if (cfg.data.relabel === null || cfg.data.relabel.startsWith('cluster:')) return d;
     const r = relabel(d.hierarchy, cfg, [d.train.y, d.test.y]);
     return { ...d, hierarchy: r.hierarchy, train: { ...d.train, y: r.labels[0] }, test: { ...d.test, y: r.labels[1] } };

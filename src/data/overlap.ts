@@ -48,7 +48,11 @@ export async function checkSourceOverlap(
   if (!target.train.hashes || !target.test.hashes) return null;
   const seen = await sourceTrainHashes(source.cfg, source.split, sameData ? target : null, log);
   if (!seen) return null;
-  const testHits = split.test.filter((i) => seen.has(hashHex(target.test.hashes!, i)));
+  // A test image whose content is also in the target's own training pool is one of the dataset's own
+  // duplicates: data.duplicates decided about it (drop_test took it out; keep kept it on purpose), in this
+  // stage as in the source's. What is left is a real leak: a re-split, another data.seed, other data.
+  const ownDuplicate = (i: number) => target.testInTrain?.[i] === 1;
+  const testHits = split.test.filter((i) => !ownDuplicate(i) && seen.has(hashHex(target.test.hashes!, i)));
   const trainHits = split.train.filter((i) => seen.has(hashHex(target.train.hashes!, i)));
   const out: SourceOverlap = {
     test_in_source_train: testHits.length,

@@ -6,7 +6,7 @@ import { FloatStore, openStore, PixelStore } from './store';
 let X: PixelStore = new FloatStore(new Float32Array(0), [0]);
 let spec: BatchSpec;
 let bs = 0;
-let xs: Float32Array = new Float32Array(0);
+let xs: Float32Array | Int32Array = new Float32Array(0);
 let ys: Int32Array = new Int32Array(0);
 let status: Int32Array = new Int32Array(0);
 let slots = 0;
@@ -16,7 +16,7 @@ parentPort!.on('message', (m: PrefetchMessage) => {
     if (m.kind === 'init') {
       ({ spec, bs, slots } = m);
       X = openStore(m.store);
-      xs = new Float32Array(m.xs);
+      xs = spec.codes ? new Int32Array(m.xs) : new Float32Array(m.xs);
       ys = new Int32Array(m.ys);
       status = new Int32Array(m.status);
       return;

@@ -38,24 +38,37 @@ export interface BatchSpec {
    * flips and shifts from Rng(seed * 1_000_003 + step, 19).
    */
   seed: number;
+  /**
+   * Make batches of uint8 codes (PixelStore.readCodes: `c * 256 + byte`,
+   * Int32Array) for decoding and normalising on the device (train/device-batch.ts)
+   * instead of floats. Only for stores that have readCodes, without
+   * random_resized_crop (which resamples: its values are not bytes).
+   */
+  codes?: boolean;
 }
 
 /**
  * Read examples `index[from .. from+b)` of the store into `x` in their
  * training view (random resized crops if asked), their labels into `y`, then
- * flip/shift them and normalise, as training step `step` does.
+ * flip/shift them and normalise, as training step `step` does. With
+ * `spec.codes`, `x` is an Int32Array and receives the pixels' codes, flipped
+ * and shifted alike, not normalised (the device does that).
  */
-export function fillBatch(store: PixelStore, spec: BatchSpec, index: Int32Array, labels: Int32Array, from: number, b: number, step: number, x: Float32Array, y: Int32Array): void {
+export function fillBatch(store: PixelStore, spec: BatchSpec, index: Int32Array, labels: Int32Array, from: number, b: number, step: number, x: Float32Array | Int32Array, y: Int32Array): void {
   const rrc = spec.augment.includes('random_resized_crop') ? new Rng(spec.seed * 1_000_003 + step, 23) : null;
-  store.readTrain(index, from, b, x, rrc);
+  if (spec.codes) {
+    if (rrc || !store.readCodes || !(x instanceof Int32Array)) throw new Error('fillBatch: codes need a store of bytes, an Int32Array and no random_resized_crop');
+    store.readCodes(index, from, b, x);
+  } else store.readTrain(index, from, b, x as Float32Array, rrc);
   for (let i = 0; i < b; i++) y[i] = labels[from + i];
   const rest = spec.augment.filter((k) => k !== 'random_resized_crop');
   if (rest.length) augmentBatch(x, b, spec.shape, rest, new Rng(spec.seed * 1_000_003 + step, 19));
-  store.normalize(x, b);
+  if (!spec.codes) store.normalize(x as Float32Array, b);
 }
 
 export interface Batch {
-  x: Float32Array;
+  /** Floats as the network takes them, or (BatchSpec.codes) the pixels' uint8 codes. */
+  x: Float32Array | Int32Array;
   y: Int32Array;
   b: number;
 }
@@ -73,7 +86,7 @@ export interface BatchSource {
 
 /** Makes each batch on the calling thread (GRANULAR_PREFETCH=0, or no worker). */
 export class InlineBatches implements BatchSource {
-  private readonly x: Float32Array;
+  private readonly x: Float32Array | Int32Array;
   private readonly y: Int32Array;
   private index: Int32Array = new Int32Array(0);
   private labels: Int32Array = new Int32Array(0);
@@ -81,7 +94,7 @@ export class InlineBatches implements BatchSource {
   private step = 0;
   waitedMs = 0;
   constructor(private readonly X: PixelStore, private readonly spec: BatchSpec, private readonly bs: number) {
-    this.x = new Float32Array(bs * spec.size);
+    this.x = spec.codes ? new Int32Array(bs * spec.size) : new Float32Array(bs * spec.size);
     this.y = new Int32Array(bs);
   }
   epoch(index: Int32Array, labels: Int32Array, from: number, step: number): void {
@@ -111,7 +124,7 @@ export type PrefetchMessage =
 /** Prefetches on a worker thread into a ring of shared buffers. */
 export class PrefetchedBatches implements BatchSource {
   private readonly worker: Worker;
-  private readonly xs: Float32Array;
+  private readonly xs: Float32Array | Int32Array;
   private readonly ys: Int32Array;
   private readonly status: Int32Array;
   private readonly per: number;
@@ -135,7 +148,7 @@ export class PrefetchedBatches implements BatchSource {
     const ys = new SharedArrayBuffer(SLOTS * bs * 4);
     // Slot states, then an error flag, then room for the worker's error message (UTF-8).
     const status = new SharedArrayBuffer((SLOTS + 1) * 4 + ERROR_BYTES);
-    this.xs = new Float32Array(xs);
+    this.xs = spec.codes ? new Int32Array(xs) : new Float32Array(xs);
     this.ys = new Int32Array(ys);
     this.status = new Int32Array(status);
     this.worker = new Worker(path.join(__dirname, 'prefetch-worker.js'));

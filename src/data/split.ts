@@ -37,7 +37,7 @@ export function stratifiedOrder(labels: Int32Array, rng: Rng): number[] {
  * Validation is taken from the front of the stratified order (so it does not
  * move when data.train_size changes); training subsets come from the rest.
  */
-export function makeSplit(ds: Dataset, cfg: Config): Split {
+export function makeSplit(ds: { train: { y: Int32Array }; test: { y: Int32Array } }, cfg: Config): Split {
   const seed = cfg.data.seed;
   const order = stratifiedOrder(ds.train.y, new Rng(seed, 401));
   const nVal = Math.round(cfg.data.val_fraction * order.length);
@@ -111,6 +111,8 @@ export function splitRecord(ds: Dataset, split: Split): Record<string, unknown> 
   }
   const out: Record<string, unknown> = { ...rec, counts: { train: split.train.length, val: split.val.length, test: split.test.length }, hash: h.digest('hex') };
   if (ds.sourceOverlap) out.source_overlap = ds.sourceOverlap;
+  if (ds.duplicates) out.duplicates = ds.duplicates;
+  if (ds.channels) out.channels = ds.channels;
   return out;
 }
 
@@ -121,20 +123,31 @@ export function splitRecord(ds: Dataset, split: Split): Record<string, unknown> 
  * recorded: the same names with other pictures (another folder of the same
  * layout, files replaced since) are a UsageError naming them, never read silently.
  */
-export function splitFromRecord(ds: Dataset, rec: SplitRecord, where: string): Split {
+export function splitFromRecord(ds: Dataset, rec: SplitRecord, where: string, log: (line: string) => void = (l) => process.stderr.write(`granular: ${l}\n`)): Split {
   const changed: string[] = [];
+  const droppedDuplicates: string[] = [];
   const lookup = (e: Examples, part: 'train' | 'val' | 'test') => {
     const index = new Map(e.ids.map((id, i) => [id, i]));
     const hashes = rec.hashes?.[part];
-    return rec[part].map((id, k) => {
+    const out: number[] = [];
+    rec[part].forEach((id, k) => {
       // Ids are NFC (runs made before names were normalized may hold NFD ones).
       const i = index.get(id.normalize('NFC'));
+      if (i === undefined && part === 'test' && ds.duplicateTestIds?.has(id.normalize('NFC'))) {
+        // Recorded before data.duplicates existed: a test image that repeats a training image no longer scores.
+        droppedDuplicates.push(id);
+        return;
+      }
       if (i === undefined) throw new UsageError(`${where}: example '${id}' of its ${part} split is not in this dataset. Fine-tune on the same data, or set data.* so a new split is made.`);
       if (hashes?.length === rec[part].length && e.hashes && hashes[k] !== hashHex(e.hashes, i)) changed.push(id);
-      return i;
+      out.push(i);
     });
+    return out;
   };
   const split = { train: lookup(ds.train, 'train'), val: lookup(ds.train, 'val'), test: lookup(ds.test, 'test') };
+  if (droppedDuplicates.length) {
+    log(`${where}: ${droppedDuplicates.length} of the ${rec.test.length} test images its split.json names are the dataset's own duplicates, which data.duplicates=drop_test leaves out: ${droppedDuplicates.slice(0, 3).join(', ')}${droppedDuplicates.length > 3 ? ', ...' : ''}`);
+  }
   if (changed.length) {
     const n = rec.train.length + rec.val.length + rec.test.length;
     throw new UsageError(

@@ -46,9 +46,31 @@ export interface PixelStore {
   readTrain(idx: ArrayLike<number>, from: number, n: number, out: Float32Array, rrc: Rng | null): void;
   /** Normalise n examples of `out` in place (no-op without a normalisation). */
   normalize(out: Float32Array, n: number): void;
+  /**
+   * Stores of uint8 pixels only: the evaluation view of examples
+   * idx[from .. from+n) as codes `c * 256 + byte` (c the channel) into `out`
+   * (n x size), for decoding on the device through codeTable() (./codes).
+   */
+  readCodes?(idx: ArrayLike<number>, from: number, n: number, out: Int32Array): void;
   /** Plain data (structured-clonable) from which openStore rebuilds this store. */
   spec(): StoreSpec;
   close(): void;
+}
+
+/**
+ * The value read() gives a stored byte, by code `c * 256 + byte` (c the
+ * channel): bytes * 1/255, then normalised, with the very arithmetic of
+ * RecordStore.read and normalize, so a gather from this table is
+ * bit-identical to reading floats. [256 * C] float32.
+ */
+export function codeTable(norm: Normalization, C: number): Float32Array {
+  const px = new Float32Array(256 * C);
+  const scale = 1 / 255;
+  for (let v = 0; v < 256; v++) for (let c = 0; c < C; c++) px[v * C + c] = v * scale;
+  normalizeInPlace(norm, px, 1, C, 256 * C);
+  const table = new Float32Array(256 * C);
+  for (let v = 0; v < 256; v++) for (let c = 0; c < C; c++) table[c * 256 + v] = px[v * C + c];
+  return table;
 }
 
 function normalizeInPlace(norm: Normalization, out: Float32Array, n: number, C: number, size: number): void {
@@ -200,6 +222,21 @@ export class RecordStore implements PixelStore {
       }
     }
     if (!raw) this.normalize(out, n);
+  }
+
+  readCodes(idx: ArrayLike<number>, from: number, n: number, out: Int32Array): void {
+    const [H, W, C] = this.source.shape;
+    const S = this.stored;
+    const top = (S - H) >> 1;
+    const left = (S - W) >> 1;
+    for (let i = 0; i < n; i++) {
+      const px = this.record(idx[from + i]);
+      let o = i * this.size;
+      for (let y = 0; y < H; y++) {
+        const s0 = ((top + y) * S + left) * C;
+        for (let x = 0; x < W * C; x += C) for (let c = 0; c < C; c++) out[o++] = c * 256 + px[s0 + x + c];
+      }
+    }
   }
 
   readTrain(idx: ArrayLike<number>, from: number, n: number, out: Float32Array, rrc: Rng | null): void {

@@ -81,7 +81,7 @@ export function planSynthetic(cfg: Config): SyntheticPlan {
   }
   const grid = size / s.patch_size;
   const P = grid * grid;
-  const dim = s.patch_size * s.patch_size * cfg.data.channels;
+  const dim = s.patch_size * s.patch_size * syntheticChannels(cfg);
   const patchesPerLevel = s.patches_per_level ?? new Array(levels).fill(Math.max(1, Math.floor(P / (levels + 1))));
   if (patchesPerLevel.length !== levels) {
     throw new UsageError(`data.synthetic.patches_per_level has ${patchesPerLevel.length} entries; the hierarchy has ${levels} levels (data.synthetic.branching).`);
@@ -125,7 +125,7 @@ export function renderSamples(
   shift: { commonScale?: number; noiseScale?: number } = {},
 ): Examples {
   const { hierarchy, grid, patch, dim } = plan;
-  const C = cfg.data.channels;
+  const C = syntheticChannels(cfg);
   const s = cfg.data.synthetic;
   const side = grid * patch;
   const K = hierarchy.classes.length;
@@ -187,7 +187,7 @@ export function loadSynthetic(cfg: Config): Dataset {
   const side = plan.grid * plan.patch;
   return {
     hierarchy: plan.hierarchy,
-    shape: [side, side, cfg.data.channels],
+    shape: [side, side, syntheticChannels(cfg)],
     train,
     test,
     features: { byDepth: plan.byDepth, dim: plan.dim },
@@ -213,4 +213,9 @@ export function renderShifted(cfg: Config, shift: SyntheticShift, severity: numb
     commonScale: shift === 'weak_common' ? Math.max(0, 1 - 0.2 * severity) : 1,
     noiseScale: shift === 'more_noise' ? 1 + 0.5 * severity : 1,
   });
+}
+
+/** Channels of synthetic data: data.channels, where `auto` means 1 (the generator's features need no colour). */
+export function syntheticChannels(cfg: Config): 1 | 3 {
+  return cfg.data.channels === 'auto' ? 1 : cfg.data.channels;
 }

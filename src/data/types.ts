@@ -1,4 +1,6 @@
 import { Hierarchy } from '../hierarchy/tree';
+import { ChannelsDecision } from './channels';
+import { DuplicatesRecord } from './duplicates';
 import { PixelStore } from './store';
 
 /** A set of examples: labels and ids in memory, pixels in a store (in memory or the on-disk record cache). */
@@ -25,6 +27,14 @@ export interface Dataset {
   features?: { byDepth: Float32Array[]; dim: number };
   /** Examples skipped while loading (unreadable files). */
   skipped: number;
+  /** How data.channels was settled (file-based formats; `auto` decided from the training images' headers). */
+  channels?: ChannelsDecision;
+  /** The dataset's own duplicates and what data.duplicates did with them (file-based formats). */
+  duplicates?: DuplicatesRecord;
+  /** Per test example: 1 when its content is in the dataset's training pool (only data.duplicates=keep leaves such images in). */
+  testInTrain?: Uint8Array;
+  /** Test ids data.duplicates=drop_test left out (a split recorded before the policy may still name them). */
+  duplicateTestIds?: ReadonlySet<string>;
   /** How data.relabel changed the labels, when it needs recording (cluster:K); hierarchy.json holds it. */
   relabelRecord?: Record<string, unknown>;
   /** Set when fine-tuning on other data than the source run's: its overlap by content hash (split.json records it). */

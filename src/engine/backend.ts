@@ -1,56 +1,33 @@
-import * as os from 'node:os';
+/**
+ * The engine: picks and starts one backend of ./backends per process, and
+ * answers what it can do. Everything here reads the one list of backend
+ * modules; nothing here knows a backend by name.
+ */
 import * as tf from '@tensorflow/tfjs';
 import { UsageError } from '../util/errors';
+import { BACKENDS } from './backends';
+import { hostCapabilities } from './backends/common';
 import { installLowMemoryGradients } from './gradients';
-import { guardKernels, OutOfMemoryError } from './oom';
+import { guardKernels } from './oom';
+import { AdapterRecord, BackendChoice, Capabilities, EngineInfo, EngineModule, Started } from './types';
 
-export type BackendChoice = 'auto' | 'tensorflow' | 'native' | 'wasm' | 'cpu';
-
-export interface EngineInfo {
-  backend: string;
-  requested: BackendChoice;
-  threads: number;
-  device: string;
-  /**
-   * The kernel set that computes: 'onednn' (the native kernels of
-   * ./native-kernels, on the native backend or over the wasm one), 'wasm'
-   * (our wasm kernels alone), or the backend's name. Part of the engine's
-   * identity, with the backend: the sets differ in the last bits of their sums.
-   */
-  kernels: string;
-  /** The native library and its thread count when kernels is 'onednn', e.g. "oneDNN 2.6.3 (OpenMP), 2 threads". */
-  native?: string;
-  /** Why a preferred backend, or the native kernels, was not used. */
-  fallbacks: string[];
-  versions: Record<string, string>;
-}
+export type { AdapterRecord, BackendChoice, Capabilities, EngineInfo } from './types';
 
 let active: EngineInfo | null = null;
 
-function tryRequire(name: string): string | null {
-  try {
-    require(name);
-    return null;
-  } catch (e) {
-    return (e as Error).message.split('\n')[0];
-  }
-}
-
-/** Load the native TensorFlow binding if installed; returns why not otherwise. */
-function loadTensorflow(): string | null {
-  const gpu = tryRequire('@tensorflow/tfjs-node-gpu');
-  if (gpu === null) return null;
-  const cpu = tryRequire('@tensorflow/tfjs-node');
-  return cpu === null ? null : `@tensorflow/tfjs-node-gpu: ${gpu}; @tensorflow/tfjs-node: ${cpu}`;
+function moduleNamed(name: string): EngineModule | undefined {
+  return BACKENDS.find((m) => m.name === name);
 }
 
 /**
- * Pick and initialise the tfjs backend once per process: tensorflow (native
- * TensorFlow, GPU if present) when it loads; else `native` (./native-backend:
- * tensors in ordinary memory, oneDNN kernels) when the addon is built; else
- * wasm with our training kernels; else the pure-JS cpu backend. The choice
- * goes into env.json. Every backend gets the freeing backpropagation of
- * ./gradients and out-of-memory errors that name the tensor (./oom).
+ * Picks and starts the backend once per process: `requested` by name, or
+ * with 'auto' the first module of ./backends that starts (a hardware GPU,
+ * else TensorFlow, else the native kernels, else wasm, else cpu), recording
+ * why each earlier one was not used. Every backend gets the freeing
+ * backpropagation of ./gradients and, except TensorFlow, out-of-memory errors
+ * that name the kernel (./oom). The result goes into env.json.
+ * Throws UsageError when a named backend cannot start (with how to get it),
+ * and Error when asked to switch backends within one process.
  */
 export async function initEngine(requested: BackendChoice = 'auto', threads?: number): Promise<EngineInfo> {
   if (active) {
@@ -59,76 +36,39 @@ export async function initEngine(requested: BackendChoice = 'auto', threads?: nu
     }
     return active;
   }
+  const auto = requested === 'auto';
+  const candidates = auto ? BACKENDS : [moduleNamed(parseBackend(requested))!];
   const fallbacks: string[] = [];
-  let backend: string | null = null;
-  let native: string | null = null;
-  let nThreads = 1;
-  if (requested === 'tensorflow' || requested === 'auto') {
-    const why = loadTensorflow();
-    if (why === null && (await tf.setBackend('tensorflow'))) {
-      backend = 'tensorflow';
-      nThreads = threads ?? defaultThreads();
-    } else if (requested === 'tensorflow') {
-      throw new UsageError(
-        `--backend tensorflow: the native TensorFlow binding does not load (${why ?? 'setBackend failed'}). ` +
-          `Install it with 'npm install @tensorflow/tfjs-node-gpu' (CUDA machines) or 'npm install @tensorflow/tfjs-node', or use --backend native or wasm.`,
-      );
-    } else fallbacks.push(`tensorflow: not installed (${why})`);
-  }
-  if (!backend && (requested === 'native' || requested === 'auto')) {
-    const { registerNativeBackend, NATIVE_BACKEND, memoryLimit } = await import('./native-backend');
-    try {
-      memoryLimit();
-    } catch (e) {
-      throw new UsageError((e as Error).message);
+  let chosen: { module: EngineModule; started: Started } | null = null;
+  for (const module of candidates) {
+    const r = await module.start({ threads, auto });
+    if ('unavailable' in r) {
+      if (!auto) throw new UsageError(`--backend ${module.name} is unavailable: ${r.unavailable}. ${module.install}.`);
+      fallbacks.push(`${module.name}: ${r.unavailable}`);
+      continue;
     }
-    nThreads = threads ?? defaultThreads();
-    const r = await registerNativeBackend(nThreads);
-    if (r.native && (await tf.setBackend(NATIVE_BACKEND))) {
-      backend = NATIVE_BACKEND;
-      native = r.native;
-      nThreads = Number(/(\d+) threads?$/.exec(r.native)?.[1] ?? nThreads);
-    } else if (requested === 'native') {
-      throw new UsageError(`--backend native: the native kernels are unavailable (${r.why ?? 'setBackend failed'}). Build them with 'npm run build:native', or use --backend wasm.`);
-    } else fallbacks.push(`native: ${r.why ?? 'failed to initialise'}`);
+    chosen = { module, started: r };
+    break;
   }
-  if (!backend && (requested === 'wasm' || requested === 'auto')) {
-    const why = tryRequire('@tensorflow/tfjs-backend-wasm');
-    if (why === null) {
-      const { registerWasmTrainingKernels } = await import('./wasm-kernels');
-      registerWasmTrainingKernels();
-      backend = await initWasm(threads ?? defaultThreads(), fallbacks);
-      // With --backend auto the native kernels were tried above already.
-      if (backend === 'wasm' && requested === 'wasm') native = await useNativeKernels(fallbacks);
-      if (backend === 'wasm') {
-        nThreads = wasmThreads;
-        catchWasmMallocFailures();
-      }
-    } else if (requested === 'wasm') {
-      throw new UsageError(`--backend wasm: @tensorflow/tfjs-backend-wasm does not load (${why}). Run 'npm ci' again.`);
-    } else fallbacks.push(`wasm: ${why}`);
-  }
-  if (!backend) {
-    await tf.setBackend('cpu');
-    backend = 'cpu';
-    nThreads = 1;
-  }
+  // The last module (cpu) always starts.
+  if (!chosen) throw new Error(`no backend started: ${fallbacks.join('; ')}`);
+  const { module, started } = chosen;
   await tf.ready();
   // Production mode: no debug checks, and no console banner urging tfjs-node on every run.
   tf.enableProdMode();
   installLowMemoryGradients();
-  if (backend !== 'tensorflow') guardKernels(backend);
+  if (started.guardKernels) guardKernels(module.name, started.afterKernel);
   active = {
-    backend,
+    backend: module.name,
     requested,
-    // The count each backend really runs with: wasm reports what its XNNPACK
-    // pool got, the native backend what OpenMP took; tensorflow is trusted
-    // with what was asked.
-    threads: nThreads,
-    kernels: native ? 'onednn' : backend,
-    ...(native ? { native } : {}),
-    device: backend === 'tensorflow' ? tensorflowDevice() : `${os.cpus()[0]?.model ?? 'cpu'} (${os.cpus().length} cores)`,
-    fallbacks,
+    threads: started.threads,
+    kernels: started.kernels,
+    ...(started.native ? { native: started.native } : {}),
+    device: started.device,
+    ...(started.adapter ? { adapter: started.adapter } : {}),
+    fallbacks: [...fallbacks, ...(started.fallbacks ?? [])],
+    ...(started.advice ? { advice: started.advice } : {}),
+    capabilities: module.capabilities(),
     versions: {
       node: process.version,
       'tfjs-core': tf.version_core,
@@ -140,83 +80,62 @@ export async function initEngine(requested: BackendChoice = 'auto', threads?: nu
 }
 
 /**
- * The wasm backend's malloc returns 0 when its heap (at most 4 GiB) cannot
- * grow, and tfjs writes the tensor at address 0 anyway, corrupting the heap
- * until a later kernel traps; and it takes sizes modulo 2^32. Make both an
- * OutOfMemoryError at the allocation instead.
+ * What the backend that runs now can do (see Capabilities). Read live, so it
+ * also answers for a backend a test selected with tf.setBackend.
  */
-function catchWasmMallocFailures(): void {
-  const module = (tf.backend() as unknown as { wasm?: { _malloc(n: number): number; granularChecked?: boolean } }).wasm;
-  if (!module || module.granularChecked) return;
-  const malloc = module._malloc.bind(module);
-  const cause = "the wasm backend's heap is at most 4 GiB; the native backend (npm run build:native) has no such limit";
-  module._malloc = (n: number) => {
-    // wasm32 takes the size modulo 2^32: 4.4 GB would "succeed" as 105 MB.
-    if (n >= 2 ** 32) throw new OutOfMemoryError({ cause, bytes: n });
-    const p = malloc(n);
-    if (p === 0 && n > 0) throw new OutOfMemoryError({ cause, bytes: n });
-    return p;
-  };
-  module.granularChecked = true;
+export function engineCapabilities(): Capabilities {
+  const name = tf.getBackend() ?? 'cpu';
+  return moduleNamed(name)?.capabilities() ?? hostCapabilities(name);
 }
 
-/** All cores; the wasm backend's pool stops at 8 (the workers its build starts). */
-function defaultThreads(): number {
-  return Math.max(1, os.cpus().length);
+/** The names --backend accepts: 'auto' and every module of ./backends. */
+export function backendNames(): string[] {
+  return ['auto', ...BACKENDS.map((m) => m.name)];
 }
 
-let wasmThreads = 1;
-
-/**
- * Starts the wasm backend on `threads` threads: the package's threaded SIMD
- * build, started through ./wasm-threads (tfjs itself never uses it in Node,
- * see that file for why and how). If that build fails to start, the stock
- * single-threaded build runs instead and the reason goes into `fallbacks`.
- */
-async function initWasm(threads: number, fallbacks: string[]): Promise<string | null> {
-  const { useThreadedWasm, useStockWasm, wasmThreadsCount } = await import('./wasm-threads');
-  if (threads > 1) {
-    useThreadedWasm(threads);
-    try {
-      if (await tf.setBackend('wasm')) {
-        wasmThreads = wasmThreadsCount();
-        return 'wasm';
-      }
-      fallbacks.push(`wasm with ${threads} threads: failed to initialise; running on 1 thread`);
-    } catch (e) {
-      fallbacks.push(`wasm with ${threads} threads: ${(e as Error).message}; running on 1 thread`);
-    }
-    useStockWasm();
-  }
-  if (!(await tf.setBackend('wasm'))) {
-    fallbacks.push('wasm: failed to initialise');
-    return null;
-  }
-  wasmThreads = 1;
-  return 'wasm';
-}
-
-/**
- * Native oneDNN kernels over the wasm ones, on as many threads as the wasm
- * pool got, unless GRANULAR_NATIVE=0 or the addon is not built (the reason
- * goes into `fallbacks`). Returns their description, or null.
- */
-async function useNativeKernels(fallbacks: string[]): Promise<string | null> {
-  const { registerNativeKernels } = await import('./native-kernels');
-  const { native, why } = registerNativeKernels(wasmThreads);
-  if (!native) fallbacks.push(`onednn kernels: ${why}`);
-  return native;
-}
-
-function tensorflowDevice(): string {
-  const b = tf.backend() as unknown as { isUsingGpuDevice?: boolean };
-  return b.isUsingGpuDevice ? 'GPU (CUDA via libtensorflow)' : `CPU via libtensorflow (${os.cpus().length} cores)`;
-}
-
+/** --backend (else GRANULAR_BACKEND, else 'auto'), checked against the list. Throws UsageError naming the valid ones. */
 export function parseBackend(v: string | undefined): BackendChoice {
   const s = v ?? process.env.GRANULAR_BACKEND ?? 'auto';
-  if (!['auto', 'tensorflow', 'native', 'wasm', 'cpu'].includes(s)) {
-    throw new UsageError(`--backend '${s}' is not one of auto, tensorflow, native, wasm, cpu.`);
+  if (!backendNames().includes(s)) throw new UsageError(`--backend '${s}' is not one of ${backendNames().join(', ')}.`);
+  return s;
+}
+
+/** What every backend would do on this machine, for doctor: the one in use, and whether each other could start and on what. */
+export async function probeBackends(): Promise<Array<{ name: string; summary: string; active: boolean; available: boolean; detail: string; adapter?: AdapterRecord }>> {
+  const out = [];
+  for (const m of BACKENDS) {
+    const inUse = active?.backend === m.name;
+    const p = inUse ? { available: true, detail: active!.device, ...(active!.adapter ? { adapter: active!.adapter } : {}) } : await m.probe();
+    out.push({ name: m.name, summary: m.summary, active: inUse, ...p });
   }
-  return s as BackendChoice;
+  return out;
+}
+
+/** What makes two engines give the same bits: backend, kernel set, threads, and the GPU adapter where there is one. */
+export interface EngineIdentity {
+  backend: string;
+  threads: number;
+  kernels?: string;
+  adapter?: Pick<AdapterRecord, 'device' | 'description'>;
+}
+
+/**
+ * How `now` differs from the engine a run was trained on (`before`, from its
+ * env.json), as words and the options that give that engine back; null when
+ * they match. Runs from before `kernels` was recorded ran on the backend's
+ * own kernels.
+ */
+export function engineMismatch(before: EngineIdentity, now: EngineInfo): { what: string; resume: string } | null {
+  const kernels = before.kernels ?? before.backend;
+  const gpu = (a?: Pick<AdapterRecord, 'device' | 'description'>) => (a ? `${a.description || a.device}` : null);
+  const sameGpu = gpu(before.adapter) === gpu(now.adapter);
+  if (before.backend === now.backend && before.threads === now.threads && kernels === now.kernels && sameGpu) return null;
+  let what = `trained on ${before.backend} with ${before.threads} thread(s); this process has ${now.backend} with ${now.threads}`;
+  let hint = '';
+  if (kernels !== now.kernels) {
+    what += ` (kernels: ${kernels} then, ${now.kernels} now)`;
+    hint = moduleNamed(before.backend)?.reproduce?.(kernels) ?? '';
+  }
+  if (!sameGpu) what += ` (GPU: ${gpu(before.adapter) ?? 'none'} then, ${gpu(now.adapter) ?? 'none'} now)`;
+  return { what, resume: `--backend ${before.backend} --threads ${before.threads}${hint}${before.adapter && !sameGpu ? ` on a machine with that GPU and driver` : ''}` };
 }

@@ -87,21 +87,31 @@ export function outOfMemoryAdvice(err: OutOfMemoryError, settings: { batchSize: 
   return `${err.message}. Lower ${lower.join(', ')}, then start a new run.`;
 }
 
-/** Wraps every kernel registered for `backendName` so out-of-memory errors name the kernel and its inputs. Idempotent. */
-export function guardKernels(backendName: string): void {
+const afterKernel = new Map<string, (kernel: string, inputs: tf.TensorInfo[]) => void>();
+
+/**
+ * Wraps every kernel registered for `backendName` so out-of-memory errors
+ * name the kernel and its inputs; `after`, when given, runs after each of
+ * its kernels (webgpu: throws a device error the kernel raised). Idempotent.
+ */
+export function guardKernels(backendName: string, after?: (kernel: string, inputs: tf.TensorInfo[]) => void): void {
+  if (after) afterKernel.set(backendName, after);
   for (const config of tf.getKernelsForBackend(backendName)) {
     if ((config as { guarded?: boolean }).guarded) continue;
     const inner = config.kernelFunc;
+    const inputs = (args: Parameters<tf.KernelFunc>[0]) => Object.values(args.inputs).filter((t): t is tf.TensorInfo => Boolean(t));
     const guarded: tf.KernelConfig & { guarded: boolean } = {
       ...config,
       guarded: true,
       kernelFunc: (args) => {
+        let out: ReturnType<tf.KernelFunc>;
         try {
-          return inner(args);
+          out = inner(args);
+          afterKernel.get(backendName)?.(config.kernelName, inputs(args));
         } catch (e) {
-          const oom = asOutOfMemory(e, { kernel: config.kernelName, inputs: Object.values(args.inputs).filter((t): t is tf.TensorInfo => Boolean(t)) });
-          throw oom ?? e;
+          throw asOutOfMemory(e, { kernel: config.kernelName, inputs: inputs(args) }) ?? e;
         }
+        return out;
       },
     };
     tf.unregisterKernel(config.kernelName, backendName);

@@ -46,6 +46,8 @@ export interface DagInfo {
   multiParentNodes: number;
   /** For each such node, the parent kept (longest path from the root, ties by id). */
   chosenParent: Record<string, string>;
+  /** For each such node, every parent it has in the graph (is-a membership follows all of them: `nodes:FILE`). */
+  allParents?: Record<string, string[]>;
 }
 
 export class Hierarchy {
@@ -204,7 +206,36 @@ export class Hierarchy {
     return ['leaf', 'top', 'coarse', ...named, `depth:1..${this.maxDepth}`, `height:0..${this.maxDepth - 1}`, 'nodes:FILE'];
   }
 
-  /** Each class takes the deepest listed node it falls under; classes under none are dropped. */
+  /**
+   * Every ancestor of `id` in the source graph, by every is-a path (the tree
+   * keeps one parent per node; a DAG's other parents are in dag.allParents),
+   * the root included, `id` itself excluded.
+   */
+  graphAncestors(id: string): Set<string> {
+    const out = new Set<string>();
+    const parentsOf = (n: string): string[] => {
+      const all = this.dag?.allParents?.[n];
+      if (all) return all;
+      const p = this.nodes.get(n)?.parent;
+      return p ? [p] : [];
+    };
+    const stack = [...parentsOf(id)];
+    while (stack.length) {
+      const n = stack.pop()!;
+      if (out.has(n)) continue;
+      out.add(n);
+      stack.push(...parentsOf(n));
+    }
+    return out;
+  }
+
+  /**
+   * Each class takes the listed node it falls under, following every is-a
+   * path of a DAG (X is-a B through any parent); of nested listed nodes the
+   * most specific one. A class under two listed nodes neither of which is
+   * under the other is a UsageError naming both (each image must take one
+   * label). Classes under none are dropped.
+   */
   private nodesLevel(file: string, spec: string): Level {
     let text: string;
     try {
@@ -224,11 +255,20 @@ export class Hierarchy {
     const unknown = [...listed].filter((n) => !this.nodes.has(n));
     if (unknown.length) throw new UsageError(`level '${spec}': ${unknown.length} listed node(s) are not in the hierarchy: ${unknown.slice(0, 5).join(', ')}`);
     const name = `nodes-${file.split('/').pop()!.replace(/\.[^.]*$/, '')}`;
+    const ancestors = new Map<string, Set<string>>();
+    const above = (n: string) => ancestors.get(n) ?? ancestors.set(n, this.graphAncestors(n)).get(n)!;
     return this.makeLevel(name, spec, (c) => {
-      const line = this.lineage(c);
-      for (let i = line.length - 1; i >= 0; i--) if (listed.has(line[i])) return line[i];
-      // lineage() leaves the root out; a listed root takes every class under no other listed node.
-      return listed.has(this.root) ? this.root : null;
+      // Listed nodes that c is (itself, or by any is-a path); a listed root takes every class under no other listed node.
+      const hits = [c, ...above(c)].filter((n) => listed.has(n));
+      const specific = hits.filter((n) => !hits.some((m) => m !== n && above(m).has(n)));
+      if (specific.length > 1) {
+        const [a, b] = specific.sort();
+        throw new UsageError(
+          `level '${spec}': class '${c}' is under two listed nodes, '${a}' and '${b}' (neither is under the other), so its images would take two labels. ` +
+            `Remove one of them from ${file}, or exclude the class with data.exclude.`,
+        );
+      }
+      return specific[0] ?? null;
     });
   }
 }
@@ -350,6 +390,7 @@ export function treeFromDag(
     throw new UsageError(`${source?.file ?? 'hierarchy'}: the is-a graph has a cycle: ${describeCycle(cycle, source?.lineOf)}. Remove one edge of the cycle.`);
   }
   const chosenParent: Record<string, string> = {};
+  const allParents: Record<string, string[]> = {};
   let multi = 0;
   const parents: Array<{ id: string; parent: string | null; name?: string }> = [];
   for (const n of keep) {
@@ -364,8 +405,9 @@ export function treeFromDag(
     if (ps.length > 1) {
       multi++;
       chosenParent[n] = best;
+      allParents[n] = ps.sort();
     }
     parents.push({ id: n, parent: best, name: names?.get(n) });
   }
-  return new Hierarchy(root, parents, classes, new Map(), { multiParentNodes: multi, chosenParent });
+  return new Hierarchy(root, parents, classes, new Map(), { multiParentNodes: multi, chosenParent, allParents });
 }

@@ -56,6 +56,22 @@ function chunkedLoss(net: Network, probe: Probe, inference: boolean[]): tf.Scala
   return tf.addN(parts.map(([from, count]) => lossOnProbe(probe, net.forward(slice(probe, from, count), inference), probe.y.subarray(from, from + count), net.numClasses).mul(count / n))) as tf.Scalar;
 }
 
+/**
+ * The values of float32 tensors (scalars or vectors), flattened and
+ * concatenated in order, in one readback (no synchronous read: a GPU backend
+ * has none); disposes them.
+ */
+async function readScalars(scalars: tf.Tensor[]): Promise<Float32Array> {
+  if (!scalars.length) return new Float32Array(0);
+  const packed = tf.tidy(() => tf.concat(scalars.map((t) => t.reshape([-1]))));
+  try {
+    return (await packed.data()) as Float32Array;
+  } finally {
+    packed.dispose();
+    tf.dispose(scalars);
+  }
+}
+
 function learnable(net: Network): NamedVariable[] {
   return net.variables().filter((v) => v.trainable);
 }
@@ -69,9 +85,11 @@ function blockName(net: Network, v: NamedVariable): string {
  * of the per-example gradient of log p(y | x). `sampled` draws y from the
  * model's own predictive distribution (the Fisher); otherwise the true labels
  * (the empirical Fisher). One backward pass per example: the per-example norm
- * is not the norm of a batch-mean gradient.
+ * is not the norm of a batch-mean gradient. Two readbacks: the predictive
+ * distributions (to sample labels on the host), then every example's
+ * per-variable squared norms together.
  */
-export function fisherTrace(net: Network, probe: Probe, sampled: boolean, seed: number): { total: number; perBlock: Record<string, number> } {
+export async function fisherTrace(net: Network, probe: Probe, sampled: boolean, seed: number): Promise<{ total: number; perBlock: Record<string, number> }> {
   const vars = learnable(net);
   const list = vars.map((v) => v.variable);
   const blockOf = new Map(vars.map((v) => [v.variable.name, blockName(net, v)]));
@@ -86,9 +104,18 @@ export function fisherTrace(net: Network, probe: Probe, sampled: boolean, seed: 
   let probs: Float32Array | null = null;
   if (sampled) {
     probs = new Float32Array(n * K);
-    for (const [from, count] of chunks(probe)) probs.set(tf.tidy(() => tf.exp(logProbs(net.forward(slice(probe, from, count), inference))).dataSync() as Float32Array), from * K);
+    const parts = chunks(probe).map(([from, count]) => ({ from, p: tf.tidy(() => tf.exp(logProbs(net.forward(slice(probe, from, count), inference)))) }));
+    try {
+      const values = await Promise.all(parts.map(({ p }) => p.data()));
+      parts.forEach(({ from }, c) => probs!.set(values[c] as Float32Array, from * K));
+    } finally {
+      tf.dispose(parts.map(({ p }) => p));
+    }
   }
+  // Per example: the variables' names and their squared gradient norms, left on the device until all are done.
+  const perExample: Array<{ names: string[]; sq: tf.Tensor }> = [];
   for (let i = 0; i < n; i++) {
+    const names: string[] = [];
     const sq = tf.tidy(() => {
       const xi = probe.x.slice([i, 0, 0, 0], [1, -1, -1, -1]);
       let label = probe.y[i];
@@ -107,11 +134,18 @@ export function fisherTrace(net: Network, probe: Probe, sampled: boolean, seed: 
         const logp = logProbs(net.forward(xi, inference));
         return logp.slice([0, label], [1, 1]).sum().neg() as tf.Scalar;
       }, list);
-      return Object.entries(grads).map(([name, g]) => [name, g.square().sum()] as const);
+      const entries = Object.entries(grads);
+      names.push(...entries.map(([name]) => name));
+      return tf.stack(entries.map(([, g]) => g.square().sum()));
     });
-    for (const [name, t] of sq) {
-      const v = t.dataSync()[0];
-      t.dispose();
+    perExample.push({ names, sq });
+  }
+  const values = await readScalars(perExample.map((e) => e.sq));
+  // Summed on the host in the order the examples and variables were taken (float64, as when each was read alone).
+  let k = 0;
+  for (const { names } of perExample) {
+    for (const name of names) {
+      const v = values[k++];
       const b = blockOf.get(name)!;
       perBlock[b] = (perBlock[b] ?? 0) + v / n;
       total += v / n;
@@ -121,16 +155,21 @@ export function fisherTrace(net: Network, probe: Probe, sampled: boolean, seed: 
 }
 
 /** Mean cross-entropy of the network (inference mode) on the probe batch. */
-export function probeLoss(net: Network, probe: Probe): number {
+export async function probeLoss(net: Network, probe: Probe): Promise<number> {
+  return (await readScalars([probeLossTensor(net, probe)]))[0];
+}
+
+/** probeLoss, left on the device. */
+function probeLossTensor(net: Network, probe: Probe): tf.Scalar {
   const inference = net.blocks.map(() => false);
-  return tf.tidy(() => chunkedLoss(net, probe, inference).dataSync()[0]);
+  return tf.tidy(() => chunkedLoss(net, probe, inference));
 }
 
 /** Run `fn` with perturbed weights and put the exact original values back afterwards. */
-function withSavedWeights<T>(vars: NamedVariable[], fn: () => T): T {
+async function withSavedWeights<T>(vars: NamedVariable[], fn: () => Promise<T>): Promise<T> {
   const saved = vars.map((v) => tf.clone(v.variable));
   try {
-    return fn();
+    return await fn();
   } finally {
     vars.forEach((v, i) => v.variable.assign(saved[i]));
     tf.dispose(saved);
@@ -142,37 +181,40 @@ function withSavedWeights<T>(vars: NamedVariable[], fn: () => T): T {
  * d ~ N(0, rho^2 diag(w^2)), over `draws` draws. `worst`: max L(w + d) - L(w)
  * over |d_i| <= rho |w_i|, by `steps` of projected sign-gradient ascent in the
  * rescaled variable u = d / |w| (so the constraint is a box |u| <= rho).
+ * The losses of each part are read back together, once it is done.
  */
-export function sharpness(net: Network, probe: Probe, rho: number, draws: number, steps: number, seed: number): { avg: number; worst: number } {
+export async function sharpness(net: Network, probe: Probe, rho: number, draws: number, steps: number, seed: number): Promise<{ avg: number; worst: number }> {
   const vars = learnable(net);
-  const base = probeLoss(net, probe);
+  const base = await probeLoss(net, probe);
   if (rho === 0) return { avg: 0, worst: 0 };
   const rng = new Rng(seed, 37);
-  const avg = withSavedWeights(vars, () => {
+  const avg = await withSavedWeights(vars, async () => {
     const orig = vars.map((v) => tf.clone(v.variable));
-    let sum = 0;
+    const losses: tf.Scalar[] = [];
     for (let d = 0; d < draws; d++) {
       vars.forEach((v, i) => {
         const size = v.variable.size;
         const z = Float32Array.from({ length: size }, () => rng.normal());
         tf.tidy(() => v.variable.assign(orig[i].add(tf.tensor(z, orig[i].shape).mul(orig[i].abs()).mul(rho))));
       });
-      sum += probeLoss(net, probe);
+      losses.push(probeLossTensor(net, probe));
     }
     tf.dispose(orig);
+    let sum = 0;
+    for (const l of await readScalars(losses)) sum += l;
     return sum / draws - base;
   });
-  const worst = withSavedWeights(vars, () => {
+  const worst = await withSavedWeights(vars, async () => {
     const orig = vars.map((v) => tf.clone(v.variable));
     const u: tf.Tensor[] = vars.map((v) => tf.zerosLike(v.variable));
     const list = vars.map((v) => v.variable);
     const eta = (2 * rho) / Math.max(1, steps);
-    let best = 0;
     const inference = net.blocks.map(() => false);
+    // The loss before each ascent step, then after the last.
+    const losses: tf.Scalar[] = [];
     for (let s = 0; s < steps; s++) {
       const { value, grads } = tf.variableGrads(() => chunkedLoss(net, probe, inference), list);
-      best = Math.max(best, value.dataSync()[0] - base);
-      value.dispose();
+      losses.push(value);
       vars.forEach((v, i) => {
         const g = grads[v.variable.name];
         const next = tf.tidy(() => u[i].add(g.sign().mul(eta)).clipByValue(-rho, rho));
@@ -182,23 +224,28 @@ export function sharpness(net: Network, probe: Probe, rho: number, draws: number
       });
       tf.dispose(Object.values(grads));
     }
-    best = Math.max(best, probeLoss(net, probe) - base);
+    losses.push(probeLossTensor(net, probe));
     tf.dispose([...orig, ...u]);
+    let best = 0;
+    for (const l of await readScalars(losses)) best = Math.max(best, l - base);
     return best;
   });
   return { avg, worst };
 }
 
 /** L2 distance of each block's learnable weights from reference values (the pretrained ones). */
-export function weightDistance(net: Network, reference: ReadonlyMap<string, tf.Tensor>): Record<string, number> {
+export async function weightDistance(net: Network, reference: ReadonlyMap<string, tf.Tensor>): Promise<Record<string, number>> {
   const out: Record<string, number> = {};
+  const blocks: string[] = [];
+  const squares: tf.Scalar[] = [];
   for (const v of learnable(net)) {
     const ref = reference.get(v.name);
     if (!ref) continue;
-    const b = blockName(net, v);
-    const d = tf.tidy(() => v.variable.sub(ref).square().sum().dataSync()[0]);
-    out[b] = (out[b] ?? 0) + d;
+    blocks.push(blockName(net, v));
+    squares.push(tf.tidy(() => v.variable.sub(ref).square().sum()));
   }
+  const d = await readScalars(squares);
+  blocks.forEach((b, i) => (out[b] = (out[b] ?? 0) + d[i]));
   for (const k of Object.keys(out)) out[k] = Math.sqrt(out[k]);
   return out;
 }

@@ -7,7 +7,8 @@ import { buildNetwork } from '../models/archs';
 import { Network } from '../models/network';
 import { readModelWeights } from '../runs/bundle';
 import * as rd from '../runs/rundir';
-import { readRunFolder } from '../runs/run';
+import { readRunFolder, readSplitRecord } from '../runs/run';
+import { Normalization } from '../data/store';
 import { UsageError } from '../util/errors';
 import { prefixFeatures } from './predict';
 
@@ -54,17 +55,37 @@ export function loadRunNetwork(runDir: string, shape: [number, number, number], 
 /**
  * The penultimate features of a run's network on every train and test
  * example of `data` (the clustering input of data.relabel cluster:K), with
- * the level that run trained at.
+ * the level that run trained at. The images are seen through the input
+ * normalisation that run trained with (its split.json `normalize`; none when
+ * it has none), whatever `data`'s own normalisation is at the time: the
+ * network's features are only meaningful on the inputs it was trained on
+ * (issue 21, item 3). `data`'s normalisation is restored before returning.
  */
 export async function runFeatures(runDir: string, data: Dataset, key: string): Promise<{ train: Float32Array; test: Float32Array; dim: number; levelSpec: string; runId: string | null }> {
   const { net, cfg } = loadRunNetwork(runDir, data.shape, key);
+  const own = { train: data.train.x.norm, test: data.test.x.norm };
   try {
+    const norm = runNormalization(runDir, cfg, key);
+    data.train.x.norm = norm;
+    data.test.x.norm = norm;
     const all = (e: Examples) => Array.from(e.y, (_, i) => i);
     const tr = await penultimateFeatures(net, data.train, all(data.train), data.shape);
     const te = await penultimateFeatures(net, data.test, all(data.test), data.shape);
     const runId = readRunFolder(runDir).meta.run_id;
     return { train: tr.x, test: te.x, dim: tr.dim, levelSpec: primaryLevelSpec(cfg.train.level), runId: typeof runId === 'string' ? runId : null };
   } finally {
+    data.train.x.norm = own.train;
+    data.test.x.norm = own.test;
     net.dispose();
   }
+}
+
+/** The input normalisation a finished run trained with: its split.json `normalize` (absent = none). */
+function runNormalization(runDir: string, cfg: Config, key: string): Normalization {
+  const rec = readSplitRecord(runDir) as { normalize?: Normalization };
+  if (rec.normalize) return { mean: rec.normalize.mean.slice(), std: rec.normalize.std.slice() };
+  if (cfg.data.normalize !== 'none') {
+    throw new UsageError(`${key} '${runDir}' trained with data.normalize=${cfg.data.normalize}, but its split.json records no normalisation; its features cannot be reproduced. Use a run made by this version of granular.`);
+  }
+  return null;
 }

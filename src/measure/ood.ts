@@ -10,19 +10,27 @@ import { Dataset, Examples } from '../data/types';
 import { levelLabels, Split } from '../data/split';
 import { Level } from '../hierarchy/tree';
 import { Network } from '../models/network';
-import { classify, evalBatchSize } from './predict';
-import { accuracy } from './accuracy';
+import { evalBatchSize, predictProbs } from './predict';
+import { accuracy, argmaxRows } from './accuracy';
+import { atRunLevel, HeadReading } from './evaluate';
 
 /**
  * OOD accuracy at the run's level (DESIGN.md metric keys):
  * `ood_acc@<shift>:<severity>`, `ood_acc@<shift>` (mean over severities) and
  * `ood_acc` (mean over shifts). Image corruptions act on the test images;
  * synthetic shifts render a new test set from the shifted generator.
+ * `heads`: how the network is read at the run's level, exactly as `test_acc`
+ * reads it (measure/evaluate.ts atRunLevel): a kept finer head
+ * (finetune.head: coarsen) is scored by its summed probabilities, never by
+ * its fine argmax.
  */
-export async function oodMetrics(cfg: Config, net: Network, data: Dataset, split: Split, level: Level): Promise<Record<string, number>> {
+export async function oodMetrics(cfg: Config, net: Network, data: Dataset, split: Split, level: Level, heads?: HeadReading): Promise<Record<string, number>> {
   const out: Record<string, number> = {};
   const severities = cfg.eval.ood_severities.filter((s) => s > 0);
-  const score = async (e: Examples, idx: number[]) => accuracy((await classify(net, e, idx, data.shape, 0, evalBatchSize(cfg))).pred, levelLabels(e, idx, level));
+  const score = async (e: Examples, idx: number[]) => {
+    const { probs, k } = atRunLevel(await predictProbs(net, e, idx, data.shape, 0, evalBatchSize(cfg)), net.numClasses, heads);
+    return accuracy(argmaxRows(probs, k), levelLabels(e, idx, level));
+  };
   const norm = data.test.x.norm;
   // Corruptions act on the test images in [0, 1], before normalisation (DESIGN.md "OOD").
   const testX = cfg.eval.ood.length ? gatherFloats(data.test.x, split.test) : new Float32Array(0);

@@ -38,6 +38,38 @@ async function betweenBatches(): Promise<void> {
 }
 
 /**
+ * An evaluation pass over `total` examples, `batch` at a time, without
+ * synchronous readback: `launch(s, n)` starts examples s..s+n on the device
+ * and returns the output tensors; `land(values, s)` receives their values.
+ * Batch k+1 is launched before batch k's values are awaited, so a GPU
+ * computes the next batch while the host reads the last one; at most two
+ * batches' outputs are alive. `launch` may reuse its input buffer: a batch's
+ * input has gone to the device by the time `launch` returns.
+ */
+async function pass(total: number, batch: number, launch: (s: number, n: number) => tf.Tensor[], land: (values: ArrayLike<number>[], s: number) => void): Promise<void> {
+  let inFlight: { s: number; out: tf.Tensor[] } | null = null;
+  try {
+    const batches = Math.ceil(total / batch);
+    for (let k = 0; k <= batches; k++) {
+      const s = k * batch;
+      const started = k < batches ? { s, out: launch(s, Math.min(batch, total - s)) } : null;
+      const done = inFlight;
+      inFlight = started;
+      if (done) {
+        try {
+          land(await Promise.all(done.out.map((t) => t.data() as Promise<ArrayLike<number>>)), done.s);
+        } finally {
+          tf.dispose(done.out);
+        }
+        await betweenBatches();
+      }
+    }
+  } finally {
+    if (inFlight) tf.dispose(inFlight.out);
+  }
+}
+
+/**
  * Softmax probabilities of `net` (every block in inference mode) on examples
  * `idx` of shape `shape`; with `fromBlock` > 0 the examples are the cached
  * outputs of the first `fromBlock` blocks.
@@ -48,14 +80,14 @@ export async function predictProbs(net: Network, e: Examples, idx: readonly numb
   const out = new Float32Array(idx.length * K);
   const buf = new Float32Array(batch * size);
   const inference = net.blocks.map(() => false);
-  for (let s = 0; s < idx.length; s += batch) {
-    const n = Math.min(batch, idx.length - s);
-    e.x.read(idx, s, n, buf);
-    const probs = tf.tidy(() => tf.softmax(net.forward(tf.tensor(buf.subarray(0, n * size), [n, ...shape]), inference, fromBlock)));
-    out.set(probs.dataSync(), s * K);
-    probs.dispose();
-    await betweenBatches();
-  }
+  await pass(
+    idx.length, batch,
+    (s, n) => {
+      e.x.read(idx, s, n, buf);
+      return [tf.tidy(() => tf.softmax(net.forward(tf.tensor(buf.subarray(0, n * size), [n, ...shape]), inference, fromBlock)))];
+    },
+    ([probs], s) => out.set(probs, s * K),
+  );
   return out;
 }
 
@@ -106,17 +138,20 @@ export async function prefixFeatures(net: Network, e: Examples, idx: readonly nu
   const buf = new Float32Array(batch * size);
   let out: Float32Array | null = null;
   let featShape: number[] = [];
-  for (let s = 0; s < idx.length; s += batch) {
-    const n = Math.min(batch, idx.length - s);
-    e.x.read(idx, s, n, buf);
-    const f = tf.tidy(() => net.prefix(tf.tensor(buf.subarray(0, n * size), [n, ...shape]), upTo));
-    featShape = f.shape.slice(1);
-    const per = featShape.reduce((a, b) => a * b, 1);
-    out ??= sharedFloat32(idx.length * per);
-    out.set(f.dataSync(), s * per);
-    f.dispose();
-    await betweenBatches();
-  }
+  await pass(
+    idx.length, batch,
+    (s, n) => {
+      e.x.read(idx, s, n, buf);
+      const f = tf.tidy(() => net.prefix(tf.tensor(buf.subarray(0, n * size), [n, ...shape]), upTo));
+      featShape = f.shape.slice(1);
+      return [f];
+    },
+    ([f], s) => {
+      const per = featShape.reduce((a, b) => a * b, 1);
+      out ??= sharedFloat32(idx.length * per);
+      out.set(f, s * per);
+    },
+  );
   return { x: out ?? new Float32Array(0), shape: featShape };
 }
 
@@ -132,13 +167,13 @@ export async function predictHeadProbs(net: Network, e: Examples, idx: readonly 
   const out = ks.map((k) => new Float32Array(idx.length * k));
   const buf = new Float32Array(batch * size);
   const inference = net.blocks.map(() => false);
-  for (let s = 0; s < idx.length; s += batch) {
-    const n = Math.min(batch, idx.length - s);
-    e.x.read(idx, s, n, buf);
-    const probs = tf.tidy(() => net.forwardAll(tf.tensor(buf.subarray(0, n * size), [n, ...shape]), inference, fromBlock).map((l) => tf.softmax(l)));
-    probs.forEach((p, h) => out[h].set(p.dataSync(), s * ks[h]));
-    tf.dispose(probs);
-    await betweenBatches();
-  }
+  await pass(
+    idx.length, batch,
+    (s, n) => {
+      e.x.read(idx, s, n, buf);
+      return tf.tidy(() => net.forwardAll(tf.tensor(buf.subarray(0, n * size), [n, ...shape]), inference, fromBlock).map((l) => tf.softmax(l)));
+    },
+    (probs, s) => probs.forEach((p, h) => out[h].set(p, s * ks[h])),
+  );
   return out;
 }

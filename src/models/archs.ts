@@ -1,10 +1,13 @@
 import * as tf from '@tensorflow/tfjs';
 import { Config } from '../config/schema';
 import { UsageError } from '../util/errors';
-import { NATIVE_BACKEND } from '../engine/native-backend';
+import { engineCapabilities } from '../engine';
 import { batchNormTrain, isBatchNorm, isPlainRelu } from './batchnorm';
 import { Block, extraHeadName, Network } from './network';
+import { DENSENET121_BLOCKS, densenet121 } from './densenet';
 import { SmoothReLU, smoothRelu } from './smooth-relu';
+import { TorchConv2D, TorchMaxPool2D } from './torch-layers';
+import { vit, vitBlockNames } from './vit';
 
 /**
  * The architectures, each as named blocks. Every initializer is seeded from
@@ -21,9 +24,9 @@ class Seeds {
 const he = (s: Seeds) => tf.initializers.heNormal({ seed: s.next() });
 
 /** A layer on an eager tensor: batch norm in training mode as one fused op (./batchnorm.ts). */
-function applyEager(l: tf.layers.Layer, x: tf.Tensor, training: boolean): tf.Tensor {
+export function applyEager(l: tf.layers.Layer, x: tf.Tensor, training: boolean): tf.Tensor {
   if (training && isBatchNorm(l)) return batchNormTrain(l, x);
-  if (training && tf.getBackend() === NATIVE_BACKEND) {
+  if (training && engineCapabilities().plainConvTraining) {
     const conv = plainConv(l);
     if (conv) return tf.conv2d(x as tf.Tensor4D, conv.kernel as tf.Tensor4D, conv.strides, conv.padding);
   }
@@ -65,7 +68,7 @@ function applyChain(layers: tf.layers.Layer[], x: tf.Tensor, training: boolean):
 }
 
 /** A block that is a plain chain of layers. */
-function chain(name: string, layers: tf.layers.Layer[]): Block {
+export function chain(name: string, layers: tf.layers.Layer[]): Block {
   return {
     name,
     layers,
@@ -131,11 +134,17 @@ function cnnSmall(cfg: Config, seeds: Seeds): Block[] {
 type Conv = (name: string, filters: number, k: number, stride: number) => tf.layers.Layer;
 type Bn = (name: string) => tf.layers.Layer;
 
-/** Bias-free 'same' convolutions and batch norms as the ResNets use them (He et al. 2016; PyTorch's BatchNorm2d eps 1e-5, momentum 0.1). */
-function resnetLayers(seeds: Seeds): { conv: Conv; bn: Bn } {
+/**
+ * Bias-free convolutions and batch norms as the ResNets use them (He et al.
+ * 2016; PyTorch's BatchNorm2d eps 1e-5, momentum 0.1). Padding 'same' is
+ * TensorFlow's; 'torch' pads (k-1)/2 on every side as torchvision does.
+ */
+function resnetLayers(seeds: Seeds, padding: 'same' | 'torch' = 'same'): { conv: Conv; bn: Bn } {
   return {
     conv: (name, filters, k, stride) =>
-      tf.layers.conv2d({ name, filters, kernelSize: k, strides: stride, padding: 'same', useBias: false, kernelInitializer: he(seeds) }),
+      padding === 'torch'
+        ? new TorchConv2D({ name, filters, kernelSize: k, strides: stride, pad: (k - 1) / 2, kernelInitializer: he(seeds) })
+        : tf.layers.conv2d({ name, filters, kernelSize: k, strides: stride, padding: 'same', useBias: false, kernelInitializer: he(seeds) }),
     bn: (name) => tf.layers.batchNormalization({ name, momentum: 0.9, epsilon: 1e-5 }),
   };
 }
@@ -236,16 +245,20 @@ const IMAGENET_RESNETS = {
  * 3x3/1 conv + batch norm + ReLU without the pool, for small images. Padding
  * is TensorFlow's 'same' (PyTorch pads the 7x7 conv 3/3 and the pool 1/1;
  * 'same' pads 2/3 and 0/1 at even sizes): the output sizes and parameter
- * counts are the same. Blocks: stem, layer1, ..., layer4.
+ * counts are the same. model.padding torch pads as PyTorch does (what
+ * torchvision weights need to give torchvision's outputs). Blocks: stem,
+ * layer1, ..., layer4.
  */
 function imagenetResnet(cfg: Config, arch: keyof typeof IMAGENET_RESNETS, seeds: Seeds): Block[] {
   const w = (c: number) => Math.max(1, Math.round(c * cfg.model.width));
-  const { conv, bn } = resnetLayers(seeds);
+  const torchPad = cfg.model.padding === 'torch';
+  const { conv, bn } = resnetLayers(seeds, torchPad ? 'torch' : 'same');
   const { units, bottleneck } = IMAGENET_RESNETS[arch];
   const expansion = bottleneck ? 4 : 1;
+  const pool = torchPad ? new TorchMaxPool2D({ name: 'stem_pool', poolSize: 3, strides: 2, pad: 1 }) : tf.layers.maxPooling2d({ name: 'stem_pool', poolSize: 3, strides: 2, padding: 'same' });
   const stem =
     (cfg.model.stem ?? 'imagenet') === 'imagenet'
-      ? [conv('stem_conv', w(64), 7, 2), bn('stem_bn'), tf.layers.reLU({ name: 'stem_relu' }), tf.layers.maxPooling2d({ name: 'stem_pool', poolSize: 3, strides: 2, padding: 'same' })]
+      ? [conv('stem_conv', w(64), 7, 2), bn('stem_bn'), tf.layers.reLU({ name: 'stem_relu' }), pool]
       : [conv('stem_conv', w(64), 3, 1), bn('stem_bn'), tf.layers.reLU({ name: 'stem_relu' })];
   const blocks: Block[] = [chain('stem', stem)];
   let inC = w(64);
@@ -312,6 +325,14 @@ export function buildNetwork(cfg: Config, shape: [number, number, number], numCl
     case 'resnet50':
       blocks = imagenetResnet(cfg, cfg.model.arch, seeds);
       break;
+    case 'densenet121':
+      blocks = densenet121(cfg, seeds);
+      break;
+    case 'vit-tiny':
+    case 'vit-small':
+    case 'vit-base':
+      blocks = vit(cfg, shape, cfg.model.arch, seeds);
+      break;
   }
   const headSeed = heads.headSeed ?? seeds.next();
   const extra = (heads.extraHeads ?? []).map((e, i) => ({
@@ -339,7 +360,13 @@ export function blockNames(arch: Config['model']['arch']): string[] {
     case 'resnet18':
     case 'resnet50':
       return ['stem', 'layer1', 'layer2', 'layer3', 'layer4'];
+    case 'densenet121':
+      return ['stem', ...DENSENET121_BLOCKS.map((_, i) => `denseblock${i + 1}`)];
+    case 'vit-tiny':
+    case 'vit-small':
+    case 'vit-base':
+      return vitBlockNames();
   }
 }
 
-export const ARCHS: Array<Config['model']['arch']> = ['two-layer-conv', 'cnn-small', 'resnet8', 'resnet20', 'resnet18', 'resnet50'];
+export const ARCHS: Array<Config['model']['arch']> = ['two-layer-conv', 'cnn-small', 'resnet8', 'resnet20', 'resnet18', 'resnet50', 'densenet121', 'vit-tiny', 'vit-small', 'vit-base'];

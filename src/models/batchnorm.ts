@@ -23,7 +23,7 @@
  *   the ReLU as separate ops (the numbers these backends always gave).
  */
 import * as tf from '@tensorflow/tfjs';
-import { BATCH_NORM_TRAIN, BATCH_NORM_TRAIN_GRAD } from '../engine/native-kernels';
+import { BATCH_NORM_TRAIN, BATCH_NORM_TRAIN_GRAD, engineCapabilities } from '../engine';
 
 interface BatchNormLike extends tf.layers.Layer {
   momentum: number;
@@ -50,7 +50,7 @@ export function isPlainRelu(layer: tf.layers.Layer): boolean {
 
 /** Whether the active backend runs the fused op as one native kernel. */
 export function nativeBatchNorm(): boolean {
-  return tf.getKernel(BATCH_NORM_TRAIN, tf.getBackend()) !== undefined;
+  return engineCapabilities().fusedBatchNormTrain;
 }
 
 export interface BatchNormTrainOptions {

@@ -13,6 +13,12 @@ export interface Block {
   apply(x: tf.Tensor, training: boolean): tf.Tensor;
   /** The same computation on symbolic tensors, for the saved model graph. */
   applySymbolic(x: tf.SymbolicTensor): tf.SymbolicTensor;
+  /**
+   * Layers of this block that layer-wise learning-rate decay counts with the
+   * head (a ViT's final norm: BEiT/MAE give it the head's rate), though they
+   * freeze with the block.
+   */
+  headRateLayers?: readonly string[];
 }
 
 export interface NamedVariable {
@@ -23,6 +29,8 @@ export interface NamedVariable {
   /** A learnable parameter (batch-norm moving statistics are not). */
   trainable: boolean;
   variable: tf.Variable;
+  /** Takes the head's learning rate under layer-wise decay (Block.headRateLayers). */
+  headRate?: boolean;
 }
 
 /**
@@ -101,13 +109,13 @@ export class Network {
 
   variables(): NamedVariable[] {
     const out: NamedVariable[] = [];
-    const add = (layer: tf.layers.Layer, block: number) => {
+    const add = (layer: tf.layers.Layer, block: number, headRate = false) => {
       const trainableNames = new Set(layer.trainableWeights.map((w) => w.originalName));
       for (const w of layer.weights) {
-        out.push({ name: w.originalName, block, trainable: trainableNames.has(w.originalName), variable: w.read() as tf.Variable });
+        out.push({ name: w.originalName, block, trainable: trainableNames.has(w.originalName), variable: w.read() as tf.Variable, ...(headRate ? { headRate } : {}) });
       }
     };
-    this.blocks.forEach((b, i) => b.layers.forEach((l) => add(l, i)));
+    this.blocks.forEach((b, i) => b.layers.forEach((l) => add(l, i, b.headRateLayers?.includes(l.name) === true)));
     add(this.head, -1);
     for (const e of this.extraHeads) add(e.layer, -1);
     return out;

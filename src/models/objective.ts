@@ -29,24 +29,40 @@ export function plainObjective(kind: 'xent' | 'mse', numClasses: number, smoothi
   };
 }
 
-/** A [K_fine x K_coarse] 0/1 matrix: fine class j belongs to coarse class map[j]. */
+/**
+ * The members of each coarse class as a gather index: [K_coarse x M] int32,
+ * row c listing the fine classes j with map[j] = c, padded to the largest
+ * class size M with K_fine (the index of a padding column that
+ * coarsenedLogProbs appends). `map`: the coarse class of each fine class.
+ */
 export function coarsenMembership(map: Int32Array, kCoarse: number): tf.Tensor2D {
-  const m = new Float32Array(map.length * kCoarse);
-  map.forEach((c, j) => (m[j * kCoarse + c] = 1));
-  return tf.tensor2d(m, [map.length, kCoarse]);
+  const rows: number[][] = Array.from({ length: kCoarse }, () => []);
+  map.forEach((c, j) => rows[c].push(j));
+  const width = Math.max(1, ...rows.map((r) => r.length));
+  const idx = new Int32Array(kCoarse * width).fill(map.length);
+  rows.forEach((r, c) => idx.set(r, c * width));
+  return tf.tensor2d(idx, [kCoarse, width], 'int32');
 }
+
+/** Logit of the padding column: exp of it minus any real logit is 0 in float32, and no gradient reaches it. */
+const PAD_LOGIT = -1e9;
 
 /**
  * log p_coarse [B x K_coarse] from fine logits [B x K_fine]:
- * log sum_{j in c} softmax_j = log sum_{j in c} exp(z_j - max) - log sum_j exp(z_j - max),
- * computed with the row maximum subtracted (no overflow); a coarse class whose
- * members all underflow gets log(1e-30) rather than -Infinity.
+ * log p_c = logsumexp_{j in c} z_j - logsumexp_j z_j, each log-sum-exp
+ * shifted by its own maximum, so it is exact (no clamp) and its gradient is
+ * the softmax within the class minus the softmax overall even when class c's
+ * probability underflows float32 (logits [120, 0, 0], true class {1, 2}: loss
+ * 120 - log 2, gradient [1, -0.5, -0.5]). `member`: coarsenMembership's
+ * index. Memory B x K_coarse x M.
  */
 export function coarsenedLogProbs(logits: tf.Tensor, member: tf.Tensor2D): tf.Tensor2D {
   return tf.tidy(() => {
-    const e = logits.sub(logits.max(1, true)).exp() as tf.Tensor2D;
-    const s = e.matMul(member);
-    return s.maximum(1e-30).log().sub(e.sum(1, true).log()) as tf.Tensor2D;
+    const b = logits.shape[0];
+    const [kc, width] = member.shape;
+    const padded = tf.concat([logits, tf.fill([b, 1], PAD_LOGIT)], 1);
+    const grouped = tf.gather(padded, member.reshape([kc * width]), 1).reshape([b, kc, width]);
+    return tf.logSumExp(grouped, 2).sub(tf.logSumExp(logits, 1, true)) as tf.Tensor2D;
   });
 }
 
@@ -91,6 +107,37 @@ export function multiLevelObjective(kind: 'xent' | 'mse', heads: readonly LevelH
         heads.forEach((h, i) => {
           const yh = maps[i] ? (tf.gather(maps[i]!, y) as tf.Tensor1D) : y;
           sum = sum.add(lossOf(kind, out[i], yh, h.numClasses, smoothing).mul(h.weight / total));
+        });
+        return sum as tf.Scalar;
+      }),
+    predict: (out) => out[0].argMax(1) as tf.Tensor1D,
+    dispose: () => tf.dispose(maps.filter((m): m is tf.Tensor1D => m !== null)),
+  };
+}
+
+/**
+ * train.multi_level: semantic_softmax (Ridnik et al. 2021, "ImageNet-21K
+ * Pretraining for the Masses", their SemanticSoftMaxLoss): one softmax
+ * cross-entropy per head, head h over the classes at its depth, with labels
+ * map_h[primary label]; an example whose class is shallower than head h's
+ * depth (map_h = -1) is masked out of that head's loss. Loss =
+ * sum_h w_h x (sum over the batch of the unmasked examples' cross-entropy) / B,
+ * weights as given (not normalised; Ridnik et al.'s depth weighting by
+ * default, train/heads.ts semanticSoftmaxWeights). Targets are smoothed by
+ * `smoothing`. Predictions are the primary head's.
+ */
+export function semanticSoftmaxObjective(heads: readonly LevelHead[], smoothing = 0): Objective & { dispose(): void } {
+  const maps = heads.map((h) => (h.map ? tf.tensor1d(h.map, 'int32') : null));
+  return {
+    loss: (out, y) =>
+      tf.tidy(() => {
+        let sum: tf.Tensor = tf.scalar(0);
+        heads.forEach((h, i) => {
+          const yh = maps[i] ? (tf.gather(maps[i]!, y) as tf.Tensor1D) : y;
+          const valid = yh.greaterEqual(0).toFloat();
+          const t = smoothedTargets(yh.maximum(tf.scalar(0, 'int32')) as tf.Tensor1D, h.numClasses, smoothing);
+          const xent = tf.logSoftmax(out[i]).mul(t).sum(1).neg().mul(valid);
+          sum = sum.add(xent.sum().div(y.shape[0]).mul(h.weight));
         });
         return sum as tf.Scalar;
       }),

@@ -13,24 +13,30 @@ export interface TensorSpec {
   dtype: 'float32' | 'int32';
 }
 
-export function writeTensors(dir: string, file: string, tensors: ReadonlyArray<{ name: string; tensor: tf.Tensor }>): TensorSpec[] {
+/**
+ * The tensors' bytes in order, read back with await data() (a GPU backend has
+ * no synchronous read), all reads in flight together; and their specs.
+ */
+export async function packTensors(tensors: ReadonlyArray<{ name: string; tensor: tf.Tensor }>): Promise<{ specs: TensorSpec[]; bytes: Uint8Array }> {
+  const values = await Promise.all(tensors.map(({ tensor }) => tensor.data()));
   const specs: TensorSpec[] = [];
-  const parts: Uint8Array[] = [];
   let total = 0;
-  for (const { name, tensor } of tensors) {
-    const data = tensor.dataSync();
-    const bytes = new Uint8Array(data.buffer, data.byteOffset, data.byteLength).slice();
-    parts.push(bytes);
-    total += bytes.byteLength;
-    specs.push({ name, shape: tensor.shape.slice(), dtype: tensor.dtype as 'float32' | 'int32' });
-  }
-  const buf = new Uint8Array(total);
+  for (const v of values) total += v.byteLength;
+  const bytes = new Uint8Array(total);
   let off = 0;
-  for (const p of parts) {
-    buf.set(p, off);
-    off += p.byteLength;
-  }
-  writeFileAtomic(path.join(dir, file), buf);
+  tensors.forEach(({ name, tensor }, i) => {
+    const data = values[i] as Float32Array | Int32Array;
+    bytes.set(new Uint8Array(data.buffer, data.byteOffset, data.byteLength), off);
+    off += data.byteLength;
+    specs.push({ name, shape: tensor.shape.slice(), dtype: tensor.dtype as 'float32' | 'int32' });
+  });
+  return { specs, bytes };
+}
+
+/** Write the tensors to dir/file (one binary file, atomically); returns their specs for the manifest. */
+export async function writeTensors(dir: string, file: string, tensors: ReadonlyArray<{ name: string; tensor: tf.Tensor }>): Promise<TensorSpec[]> {
+  const { specs, bytes } = await packTensors(tensors);
+  writeFileAtomic(path.join(dir, file), bytes);
   return specs;
 }
 
@@ -54,7 +60,7 @@ export function readTensors(file: string, specs: readonly TensorSpec[]): Map<str
 export async function saveLayersModel(model: tf.LayersModel, dir: string): Promise<void> {
   fs.mkdirSync(dir, { recursive: true });
   const weights = model.weights.map((w) => ({ name: w.originalName, tensor: w.read() }));
-  const specs = writeTensors(dir, 'weights.bin', weights);
+  const specs = await writeTensors(dir, 'weights.bin', weights);
   const topology = model.toJSON(null, false);
   writeJsonAtomic(path.join(dir, 'model.json'), {
     format: 'layers-model',

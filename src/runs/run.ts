@@ -14,7 +14,7 @@ import { configToYaml, parseConfigYaml } from '../config/load';
 import { Config } from '../config/schema';
 import { SplitRecord } from '../data/split';
 import { Dataset } from '../data/types';
-import { EngineInfo } from '../engine/backend';
+import { asOutOfMemory, EngineIdentity, EngineInfo, engineMismatch, outOfMemoryAdvice } from '../engine';
 import { Hierarchy, Level } from '../hierarchy/tree';
 import { Network } from '../models/network';
 import { UsageError } from '../util/errors';
@@ -24,7 +24,6 @@ import { missingPathHint } from '../util/paths';
 import { readModelWeights, saveLayersModel } from './bundle';
 import { FILES } from './rundir';
 import { GitRecord } from './git';
-import { asOutOfMemory, outOfMemoryAdvice } from '../engine/oom';
 
 /** The two kinds of training run. */
 export type Stage = 'pretrain' | 'finetune';
@@ -163,8 +162,9 @@ export function hierarchyRecord(h: Hierarchy, level: Level, relabel?: Record<str
 }
 
 /** The records a new run writes before training: config.yaml, command.txt, run.json, hierarchy.json, split.json. */
-export function writeRunRecords(runDir: string, r: { cfg: Config; meta: RunMeta; argv: string[]; hierarchy: Hierarchy; level: Level; relabel?: Record<string, unknown>; split: Record<string, unknown> }): void {
-  writeFileAtomic(path.join(runDir, FILES.config), configToYaml(r.cfg, `resolved config of this ${r.meta.stage} run, written before training\n${r.meta.run_id}`));
+export function writeRunRecords(runDir: string, r: { cfg: Config; meta: RunMeta; argv: string[]; hierarchy: Hierarchy; level: Level; relabel?: Record<string, unknown>; split: Record<string, unknown>; notes?: string[] }): void {
+  const notes = r.notes?.length ? `\n${r.notes.join('\n')}` : '';
+  writeFileAtomic(path.join(runDir, FILES.config), configToYaml(r.cfg, `resolved config of this ${r.meta.stage} run, written before training\n${r.meta.run_id}${notes}`));
   writeFileAtomic(path.join(runDir, FILES.command), r.argv.map(shellQuote).join(' ') + '\n');
   writeJsonAtomic(path.join(runDir, FILES.run), r.meta);
   writeJsonAtomic(path.join(runDir, FILES.hierarchy), hierarchyRecord(r.hierarchy, r.level, r.relabel));
@@ -181,6 +181,8 @@ export function envRecord(engine: EngineInfo, net: Network, frozen: number, pref
     kernels: engine.kernels,
     ...(engine.native ? { native_kernels: engine.native } : {}),
     device: engine.device,
+    ...(engine.adapter ? { adapter: engine.adapter } : {}),
+    capabilities: engine.capabilities,
     versions: engine.versions,
     platform: `${os.platform()} ${os.arch()}`,
     hostname: os.hostname(),
@@ -195,25 +197,18 @@ export function envRecord(engine: EngineInfo, net: Network, frozen: number, pref
 }
 
 /**
- * Bit-identical resume is promised for the same backend, kernel set and
- * thread count only: the native oneDNN kernels and the wasm ones agree to
- * ~1e-6, not to the bit. Runs from before `kernels` was recorded ran on the
- * backend's own kernels. Throws UsageError unless `force` (then warns).
+ * Bit-identical resume is promised for the same engine only (backend, kernel
+ * set, thread count, and GPU adapter where one computes): the native oneDNN
+ * kernels and the wasm ones agree to ~1e-6, not to the bit, and so do two
+ * GPUs. Throws UsageError unless `force` (then warns).
  */
 export function checkSameEngine(runDir: string, engine: EngineInfo, force: boolean): void {
   const envFile = path.join(runDir, FILES.env);
   if (!fs.existsSync(envFile)) return;
-  const before = readJson<{ backend: string; threads: number; kernels?: string }>(envFile);
-  const beforeKernels = before.kernels ?? before.backend;
-  if (before.backend === engine.backend && before.threads === engine.threads && beforeKernels === engine.kernels) return;
-  let what = `run '${runDir}' was trained on ${before.backend} with ${before.threads} thread(s); this process has ${engine.backend} with ${engine.threads}`;
-  let kernelHint = '';
-  if (beforeKernels !== engine.kernels) {
-    what += ` (kernels: ${beforeKernels} then, ${engine.kernels} now)`;
-    if (beforeKernels === 'onednn') kernelHint = " after 'npm run build:native', without GRANULAR_NATIVE=0";
-    else if (beforeKernels === 'wasm' && engine.kernels === 'onednn') kernelHint = ' and GRANULAR_NATIVE=0';
-  }
-  if (!force) throw new UsageError(`${what}. Resume with --backend ${before.backend} --threads ${before.threads}${kernelHint}, or add --force to continue anyway (the result is then no longer bit-identical to an uninterrupted run).`);
+  const differs = engineMismatch(readJson<EngineIdentity>(envFile), engine);
+  if (!differs) return;
+  const what = `run '${runDir}' was ${differs.what}`;
+  if (!force) throw new UsageError(`${what}. Resume with ${differs.resume}, or add --force to continue anyway (the result is then no longer bit-identical to an uninterrupted run).`);
   process.stderr.write(`granular: warning: ${what}; continuing because of --force, so bit-identity with an uninterrupted run is not promised\n`);
 }
 
@@ -232,6 +227,7 @@ export function summaryBase(r: { meta: RunMeta; cfg: Config; level: Level; froze
     backend: r.engine.backend,
     threads: r.engine.threads,
     skipped_images: r.data.skipped,
+    ...(r.data.duplicates ? { duplicate_test_images: r.data.duplicates.test_in_train + r.data.duplicates.test_label_conflicts, duplicate_test_images_dropped: r.data.duplicates.dropped } : {}),
     ...(r.data.sourceOverlap ? { source_overlap: r.data.sourceOverlap } : {}),
     label_noise_flipped: r.flipped,
   };
@@ -250,6 +246,8 @@ export function interruptedSummary(base: Record<string, unknown>, runDir: string
 /** summary.json of a failed run: the error explained (what happened, what to do), and the stack for bugs. */
 export function failedSummary(base: Record<string, unknown>, err: Error, runDir: string, cfg: Config, wallSeconds: number, expected: boolean): Record<string, unknown> {
   const summary: Record<string, unknown> = { status: 'failed', ...base, error: explainFailure(err, runDir, base.stage as Stage, cfg), error_type: err.name, wall_seconds: wallSeconds };
+  // An error that left the last checkpoint valid (a lost GPU device): the run continues with --resume.
+  if ((err as { resumable?: boolean }).resumable === true) Object.assign(summary, { resumable: true, resume: `granular ${base.stage} --resume ${shellQuote(runDir)}` });
   if (!expected) summary.stack = err.stack;
   return summary;
 }
@@ -259,6 +257,7 @@ function explainFailure(err: Error, runDir: string, stage: Stage, cfg: Config): 
   const code = (err as NodeJS.ErrnoException).code;
   const resume = `then continue with '${granularCommand()} ${stage} --resume ${shellQuote(runDir)}' (the last checkpoint is intact)`;
   if (code === 'ENOSPC') return `the disk is full (ENOSPC) while writing in '${runDir}': ${err.message}. Free space, ${resume}.`;
+  if ((err as { resumable?: boolean }).resumable === true) return `${err.message}. Fix the cause, ${resume}.`;
   if (code === 'EACCES' || code === 'EROFS' || code === 'EPERM') return `cannot write in '${runDir}' (${code}): ${err.message}. Make the folder writable, ${resume}.`;
   const oom = asOutOfMemory(err);
   if (oom) return outOfMemoryAdvice(oom, { batchSize: cfg.train.batch_size, imageSize: cfg.data.image_size });

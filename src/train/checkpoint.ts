@@ -1,7 +1,7 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import * as tf from '@tensorflow/tfjs';
-import { readTensors, TensorSpec, writeTensors } from '../runs/bundle';
+import { packTensors, readTensors, TensorSpec } from '../runs/bundle';
 import { FILES } from '../runs/rundir';
 import { recoverDir, replaceDirAtomic } from '../util/fsx';
 import { RngState } from '../util/rng';
@@ -47,14 +47,14 @@ export function checkpointDir(runDir: string): string {
   return path.join(runDir, FILES.checkpoint);
 }
 
-/** Written to a temp folder and swapped in: a checkpoint is complete or absent. */
-export function saveCheckpoint(
+/** Written to a temp folder and swapped in: a checkpoint is complete or absent. The tensors are read back (awaited) before anything is written. */
+export async function saveCheckpoint(
   runDir: string,
   net: Network,
   opt: NamedOptimizer,
   reference: ReadonlyMap<string, tf.Tensor> | null,
   st: Omit<CheckpointState, 'version' | 'tensors' | 'optimizer'>,
-): void {
+): Promise<void> {
   const tensors = net.variables().map((v) => ({ name: `w/${v.name}`, tensor: v.variable as tf.Tensor }));
   for (const [name, t] of reference ?? []) tensors.push({ name: `ref/${name}`, tensor: t });
   const slots = opt.save();
@@ -63,8 +63,9 @@ export function saveCheckpoint(
     if (s.v) tensors.push({ name: `opt/${s.name}/v`, tensor: s.v });
   }
   try {
+    const { specs, bytes } = await packTensors(tensors);
     replaceDirAtomic(checkpointDir(runDir), (tmp) => {
-      const specs = writeTensors(tmp, 'tensors.bin', tensors);
+      fs.writeFileSync(path.join(tmp, 'tensors.bin'), bytes);
       const state: CheckpointState = {
         version: 1,
         ...st,

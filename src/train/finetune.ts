@@ -39,6 +39,8 @@ export interface FinetunePlan {
   batchnormTrains: boolean;
   /** Train on cached outputs of the frozen prefix (see `prefixCacheable`). */
   prefixCache: boolean;
+  /** finetune.transfer=frozen_only: the seed the unfrozen blocks were re-initialised from (transferReinitSeed); null otherwise. */
+  reinitSeed?: number | null;
 }
 
 /**
@@ -108,8 +110,10 @@ export function planFinetune(cfg: Config, stage: Stage, net: Network, sourceDir:
     return { frozenBlocks: 0, unfreeze: null, lrScale: blockLrScale(net.blocks.length, 1), batchnormTrains: true, prefixCache: false };
   }
   const frozenBlocks = frozenBlockCount(net, ft.freeze);
-  if (sourceDir && ft.transfer === 'frozen_only') reinitUnfrozen(net, cfg, shape, net.numClasses, frozenBlocks);
+  const reinitSeed = sourceDir && ft.transfer === 'frozen_only' ? transferReinitSeed(cfg.train.seed!) : null;
+  if (reinitSeed !== null) reinitUnfrozen(net, cfg, shape, net.numClasses, frozenBlocks, reinitSeed);
   return {
+    reinitSeed,
     frozenBlocks,
     unfreeze: ft.unfreeze,
     lrScale: blockLrScale(net.blocks.length, ft.lr_per_block_decay),
@@ -139,11 +143,24 @@ function loadSourceWeights(net: Network, sourceDir: string, sourceHead: string |
 }
 
 /**
- * Dar et al.'s transfer: only the frozen blocks keep the pretrained weights;
- * the others start anew, from the initialisation a fresh network gets.
+ * The seed of the blocks that `finetune.transfer: frozen_only` trains anew:
+ * a stream of its own (train.seed and a fixed stream number), like a new
+ * head's (heads.ts finetuneHeadSeed). Building them with train.seed itself
+ * would give back, bit for bit, the weights the source run started from,
+ * which its trained weights still resemble (issue 21, item 2).
  */
-function reinitUnfrozen(net: Network, cfg: Config, shape: [number, number, number], numClasses: number, frozen: number): void {
-  const fresh = buildNetwork(cfg, shape, numClasses);
+export function transferReinitSeed(trainSeed: number): number {
+  return 1 + (new Rng(trainSeed, 0x7e1f).uint32() % 2147483646);
+}
+
+/**
+ * Dar et al.'s transfer: only the frozen blocks keep the pretrained weights;
+ * the others start anew, from the architecture's initialisation drawn with
+ * `seed` (transferReinitSeed; recorded in summary.json as `reinit_seed`).
+ * The head is not touched here: heads.ts decides it.
+ */
+function reinitUnfrozen(net: Network, cfg: Config, shape: [number, number, number], numClasses: number, frozen: number, seed: number): void {
+  const fresh = buildNetwork({ ...cfg, train: { ...cfg.train, seed } }, shape, numClasses);
   const init = new Map(fresh.variables().map((v) => [v.name, v.variable]));
   for (const v of net.variables()) if (v.block >= frozen) v.variable.assign(init.get(v.name)!);
   fresh.dispose();
@@ -270,8 +287,13 @@ export class Unfreezer {
     if (metricStopMet(this.u, this.schedule.history)) this.stop(epoch, step, metricStopReason(this.u, this.schedule.history));
   }
 
+  /** Whether afterStep(_, step) may change the network or write a row (the loop reads its pending losses first). */
+  actsAfter(step: number): boolean {
+    return !this.schedule.stopped && (fixedStopMet(this.u, step, this.ctx.stepsPerEpoch) || opensAfter(this.u, step, this.ctx.stepsPerEpoch));
+  }
+
   /** After each step: stop on a fixed step/epoch, or open the next block when it is due. */
-  afterStep(epoch: number, step: number): void {
+  async afterStep(epoch: number, step: number): Promise<void> {
     if (this.schedule.stopped) return;
     if (fixedStopMet(this.u, step, this.ctx.stepsPerEpoch)) return this.stop(epoch, step, `reached ${JSON.stringify(this.u.stop)}`);
     if (!opensAfter(this.u, step, this.ctx.stepsPerEpoch)) return;
@@ -281,7 +303,7 @@ export class Unfreezer {
     let pick = closed[0];
     let why: string = this.u.order;
     if (this.u.order === 'fisher') {
-      const per = fisherTrace(net, this.ctx.fisherProbe!, true, seed).perBlock;
+      const per = (await fisherTrace(net, this.ctx.fisherProbe!, true, seed)).perBlock;
       pick = closed.reduce((a, b) => ((per[net.blocks[b].name] ?? 0) > (per[net.blocks[a].name] ?? 0) ? b : a));
       why = `fisher (fisher_trace@${net.blocks[pick].name} = ${(per[net.blocks[pick].name] ?? 0).toPrecision(4)})`;
     }

@@ -54,12 +54,14 @@ export interface TrainJob {
    * a worker thread while the run started (Dataset.trainVerified).
    */
   dataReady?: () => Promise<void>;
+  /** The backend's tensors live in device memory (engine capability deviceMemory): batches go up as uint8 codes where they can (./device-batch.ts). */
+  deviceMemory?: boolean;
 }
 
 export interface TrainResult {
   final: Record<string, number>;
   /** Whether the run learned its level (DESIGN.md "Convergence") and its training budget. */
-  fit: { converged: boolean; train_acc_final: number; epochs_trained: number; train_images: number; budget_images: number };
+  fit: { converged: boolean; converged_reason?: string; train_acc_final: number; epochs_trained: number; train_images: number; budget_images: number };
   trainImagesPerSecond: number;
   /** Stopped by a signal at a step boundary (resumable); not early stopping, which completes the run. */
   stoppedEarly: boolean;
@@ -127,9 +129,9 @@ export class DynamicsProbes {
   }
 
   /** The dynamics metrics of `net` now, with the seconds they took. Only when eval.dynamics_every is on. */
-  measure(net: Network, cfg: Config, reference: ReadonlyMap<string, tf.Tensor> | null): { metrics: Record<string, number>; seconds: number } {
+  async measure(net: Network, cfg: Config, reference: ReadonlyMap<string, tf.Tensor> | null): Promise<{ metrics: Record<string, number>; seconds: number }> {
     const t0 = performance.now();
-    const metrics = dynamicsMetrics(net, cfg.eval, cfg.train.seed, this.fisher!, this.sharp!, reference);
+    const metrics = await dynamicsMetrics(net, cfg.eval, cfg.train.seed, this.fisher!, this.sharp!, reference);
     return { metrics, seconds: (performance.now() - t0) / 1000 };
   }
 
@@ -183,11 +185,11 @@ export class BestEpoch {
  * wall_seconds counts every process. `startedAt`: performance.now() when this
  * process started the run. Removes the previous processes' figure from `carry`.
  */
-export function checkpointer(job: TrainJob, carry: Record<string, number>, startedAt: number): (st: Omit<CheckpointState, 'version' | 'tensors' | 'optimizer'>) => void {
+export function checkpointer(job: TrainJob, carry: Record<string, number>, startedAt: number): (st: Omit<CheckpointState, 'version' | 'tensors' | 'optimizer'>) => Promise<void> {
   const wallBefore = job.resumeFrom?.carry.wall_seconds_done ?? 0;
   delete carry.wall_seconds_done;
-  return (st) => {
-    saveCheckpoint(job.runDir, job.net, job.optimizer, job.reference ?? null, { ...st, carry: { ...st.carry, wall_seconds_done: wallBefore + (performance.now() - startedAt) / 1000 } });
+  return async (st) => {
+    await saveCheckpoint(job.runDir, job.net, job.optimizer, job.reference ?? null, { ...st, carry: { ...st.carry, wall_seconds_done: wallBefore + (performance.now() - startedAt) / 1000 } });
   };
 }
 

@@ -10,7 +10,8 @@ import { levelLabels, makeSplit, noisyLabels, restrictToLevel, Split, splitFromR
 import { applyNormalization, inputNormalization } from '../data/normalize';
 import { checkSourceOverlap } from '../data/overlap';
 import { Dataset } from '../data/types';
-import { BackendChoice, EngineInfo, initEngine } from '../engine/backend';
+import { describeDuplicates } from '../data/duplicates';
+import { BackendChoice, engineCapabilities, EngineInfo, initEngine } from '../engine';
 import { coarserLevels, Level } from '../hierarchy/tree';
 import { buildNetwork } from '../models/archs';
 import { Network } from '../models/network';
@@ -25,7 +26,7 @@ import { CheckpointState, hasCheckpoint, loadCheckpoint, recoverCheckpoint } fro
 import { NamedOptimizer } from './optimizer';
 import { FinetunePlan, headRequest, initialTrainable, parseFreeze, planFinetune } from './finetune';
 import { Interrupted, stopEvaluation } from '../measure/predict';
-import { HeadPlan, headsSummary, levelsName, planHeads, resolveTrainLevels, TrainLevels } from './heads';
+import { HeadPlan, headsSummary, levelsName, planHeads, recordedLevelClasses, resolveTrainLevels, TrainLevels } from './heads';
 import { train } from './loop';
 import { gitRecord } from '../runs/git';
 
@@ -116,6 +117,7 @@ function startLine(stage: Stage, runDir: string, p: Prepared, levelDefaulted: bo
   const why = levelDefaulted ? ` ('${FINETUNE_DEFAULT_LEVEL}', the coarsest: no --level given, and finetune does not inherit its source's level)` : ` ('${[p.cfg.train.level].flat().join("', '")}')`;
   const levels = p.trained.levels.length > 1 ? `levels ${p.trained.levels.map((l) => `${l.name} (${l.classes.length} classes)`).join(' + ')}${why}, primary ${level.name},` : `level ${level.name}${why},`;
   lines.push(`  ${levels} ${level.classes.length} classes, ${p.split.train.length} training images, ${p.split.val.length} validation, ${p.split.test.length} test`);
+  for (const note of dataNotes(p.data)) lines.push(`  ${note}`);
   if (stage === 'finetune') {
     const gradual = plan.unfreeze ? `; gradual unfreezing opens ${plan.unfreeze.order === 'fisher' ? 'blocks by Fisher trace' : plan.unfreeze.order} every ${plan.unfreeze.every} ${plan.unfreeze.unit}(s)` : '';
     lines.push(`  frozen: ${frozen.length ? `${frozen.join(', ')} (${count(frozenParams)} params)` : 'none'}; trainable: ${trainable.join(', ')} (${count(trainableParams)} params)${gradual}`);
@@ -124,6 +126,18 @@ function startLine(stage: Stage, runDir: string, p: Prepared, levelDefaulted: bo
   }
   lines[lines.length - 1] += `; backend ${p.engine.backend}, ${p.engine.threads} thread(s)`;
   return lines.join('\n') + '\n';
+}
+
+/** What the data settled on its own: data.channels auto, the dataset's own duplicates (start lines and config.yaml say it). */
+function dataNotes(d: Dataset): string[] {
+  const out: string[] = [];
+  if (d.channels?.auto) out.push(`data.channels ${d.channels.channels} (auto: ${d.channels.reason})`);
+  const dup = d.duplicates;
+  if (dup && dup.test_in_train + dup.test_label_conflicts > 0) {
+    const did = dup.kept_all ? 'all kept: they are the whole test set (see the warning above)' : dup.policy === 'drop_test' ? `${dup.dropped} left out of the test set (data.duplicates=drop_test)` : 'kept in the test set (data.duplicates=keep)';
+    out.push(`the dataset's own duplicates: ${describeDuplicates(dup)}; ${did}`);
+  }
+  return out;
 }
 
 interface Prepared {
@@ -157,9 +171,17 @@ async function prepare(req: StageRequest, cfg: Config, source: SourceRun | null)
   const trained = resolveTrainLevels(data.hierarchy, cfg);
   const level = trained.levels[0];
   for (const l of trained.levels) if (l.classes.length < 2) throw new UsageError(`level '${l.spec}' has only ${l.classes.length} class; training needs at least 2.`);
-  const heads = planHeads(cfg, headRequest(cfg), req.stage, data.hierarchy, trained, source ? { cfg: source.cfg, dir: source.dir } : null, (l) => process.stderr.write(`granular: ${l}\n`));
+  const heads = planHeads(cfg, headRequest(cfg), req.stage, data.hierarchy, trained, source ? { cfg: source.cfg, dir: source.dir, levelClasses: recordedLevelClasses(source.dir) } : null, (l) => process.stderr.write(`granular: ${l}\n`));
   let split: Split;
-  const sameData = source !== null && JSON.stringify(source.cfg.data) === JSON.stringify(cfg.data);
+  // An imported checkpoint (granular import): its training images are unknown, so there is no split to share or overlap to check.
+  const external = source !== null && (source.meta as { external?: unknown }).external !== undefined;
+  if (external && cfg.finetune.head !== 'new') {
+    throw new UsageError(`finetune.head=${cfg.finetune.head} needs the source's class hierarchy; '${source!.dir}' is an imported checkpoint (${String(source!.summary.level)}) without one. Use finetune.head=new.`);
+  }
+  // Same images: the data settings equal except those that only relabel them (issue 21, item 8: a relabelled
+  // source fine-tuned with data.relabel=null must keep its split, or its validation set may hold the source's training images).
+  const imagesOf = (d: Config['data']) => JSON.stringify({ ...d, relabel: null, relabel_from: null, label_noise: 0 });
+  const sameData = source !== null && !external && imagesOf(source.cfg.data) === imagesOf(cfg.data);
   if (req.resume !== undefined) {
     // The run's own split, its images checked against the content it recorded.
     split = splitFromRecord(data, readSplitRecord(req.resume), `--resume '${req.resume}'`);
@@ -170,7 +192,9 @@ async function prepare(req: StageRequest, cfg: Config, source: SourceRun | null)
   } else {
     split = makeSplit(data, cfg);
   }
-  if (source) {
+  if (external) {
+    process.stderr.write(`granular: '${source!.dir}' is an imported checkpoint: the images it was trained on are unknown, so overlap with this run's test set cannot be checked\n`);
+  } else if (source) {
     // However the data is named or split: a test image the source trained on is refused.
     const overlap = await checkSourceOverlap({ dir: source.dir, cfg: source.cfg, split: readSplitRecord(source.dir) }, data, split, sameData, (l) => process.stderr.write(`granular: ${l}\n`));
     if (overlap && !sameData) data.sourceOverlap = overlap;
@@ -255,7 +279,7 @@ export async function runStage(req: StageRequest): Promise<StageOutcome> {
   let previousRow: Record<string, number> | undefined;
   const optimizer = new NamedOptimizer({ kind: cfg.train.optimizer, momentum: cfg.train.momentum, weightDecay: cfg.train.weight_decay });
   if (!resuming) {
-    writeRunRecords(runDir, { cfg, meta, argv: req.argv, hierarchy: p.data.hierarchy, level: p.level, relabel: p.data.relabelRecord, split: { ...splitRecord(p.data, p.split), label_noise_flipped: p.flipped } });
+    writeRunRecords(runDir, { cfg, meta, argv: req.argv, hierarchy: p.data.hierarchy, level: p.level, relabel: p.data.relabelRecord, split: { ...splitRecord(p.data, p.split), label_noise_flipped: p.flipped }, notes: dataNotes(p.data) });
   } else if (recoverCheckpoint(runDir) !== null || hasCheckpoint(runDir)) {
     ({ state: resumeState, reference } = loadCheckpoint(runDir, p.net, optimizer));
     // Rows past the checkpoint belong to work that will be redone.
@@ -289,7 +313,7 @@ export async function runStage(req: StageRequest): Promise<StageOutcome> {
   }
   if (!req.silent) process.stderr.write(startLine(req.stage, runDir, p, levelDefaulted));
 
-  const base = { ...summaryBase({ meta, cfg, level: p.level, frozenBlocks: p.plan.frozenBlocks, engine: p.engine, data: p.data, flipped: p.flipped }), ...headsSummary(p.trained, p.heads, p.net.headSeed), model_build_seconds: p.modelBuildSeconds };
+  const base = { ...summaryBase({ meta, cfg, level: p.level, frozenBlocks: p.plan.frozenBlocks, engine: p.engine, data: p.data, flipped: p.flipped }), ...headsSummary(p.trained, p.heads, p.net.headSeed), ...(p.plan.reinitSeed != null ? { transfer: 'frozen_only', reinit_seed: p.plan.reinitSeed } : {}), model_build_seconds: p.modelBuildSeconds };
   let summary: Record<string, unknown>;
   let exitCode: number;
   // Training images found changed by the deferred stamp check were decoded again: split.json records their new hashes.
@@ -302,7 +326,7 @@ export async function runStage(req: StageRequest): Promise<StageOutcome> {
     const result = await train({
       cfg, net: p.net, data: p.data, split: p.split, level: p.level, coarser: p.coarser, trainLabels: p.trainLabels,
       plan: p.plan, heads: p.heads, runDir, quiet: req.quiet, silent: req.silent, optimizer, resumeFrom: resumeState, previousRow, reference,
-      shouldStop: () => interrupted !== null, startedAt,
+      shouldStop: () => interrupted !== null, startedAt, deviceMemory: engineCapabilities().deviceMemory,
       dataReady: () => (dataReady ??= trainImagesChecked()),
     });
     const wall = wallBefore + (Date.now() - started) / 1000;

@@ -16,7 +16,8 @@ export class TrainableSet {
   private lrOf = new Map<string, number>();
   private params = 0;
 
-  constructor(private readonly net: Network, readonly flags: boolean[], private readonly lrScale: readonly number[]) {
+  /** `from`: the first block that runs (blocks before it are the frozen-prefix cache, whose outputs the batches already are). */
+  constructor(private readonly net: Network, readonly flags: boolean[], private readonly lrScale: readonly number[], private readonly from = 0) {
     this.refresh();
   }
 
@@ -31,44 +32,49 @@ export class TrainableSet {
   }
 
   /**
-   * One optimizer step on a batch: forward (batch norm of block i in training
-   * mode where `blockTraining[i]`), loss, gradients of the trainable variables,
-   * update at `lr` times each block's scale. Returns the loss and the number of
-   * correct predictions at the run's level; a non-finite loss updates
-   * nothing. `objective` says what the loss is (models/objective.ts: plain,
+   * One optimizer step on a batch already on the device: `x` [b, ...input
+   * shape] float32, `y` [b] int32 class indices at the run's level. Forward
+   * (batch norm of block i in training mode where `blockTraining[i]`), loss,
+   * gradients of the trainable variables, update at `lr` times each block's
+   * scale. `objective` says what the loss is (models/objective.ts: plain,
    * coarsened or multi-level).
+   *
+   * Nothing is read back: the returned scalars (the batch's mean loss,
+   * float32, and its number of correct predictions at the run's level, int32)
+   * stay on the device for the caller to read in groups (./step-log.ts), and
+   * the caller disposes them. So the update is applied whatever the loss: a
+   * non-finite loss is found when its group is read, and the run fails then,
+   * before anything is measured or saved from the network it left behind.
    */
-  step(x: Float32Array, y: Int32Array, b: number, shape: readonly number[], from: number, blockTraining: boolean[], objective: Objective, optimizer: NamedOptimizer, lr: number): { loss: number; hits: number } {
-    const size = shape.reduce((a, c) => a * c, 1);
+  step(x: tf.Tensor, y: tf.Tensor1D, blockTraining: boolean[], objective: Objective, optimizer: NamedOptimizer, lr: number): { loss: tf.Scalar; hits: tf.Scalar } {
     let predTensor: tf.Tensor | null = null;
-    const { value, grads } = tf.tidy(() => {
-      const xt = tf.tensor(x.subarray(0, b * size), [b, ...shape]);
-      const yt = tf.tensor1d(y.subarray(0, b), 'int32');
-      return tf.variableGrads(() => {
-        const outputs = this.net.forwardAll(xt, blockTraining, from);
+    const { value, grads } = tf.tidy(() =>
+      tf.variableGrads(() => {
+        const outputs = this.net.forwardAll(x, blockTraining, this.from);
         predTensor = tf.keep(objective.predict(outputs));
-        return objective.loss(outputs, yt);
-      }, this.vars.map((v) => v.variable));
-    });
+        return objective.loss(outputs, y);
+      }, this.vars.map((v) => v.variable)),
+    );
     try {
-      const lossValue = value.dataSync()[0];
-      if (!Number.isFinite(lossValue)) return { loss: lossValue, hits: 0 };
       const named = new Map(Object.entries(grads).map(([k, g]) => [this.byTfName.get(k)!, g]));
       optimizer.apply(this.varByName, named, (name) => lr * this.lrOf.get(name)!);
-      const pred = (predTensor as unknown as tf.Tensor).dataSync();
-      let hits = 0;
-      for (let i = 0; i < b; i++) if (pred[i] === y[i]) hits++;
-      return { loss: lossValue, hits };
+      const hits = tf.tidy(() => tf.sum(tf.equal(predTensor as unknown as tf.Tensor, y)));
+      return { loss: value, hits: hits as tf.Scalar };
     } finally {
-      tf.dispose([value, predTensor!, ...Object.values(grads)]);
+      tf.dispose([predTensor!, ...Object.values(grads)]);
     }
+  }
+
+  /** Learning-rate multiplier of a trainable variable (layer-wise decay), undefined for one that does not train. */
+  lrScaleOf(name: string): number | undefined {
+    return this.lrOf.get(name);
   }
 
   private refresh(): void {
     this.vars = this.net.variables().filter((v) => v.trainable && (v.block < 0 || this.flags[v.block]));
     this.byTfName = new Map(this.vars.map((v) => [v.variable.name, v.name]));
     this.varByName = new Map(this.vars.map((v) => [v.name, v.variable]));
-    this.lrOf = new Map(this.vars.map((v) => [v.name, v.block < 0 ? 1 : this.lrScale[v.block]]));
+    this.lrOf = new Map(this.vars.map((v) => [v.name, v.block < 0 || v.headRate ? 1 : this.lrScale[v.block]]));
     this.params = this.net.paramCount(this.flags);
   }
 }

@@ -1,0 +1,7 @@
+/**
+ * Names of the kernels granular adds to tfjs backends (./native-kernels
+ * implements them). Public: models/batchnorm.ts runs them where
+ * Capabilities.fusedBatchNormTrain says the backend has them.
+ */
+export const BATCH_NORM_TRAIN = 'GranularBatchNormTrain';
+export const BATCH_NORM_TRAIN_GRAD = 'GranularBatchNormTrainGrad';
