@@ -21,7 +21,25 @@ function seedOf(v: string): number {
   return Number(v);
 }
 
+const HELP = `Fashion-MNIST as an imagefolder for granular, from the system's IDX files (nothing is downloaded).
+
+usage: npm run dataset:fashion-mnist -- [--out DIR] [--train-per-class N|all] [--test-per-class N|all] [--seed S] [--source DIR]
+
+  --out DIR              the imagefolder to write (default datasets/fashion-mnist): train/, test/, taxonomy.csv
+  --train-per-class N    images per item in train/ (seeded, nested: a smaller set is inside a larger one; default all)
+  --test-per-class N     images per item in test/ (default all)
+  --seed S               seed of the per-class subsets (default 0)
+  --source DIR           folder of the IDX files (default ${FASHION_MNIST_SYSTEM}, Debian's dataset-fashion-mnist)
+
+The hierarchy: group (clothing, accessory) -> kind (top, warm, long, footwear, bag) -> item (10);
+why, in src/data/fashion-mnist.ts. Then: npx granular hierarchy --set data.format=imagefolder --set data.root=DIR
+`;
+
 async function main(): Promise<void> {
+  if (process.argv.slice(2).some((a) => a === '--help' || a === '-h')) {
+    process.stdout.write(HELP);
+    return;
+  }
   const { values } = parseArgs({
     options: {
       out: { type: 'string', default: 'datasets/fashion-mnist' },

@@ -81,7 +81,7 @@ test('report: gradual unfreezing is its own regime, not freeze 0', () => {
   assert.match(f.stdout, /\| 0 +\| full +\| superclass \(2\) +\| 2 +\| 0\.7050 ± 0\.0071 \|/);
   assert.match(f.stdout, /\| 0 +\| gradual \(every 2 epochs, top-down\) +\| superclass \(2\) +\| 2 +\| 0\.9550 ± 0\.0071 \|/);
   assert.doesNotMatch(f.stdout, /\| 0 +\| superclass \(2\) +\| 4 /, 'never one row of 4 mixing both');
-  assert.match(fs.readFileSync(path.join(out, 'runs.csv'), 'utf8'), /ft-gradual-0,completed,0,"gradual \(every 2 epochs, top-down\)",0\.95,superclass,2\n/);
+  assert.match(fs.readFileSync(path.join(out, 'runs.csv'), 'utf8'), /ft-gradual-0,completed,0,"gradual \(every 2 epochs, top-down\)",0\.95,0,finetune,subclass,superclass,2\n/);
 });
 
 test('integer axes label their last value: an epoch axis ending at 7 says 7', () => {

@@ -94,9 +94,12 @@ test('report: markdown table with mean ± std and n per group, CSV, plots with t
   assert.ok(Math.abs(leaf[6] - 0.8) < 1e-9 && Math.abs(leaf[7] - 0.1) < 1e-9 && leaf[8] === 3);
   assert.equal(csv.find((l) => l.startsWith('pretrain,leaf,')), 'pretrain,leaf,1,,,0,0.3,,1,,,0,leaf,24');
   const runsCsv = fs.readFileSync(path.join(out, 'runs.csv'), 'utf8');
-  assert.match(runsCsv, /^run,status,stage,pretrain_level,test_acc@superclass,test_acc,test_acc_hard,level,num_classes,regime\n/);
+  // The seed, every grouping key and every config key that differs between the runs; no float noise
+  // (test_acc_hard 0.8 - 0.1 is 0.7000000000000001 in float64, written 0.7).
+  assert.match(runsCsv, /^run,status,stage,pretrain_level,test_acc@superclass,test_acc,test_acc_hard,seed,level,num_classes,regime,name,train\.level,train\.epochs,finetune\.freeze\n/);
   assert.equal(runsCsv.trim().split('\n').length, 1 + 11);
-  assert.match(runsCsv, /"[^"]*finetune-level=leaf,seed=0",completed,finetune,leaf,0\.8,0\.8,0\.7\d*,superclass,2,freeze 1\n/);
+  assert.match(runsCsv, /"[^"]*finetune-level=leaf,seed=0",completed,finetune,leaf,0\.8,0\.8,0\.7,0,superclass,2,freeze 1,t,top,3,1\n/);
+  assert.match(runsCsv, /"[^"]*finetune-level=basic,seed=1",completed,finetune,basic,0\.65,0\.65,0\.55,1,/);
 
   // Plots: metric vs the first non-stage key, vs epoch, dynamics vs step; SVG and PNG.
   const svg = fs.readFileSync(path.join(out, 'test_acc-vs-pretrain_level.svg'), 'utf8');

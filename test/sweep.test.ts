@@ -1,6 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawnSync } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
@@ -123,7 +123,7 @@ test('sweep refuses a run folder that belongs to another sweep', () => {
   fs.writeFileSync(path.join(dir, 'runs', 'small', 'pretrain-seed=0', 'command.txt'), 'granular pretrain --set seed=0 --set train.epochs=9 --run-dir runs/small/pretrain-seed=0\n');
   const r2 = cli(['sweep', file], { cwd: dir });
   assert.equal(r2.code, 2);
-  assert.match(r2.stderr, /run folder 'runs\/small\/pretrain-seed=0' was started with other settings/);
+  assert.match(r2.stderr, /run folder 'runs\/small\/pretrain-seed=0' was started with other settings than this sweep asks for: data\.synthetic\.train_samples=240 only in the sweep file; .*train\.epochs is 9 in the run folder, 2 in the sweep file \(/);
 });
 
 test('sweep runs 2 pretraining x 2 fine-tuning runs, then skips, resumes and retries', () => {
@@ -193,4 +193,52 @@ test('sweep: a failing run exits 1, is counted, and blocks the runs that start f
   assert.match(r.stdout, /sweep fails: 2 completed, 1 failed, 0 skipped, 1 blocked/);
   assert.match(r.stdout, /failed: pretrain-lr=1e\+30/);
   assert.match(r.stderr, /blocked finetune-lr=1e\+30: its source pretrain-lr=1e\+30 is failed/);
+});
+
+test('a sweep resumes a run it left interrupted, in place (--resume), not from the start', async () => {
+  const { dir, file } = sweepDir({ name: 'intr', base: QUICKSTART, stages: { pretrain: { set: { ...TINY_SET, 'train.epochs': 6 } } } });
+  const runDir = path.join(dir, 'runs', 'intr', 'pretrain');
+  // SIGINT to the sweep once its run has checkpointed epoch 2: the sweep passes it on, the run stops resumably.
+  const first = await new Promise<{ code: number | null; stdout: string }>((resolve) => {
+    const child = spawn(process.execPath, [CLI, 'sweep', file], { cwd: dir, env: { ...process.env, GRANULAR_THREADS: '1' } });
+    let stdout = '';
+    child.stdout.on('data', (d) => (stdout += d));
+    const timer = setInterval(() => {
+      try {
+        if (JSON.parse(fs.readFileSync(path.join(runDir, 'checkpoint', 'state.json'), 'utf8')).epoch >= 2) {
+          clearInterval(timer);
+          child.kill('SIGINT');
+        }
+      } catch {
+        // not written yet
+      }
+    }, 5);
+    child.on('exit', (code) => {
+      clearInterval(timer);
+      resolve({ code, stdout });
+    });
+  });
+  assert.equal(first.code, 130, first.stdout);
+  const cut = readJson(path.join(runDir, 'summary.json'));
+  assert.equal(cut.status, 'interrupted');
+  const before = fs.readFileSync(path.join(runDir, 'metrics.jsonl'), 'utf8');
+  const epochsBefore = before.split('\n').filter((l) => l.includes('"kind":"epoch"')).length;
+  assert.ok(epochsBefore >= 3 && epochsBefore < 7, `${epochsBefore} epoch rows before the resume`);
+
+  const dry = cli(['sweep', file, '--dry-run'], { cwd: dir, env: { GRANULAR: 'granular' } });
+  assert.match(dry.stdout, /^granular pretrain --resume runs\/intr\/pretrain --quiet/m, 'an interrupted run is resumed, not skipped or restarted');
+  const again = cli(['sweep', file], { cwd: dir, env: { GRANULAR_THREADS: '1' } });
+  assert.equal(again.code, 0, again.stdout + again.stderr);
+  assert.match(again.stdout, /sweep intr: 1 completed, 0 failed, 0 skipped/);
+  assert.match(again.stderr, /resume pretrain/);
+  assert.match(fs.readFileSync(path.join(dir, 'runs', 'intr', 'logs', 'pretrain.log'), 'utf8'), /--resume/);
+  const s = readJson(path.join(runDir, 'summary.json'));
+  assert.equal(s.status, 'completed');
+  assert.equal(s.epochs_trained, 6);
+  // In place: the rows written before the interruption are still the first rows, each epoch once.
+  const after = fs.readFileSync(path.join(runDir, 'metrics.jsonl'), 'utf8');
+  const epochs = after.split('\n').filter((l) => l.includes('"kind":"epoch"')).map((l) => JSON.parse(l).epoch);
+  assert.deepEqual(epochs, Array.from({ length: 7 }, (_, i) => i));
+  const keptRows = before.split('\n').filter((l) => l.includes('"kind":"epoch"')).slice(0, 3);
+  for (const l of keptRows) assert.ok(after.includes(l), `row kept: ${l}`);
 });

@@ -8,7 +8,7 @@ import { Config } from './schema';
  * Which `data.format` a dataset folder looks like, from the files each format
  * reads (README "Datasets and hierarchies"): `taxonomy.csv` → imagefolder,
  * `wordnet.is_a.txt` → wordnet, `train.json`/`val.json` → inat2021,
- * `images_*.zip` → omniglot. Null when none fits (or it is not a folder).
+ * `images_*.zip` → omniglot, CIFAR's binary batches → cifar. Null when none fits (or it is not a folder).
  */
 export function guessFormat(dir: string): string | null {
   let names: string[];
@@ -21,6 +21,7 @@ export function guessFormat(dir: string): string | null {
   if (names.includes('wordnet.is_a.txt')) return 'wordnet';
   if (names.includes('train.json') || names.includes('val.json')) return 'inat2021';
   if (names.some((n) => /^images_.*\.zip$/.test(n))) return 'omniglot';
+  if (names.some((n) => /^(data_batch_\d+|test_batch|train|test)\.bin$/.test(n)) || names.some((n) => /^cifar-(10|100)-(batches-)?bin$/.test(n))) return 'cifar';
   return null;
 }
 

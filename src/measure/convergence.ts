@@ -4,7 +4,7 @@
  * per-epoch training loss, the per-epoch learning rate and the final training
  * accuracy: no tensors.
  *
- * The rule (README "Did the run learn its level"), for E epochs with mean
+ * The rule (README "The run folder", where summary.json's converged is described), for E epochs with mean
  * training losses L_1..L_E and learning rates lr_1..lr_E (lr at each epoch's
  * last step), window w = max(3, floor(E / 10)):
  * 1. the run is longer than its window (E > w) and its loss fell:

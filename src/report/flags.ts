@@ -5,11 +5,13 @@ import { Group } from './table';
 import { RunRecord } from './runs';
 
 /**
- * Fair-comparison flags (DESIGN.md "Convergence"): a report must not let an
+ * Fair-comparison flags (DESIGN.md, Convergence; README.md "Fair comparisons"): a report must not let an
  * underfit or differently trained pretraining run pass for an effect of its
  * label level. For each run, the run that made its features is its source
- * (a fine-tuning run's `from`; a pretraining run is its own source; scratch
- * runs have none).
+ * (a fine-tuning run's `from`; a pretraining run and a from-scratch baseline
+ * are their own source, so a scratch baseline trained on a smaller budget is
+ * flagged like any unequal budget). README section "Fair comparisons"
+ * documents the flags.
  */
 export interface SourceFacts {
   dir: string;
@@ -32,14 +34,18 @@ function readSummary(dir: string): Record<string, unknown> | null {
   }
 }
 
-/** The facts a report needs about the run whose features `run` used, or null (scratch, or unreadable). */
+/**
+ * The facts a report needs about the run whose features `run` used: its
+ * `from` run, else the run itself (a pretraining run, a from-scratch
+ * baseline); null when unreadable.
+ */
 export function sourceFacts(run: RunRecord): SourceFacts | null {
   let dir = run.dir;
   let s = run.summary;
   if (typeof run.meta.from === 'string') {
     dir = path.resolve(run.dir, run.meta.from);
     s = readSummary(dir);
-  } else if (run.summary?.stage !== 'pretrain') return null;
+  }
   if (!s) return null;
   const epochs = num(s.epochs_trained) ?? num(s.epochs);
   const images = num(s.train_images);
@@ -81,7 +87,7 @@ export function rowFlags(g: Group, o: FlagOptions, budgetsDiffer: boolean): stri
   if (notConv.length) out.push(`source not converged (${notConv.length}/${src.length})`);
   const underfit = src.filter((s) => s.trainAcc !== undefined && s.trainAcc < o.underfitBelow);
   if (underfit.length) {
-    const accs = underfit.map((s) => s.trainAcc!.toFixed(2)).join(', ');
+    const accs = underfit.map((s) => belowText(s.trainAcc!, o.underfitBelow)).join(', ');
     out.push(`source underfit: train_acc_final ${accs} < ${o.underfitBelow} (${underfit.length}/${src.length})`);
   }
   if (budgetsDiffer) {
@@ -89,6 +95,16 @@ export function rowFlags(g: Group, o: FlagOptions, budgetsDiffer: boolean): stri
     if (b.length) out.push(`source budget ${b.map((v) => v.toLocaleString('en-US')).join(' / ')} images`);
   }
   return out;
+}
+
+/**
+ * `v` printed with enough digits that `v < limit` reads true: 4 decimals as in
+ * the tables (0.7967, not 0.80 for a limit of 0.8), more where 4 would round
+ * up to the limit.
+ */
+export function belowText(v: number, limit: number): string {
+  for (let d = 4; d < 12; d++) if (Number(v.toFixed(d)) < limit) return v.toFixed(d);
+  return String(v);
 }
 
 /** The distinct training budgets of all sources in the table (epochs x images). */
@@ -103,13 +119,13 @@ export function flagNotes(groups: readonly Group[], o: FlagOptions): string[] {
   const src = sources(all);
   const notes: string[] = [];
   if (src.some((s) => s.converged === false)) {
-    notes.push('**Flag: source not converged.** Some rows start from a pretraining run whose training loss was still moving (DESIGN.md "Convergence"). Their features are no test of their label level: train longer (train.until_converged) before reading the comparison.');
+    notes.push('**Flag: source not converged.** Some rows start from a pretraining run (or are a from-scratch run) whose training loss was still moving (README.md "Fair comparisons" says how converged is decided). Their features are no test of their label level: train longer (train.until_converged) before reading the comparison.');
   }
   if (src.some((s) => s.trainAcc !== undefined && s.trainAcc < o.underfitBelow)) {
-    notes.push(`**Flag: source underfit.** Some pretraining runs reached less than ${o.underfitBelow} accuracy on their own training images at their own level: they never learned that level, so a worse transfer says nothing about its granularity (use a stronger recipe, e.g. configs/recipes/small-images.yaml).`);
+    notes.push(`**Flag: source underfit.** Some pretraining runs reached less than ${o.underfitBelow} accuracy on their own training images at their own level: they never learned that level, so a worse transfer says nothing about its granularity (use a stronger recipe, e.g. configs/recipes/small-images.yaml; README.md "Fair comparisons").`);
   }
   if (budgets.length > 1) {
-    notes.push(`**Flag: source budgets differ** (${budgets.map((b) => b.toLocaleString('en-US')).join(', ')} images seen in pretraining = epochs x training images): rows are not compared at equal training cost.`);
+    notes.push(`**Flag: source budgets differ** (${budgets.map((b) => b.toLocaleString('en-US')).join(', ')} images seen in pretraining, or by a from-scratch baseline = epochs x training images): rows are not compared at equal training cost (README.md "Fair comparisons").`);
   }
   return notes;
 }

@@ -1,5 +1,9 @@
 import * as path from 'node:path';
+import MarkdownIt from 'markdown-it';
 import { escapeXml } from './svg';
+
+/** The notes' markdown (`**Flag: ...**`, `code`) as HTML; raw HTML in a note stays text. */
+const markdown = new MarkdownIt({ html: false, linkify: false, typographer: false });
 
 /**
  * `report --html`: one self-contained index.html (no network, no files beside
@@ -18,7 +22,7 @@ export interface HtmlTable {
 
 export interface HtmlReport {
   title: string;
-  /** Paragraphs under the title (plain text). */
+  /** Paragraphs under the title (markdown, rendered by markdown-it, as report.md shows them). */
   notes: string[];
   tables: HtmlTable[];
   charts: Array<{ name: string; svg: string }>;
@@ -114,7 +118,7 @@ export function renderHtml(r: HtmlReport): string {
 </head>
 <body>
 <h1>${escapeXml(r.title)}</h1>
-${r.notes.map((n) => `<p>${escapeXml(n)}</p>`).join('\n')}
+${r.notes.map((n) => `<p>${markdown.renderInline(n)}</p>`).join('\n')}
 ${r.tables.map(table).join('\n')}
 ${r.charts.length ? `<h2>Plots</h2>\n<div class="charts">\n${charts}\n</div>` : ''}
 <script>${SCRIPT}</script>

@@ -46,7 +46,8 @@ export function metricVsKey(runs: readonly RunRecord[], groupKeys: readonly stri
     series: [...series.values()],
     categories,
     legendTitle: legendTitle(seriesKeys),
-    lines: true,
+    // Categories (pretraining levels, `scratch`) are not a series: points and error bars, no line between them.
+    lines: numeric,
     // Parameter counts or sample sizes over orders of magnitude read better on a log axis.
     logX: numeric && wantsLogY(xs.map(Number)),
   };
@@ -67,12 +68,20 @@ function curve(run: RunRecord, kind: string, xField: string, metric: string): Ar
 /**
  * A metric against epoch (or step) per group: the mean over the group's runs at
  * each x, with the std as error bars (epoch-wise double descent, dynamics).
+ * Epoch curves start at epoch 1 (epoch 0, the untrained network, is left out).
  */
 export function curveChart(runs: readonly RunRecord[], groupKeys: readonly string[], metric: string, kind: 'epoch' | 'dynamics', xField: 'epoch' | 'step'): Chart | null {
   const series: Series[] = [];
   for (const g of groupRuns(runs, groupKeys)) {
     const at = new Map<number, number[]>();
-    for (const r of g.runs) for (const [x, y] of curve(r, kind, xField, metric)) at.set(x, [...(at.get(x) ?? []), y]);
+    for (const r of g.runs) {
+      for (const [x, y] of curve(r, kind, xField, metric)) {
+        // Epoch 0 is the initial network (chance accuracy, the loss at initialisation): it would stretch
+        // the axis over a value no run trains at. It stays in metrics.jsonl; the curves start at epoch 1.
+        if (kind === 'epoch' && x === 0) continue;
+        at.set(x, [...(at.get(x) ?? []), y]);
+      }
+    }
     if (!at.size) continue;
     const points: Point[] = [...at.entries()].sort((a, b) => a[0] - b[0]).map(([x, ys]) => {
       const s = stat(ys);
@@ -82,7 +91,7 @@ export function curveChart(runs: readonly RunRecord[], groupKeys: readonly strin
   }
   if (!series.length) return null;
   return {
-    title: `${metric} vs ${xField}${kind === 'dynamics' ? ' (dynamics)' : ''}`,
+    title: `${metric} vs ${xField}${kind === 'dynamics' ? ' (dynamics)' : ' (from epoch 1)'}`,
     xLabel: xField,
     yLabel: `${metric} (mean ± std over runs)`,
     series,

@@ -8,6 +8,7 @@ import { checkKey, findRunDirs, keyValue, levelLabel, metricValue, readRun, regi
 import { Chart, renderChart } from './svg';
 import { groupRuns, groupsCsv, groupTable, keyHeader, label, markdownTable, runsCsv } from './table';
 import { flagNotes, rowFlags, sourceBudgets } from './flags';
+import { formatTable, TableFormat } from './formats';
 
 export interface ReportOptions {
   dirs: string[];
@@ -24,6 +25,10 @@ export interface ReportOptions {
   html?: boolean;
   /** The level every run is scored at in the `test_acc@<level>` column; default: see targetLevel. */
   targetLevel?: string;
+  /** Also write the group table paste-ready (report/formats.ts): table.tex, table.md or table.csv. */
+  format?: TableFormat;
+  /** Decimals of the percentages in `format` (default 1). */
+  digits?: number;
 }
 
 export interface ReportResult {
@@ -37,6 +42,8 @@ export interface ReportResult {
   targetLevel: string | null;
   /** Fair-comparison notes (report/flags.ts), one paragraph each; empty when no flag is raised. */
   notes: string[];
+  /** The group table in `format`, when one was asked for. */
+  formatted: string | null;
 }
 
 const DEFAULT_METRICS = ['test_acc', 'test_acc_easy', 'test_acc_hard', 'val_acc'];
@@ -150,6 +157,8 @@ export async function makeReport(o: ReportOptions): Promise<ReportResult> {
   };
   write('summary.csv', groupsCsv(groups, groupBy, metrics));
   write('runs.csv', runsCsv(runs, groupBy, metrics));
+  const formatted = o.format ? formatTable(o.format, groups, groupBy, metrics, o.digits ?? 1, (g) => rowFlags(g, flagOpts, budgetsDiffer)) : null;
+  if (o.format && formatted !== null) write(`table.${{ latex: 'tex', markdown: 'md', csv: 'csv' }[o.format]}`, formatted);
 
   const charts: Array<[string, Chart]> = [];
   for (const m of metrics) {
@@ -198,7 +207,8 @@ export async function makeReport(o: ReportOptions): Promise<ReportResult> {
   ].join('\n');
   write('report.md', md);
   if (o.html) {
-    const gt = groupTable(groups, groupBy, metrics);
+    // The same table as report.md: the flags column included.
+    const gt = groupTable(groups, groupBy, metrics, (g) => rowFlags(g, flagOpts, budgetsDiffer));
     const shownKeys = groupBy.filter((k) => !['level_classes', 'stage', 'regime'].includes(k));
     const runRows = runs.map((r) => ({
       href: runHref(o.out, r.dir),
@@ -215,7 +225,7 @@ export async function makeReport(o: ReportOptions): Promise<ReportResult> {
     });
     write('index.html', html);
   }
-  return { table, groupBy, metrics, runs, excluded, files, targetLevel: target, notes: flagText };
+  return { table, groupBy, metrics, runs, excluded, files, targetLevel: target, notes: flagText, formatted };
 }
 
 function fmtRun(v: number | undefined): string {

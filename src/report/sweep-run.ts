@@ -35,7 +35,7 @@ export function loadSweep(file: string, runsRoot: string, cwd = process.cwd()): 
   }
   const doc = YAML.parseDocument(text, { prettyErrors: true, uniqueKeys: true, merge: true });
   if (doc.errors.length) throw new UsageError(`sweep file '${file}' ${yamlErrorText(doc.errors[0])}`);
-  // One rule for paths (README "Names, folders and paths"): a path is relative to the file that says it.
+  // One rule for paths (README "Names, folders and paths: the rules"): a path is relative to the file that says it.
   // A relative path key in set:/grid:/runs: is the sweep file's, like base:; it is passed to runs as seen
   // from the working folder (relative inside it, so the tree can move; absolute outside it).
   const fromFile = (p: string) => {
@@ -123,12 +123,33 @@ export function checkOwnership(s: LoadedSweep, cwd = process.cwd()): void {
     const want = fingerprint(runArgs(r, { base: s.base, runsDir: s.runsDir }));
     if (had !== want) {
       throw new UsageError(
-        `run folder '${s.runsDir}/${r.name}' was started with other settings than this sweep asks for ` +
+        `run folder '${s.runsDir}/${r.name}' was started with other settings than this sweep asks for: ${fingerprintChanges(had, want)} ` +
           `(its command.txt: ${fs.readFileSync(cmdFile, 'utf8').trim()}). It belongs to another sweep or an older version of this one: ` +
           `move it away, or give this sweep another name:.`,
       );
     }
   }
+}
+
+/**
+ * What differs between two run fingerprints (sweep-plan.ts fingerprint), in
+ * words: `train.epochs is 9 in the run folder, 2 in the sweep file; seed=1
+ * only in the sweep file`.
+ */
+export function fingerprintChanges(had: string, want: string): string {
+  const a = JSON.parse(had) as { command: string; from: string; sets: string[] };
+  const b = JSON.parse(want) as { command: string; from: string; sets: string[] };
+  const byKey = (sets: string[]) => new Map(sets.map((x) => [x.slice(0, Math.max(0, x.indexOf('='))).trim(), x.slice(x.indexOf('=') + 1)]));
+  const [ka, kb] = [byKey(a.sets), byKey(b.sets)];
+  const out: string[] = [];
+  if (a.command !== b.command) out.push(`the command is ${a.command} in the run folder, ${b.command} in the sweep file`);
+  if (a.from !== b.from) out.push(`--from is '${a.from}' in the run folder, '${b.from}' in the sweep file`);
+  for (const [k, v] of kb) {
+    if (!ka.has(k)) out.push(`${k}=${v} only in the sweep file`);
+    else if (ka.get(k) !== v) out.push(`${k} is ${ka.get(k)} in the run folder, ${v} in the sweep file`);
+  }
+  for (const [k, v] of ka) if (!kb.has(k)) out.push(`${k}=${v} only in the run folder`);
+  return out.length ? out.join('; ') : 'the order of its settings differs';
 }
 
 export function writeSweepRecord(s: LoadedSweep, cwd = process.cwd()): void {

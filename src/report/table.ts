@@ -156,8 +156,17 @@ export function markdownTable(groups: readonly Group[], keys: readonly string[],
   return [line(head), `| ${widths.map((w) => '-'.repeat(w)).join(' | ')} |`, ...rows.map(line)].join('\n');
 }
 
+/**
+ * A number without binary float noise: 12 significant digits, then the
+ * shortest text (0.019000000000000017 → 0.019); a float64 mean or a metric
+ * carries fewer true digits than that.
+ */
+export function cleanNumber(v: number): string {
+  return String(Number(v.toPrecision(12)));
+}
+
 function csvCell(v: unknown): string {
-  const s = v === undefined || v === null || (typeof v === 'number' && !Number.isFinite(v)) ? '' : typeof v === 'string' ? v : typeof v === 'number' || typeof v === 'boolean' ? String(v) : JSON.stringify(v);
+  const s = v === undefined || v === null || (typeof v === 'number' && !Number.isFinite(v)) ? '' : typeof v === 'string' ? v : typeof v === 'number' ? cleanNumber(v) : typeof v === 'boolean' ? String(v) : JSON.stringify(v);
   return /[",\n]/.test(s) ? `"${s.replace(/"/g, '""')}"` : s;
 }
 
@@ -172,9 +181,15 @@ export function groupsCsv(groups: readonly Group[], keys: readonly string[], met
   return csv([head, ...groups.map((g) => [...g.values, g.runs.length, ...groupStats(g, metrics).flatMap((s) => [s.mean, s.std, s.n]), one(g, 'level'), one(g, 'num_classes')])]);
 }
 
-/** runs.csv: a row per run, every grouping key and metric, and its folder. */
+/**
+ * runs.csv: a row per run: its folder and status, the seed, every grouping
+ * key (those asked for, the splits added, and stage, pretrain_level, level,
+ * regime), every config key whose value differs between the runs, and every
+ * metric; numbers without float noise (cleanNumber).
+ */
 export function runsCsv(runs: readonly RunRecord[], keys: readonly string[], metrics: readonly string[]): string {
-  const extra = ['level', 'num_classes', 'regime'].filter((k) => !keys.includes(k));
+  const varying = Object.keys(runs[0]?.config ?? {}).filter((k) => new Set(runs.map((r) => JSON.stringify(keyValue(r, k)))).size > 1);
+  const extra = [...new Set(['seed', 'stage', 'pretrain_level', 'level', 'num_classes', 'regime', ...varying])].filter((k) => !keys.includes(k) && !metrics.includes(k));
   const head = ['run', 'status', ...keys, ...metrics, ...extra];
   return csv([head, ...runs.map((r) => [r.dir, r.summary?.status ?? 'no summary', ...keys.map((k) => keyValue(r, k)), ...metrics.map((m) => metricValue(r.summary, m)), ...extra.map((k) => keyValue(r, k))])]);
 }
