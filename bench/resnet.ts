@@ -1,8 +1,9 @@
 /**
  * `npm run bench:resnet`: ImageNet-size training on granular's engine against
  * PyTorch on CPU, side by side in one run: training img/s and peak RSS of
- * resnet18 (and resnet50, resnet20...) at 112 and 224 px, batch 32, on 1 and 2
- * threads. Each measurement is its own child process (granular and PyTorch
+ * resnet18 (and resnet50, densenet121, vit-tiny/16, ...) at 112 and 224 px,
+ * batch 32, on 1 and 2 threads. `npm run bench:archs` is the same for
+ * vit-tiny/16 and densenet121 at 224 px. Each measurement is its own child process (granular and PyTorch
  * alternating), so each peak RSS is that configuration's alone.
  *
  *   npm run bench:resnet [-- --archs resnet18 --sizes 112,224 --batch 32 --threads 1,2
@@ -22,6 +23,7 @@ import * as tf from '@tensorflow/tfjs';
 import { resolveConfig } from '../src/config/load';
 import { initEngine, parseBackend } from '../src/engine/backend';
 import { buildNetwork } from '../src/models/archs';
+import { READ_EVERY } from '../src/train/step-log';
 import { NamedOptimizer } from '../src/train/optimizer';
 import { Rng } from '../src/util/rng';
 
@@ -95,22 +97,31 @@ async function measureGranular(o: Options): Promise<Result> {
     x: Float32Array.from({ length: o.batch * size * size * 3 }, () => rng.normal()),
     y: Int32Array.from({ length: o.batch }, () => rng.int(CLASSES)),
   }));
-  const step = (i: number) => {
+  // As the training loop does (src/train/step-log.ts): losses stay on the device and are read every READ_EVERY steps.
+  const pending: tf.Scalar[] = [];
+  const read = async () => {
+    const all = pending.splice(0);
+    if (all.length) await tf.stack(all).data().finally(() => tf.dispose(all));
+  };
+  const step = async (i: number) => {
     const b = batches[i % 2];
     const { value, grads } = tf.tidy(() => {
       const x = tf.tensor4d(b.x, [o.batch, ...shape]);
       const y = tf.oneHot(tf.tensor1d(b.y, 'int32'), CLASSES);
       return tf.variableGrads(() => tf.losses.softmaxCrossEntropy(y, net.forward(x, training)) as tf.Scalar, vars.map((v) => v.variable));
     });
-    value.dataSync();
     optimizer.apply(varByName, new Map(Object.entries(grads).map(([k, g]) => [byTfName.get(k)!, g])), LR);
-    tf.dispose([value, ...Object.values(grads)]);
+    tf.dispose(Object.values(grads));
+    pending.push(value);
+    if (pending.length >= READ_EVERY) await read();
   };
-  for (let i = 0; i < o.warmup; i++) step(i);
+  for (let i = 0; i < o.warmup; i++) await step(i);
+  await read();
   let seconds = Infinity;
   for (let r = 0; r < o.repeat; r++) {
     const t0 = performance.now();
-    for (let i = 0; i < o.steps; i++) step(i);
+    for (let i = 0; i < o.steps; i++) await step(i);
+    await read();
     seconds = Math.min(seconds, (performance.now() - t0) / 1000);
   }
   return {

@@ -127,7 +127,7 @@ class ImageNetResNet(nn.Module):
         return self.head(self.layers(self.stem(x)).mean((2, 3)))
 
 
-def build(arch, classes, stem="imagenet", width=1.0):
+def build(arch, classes, stem="imagenet", width=1.0, size=224):
     if arch == "cnn-small":
         return CnnSmall(classes, width)
     if arch == "resnet8":
@@ -136,6 +136,14 @@ def build(arch, classes, stem="imagenet", width=1.0):
         return ResNet(3, classes, width)
     if arch in ("resnet18", "resnet50"):
         return ImageNetResNet(arch, classes, stem, width)
+    if arch == "densenet121":
+        import torchvision
+        return torchvision.models.densenet121(num_classes=classes)
+    if arch in ("vit-tiny", "vit-small", "vit-base"):
+        # timm's vit_*_patch16 sizes in torchvision's VisionTransformer (the same layout and parameter count).
+        from torchvision.models.vision_transformer import VisionTransformer
+        dim, heads = {"vit-tiny": (192, 3), "vit-small": (384, 6), "vit-base": (768, 12)}[arch]
+        return VisionTransformer(image_size=size, patch_size=16, num_layers=12, num_heads=heads, hidden_dim=dim, mlp_dim=4 * dim, num_classes=classes)
     raise SystemExit(f"torch_bench: unknown arch {arch}")
 
 
@@ -156,7 +164,7 @@ def main():
 
     torch.set_num_threads(a.threads)
     torch.manual_seed(0)
-    net = build(a.arch, a.classes, a.stem, a.width)
+    net = build(a.arch, a.classes, a.stem, a.width, a.size)
     net.train()
     opt = torch.optim.SGD(net.parameters(), lr=a.lr, momentum=0.9)
     # Two batches in rotation, channels first (PyTorch's native CPU layout).

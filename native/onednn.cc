@@ -611,6 +611,7 @@ inline float unaryApply(float x, float alpha) {
   if (Op == 7) return static_cast<float>(std::log(static_cast<double>(x)));
   if (Op == 8) return std::fabs(x);
   if (Op == 9) return x != x ? x : std::min(std::max(x, 0.f), 6.f);
+  if (Op == 11) return static_cast<float>(std::erf(static_cast<double>(x)));
   return static_cast<float>(1.0 / (1.0 + std::exp(-static_cast<double>(x))));
 }
 
@@ -629,7 +630,7 @@ napi_value Unary(napi_env env, napi_callback_info info) {
     check(env, napi_get_value_int32(env, a[0], &op), "op must be an integer");
     check(env, napi_get_value_int64(env, a[3], &n), "n must be an integer");
     check(env, napi_get_value_double(env, a[4], &alpha), "alpha must be a number");
-    if (n <= 0 || op < 0 || op > 10) throw JsError{"granular_onednn: unary: n > 0 and op 0..10"};
+    if (n <= 0 || op < 0 || op > 11) throw JsError{"granular_onednn: unary: n > 0 and op 0..11"};
     const float* x = floatData(env, a[1], n, "x");
     float* out = floatData(env, a[2], n, "out");
     const float al = static_cast<float>(alpha);
@@ -644,6 +645,7 @@ napi_value Unary(napi_env env, napi_callback_info info) {
       case 7: unaryLoop<7>(x, out, n, al); break;
       case 8: unaryLoop<8>(x, out, n, al); break;
       case 9: unaryLoop<9>(x, out, n, al); break;
+      case 11: unaryLoop<11>(x, out, n, al); break;
       default: unaryLoop<10>(x, out, n, al); break;
     }
     return undefinedValue(env);
@@ -1003,6 +1005,129 @@ napi_value AdviseHugePages(napi_env env, napi_callback_info info) {
   });
 }
 
+// softmax(x, out, rows, cols): softmax over the last axis of a row-major
+// [rows, cols] matrix, max-subtracted; exp in float64 and the row sum in
+// float64, rounded once (tfjs's Softmax kernel on its cpu backend computes
+// max, exp, sum and division as separate float32 ops). Rows split over threads.
+napi_value Softmax(napi_env env, napi_callback_info info) {
+  return guarded(env, [&]() {
+    auto a = args(env, info, 4);
+    int64_t rows = 0, cols = 0;
+    check(env, napi_get_value_int64(env, a[2], &rows), "rows must be an integer");
+    check(env, napi_get_value_int64(env, a[3], &cols), "cols must be an integer");
+    if (rows <= 0 || cols <= 0) throw JsError{"granular_onednn: softmax: rows and cols must be positive"};
+    const float* x = floatData(env, a[0], rows * cols, "x");
+    float* y = floatData(env, a[1], rows * cols, "out");
+#pragma omp parallel for schedule(static) if (rows * cols >= 32768)
+    for (int64_t r = 0; r < rows; r++) {
+      const float* xr = x + r * cols;
+      float* yr = y + r * cols;
+      float m = -INFINITY;
+      for (int64_t j = 0; j < cols; j++) m = std::max(m, xr[j]);
+      double sum = 0;
+      for (int64_t j = 0; j < cols; j++) {
+        const double e = std::exp(static_cast<double>(xr[j]) - m);
+        yr[j] = static_cast<float>(e);
+        sum += e;
+      }
+      const double inv = 1.0 / sum;
+      for (int64_t j = 0; j < cols; j++) yr[j] = static_cast<float>(yr[j] * inv);
+    }
+    return undefinedValue(env);
+  });
+}
+
+// The Float32Arrays of a JS array, each checked to hold at least widths[i] * outer floats.
+std::vector<float*> floatArrays(napi_env env, napi_value v, const std::vector<int64_t>& widths, int64_t outer, const char* name) {
+  bool isArray = false;
+  check(env, napi_is_array(env, v, &isArray), "napi_is_array");
+  uint32_t n = 0;
+  if (isArray) check(env, napi_get_array_length(env, v, &n), "napi_get_array_length");
+  if (!isArray || n != widths.size()) throw JsError{std::string("granular_onednn: ") + name + " must be an array of " + std::to_string(widths.size()) + " Float32Arrays"};
+  std::vector<float*> out(n);
+  for (uint32_t i = 0; i < n; i++) {
+    napi_value e;
+    check(env, napi_get_element(env, v, i, &e), "napi_get_element");
+    out[i] = floatData(env, e, widths[i] * outer, name);
+  }
+  return out;
+}
+
+// concatRows(inputs, widths, out, outer) / splitRows(x, outputs, widths, outer):
+// concatenation along an axis as rows: with outer = the product of the axes
+// before it and widths[i] = the product of input i's axes from it on, row r of
+// the output is row r of every input in order (tfjs's Concat; SplitV, its
+// gradient, the other way). Rows split over threads; memcpy within a row.
+napi_value ConcatRows(napi_env env, napi_callback_info info) {
+  return guarded(env, [&]() {
+    auto a = args(env, info, 4);
+    uint32_t k = 0;
+    check(env, napi_get_array_length(env, a[1], &k), "widths must be an array");
+    auto widths = intArray(env, a[1], k, "widths");
+    int64_t outer = 0;
+    check(env, napi_get_value_int64(env, a[3], &outer), "outer must be an integer");
+    int64_t total = 0;
+    std::vector<int64_t> at(k);
+    for (uint32_t i = 0; i < k; i++) at[i] = total, total += widths[i];
+    auto ins = floatArrays(env, a[0], widths, outer, "inputs");
+    float* y = floatData(env, a[2], total * outer, "out");
+#pragma omp parallel for schedule(static) if (total * outer >= 65536)
+    for (int64_t r = 0; r < outer; r++)
+      for (uint32_t i = 0; i < k; i++) std::memcpy(y + r * total + at[i], ins[i] + r * widths[i], widths[i] * sizeof(float));
+    return undefinedValue(env);
+  });
+}
+
+napi_value SplitRows(napi_env env, napi_callback_info info) {
+  return guarded(env, [&]() {
+    auto a = args(env, info, 4);
+    uint32_t k = 0;
+    check(env, napi_get_array_length(env, a[2], &k), "widths must be an array");
+    auto widths = intArray(env, a[2], k, "widths");
+    int64_t outer = 0;
+    check(env, napi_get_value_int64(env, a[3], &outer), "outer must be an integer");
+    int64_t total = 0;
+    std::vector<int64_t> at(k);
+    for (uint32_t i = 0; i < k; i++) at[i] = total, total += widths[i];
+    const float* x = floatData(env, a[0], total * outer, "x");
+    auto outs = floatArrays(env, a[1], widths, outer, "outputs");
+#pragma omp parallel for schedule(static) if (total * outer >= 65536)
+    for (int64_t r = 0; r < outer; r++)
+      for (uint32_t i = 0; i < k; i++) std::memcpy(outs[i] + r * widths[i], x + r * total + at[i], widths[i] * sizeof(float));
+    return undefinedValue(env);
+  });
+}
+
+// avgPoolGrad(dy, dx, [n, ih, iw, c, oh, ow, fh, fw, sh, sw]): the gradient
+// of an unpadded NHWC average pool (every window inside the image, so tfjs's
+// 1 / (fh * fw) is the exact weight): each output cell's gradient spread over
+// its window. Images split over threads (windows of one image may overlap).
+napi_value AvgPoolGrad(napi_env env, napi_callback_info info) {
+  return guarded(env, [&]() {
+    auto a = args(env, info, 3);
+    auto g = intArray(env, a[2], 10, "pool geometry");
+    const int64_t n = g[0], ih = g[1], iw = g[2], C = g[3], oh = g[4], ow = g[5], fh = g[6], fw = g[7], sh = g[8], sw = g[9];
+    const float* dy = floatData(env, a[0], n * oh * ow * C, "dy");
+    float* dx = floatData(env, a[1], n * ih * iw * C, "dx");
+    const float w = 1.f / static_cast<float>(fh * fw);
+#pragma omp parallel for schedule(static) if (n * ih * iw * C >= 32768)
+    for (int64_t b = 0; b < n; b++) {
+      float* xb = dx + b * ih * iw * C;
+      std::fill(xb, xb + ih * iw * C, 0.f);
+      for (int64_t yo = 0; yo < oh; yo++)
+        for (int64_t xo = 0; xo < ow; xo++) {
+          const float* d = dy + ((b * oh + yo) * ow + xo) * C;
+          for (int64_t h = yo * sh; h < yo * sh + fh; h++)
+            for (int64_t x = xo * sw; x < xo * sw + fw; x++) {
+              float* o = xb + (h * iw + x) * C;
+              for (int64_t ch = 0; ch < C; ch++) o[ch] += d[ch] * w;
+            }
+        }
+    }
+    return undefinedValue(env);
+  });
+}
+
 // setThreads(n): the OpenMP threads oneDNN and the loops above use; returns the count in effect.
 napi_value SetThreads(napi_env env, napi_callback_info info) {
   return guarded(env, [&]() {
@@ -1055,6 +1180,10 @@ napi_value Init(napi_env env, napi_value exports) {
       {"setThreads", nullptr, SetThreads, nullptr, nullptr, nullptr, napi_default, nullptr},
       {"version", nullptr, Version, nullptr, nullptr, nullptr, napi_default, nullptr},
       {"primitives", nullptr, Primitives, nullptr, nullptr, nullptr, napi_default, nullptr},
+      {"softmax", nullptr, Softmax, nullptr, nullptr, nullptr, napi_default, nullptr},
+      {"concatRows", nullptr, ConcatRows, nullptr, nullptr, nullptr, napi_default, nullptr},
+      {"splitRows", nullptr, SplitRows, nullptr, nullptr, nullptr, napi_default, nullptr},
+      {"avgPoolGrad", nullptr, AvgPoolGrad, nullptr, nullptr, nullptr, napi_default, nullptr},
   };
   napi_define_properties(env, exports, sizeof(props) / sizeof(props[0]), props);
   return exports;

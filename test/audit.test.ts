@@ -14,8 +14,18 @@ import { applyNormalization } from '../src/data/normalize';
 import { Normalization } from '../src/data/store';
 import { convergence, hasConverged, plateauReached } from '../src/measure/convergence';
 import { loadRunNetwork, penultimateFeatures, runFeatures } from '../src/measure/features';
-import { coarsenedLogProbs, coarsenMembership } from '../src/models/objective';
-import { treeFromDag } from '../src/hierarchy/tree';
+import { coarsenedLogProbs, coarsenedObjective, coarsenMembership, semanticSoftmaxObjective } from '../src/models/objective';
+import { buildNetwork } from '../src/models/archs';
+import { atRunLevel } from '../src/measure/evaluate';
+import { argmaxRows } from '../src/measure/accuracy';
+import { predictProbs } from '../src/measure/predict';
+import { fisherTrace, probeLoss } from '../src/measure/dynamics';
+import { DynamicsProbes } from '../src/train/loop-parts';
+import { makeSplit, splitFromRecord } from '../src/data/split';
+import { readSplitRecord } from '../src/runs/run';
+import { coarsening, Hierarchy, treeFromDag } from '../src/hierarchy/tree';
+import { resolveConfig } from '../src/config/load';
+import { resolveTrainLevels, semanticSoftmaxWeights } from '../src/train/heads';
 import { transferReinitSeed } from '../src/train/finetune';
 import { UsageError } from '../src/util/errors';
 import { cli, metricRows, modelWeights, QUICKSTART, readJson, same, tmpDir } from './helpers';
@@ -203,4 +213,176 @@ test('item 7: coarsen keeps its gradient far from the target (log-sum-exp per co
     want.forEach((w, c) => assert.ok(Math.abs(got[b][c] - w) < 1e-5, `row ${b}: ${got[b]} vs ${want}`));
   });
   tf.dispose([member, m3, z, x]);
+});
+
+/** root -> A -> {A1 -> {a, b}, A2 -> {d}} and root -> c: classes a, b, d at depth 3, c at depth 1. */
+function unbalanced(): Hierarchy {
+  const nodes = [['A', null], ['A1', 'A'], ['A2', 'A'], ['a', 'A1'], ['b', 'A1'], ['d', 'A2'], ['c', null]].map(([id, parent]) => ({ id: id!, parent }));
+  return new Hierarchy('root', nodes, ['a', 'b', 'c', 'd']);
+}
+
+test('item 6: semantic softmax has one softmax per depth over that depth\'s classes, masks shallower classes, and weights depths as Ridnik et al.', () => {
+  const h = unbalanced();
+  const cfg = resolveConfig([{ train: { level: ['leaf', 'depth:2', 'depth:1'], multi_level: 'semantic_softmax' } }]);
+  const t = resolveTrainLevels(h, cfg);
+  assert.equal(t.mode, 'semantic_softmax');
+  // depth 2 holds A1 and A2: c (depth 1) is masked there, not kept as its own label as the depth cut does.
+  assert.deepEqual(t.levels[1].classes, ['A1', 'A2']);
+  // Leaf classes in tree order: a, b, d, c.
+  assert.deepEqual(t.levels[0].classes, ['a', 'b', 'd', 'c']);
+  assert.deepEqual([...t.maps[1]], [0, 0, 1, -1]);
+  assert.deepEqual(t.levels[2].classes, ['A', 'c']);
+  assert.deepEqual([...t.maps[2]], [0, 0, 0, 1]);
+  // 4 leaves, 2 classes at depth 2, 2 at depth 1: W = min(20, 8 / classes at or below the depth) = 8/4, 8/6, 8/8; not normalised.
+  assert.deepEqual(t.weights, [2, 8 / 6, 1]);
+  assert.deepEqual(semanticSoftmaxWeights([1000, 10, 2], [3, 2, 1]), [1012 / 1000, 1012 / 1010, 1]);
+  assert.equal(semanticSoftmaxWeights([2, 5000], [1, 2])[1], 5002 / 5000);
+  assert.equal(semanticSoftmaxWeights([100, 2], [2, 1])[0], 1.02);
+  assert.equal(semanticSoftmaxWeights([1, 1, 1000], [3, 2, 1])[0], 20, 'capped at 20');
+  // multi_head keeps the depth cut (c its own class at depth 2) and normalised weights.
+  const mh = resolveTrainLevels(h, resolveConfig([{ train: { level: ['leaf', 'depth:2', 'depth:1'] } }]));
+  assert.equal(mh.mode, 'multi_head');
+  assert.deepEqual(mh.levels[1].classes, ['A1', 'A2', 'c']);
+  assert.deepEqual(mh.weights, [1 / 3, 1 / 3, 1 / 3]);
+  // A depth with a single class is refused (a one-class softmax learns nothing).
+  const one = new Hierarchy('root', [['A', null], ['A1', 'A'], ['a', 'A1'], ['b', 'A1'], ['c', null]].map(([id, parent]) => ({ id: id!, parent })), ['a', 'b', 'c']);
+  assert.throws(() => resolveTrainLevels(one, cfg), (e: unknown) => e instanceof UsageError && /has 1 class\(es\) at depth 2/.test(e.message));
+  // The loss, by hand: head h's cross-entropy over the unmasked examples, summed, / B, times W_h.
+  const obj = semanticSoftmaxObjective([
+    { numClasses: 4, map: null, weight: 2 },
+    { numClasses: 2, map: t.maps[1], weight: 1.5 },
+    { numClasses: 2, map: t.maps[2], weight: 1 },
+  ]);
+  const z0 = [[1, 0, -1, 0.2], [0.5, 2, 0, -1]];
+  const z1 = [[0.3, 0.1], [4, -4]];
+  const z2 = [[0.3, -0.2], [1, 1.5]];
+  const y = [0, 3];
+  const lse = (r: number[]) => Math.log(r.reduce((a, v) => a + Math.exp(v), 0));
+  const ce = (r: number[], k: number) => lse(r) - r[k];
+  // Example 1 (class c) has no class at depth 2: masked there, whatever its logits.
+  const want = (2 * (ce(z0[0], 0) + ce(z0[1], 3)) + 1.5 * ce(z1[0], 0) + 1 * (ce(z2[0], 0) + ce(z2[1], 1))) / 2;
+  const loss = (r: number[]) => obj.loss([tf.tensor2d(z0), tf.tensor2d([z1[0], r]), tf.tensor2d(z2)], tf.tensor1d(y, 'int32')).dataSync()[0];
+  assert.ok(Math.abs(loss(z1[1]) - want) < 1e-5, `loss ${loss(z1[1])} vs ${want}`);
+  assert.equal(loss([0, 0]), loss([9, -9]));
+  obj.dispose();
+});
+
+test('item 6: semantic softmax trains on quickstart; test_acc@<level> is the summed reading and test_acc_head@<level> the level\'s own head', () => {
+  const root = tmpDir();
+  const run = path.join(root, 'ss');
+  ok(cli(['pretrain', ...BASE, '--set', 'train.level=[leaf, basic, superclass]', '--set', 'train.multi_level=semantic_softmax', '--set', 'train.epochs=15', '--run-dir', run]));
+  const s = summary(run);
+  assert.equal(s.multi_level, 'semantic_softmax');
+  // 24 + 6 + 2 classes: W = 32/24, 32/30, 32/32.
+  (s.level_weights as number[]).forEach((w, k) => assert.ok(Math.abs(w - [32 / 24, 32 / 30, 1][k]) < 1e-12));
+  for (const k of ['test_acc@basic', 'test_acc_head@basic', 'test_acc@superclass', 'test_acc_head@superclass']) assert.equal(typeof s[k], 'number', k);
+  assert.ok(Number(s.test_acc) > 0.6, `leaf ${s.test_acc}`);
+  assert.ok(Number(s['test_acc_head@superclass']) > 0.7, `superclass head ${s['test_acc_head@superclass']}`);
+  // eval reads the same heads the same way.
+  const r = cli(['eval', run, '--json', '--quiet']);
+  ok(r);
+  const e = JSON.parse(r.stdout.trim().split('\n').pop()!);
+  assert.equal(e['test_acc_head@basic'], s['test_acc_head@basic']);
+  assert.equal(e['test_acc@basic'], s['test_acc@basic']);
+});
+
+test('item 8: head=keep refuses a source head with the same class count but other classes', () => {
+  const root = tmpDir();
+  const src = path.join(root, 'basic');
+  ok(cli(['pretrain', ...BASE, '--level', 'basic', '--set', 'train.epochs=1', '--run-dir', src]));
+  // Same 6 basic classes by name, but shuffle_parents put other leaves under them.
+  const r = cli(['finetune', '--from', src, '--level', 'basic', '--set', 'finetune.head=keep', '--set', 'data.relabel=shuffle_parents', '--set', 'train.epochs=0', '--quiet', '--run-dir', path.join(root, 'x')]);
+  assert.equal(r.code, 2, r.stderr);
+  assert.match(r.stderr, /head=keep: the source's 'basic' head was trained on other classes.*Use finetune\.head=new/s);
+  assert.ok(!fs.existsSync(path.join(root, 'x', 'summary.json')));
+  // The same classes are kept as before.
+  ok(cli(['finetune', '--from', src, '--level', 'basic', '--set', 'finetune.head=keep', '--set', 'train.epochs=0', '--quiet', '--run-dir', path.join(root, 'same')]));
+});
+
+test('item 8: fine-tuning a relabelled source with data.relabel=null keeps its split (no source training image in validation)', () => {
+  const root = tmpDir();
+  const src = path.join(root, 'split2');
+  ok(cli(['pretrain', ...BASE, '--set', 'data.relabel=random_split:2', '--set', 'train.epochs=1', '--run-dir', src]));
+  const ft = path.join(root, 'ft');
+  ok(cli(['finetune', '--from', src, '--level', 'top', '--set', 'data.relabel=null', '--set', 'train.epochs=0', '--quiet', '--run-dir', ft]));
+  const [a, b] = [readJson<Record<string, string[]>>(path.join(src, 'split.json')), readJson<Record<string, string[]>>(path.join(ft, 'split.json'))];
+  const srcTrain = new Set(a.train);
+  assert.equal(b.val.filter((id) => srcTrain.has(id)).length, 0, 'validation images the source trained on');
+  assert.deepEqual(b.train, a.train);
+  assert.deepEqual(b.val, a.val);
+});
+
+test('8b: a coarsened prediction is the argmax of the summed probabilities, not the fine argmax mapped (training objective and evaluation)', () => {
+  // Fine argmax is class 0 (coarse 0); summed, coarse 1 wins: e^3 = 20.1 < 2 e^2.5 = 24.4.
+  const map = Int32Array.from([0, 1, 1]);
+  const z = tf.tensor2d([[3, 2.5, 2.5], [1, 3, -2]]);
+  const obj = coarsenedObjective(map, 2);
+  assert.deepEqual(Array.from(obj.predict([z]).dataSync()), [1, 1]);
+  obj.dispose();
+  const probs = tf.softmax(z).dataSync() as Float32Array;
+  const r = atRunLevel(probs, 3, { headMap: map, runClasses: 2, extra: [] });
+  assert.equal(r.k, 2);
+  assert.deepEqual(Array.from(argmaxRows(r.probs, 2)), [1, 1]);
+  z.dispose();
+});
+
+test('8b: the Fisher trace and sharpness of a coarsen run use the coarsened log-probabilities (hand-computed per-example gradients)', async () => {
+  const cfg = resolveConfig([{ data: { synthetic: { train_samples: 200, test_samples: 40 } }, eval: { fisher_samples: 6, sharpness_examples: 6 }, model: { filters: 8 } }]);
+  const data = await loadDataset(cfg, () => {});
+  const split = makeSplit(data, cfg);
+  const h = data.hierarchy;
+  const leaf = h.resolveLevel('leaf');
+  const top = h.resolveLevel('top');
+  const map = coarsening(leaf, top)!;
+  const net = buildNetwork(cfg, data.shape, leaf.classes.length);
+  const trainLabels = Int32Array.from(split.train, (i) => top.classOf[data.train.y[i]]);
+  const plan = { head: 'coarsen' as const, headClasses: 24, runClasses: 2, headMap: map, extra: [], primaryWeight: 1, mode: 'multi_head' as const, headSeed: null, sourceHead: 'head', sourceLevel: 'leaf' };
+  const probes = new DynamicsProbes(cfg, data, split, trainLabels, plan, { frozenBlocks: 0, unfreeze: null, lrScale: [1], batchnormTrains: true, prefixCache: false }, 64);
+  const probe = probes.fisher!;
+  assert.equal(probe.numClasses, 2);
+  // Empirical Fisher by hand: mean over examples of the squared gradient norm of log p_coarse(y).
+  const member = coarsenMembership(map, 2);
+  const vars = net.variables().filter((v) => v.trainable).map((v) => v.variable);
+  const inference = net.blocks.map(() => false);
+  let want = 0;
+  for (let i = 0; i < probe.y.length; i++) {
+    want += tf.tidy(() => {
+      const { grads } = tf.variableGrads(() => coarsenedLogProbs(net.forward(probe.x.slice([i, 0, 0, 0], [1, -1, -1, -1]), inference), member).slice([0, probe.y[i]], [1, 1]).sum().neg() as tf.Scalar, vars);
+      return Object.values(grads).reduce((a, g) => a + g.square().sum().dataSync()[0], 0);
+    }) / probe.y.length;
+  }
+  const got = (await fisherTrace(net, probe, false, 0)).total;
+  assert.ok(Math.abs(got - want) < 1e-4 * want, `fisher_trace_emp ${got} vs ${want}`);
+  // The sharpness probe's loss is the coarsened cross-entropy.
+  const sharp = probes.sharp!;
+  const ce = tf.tidy(() => coarsenedLogProbs(net.forward(sharp.x, inference), member).mul(tf.oneHot(tf.tensor1d(sharp.y, 'int32'), 2)).sum(1).mean().neg().dataSync()[0]);
+  const pl = await probeLoss(net, sharp);
+  assert.ok(Math.abs(pl - ce) < 1e-5, `probe loss ${pl} vs ${ce}`);
+  probes.dispose();
+  member.dispose();
+  net.dispose();
+});
+
+test('8b: mistake severity at a coarse level is the LCA height in that level\'s tree (hand-computed)', async () => {
+  const root = tmpDir();
+  const run = path.join(root, 'basic');
+  ok(cli(['pretrain', ...BASE, '--level', 'basic', '--set', 'train.epochs=2', '--run-dir', run]));
+  const cfg = parseConfigYaml(fs.readFileSync(path.join(run, 'config.yaml'), 'utf8'), path.join(run, 'config.yaml'));
+  const data = await loadDataset(cfg, () => {});
+  const split = splitFromRecord(data, readSplitRecord(run), run);
+  const { net } = loadRunNetwork(run, data.shape, 'x');
+  const pred = argmaxRows(await predictProbs(net, data.test, split.test, data.shape), 6);
+  net.dispose();
+  const basic = data.hierarchy.resolveLevel('basic');
+  const truth = Int32Array.from(split.test, (i) => basic.classOf[data.test.y[i]]);
+  // 2 superclasses x 3 basic classes: two basic classes meet 1 level up under one superclass, else 2 (at the root).
+  let sum = 0;
+  let wrong = 0;
+  pred.forEach((p, i) => {
+    if (p === truth[i]) return;
+    wrong++;
+    sum += Math.floor(p / 3) === Math.floor(truth[i] / 3) ? 1 : 2;
+  });
+  assert.ok(wrong > 5, `${wrong} mistakes`);
+  assert.ok(Math.abs(Number(summary(run).test_mistake_severity) - sum / wrong) < 1e-12, `${summary(run).test_mistake_severity} vs ${sum / wrong}`);
 });

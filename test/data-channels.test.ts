@@ -82,3 +82,29 @@ test('data.channels auto: the start line and config.yaml say the value and why',
   const ev = cli(['eval', path.join(runs, 'r')]);
   assert.equal(ev.code, 0, ev.stderr);
 });
+
+test('granular hierarchy lists a dataset of more than 2,000 images, it does not decode: garbage image files are counted, no record cache is written', async () => {
+  const root = tmpDir();
+  fs.writeFileSync(path.join(root, 'taxonomy.csv'), 'group,leaf\nG,x\nG,y\nH,z\n');
+  // Not one of them decodes: a decoding command would skip them all and stop.
+  const sizes: Record<string, [number, number]> = { x: [900, 20], y: [700, 20], z: [500, 20] };
+  for (const [leaf, [nTrain, nTest]] of Object.entries(sizes)) {
+    for (const [part, n] of [['train', nTrain], ['test', nTest]] as const) {
+      fs.mkdirSync(path.join(root, part, leaf), { recursive: true });
+      for (let i = 0; i < n; i++) fs.writeFileSync(path.join(root, part, leaf, `${i}.png`), 'not an image');
+    }
+  }
+  const cache = path.join(tmpDir(), 'cache');
+  const t0 = Date.now();
+  const r = cli(['hierarchy', '--json', '--set', 'data.format=imagefolder', '--set', `data.root=${root}`, '--set', `data.cache_dir=${cache}`, '--set', 'data.val_fraction=0']);
+  assert.equal(r.code, 0, r.stderr);
+  const rep = JSON.parse(r.stdout);
+  assert.equal(rep.train_images, 2100);
+  assert.equal(rep.test_images, 60);
+  assert.equal(rep.listed_only, true);
+  assert.equal(rep.skipped_images, null);
+  assert.deepEqual(rep.levels.map((l: { name: string; classes: number; images_max: number }) => [l.name, l.classes, l.images_max]), [['group', 2, 1600], ['leaf', 3, 900]]);
+  const written = fs.existsSync(cache) ? fs.readdirSync(cache) : [];
+  assert.deepEqual(written.filter((f) => /\.(u8|catalog|stats|sums)$/.test(f)), []);
+  assert.ok(Date.now() - t0 < 60_000);
+});

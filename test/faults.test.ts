@@ -144,7 +144,7 @@ test('iNat file names in NFC find NFD files on disk (case 16)', async () => {
     }
     fs.writeFileSync(path.join(root, `${part}.json`), JSON.stringify({ images, annotations, categories: cats }));
   }
-  const cfg = resolveConfig([parseSets(['data.format=inat2021', `data.root=${root}`, 'data.image_size=8', 'data.cache_dir=null'])]);
+  const cfg = resolveConfig([parseSets(['data.format=inat2021', `data.root=${root}`, 'data.image_size=8', 'data.cache_dir=null', 'data.duplicates=keep'])]);
   const ds = await loadDataset(cfg, quiet);
   assert.equal(ds.train.y.length, 4);
   assert.equal(ds.skipped, 0);
@@ -281,7 +281,7 @@ test('every documented --dry-run recipe runs each printed command exactly as pri
   const dir = tmpDir();
   const values = ['/d/a b', "/d/it's", '/d/x;y', '/d/$HOME', '/d/back\\slash', '/d/*', '/d/q"d', '/d/h #2', '/d/`id`', '-x', '/d/two\nlines', "/d/it's $HOME", '/d/!bang'];
   const sweep = path.join(dir, 's.yaml');
-  fs.writeFileSync(sweep, YAML.stringify({ name: 'quoting', base: QUICKSTART, stages: { pretrain: { grid: { 'data.root': values } }, finetune: { from: 'pretrain', grid: { 'data.cache_dir': ['/o/a b', '/o/$x'] } } } }));
+  fs.writeFileSync(sweep, YAML.stringify({ name: 'quoting', base: QUICKSTART, stages: { pretrain: { grid: { 'data.cache_dir': values } }, finetune: { from: 'pretrain', grid: { 'data.cache_dir': ['/o/a b', '/o/$x'] } } } }));
   // `granular` on PATH (and GRANULAR=granular, so the printed lines call it): the real CLI for `sweep`,
   // a recorder of its arguments for the printed commands; bin/granular.js in the working folder records too.
   // (test/printed-commands.test.ts runs the default prefix for real.)

@@ -88,16 +88,19 @@ test('item 4: train.level as a list trains one head per level; fine-tuning keeps
   assert.equal(s.level, 'leaf+basic+superclass');
   assert.deepEqual(s.levels, ['leaf', 'basic', 'superclass']);
   assert.deepEqual(s.level_weights, [0.5, 0.25, 0.25]);
-  for (const k of ['test_acc', 'test_acc@basic', 'test_acc@superclass', 'test_acc_summed@basic', 'test_acc_summed@superclass']) assert.equal(typeof s[k], 'number', k);
+  for (const k of ['test_acc', 'test_acc@basic', 'test_acc@superclass', 'test_acc_head@basic', 'test_acc_head@superclass', 'test_acc_summed@basic']) assert.equal(typeof s[k], 'number', k);
+  // test_acc@<level> is the summed reading of the finest head (DESIGN.md); test_acc_head@<level> the level's own head.
+  assert.equal(s['test_acc@superclass'], s['test_acc_summed@superclass']);
+  assert.equal(s.multi_level, 'multi_head');
   // Each level's own head learned its level (the superclass features are common to most samples).
-  assert.ok(Number(s['test_acc@superclass']) > 0.7, `superclass head ${s['test_acc@superclass']}`);
+  assert.ok(Number(s['test_acc_head@superclass']) > 0.7, `superclass head ${s['test_acc_head@superclass']}`);
   const w = modelWeights(multi);
   assert.equal(w.get('head_basic/kernel')!.length, w.get('head/kernel')!.length / 4, '6 basic classes vs 24 leaves');
   assert.equal(w.get('head_superclass/bias')!.length, 2);
   // keep at the superclass level takes the superclass head: untrained, it scores what that head scored.
   const keep = path.join(root, 'keep');
   ok(cli(['finetune', '--from', multi, '--level', 'top', '--set', 'finetune.head=keep', '--set', 'train.epochs=0', '--quiet', '--run-dir', keep]));
-  assert.equal(summary(keep).test_acc, s['test_acc@superclass']);
+  assert.equal(summary(keep).test_acc, s['test_acc_head@superclass']);
   assert.equal(summary(keep).head_from, 'head_superclass');
   assert.ok(same(modelWeights(keep).get('head/kernel')!, w.get('head_superclass/kernel')!));
   // coarsen starts from the finest head by default, or the one finetune.head_level names.

@@ -5,7 +5,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import * as YAML from 'yaml';
 import { planSweep } from '../src/report/sweep-plan';
-import { cli, QUICKSTART, tmpDir } from './helpers';
+import { CLI, cli, QUICKSTART, tmpDir } from './helpers';
 
 /** Sweeps check every run before the first starts: a bad level, value or data folder exits 2 with nothing run. */
 
@@ -73,7 +73,7 @@ test('sweep --dry-run passes on --threads and gives each of --jobs N runs cores/
   assert.equal(t1.code, 0, t1.stderr);
   const lines = t1.stdout.trim().split('\n');
   assert.equal(lines.length, 2);
-  for (const l of lines) assert.match(l, /^granular pretrain .* --quiet --threads 1$/);
+  for (const l of lines) assert.match(l, /^\S+ \S+granular\.js pretrain .* --quiet --threads 1$/);
   const cores = os.availableParallelism?.() ?? os.cpus().length;
   const j2 = cli(['sweep', file, '--dry-run', '--jobs', '2'], { cwd: dir });
   assert.match(j2.stdout.trim().split('\n')[0], new RegExp(`--quiet --threads ${Math.max(1, Math.floor(cores / 2))}$`));
@@ -81,8 +81,9 @@ test('sweep --dry-run passes on --threads and gives each of --jobs N runs cores/
   assert.doesNotMatch(alone.stdout, /--threads/, 'one run at a time takes every core');
   const prefixed = cli(['sweep', file, '--dry-run'], { cwd: dir, env: { GRANULAR: 'npx granular' } });
   assert.match(prefixed.stdout.split('\n')[0], /^npx granular pretrain /);
+  // Without it: the command that runs from any folder (test/printed-commands.test.ts runs it).
   const bare = cli(['sweep', file, '--dry-run'], { cwd: dir, env: { PATH: path.dirname(process.execPath), GRANULAR: '' } });
-  assert.match(bare.stderr, /'granular' is not on PATH here; .*GRANULAR='npx granular'/);
+  assert.ok(bare.stdout.startsWith(`${process.execPath} ${CLI} pretrain `), bare.stdout);
 });
 
 test('a from-scratch baseline trains at the level its fine-tuned twin does: top unless the stage names one', () => {

@@ -81,6 +81,14 @@ test('frozen blocks keep their weights and batch-norm statistics bit-identical; 
   const trained = [...a.keys()].filter((n) => n.startsWith('stage2_') || n.startsWith('stage3_'));
   assert.ok(frozen.some((n) => n.endsWith('moving_mean')) && frozen.some((n) => n.endsWith('moving_variance')));
   for (const n of frozen) assert.ok(same(a.get(n)!, b.get(n)!), `frozen ${n} changed`);
+  // Without the frozen-prefix cache the frozen blocks run every step: in inference mode, so their statistics stay put too (issue 21, 8b).
+  const uncached = path.join(root, 'uncached');
+  r = cli(['finetune', '--from', pre, '--level', 'top', '--freeze', '2', '--quiet', '--run-dir', uncached], { env: { GRANULAR_PREFIX_CACHE: '0' } });
+  assert.equal(r.code, 0, r.stderr);
+  assert.equal(readJson<{ prefix_cached?: boolean }>(path.join(uncached, 'env.json')).prefix_cached, false);
+  const u = modelWeights(uncached);
+  for (const n of frozen) assert.ok(same(a.get(n)!, u.get(n)!), `frozen ${n} changed without the prefix cache`);
+  for (const n of trained.filter((x) => /bn1\/moving_mean/.test(x))) assert.ok(!same(a.get(n)!, u.get(n)!), `trained ${n} did not change`);
   // Trained blocks: kernels move and batch-norm statistics update.
   for (const n of trained.filter((x) => /conv1\/kernel|bn1\/moving_mean/.test(x))) assert.ok(!same(a.get(n)!, b.get(n)!), `trained ${n} did not change`);
   const env = readJson<{ blocks: Array<{ name: string; frozen: boolean }> }>(path.join(ft, 'env.json'));

@@ -1,7 +1,7 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { Command } from 'commander';
-import { initEngine } from '../engine/backend';
+import { initEngine } from '../engine';
 import { buildNetwork } from '../models/archs';
 import { exportStateDict, NameStyle } from '../models/checkpoint';
 import { encodeSafetensors } from '../models/safetensors';
@@ -50,7 +50,7 @@ export function exportCommand(): Command {
         if ((arch === 'resnet18' || arch === 'resnet50') && run.cfg.model.padding !== 'torch') {
           process.stderr.write(`granular: warning: ${runDir} trained with model.padding=same (TensorFlow's padding); torchvision pads symmetrically, so the exported network's outputs in PyTorch differ from granular's. Train with --set model.padding=torch for an exact export.\n`);
         }
-        const tensors = exportStateDict(net, arch, style);
+        const tensors = await exportStateDict(net, arch, style);
         const out = String(o.out);
         fs.mkdirSync(path.dirname(path.resolve(out)), { recursive: true });
         writeFileAtomic(out, encodeSafetensors(tensors, { format: 'pt', granular_arch: arch, names: style, run_id: run.meta.run_id, image_size: String(input[1]) }));

@@ -3,7 +3,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { Command } from 'commander';
 import { configToYaml } from '../config/load';
-import { initEngine } from '../engine/backend';
+import { initEngine } from '../engine';
 import { ARCHS } from '../models/archs';
 import { Arch, IMPORTABLE, importStateDict } from '../models/checkpoint';
 import { readSafetensors } from '../models/safetensors';

@@ -152,7 +152,11 @@ const train = z
       .union([z.string().min(1), z.array(z.string().min(1)).min(1)])
       .default('leaf')
       .describe('label level: leaf, top|coarse, a level name, depth:N, height:N, nodes:FILE; a list (finest first) trains one head per level'),
-    level_weights: z.array(z.number().positive()).nullable().default(null).describe('multi-level training: loss weight of each listed level (normalised to sum 1); null = equal'),
+    level_weights: z.array(z.number().positive()).nullable().default(null).describe('multi-level training: loss weight of each listed level (multi_head: normalised to sum 1, null = equal; semantic_softmax: used as given, null = Ridnik et al.\'s depth weighting)'),
+    multi_level: z
+      .enum(['multi_head', 'semantic_softmax'])
+      .default('multi_head')
+      .describe('train.level as a list: multi_head (one softmax per listed level over its depth cut, weights normalised to sum 1) or semantic_softmax (Ridnik et al. 2021: one softmax per depth over the classes at that depth, images whose class is shallower masked out, their depth weighting)'),
     epochs: int().min(0).default(30).describe('passes over the training set'),
     batch_size: int().positive().default(64).describe('training batch size'),
     lr: z.number().positive().default(0.01).describe('peak learning rate'),

@@ -190,7 +190,15 @@ export async function materialize(cat0: Catalog, cfg: Config, log: Log = stderrL
   if (found && cfg.data.duplicates === 'refuse') throw refuseDuplicates(dups.record, cat.format);
   let test = testAll;
   let testInTrain = dups.inTrain;
-  if (found && cfg.data.duplicates === 'drop_test') {
+  // A test set made only of training images is no public dataset's quirk but a copy (a fixture, a smoke test):
+  // dropping them all would leave nothing to score, so they stay, said loudly, and split.json records it.
+  const allDuplicates = found > 0 && found === testAll.y.length;
+  if (allDuplicates && cfg.data.duplicates === 'drop_test') {
+    dups.record.dropped = 0;
+    dups.record.kept_all = true;
+    log(`warning: every test image (${found}) is one of the dataset's own duplicates; data.duplicates=drop_test would leave no test set, so they are kept: test accuracy here measures images the network trains on. Put other images in the test set, or set data.duplicates=keep to say this is intended.`);
+  }
+  if (found && cfg.data.duplicates === 'drop_test' && !allDuplicates) {
     // Back from usable-test order to catalogue order, so part() can leave them out.
     const drop = new Uint8Array(cat.test.ids.length);
     let j = 0;
@@ -198,16 +206,13 @@ export async function materialize(cat0: Catalog, cfg: Config, log: Log = stderrL
     test = part(nTrain, cat.test, drop);
     testInTrain = new Uint8Array(test.y.length);
   }
-  if (found) {
+  if (found && !allDuplicates) {
     const what = cfg.data.duplicates === 'drop_test' ? 'left out of the test set (data.duplicates=drop_test; keep scores them, refuse stops)' : 'kept in the test set (data.duplicates=keep)';
     log(`the dataset's own duplicates: ${describeDuplicates(dups.record)}: ${what}`);
   }
   const emptyAfter = emptyClasses(h, train.y);
   if (emptyAfter.length) {
     throw new UsageError(`${emptyAfter.length} class(es) have no readable training images left: ${listSome(emptyAfter)}. Fix the images, or leave the classes out with data.exclude.`);
-  }
-  if (test.y.length === 0 && testAll.y.length > 0) {
-    throw new UsageError(`every test image of the ${cat.format} data is one of its own duplicates (${describeDuplicates(dups.record)}), and data.duplicates=drop_test leaves them all out. Put other images in the test set, or set data.duplicates=keep.`);
   }
   if (test.y.length === 0) throw new UsageError(`the ${cat.format} data has no test images. Add a test/ folder, or set data.test_fraction.`);
   const pending = synced.pending;
@@ -236,7 +241,7 @@ export async function materialize(cat0: Catalog, cfg: Config, log: Log = stderrL
   };
   return {
     hierarchy: h, shape: [size, size, C], train, test, skipped: synced.bad.length, channels, duplicates: dups.record, testInTrain,
-    duplicateTestIds: found && cfg.data.duplicates === 'drop_test' ? new Set(testAll.ids.filter((_, j) => dups.duplicate[j])) : new Set(),
+    duplicateTestIds: found && cfg.data.duplicates === 'drop_test' && !allDuplicates ? new Set(testAll.ids.filter((_, j) => dups.duplicate[j])) : new Set(),
     ...(pending ? { trainVerified: () => (settled ??= settle()) } : {}),
   };
 }

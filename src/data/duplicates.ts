@@ -25,6 +25,8 @@ export interface DuplicatesRecord {
   dropped: number;
   /** Training-pool images whose content another training-pool image repeats (reported, never dropped: they only weigh that picture more). */
   train_repeats: number;
+  /** drop_test found only duplicates in the test set and kept them (dropping would leave no test set). */
+  kept_all?: boolean;
   /** A few of them: the test image and what it duplicates. */
   examples: Array<{ test: string; same_as: string; kind: 'train' | 'test_other_label' }>;
 }

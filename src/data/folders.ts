@@ -6,6 +6,7 @@ import { UsageError } from '../util/errors';
 import { Rng } from '../util/rng';
 import { Refs } from './catalog';
 import { joinPlain, writeFileAtomic } from '../util/fsx';
+import { statIdentity } from './stamp';
 
 export const IMAGE_EXT = /\.(png|jpe?g|ppm|pgm|pbm|pnm|webp|tiff?|gif)$/i;
 
@@ -116,7 +117,13 @@ export function listImages(root: string, rel: string, relOnDisk = rel, cache?: L
 /** An image's name in a listing: its NFC name, or [NFC name, name on disk] where they differ. */
 type ListedName = string | [string, string];
 
-const LISTING_VERSION = 1;
+const LISTING_VERSION = 2;
+
+/** What a folder's stat says for the listing cache. */
+interface FolderTime {
+  mtime: number;
+  ident: number;
+}
 /**
  * A folder whose modification time is at least this much older than its
  * listing is trusted to be unchanged: file systems stamp times in ticks
@@ -136,7 +143,7 @@ const RACY_MS = 2000;
  * The same idea as git's index of directory stats ("untracked cache").
  */
 export class ListingCache {
-  private folders: Record<string, { mtime: number; listed: number; names: ListedName[] }> = {};
+  private folders: Record<string, { mtime: number; ident: number; listed: number; names: ListedName[] }> = {};
   private changed = false;
 
   /** @param file the cache file (read if present; an unreadable one is ignored and rewritten). */
@@ -152,21 +159,23 @@ export class ListingCache {
     }
   }
 
-  /** The modification time of folder `dir` in ms (undefined when it is gone). */
-  folderTime(dir: string): number | undefined {
-    return fs.statSync(dir, { throwIfNoEntry: false })?.mtimeMs;
+  /** The modification time of folder `dir` in ms and its identity (statIdentity: device, inode, mtime, ctime); undefined when it is gone. */
+  folderTime(dir: string): FolderTime | undefined {
+    const st = fs.statSync(dir, { throwIfNoEntry: false });
+    return st ? { mtime: st.mtimeMs, ident: statIdentity(st) } : undefined;
   }
 
   /** The listing of `dir` when it is known and the folder, now at time `mtime`, has not changed since; null otherwise. */
-  lookup(dir: string, mtime: number | undefined): ListedName[] | null {
+  lookup(dir: string, t: FolderTime | undefined): ListedName[] | null {
     const f = this.folders[dir];
-    return f && mtime === f.mtime && f.listed - mtime >= RACY_MS ? f.names : null;
+    // The identity, not the time alone: a folder swapped in with `mv` or copied with its times (rsync -a) has another inode or ctime.
+    return f && t && t.mtime === f.mtime && t.ident === f.ident && f.listed - t.mtime >= RACY_MS ? f.names : null;
   }
 
   /** Keep the listing `names` of `dir`, whose time was `mtime` before it was read at `listedAt`. */
-  store(dir: string, mtime: number | undefined, listedAt: number, names: ListedName[]): void {
-    if (mtime === undefined) return;
-    this.folders[dir] = { mtime, listed: listedAt, names };
+  store(dir: string, t: FolderTime | undefined, listedAt: number, names: ListedName[]): void {
+    if (t === undefined) return;
+    this.folders[dir] = { mtime: t.mtime, ident: t.ident, listed: listedAt, names };
     this.changed = true;
   }
 

@@ -1,6 +1,8 @@
+import { checkDataRoot } from '../config/data-root';
 import { Config } from '../config/schema';
 import { UsageError } from '../util/errors';
 import { Catalog, listCatalog, LoadOptions, Log, materialize, stderrLog } from './catalog';
+import { cifarCatalog } from './cifar';
 import { imagefolderCatalog } from './imagefolder';
 import { inatCatalog } from './inat';
 import { omniglotCatalog } from './omniglot';
@@ -11,6 +13,7 @@ import { Dataset } from './types';
 
 /** The hierarchy and image list of a file-based format, before decoding. */
 export function loadCatalog(cfg: Config, log: Log = stderrLog): Catalog {
+  checkDataRoot(cfg);
   switch (cfg.data.format) {
     case 'imagefolder':
       return imagefolderCatalog(cfg);
@@ -20,6 +23,8 @@ export function loadCatalog(cfg: Config, log: Log = stderrLog): Catalog {
       return wordnetCatalog(cfg);
     case 'inat2021':
       return inatCatalog(cfg, log);
+    case 'cifar':
+      return cifarCatalog(cfg);
     default:
       throw new UsageError(`data.format '${cfg.data.format}' is not a file-based format.`);
   }
@@ -27,23 +32,31 @@ export function loadCatalog(cfg: Config, log: Log = stderrLog): Catalog {
 
 /**
  * The hierarchy and the images per part of the configured dataset as a run
- * would see them before reading any image (`granular hierarchy`): file-based
- * formats are listed, never decoded, so no record cache is written. Unreadable
- * images and the dataset's own duplicates (data.duplicates) are found only
- * when a run reads the files; `listed` says the counts are the listing's.
+ * would see them (`granular hierarchy`): file-based formats of more than
+ * HIERARCHY_DECODE_MAX images are listed, never decoded, so no record cache
+ * is written; unreadable images and the dataset's own duplicates
+ * (data.duplicates) are then found only when a run reads the files, and
+ * `listed` says the counts are the listing's. Smaller ones are loaded.
  * data.relabel cluster:K needs a trained network's features, so it loads.
  */
 export async function listDataset(cfg: Config, log: Log = stderrLog): Promise<{ hierarchy: Dataset['hierarchy']; train: { y: Int32Array }; test: { y: Int32Array }; skipped: number | null; listed: boolean }> {
-  if (cfg.data.format === 'synthetic' || cfg.data.relabel?.startsWith('cluster:')) {
+  const load = async () => {
     const d = await loadDataset(cfg, log);
     return { hierarchy: d.hierarchy, train: d.train, test: d.test, skipped: d.skipped, listed: false };
-  }
+  };
+  if (cfg.data.format === 'synthetic' || cfg.data.relabel?.startsWith('cluster:')) return load();
   const cat = listCatalog(loadCatalog(cfg, log), cfg);
+  // A small dataset decodes in about a second: then the counts are exact (unreadable images, duplicates).
+  if (cat.train.ids.length + cat.test.ids.length <= HIERARCHY_DECODE_MAX) return load();
   return { hierarchy: cat.hierarchy, train: { y: cat.train.cls }, test: { y: cat.test.cls }, skipped: null, listed: true };
 }
 
+/** Datasets up to this many images are decoded by `granular hierarchy` (exact counts); larger ones are only listed. */
+export const HIERARCHY_DECODE_MAX = 2000;
+
 /** Load the configured dataset, fully validated; bad data is a UsageError (exit 2). */
 export async function loadDataset(cfg: Config, log: Log = stderrLog, opts: LoadOptions = {}): Promise<Dataset> {
+  checkDataRoot(cfg);
   if (cfg.data.relabel_from !== null && !cfg.data.relabel?.startsWith('cluster:')) {
     throw new UsageError(`data.relabel_from is set but data.relabel is ${JSON.stringify(cfg.data.relabel)}; it names the run whose features data.relabel cluster:K clusters. Remove it, or set data.relabel=cluster:K.`);
   }

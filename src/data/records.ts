@@ -8,9 +8,11 @@
  * version), in `cache_dir`:
  *   <base>.u8, <base>.1.u8, ...   shards of `records_per_shard` records (no file over 1 GiB)
  *   <base>.stats                  per record, per channel: sum and sum of squares (float64), for data.normalize=dataset
- *   <base>.catalog                the catalogue: per image id its stamp, record, content hash (binary, below)
+ *   <base>.catalog                the catalogue: per image id its stamp, record, content hash (binary, below; CRC-32 of its body in the header)
+ *   <base>.sums                   per record: the CRC-32 of its bytes, checked every time a record is read
+ *   <base>.damaged                written when a record failed its check: the next run decodes everything again
  *   <base>.json                   a readable summary of the store (size, channels, count, bad images)
- *   <base>.lock                   held (exclusive create, PID inside) while a process adds records
+ *   <base>.lk/                    the lock, held while a process adds records (a folder whose mtime is its holder's heartbeat)
  * Records are only ever appended: a changed image gets a new record and the
  * catalogue (rewritten atomically) points at it, so a run reading the store
  * meanwhile keeps consistent pixels. A fresh store holds the records in
@@ -23,7 +25,9 @@ import * as path from 'node:path';
 import { UsageError } from '../util/errors';
 import { writeFileAtomic } from '../util/fsx';
 import { contentHash, decodeImage, DECODE_PARALLEL, forEachParallel } from './decode';
-import { changedHere, changedInBackground, FileLayout, stampJob } from './stamp';
+import { changedHere, changedInBackground, FileLayout, stampJob, statIdentity } from './stamp';
+import { crc32 } from 'node:zlib';
+import * as lockfile from 'proper-lockfile';
 
 /** Bump when decoding changes (v3: EXIF orientation, aspect-preserving resize + centre crop, records). */
 export const RECORD_VERSION = 3;
@@ -44,7 +48,7 @@ export interface ImageSource {
   /** Set where the format itself says whether its images have colour (CIFAR: always): data.channels auto reads no file. */
   colour?: { channels: 1 | 3; reason: string };
   /**
-   * Two numbers that change whenever the image changes: [size, mtimeMs] for a
+   * Two numbers that change whenever the image changes: [size, statIdentity] for a
    * file, [crc32, compressed size] for an archive entry; null when it is gone.
    */
   stamp(id: string): [number, number] | null;
@@ -87,7 +91,24 @@ function layout(size: number, channels: number, shardBytes = SHARD_BYTES): { rec
  */
 export class RecordReader {
   private readonly fds: number[] = [];
+  /** The CRC-32 of each record (<base>.sums), read when first needed and again when the store has grown. */
+  private sums = new Uint32Array(0);
   constructor(readonly loc: StoreLocation) {}
+
+  private expected(r: number): number {
+    if (r >= this.sums.length) {
+      let buf: Buffer;
+      try {
+        buf = fs.readFileSync(sumsPath(this.loc));
+      } catch (e) {
+        throw new RecordCacheDamaged(this.loc, `its checksum file ${sumsPath(this.loc)} cannot be read (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`);
+      }
+      this.sums = new Uint32Array(buf.length >> 2);
+      Buffer.from(this.sums.buffer).set(buf.subarray(0, this.sums.length * 4));
+      if (r >= this.sums.length) throw new RecordCacheDamaged(this.loc, `its checksum file ${sumsPath(this.loc)} holds ${this.sums.length} records, not record ${r}`);
+    }
+    return this.sums[r];
+  }
 
   private fd(shard: number): number {
     while (this.fds.length <= shard) this.fds.push(-1);
@@ -101,11 +122,43 @@ export class RecordReader {
     const shard = Math.floor(r / perShard);
     const got = fs.readSync(this.fd(shard), out, at, recordBytes, (r % perShard) * recordBytes);
     if (got !== recordBytes) throw new Error(`record ${r} of ${shardPath(this.loc, shard)} is truncated (${got} of ${recordBytes} bytes); delete the cache folder's ${this.loc.base}.* files`);
+    // Never train on bytes the disk, a copy or a stray write changed: the check costs ~1 us per 12 KiB record.
+    if (crc32(out.subarray(at, at + recordBytes)) !== this.expected(r)) {
+      throw new RecordCacheDamaged(this.loc, `record ${r} in ${shardPath(this.loc, shard)} fails its checksum (its bytes changed after it was written)`);
+    }
   }
 
   close(): void {
     for (const fd of this.fds) if (fd >= 0) fs.closeSync(fd);
     this.fds.length = 0;
+  }
+}
+
+export function sumsPath(loc: Pick<StoreLocation, 'dir' | 'base'>): string {
+  return path.join(loc.dir, `${loc.base}.sums`);
+}
+
+function damagedPath(dir: string, base: string): string {
+  return path.join(dir, `${base}.damaged`);
+}
+
+/**
+ * A record that fails its checksum: the run stops (it never reads those
+ * pixels), and `<base>.damaged` makes the next run decode the store again.
+ */
+export class RecordCacheDamaged extends Error {
+  constructor(loc: Pick<StoreLocation, 'dir' | 'base'>, what: string) {
+    let marked = true;
+    try {
+      fs.writeFileSync(damagedPath(loc.dir, loc.base), what + '\n');
+    } catch {
+      marked = false; // a read-only cache: the message says what to do
+    }
+    super(
+      `the record cache ${path.join(loc.dir, loc.base)}.* is damaged: ${what}. ` +
+        (marked ? 'The next run decodes the images again; start it the same way.' : `Delete ${path.join(loc.dir, loc.base)}.* (the cache folder is not writable here) and run again.`),
+    );
+    this.name = 'RecordCacheDamaged';
   }
 }
 
@@ -134,7 +187,9 @@ interface Catalogue {
     ids_bytes: number;
     /** Record -> why it could not be decoded (its bytes are zeros). */
     bad: Record<string, string>;
-    /** Folder (relative to nothing: absolute) -> mtimeMs when its images were last stamped. */
+    /** CRC-32 (zlib) of everything after the header: a zeroed or flipped page is found before anything is trusted. */
+    body_crc32: number;
+    /** Folder (absolute) -> its statIdentity (device, inode, mtime, ctime) when its images were last stamped. */
     folders: Record<string, number>;
   };
   stampA: Float64Array;
@@ -157,15 +212,18 @@ const pad8 = (n: number) => (n + 7) & ~7;
 
 function encodeCatalogue(c: Catalogue): Buffer {
   const n = c.header.entries;
+  const body = Buffer.concat([
+    Buffer.from(c.stampA.buffer, c.stampA.byteOffset, n * 8), Buffer.from(c.stampB.buffer, c.stampB.byteOffset, n * 8),
+    Buffer.from(c.record.buffer, c.record.byteOffset, n * 4), Buffer.alloc(pad8(n * 4) - n * 4),
+    Buffer.from(c.hash.buffer, c.hash.byteOffset, n * HASH_BYTES), c.idsBlob,
+  ]);
+  c.header.body_crc32 = crc32(body);
   const head = Buffer.from(JSON.stringify(c.header) + '\n');
   const headLen = pad8(4 + head.length);
   const parts: Buffer[] = [];
   const lenBuf = Buffer.alloc(4);
   lenBuf.writeUInt32LE(head.length);
-  parts.push(lenBuf, head, Buffer.alloc(headLen - 4 - head.length));
-  parts.push(Buffer.from(c.stampA.buffer, c.stampA.byteOffset, n * 8), Buffer.from(c.stampB.buffer, c.stampB.byteOffset, n * 8));
-  parts.push(Buffer.from(c.record.buffer, c.record.byteOffset, n * 4), Buffer.alloc(pad8(n * 4) - n * 4));
-  parts.push(Buffer.from(c.hash.buffer, c.hash.byteOffset, n * HASH_BYTES), c.idsBlob);
+  parts.push(lenBuf, head, Buffer.alloc(headLen - 4 - head.length), body);
   return Buffer.concat(parts);
 }
 
@@ -181,6 +239,8 @@ function decodeCatalogue(buf: Buffer): Catalogue {
   let at = pad8(4 + headLenRaw);
   const need = at + 16 * n + pad8(4 * n) + HASH_BYTES * n + header.ids_bytes;
   if (buf.length !== need) throw new Error(`it is ${buf.length} bytes, expected ${need} (cut off or damaged)`);
+  if (typeof header.body_crc32 !== 'number') throw new Error('it was written by an older granular, without checksums');
+  if (crc32(buf.subarray(at)) !== header.body_crc32) throw new Error('its contents fail their checksum (flipped or zeroed bytes)');
   // Copies: the Buffer's memory may be unaligned for typed-array views.
   const f64 = () => {
     const a = new Float64Array(n);
@@ -254,45 +314,48 @@ export function storeBase(format: string, identity: string, size: number, channe
   return `${format}-${key}-${size}x${channels}`;
 }
 
-function isAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (e) {
-    return (e as NodeJS.ErrnoException).code === 'EPERM';
-  }
-}
+/** A lock not refreshed for this long belongs to a process that is gone (killed, or its machine or container). */
+const LOCK_STALE_MS = Math.max(2000, Number(process.env.GRANULAR_LOCK_STALE_MS ?? 10_000));
 
 /**
- * Take `<base>.lock` by exclusive create; while another live process holds
- * it (it is adding records), wait. A lock left by a dead process is taken over.
+ * Take the store's lock while adding records; while another process holds
+ * it, wait. The lock is a folder (`<base>.lk`, made atomically) whose mtime
+ * its holder refreshes every LOCK_STALE_MS / 4 (proper-lockfile): liveness is
+ * the heartbeat, never a PID, so it holds across PID namespaces, containers
+ * and hosts sharing the cache folder (a PID from another namespace means
+ * nothing here, and PID 1 is always alive), and a lock whose holder was
+ * killed is taken over once its heartbeat is LOCK_STALE_MS old. If the lock
+ * is lost meanwhile (the folder removed, the disk stalled past the stale
+ * time), `check()` throws before anything else is written.
  */
-async function lockStore(file: string, log: (l: string) => void): Promise<() => void> {
+export async function lockStore(file: string, log: (l: string) => void): Promise<{ unlock: () => void; check: () => void }> {
+  const opts = { realpath: false, lockfilePath: file, stale: LOCK_STALE_MS, update: Math.max(1000, LOCK_STALE_MS / 4) };
+  let lost: Error | null = null;
   let said = false;
   for (;;) {
     try {
-      const fd = fs.openSync(file, 'wx');
-      fs.writeSync(fd, `${process.pid}\n`);
-      fs.closeSync(fd);
-      return () => fs.rmSync(file, { force: true });
+      await lockfile.lock(file, { ...opts, onCompromised: (e: Error) => (lost = e) });
+      break;
     } catch (e) {
-      if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw e;
+      if ((e as NodeJS.ErrnoException).code !== 'ELOCKED') throw e;
     }
-    let pid = 0;
-    try {
-      pid = Number(fs.readFileSync(file, 'utf8').trim());
-    } catch {
-      continue; // released meanwhile
-    }
-    if (!pid || !isAlive(pid)) {
-      log(`taking over the record cache lock ${file} left by process ${pid || '?'}, which is no longer running`);
-      fs.rmSync(file, { force: true });
-      continue;
-    }
-    if (!said) log(`waiting for process ${pid}, which is adding images to the record cache (${file})`);
+    if (!said) log(`waiting for another process, which is adding images to the record cache (${file}; a lock not refreshed for ${LOCK_STALE_MS / 1000} s is taken over)`);
     said = true;
     await new Promise((r) => setTimeout(r, 200));
   }
+  return {
+    unlock: () => {
+      if (lost) return;
+      try {
+        lockfile.unlockSync(file, opts);
+      } catch {
+        // already released or taken over: nothing of ours to remove
+      }
+    },
+    check: () => {
+      if (lost) throw new Error(`lost the record cache lock ${file} while adding records (${(lost as Error).message}); another process may have taken it. Run again.`);
+    },
+  };
 }
 
 /** Read the catalogue of `base` in `dir`, or say why it cannot be used (null: there is none). */
@@ -319,6 +382,18 @@ function loadCatalogue(dir: string, base: string, expect: { format: string; iden
   if (h.record_bytes !== recordBytes || h.records_per_shard !== perShard) {
     return { cat: null, problem: `its catalogue ${file} has ${h.records_per_shard} records of ${h.record_bytes} bytes per shard, this process uses ${perShard} of ${recordBytes} (GRANULAR_SHARD_BYTES changed?)` };
   }
+  const damaged = damagedPath(dir, base);
+  if (fs.existsSync(damaged)) {
+    let why = '';
+    try {
+      why = fs.readFileSync(damaged, 'utf8').trim();
+    } catch {
+      // the marker alone says enough
+    }
+    return { cat: null, problem: `a run found it damaged${why ? ` (${why})` : ''}` };
+  }
+  const sums = fs.statSync(sumsPath({ dir, base }), { throwIfNoEntry: false })?.size ?? -1;
+  if (sums < 4 * h.records) return { cat: null, problem: sums < 0 ? `its checksum file ${sumsPath({ dir, base })} is missing` : `its checksum file ${sumsPath({ dir, base })} is cut off` };
   // Every record the catalogue vouches for must be on disk.
   for (let s = 0; s * perShard < h.records; s++) {
     const want = Math.min(perShard, h.records - s * perShard) * recordBytes;
@@ -359,7 +434,7 @@ export async function syncRecords(o: SyncOptions): Promise<Synced> {
   fs.mkdirSync(dir, { recursive: true });
   const base = storeBase(o.format, source.identity, size, channels);
   const { recordBytes, perShard } = layout(size, channels, o.shardBytes);
-  const unlock = await lockStore(path.join(dir, `${base}.lock`), log);
+  const lock = await lockStore(path.join(dir, `${base}.lk`), log);
   try {
     const expect = { format: o.format, identity: source.identity, size, channels, shardBytes: o.shardBytes };
     const { cat: old, problem } = loadCatalogue(dir, base, expect);
@@ -391,7 +466,8 @@ export async function syncRecords(o: SyncOptions): Promise<Synced> {
       if (f === null) return false;
       let same = folderUnchanged.get(f);
       if (same === undefined) {
-        const m = fs.statSync(f, { throwIfNoEntry: false })?.mtimeMs;
+        const st = fs.statSync(f, { throwIfNoEntry: false });
+        const m = st ? statIdentity(st) : undefined;
         if (m !== undefined) folders[f] = m;
         same = m !== undefined && old !== null && old.header.folders[f] === m;
         folderUnchanged.set(f, same);
@@ -478,10 +554,11 @@ export async function syncRecords(o: SyncOptions): Promise<Synced> {
       const cat: Catalogue = {
         header: {
           magic: CATALOG_MAGIC, version: RECORD_VERSION, format: o.format, identity: source.identity, size, channels,
-          record_bytes: recordBytes, records_per_shard: perShard, records: loc.count, entries: m, listed: n, ids_hash: listHash, ids_bytes: blob.length, bad: badOut, folders,
+          record_bytes: recordBytes, records_per_shard: perShard, records: loc.count, entries: m, listed: n, ids_hash: listHash, ids_bytes: blob.length, bad: badOut, folders, body_crc32: 0,
         },
         stampA: all(stampA, old?.stampA), stampB: all(stampB, old?.stampB), record: all(record, old?.record), hash: hashes, idsBlob: blob,
       };
+      lock.check();
       writeFileAtomic(path.join(dir, `${base}.catalog`), encodeCatalogue(cat));
       const badList = Object.entries(badOut).map(([r, reason]) => ({ index: Number(r), reason })).sort((a, b) => a.index - b.index);
       const shards = Array.from({ length: Math.ceil(loc.count / perShard) }, (_, s) => path.basename(shardPath(loc, s)));
@@ -501,6 +578,8 @@ export async function syncRecords(o: SyncOptions): Promise<Synced> {
     }
     const foldersMoved = o.verify === 'folders' && JSON.stringify(folders) !== JSON.stringify(old?.header.folders ?? {});
     if (todo.length || !old || old.header.ids_hash !== listHash || old.header.listed !== n || foldersMoved) writeCatalogue();
+    // Decoded again from scratch: the damage is gone.
+    if (problem) fs.rmSync(damagedPath(dir, base), { force: true });
     const bad: Synced['bad'] = [];
     for (let k = 0; k < n; k++) {
       const why = badOut[String(record[k])];
@@ -518,7 +597,7 @@ export async function syncRecords(o: SyncOptions): Promise<Synced> {
     }
     return { loc, record, hash, bad, decoded: todo.length, ...(pending ? { pending } : {}) };
   } finally {
-    unlock();
+    lock.unlock();
   }
 }
 
@@ -545,6 +624,9 @@ async function decodeInto(
   };
   const statsFile = path.join(loc.dir, `${loc.base}.stats`);
   const statsFd = fs.openSync(statsFile, fs.existsSync(statsFile) ? 'r+' : 'w+');
+  const sumsFile = sumsPath(loc);
+  const sumsFd = fs.openSync(sumsFile, fs.existsSync(sumsFile) ? 'r+' : 'w+');
+  const sum = new Uint32Array(1);
   const zeros = new Uint8Array(recordBytes);
   let done = 0;
   let sinceSave = 0;
@@ -555,6 +637,7 @@ async function decodeInto(
   const flush = () => {
     for (const f of fds.values()) fs.fdatasyncSync(f);
     fs.fdatasyncSync(statsFd);
+    fs.fdatasyncSync(sumsFd);
   };
   try {
     await forEachParallel(todo.length, DECODE_PARALLEL, async (t) => {
@@ -572,6 +655,8 @@ async function decodeInto(
       fs.writeSync(fd(Math.floor(r / perShard)), px, 0, recordBytes, (r % perShard) * recordBytes);
       const st = recordStats(px, channels);
       fs.writeSync(statsFd, new Uint8Array(st.buffer), 0, st.byteLength, r * st.byteLength);
+      sum[0] = crc32(px.subarray(0, recordBytes));
+      fs.writeSync(sumsFd, new Uint8Array(sum.buffer), 0, 4, r * 4);
       // Only now may a catalogue vouch for it; until then it reads as not decoded.
       record[k] = r;
       written = Math.max(written, r + 1);
@@ -595,6 +680,7 @@ async function decodeInto(
   } finally {
     for (const f of fds.values()) fs.closeSync(f);
     fs.closeSync(statsFd);
+    fs.closeSync(sumsFd);
   }
   loc.count = first + todo.length;
   const secs = (performance.now() - t0) / 1000;

@@ -9,9 +9,33 @@ import { Worker } from 'node:worker_threads';
 import { joinPlain } from '../util/fsx';
 
 /**
- * [size in bytes, modification time in ms] of the file at `abs` (links
- * followed); [-1, the link's mtime] for a symbolic link that cannot be
- * followed (listed as an image that cannot be read, so decoding reports it as
+ * A file's identity beyond its size: device, inode, modification and status
+ * change times folded into one number (52 bits, exact in a float64). Size and
+ * mtime alone are kept by `cp -p`, `rsync -a`, `touch -r`, archives that stamp
+ * every entry with one time and folders swapped back with `mv`, while the
+ * content changes; a new inode or a ctime (which no user call can set back)
+ * moves this. The same idea as git's index (stat data: dev, ino, ctime, mtime, size).
+ */
+export function statIdentity(st: fs.Stats): number {
+  let h1 = 0x811c9dc5;
+  let h2 = 0x01000193;
+  for (const v of [st.dev, st.ino, st.mtimeMs, st.ctimeMs]) {
+    const lo = v % 4294967296 >>> 0;
+    const hi = Math.floor(v / 4294967296) >>> 0;
+    const frac = Math.round((v % 1) * 1e6) >>> 0;
+    for (const w of [lo, hi, frac]) {
+      h1 = Math.imul(h1 ^ w, 0x01000193) >>> 0;
+      h2 = Math.imul(h2 ^ w, 0x5bd1e995) >>> 0;
+      h2 = (h2 ^ (h2 >>> 15)) >>> 0;
+    }
+  }
+  return (h2 & 0xfffff) * 4294967296 + h1;
+}
+
+/**
+ * [size in bytes, statIdentity] of the file at `abs` (links followed);
+ * [-1, the link's identity] for a symbolic link that cannot be followed
+ * (listed as an image that cannot be read, so decoding reports it as
  * unreadable, never as vanished); null when there is nothing there.
  */
 export function fileStamp(abs: string): [number, number] | null {
@@ -21,9 +45,9 @@ export function fileStamp(abs: string): [number, number] | null {
   } catch {
     st = undefined; // ELOOP, EACCES, ...: as for a dangling link below
   }
-  if (st) return [st.size, st.mtimeMs];
+  if (st) return [st.size, statIdentity(st)];
   const link = fs.lstatSync(abs, { throwIfNoEntry: false });
-  return link?.isSymbolicLink() ? [-1, link.mtimeMs] : null;
+  return link?.isSymbolicLink() ? [-1, statIdentity(link)] : null;
 }
 
 /**

@@ -52,6 +52,10 @@ export interface OneDnnAddon {
   setThreads(n: number): number;
   version(): string;
   primitives(): number;
+  softmax(x: Float32Array, out: Float32Array, rows: number, cols: number): void;
+  concatRows(inputs: Float32Array[], widths: number[], out: Float32Array, outer: number): void;
+  splitRows(x: Float32Array, outputs: Float32Array[], widths: number[], outer: number): void;
+  avgPoolGrad(dy: Float32Array, dx: Float32Array, geometry: number[]): void;
 }
 
 const ADDON_FUNCTIONS: Array<keyof OneDnnAddon> = [
@@ -73,6 +77,10 @@ const ADDON_FUNCTIONS: Array<keyof OneDnnAddon> = [
   'setThreads',
   'version',
   'primitives',
+  'softmax',
+  'concatRows',
+  'splitRows',
+  'avgPoolGrad',
 ];
 
 /** Where `npm run build:native` puts the addon (this file runs from dist/src/engine/). */
@@ -294,6 +302,18 @@ function maxPoolGrad(args: KernelArgs): tf.TensorInfo | tf.TensorInfo[] {
   return dx;
 }
 
+/** AvgPoolGrad of an unpadded pool (DenseNet's 2x2/2 transitions); padded ones go to the replaced kernel. */
+function avgPoolGrad(args: KernelArgs): tf.TensorInfo | tf.TensorInfo[] {
+  const { dy, input } = args.inputs as { dy: tf.TensorInfo; input: tf.TensorInfo };
+  const g = poolGeometry(input.shape, args.attrs as unknown as tf.MaxPoolAttrs, [input.dtype, dy.dtype]);
+  const p = g?.info.padInfo;
+  if (!g || !p || p.top + p.left + p.bottom + p.right > 0 || !tf.util.arraysEqual(dy.shape, g.info.outShape)) return fallBack(tf.AvgPoolGrad, args);
+  const b = io(args.backend);
+  const dx = b.out(input.shape);
+  addon.avgPoolGrad(b.f32(dy), b.f32(dx), g.geometry.slice(0, 10));
+  return dx;
+}
+
 /**
  * Sum/Mean in float64 (as the cpu backend, for precision: float32 column sums
  * over 65k rows drifted batch-norm training by 2.6e-3 in 20 steps), on all
@@ -419,6 +439,8 @@ const UNARY_OPS: Record<string, number> = {
   [tf.Abs]: 8,
   [tf.Relu6]: 9,
   [tf.Sigmoid]: 10,
+  // GELU's (x * (1 + erf(x / sqrt 2)) / 2) and its gradient's.
+  [tf.Erf]: 11,
 };
 
 /** Elementwise float32 unary ops on all threads (ReLU and its gradient mask, Step, are the hot ones). */
@@ -589,6 +611,61 @@ function powScalar(args: KernelArgs): tf.TensorInfo | tf.TensorInfo[] {
   return out;
 }
 
+/**
+ * Softmax over the last axis (attention weights, the loss), one pass per row
+ * on all threads; tfjs's cpu kernel runs max, exp, sum and division as
+ * separate JavaScript loops. Its gradient is built from ops that are native.
+ */
+function softmax(args: KernelArgs): tf.TensorInfo | tf.TensorInfo[] {
+  const { logits } = args.inputs as { logits: tf.TensorInfo };
+  const { dim } = args.attrs as unknown as tf.SoftmaxAttrs;
+  const rank = logits.shape.length;
+  const n = tf.util.sizeFromShape(logits.shape);
+  if (logits.dtype !== 'float32' || rank === 0 || n === 0 || (dim !== -1 && dim !== rank - 1)) return fallBack(tf.Softmax, args);
+  const cols = logits.shape[rank - 1];
+  const b = io(args.backend);
+  const out = b.out(logits.shape);
+  addon.softmax(b.f32(logits), b.f32(out), n / cols, cols);
+  return out;
+}
+
+/**
+ * Concat of float32 tensors along any axis, as rows: outer = the product of
+ * the axes before it, each input contributing the product of its axes from it
+ * on per row (DenseNet concatenates channels in every dense layer). tfjs's cpu
+ * kernel copies element by element when the axis is not the first.
+ */
+function concat(args: KernelArgs): tf.TensorInfo | tf.TensorInfo[] {
+  const inputs = (args.inputs as unknown as tf.TensorInfo[]).filter((t) => tf.util.sizeFromShape(t.shape) > 0);
+  const { axis } = args.attrs as unknown as tf.ConcatAttrs;
+  if (!inputs.length || inputs.some((t) => t.dtype !== 'float32' || t.shape.length !== inputs[0].shape.length)) return fallBack(tf.Concat, args);
+  const shape = inputs[0].shape;
+  const ax = tf.util.parseAxisParam(axis, shape)[0];
+  const outShape = tf.backend_util.computeOutShape(inputs.map((t) => t.shape), ax);
+  const outer = tf.util.sizeFromShape(shape.slice(0, ax));
+  const widths = inputs.map((t) => tf.util.sizeFromShape(t.shape.slice(ax)));
+  const b = io(args.backend);
+  const out = b.out(outShape);
+  addon.concatRows(inputs.map((t) => b.f32(t)), widths, b.f32(out), outer);
+  return out;
+}
+
+/** SplitV (Concat's gradient) of a float32 tensor along any axis, as rows (see concat). */
+function splitV(args: KernelArgs): tf.TensorInfo | tf.TensorInfo[] {
+  const { x } = args.inputs as { x: tf.TensorInfo };
+  const { numOrSizeSplits, axis } = args.attrs as unknown as tf.SplitVAttrs;
+  if (x.dtype !== 'float32' || x.shape.length === 0 || tf.util.sizeFromShape(x.shape) === 0) return fallBack(tf.SplitV, args);
+  const ax = tf.util.parseAxisParam(axis, x.shape)[0];
+  const sizes = tf.backend_util.prepareSplitSize(x as tf.Tensor, numOrSizeSplits, ax);
+  if (sizes.some((s) => s <= 0)) return fallBack(tf.SplitV, args);
+  const outer = tf.util.sizeFromShape(x.shape.slice(0, ax));
+  const inner = tf.util.sizeFromShape(x.shape.slice(ax + 1));
+  const b = io(args.backend);
+  const outs = sizes.map((s) => b.out([...x.shape.slice(0, ax), s, ...x.shape.slice(ax + 1)]));
+  addon.splitRows(b.f32(x), outs.map((o) => b.f32(o)), sizes.map((s) => s * inner), outer);
+  return outs;
+}
+
 interface NativeKernel {
   kernelFunc: tf.KernelFunc;
   /** Also over the wasm kernels (the set that existed before the native backend, with its numerics). */
@@ -609,6 +686,10 @@ const kernels: Record<string, NativeKernel> = {
   [tf._FusedMatMul]: { kernelFunc: ((args: KernelArgs) => matMul(tf._FusedMatMul, args)) as tf.KernelFunc, wasm: false },
   [tf.Transpose]: { kernelFunc: transpose as tf.KernelFunc, wasm: false },
   [tf.Pow]: { kernelFunc: powScalar as tf.KernelFunc, wasm: false },
+  [tf.Softmax]: { kernelFunc: softmax as tf.KernelFunc, wasm: false },
+  [tf.Concat]: { kernelFunc: concat as tf.KernelFunc, wasm: false },
+  [tf.SplitV]: { kernelFunc: splitV as tf.KernelFunc, wasm: false },
+  [tf.AvgPoolGrad]: { kernelFunc: avgPoolGrad as tf.KernelFunc, wasm: false },
   [BATCH_NORM_TRAIN]: { kernelFunc: batchNormTrain as unknown as tf.KernelFunc, wasm: false },
   [BATCH_NORM_TRAIN_GRAD]: { kernelFunc: batchNormTrainGrad as unknown as tf.KernelFunc, wasm: false },
   ...Object.fromEntries(

@@ -1,5 +1,5 @@
 import * as fs from 'node:fs';
-import { UsageError } from '../util/errors';
+import { nearest, UsageError } from '../util/errors';
 
 /**
  * One name as a JSON Pointer token (RFC 6901): '~' -> '~0', '/' -> '~1'. Paths
@@ -197,7 +197,8 @@ export class Hierarchy {
     }
     if ((m = s.match(/^nodes:(.+)$/))) return this.nodesLevel(m[1], s);
     for (const [d, n] of this.levelNames) if (n === s) return this.depthCut(d, s);
-    throw new UsageError(`unknown level '${spec}'. Valid levels: ${this.validLevelSpecs().join(', ')}.`);
+    const guess = nearest(s, [...this.levelNames.values(), 'leaf', 'top', 'coarse']);
+    throw new UsageError(`unknown level '${spec}'.${guess ? ` Did you mean '${guess}'?` : ''} Valid levels: ${this.validLevelSpecs().join(', ')}.`);
   }
 
   validLevelSpecs(): string[] {

@@ -64,9 +64,11 @@ async function runLevelPredictions(t: Pick<EvalTarget, 'net' | 'heads' | 'batch'
  * there are more than 5 classes, `test_acc_easy`/`test_acc_hard` on
  * synthetic data, and mistake severity (DESIGN.md "Mistake severity";
  * Bertinetto et al. 2020): `test_mistake_severity` (NaN without a mistake)
- * and, with more than 5 classes, `test_hdist@5`. A coarser level with a head
- * of its own (multi-level training) reports that head's accuracy as
- * `test_acc@<level>` and the summed reading as `test_acc_summed@<level>`.
+ * and, with more than 5 classes, `test_hdist@5`. `test_acc@<level>` is
+ * always the summed reading of the primary head (DESIGN.md); a level with a
+ * head of its own (multi-level training) also reports that head as
+ * `test_acc_head@<level>` (and, under its older name, the summed reading as
+ * `test_acc_summed@<level>`).
  * `cached`: the test set already through the frozen prefix. Accuracies are
  * fractions in [0, 1] (NaN for an empty part); severities are in levels.
  */
@@ -93,12 +95,16 @@ export async function evaluate(t: EvalTarget, cached?: CachedPart): Promise<Reco
     const cp = coarsenProbs(probs, K, c.map, kc);
     const cl = levelLabels(e, idx, c.level);
     const cpred = argmaxRows(cp, kc);
-    const h = ownHead.get(c.level.name);
-    out[`${h === undefined ? 'test_acc' : 'test_acc_summed'}@${c.level.name}`] = accuracy(cpred, cl);
-    if (h !== undefined) out[`test_acc@${c.level.name}`] = accuracy(argmaxRows(all[h], kc), cl);
+    out[`test_acc@${c.level.name}`] = accuracy(cpred, cl);
+    if (ownHead.has(c.level.name)) out[`test_acc_summed@${c.level.name}`] = out[`test_acc@${c.level.name}`];
     if (kc > 5) out[`test_top5@${c.level.name}`] = topkAccuracy(cp, kc, cl, 5);
     if (e.hard) out[`test_acc_hard@${c.level.name}`] = accuracy(cpred, cl, (i) => e.hard![idx[i]] === 1);
   }
+  // Each extra head read on its own, against its own level's labels (semantic softmax: test images whose class is shallower than the head's depth have none there and are left out).
+  (t.heads?.extra ?? []).forEach((x, i) => {
+    const hl = levelLabels(e, idx, x.level);
+    out[`test_acc_head@${x.level.name}`] = accuracy(argmaxRows(all[i + 1], x.level.classes.length), hl, (k) => hl[k] >= 0);
+  });
   return out;
 }
 

@@ -252,7 +252,7 @@ export function importStateDict(raw: ReadonlyMap<string, SafeTensor>, arch: Arch
  * for an architecture or option the style cannot express (a torchvision ViT
  * has no global-average-pooling variant).
  */
-export function exportStateDict(net: Network, arch: Arch, style: NameStyle): Array<{ name: string; shape: number[]; data: Float32Array | BigInt64Array }> {
+export async function exportStateDict(net: Network, arch: Arch, style: NameStyle): Promise<Array<{ name: string; shape: number[]; data: Float32Array | BigInt64Array }>> {
   if (!IMPORTABLE.includes(arch)) throw new UsageError(`${arch} has no torchvision/timm counterpart; export supports ${IMPORTABLE.join(', ')}.`);
   if (style === 'timm' && !isVit(arch)) throw new UsageError(`--names timm applies to the ViTs; ${arch} is exported with torchvision's names (--names torchvision).`);
   const extraHeads = new Set(net.extraHeads.map((e) => e.layer.name));
@@ -263,8 +263,9 @@ export function exportStateDict(net: Network, arch: Arch, style: NameStyle): Arr
     if (!names) throw new UsageError(`${arch}'s weight '${v.name}' has no ${style} counterpart${v.name.startsWith('fc_norm') ? ' (torchvision ViTs have no global-average-pooling variant: export with --names timm)' : ''}.`);
     const perm = v.name.startsWith('embed/') ? null : toTorchPerm(v.variable.rank);
     const t = tf.tidy(() => (perm ? v.variable.transpose(perm) : v.variable.clone()));
-    out.push({ name: names[0], shape: t.shape.slice(), data: t.dataSync() as Float32Array });
-    t.dispose();
+    // await data(): a GPU backend has no synchronous readback.
+    const data = (await t.data().finally(() => t.dispose())) as Float32Array;
+    out.push({ name: names[0], shape: t.shape.slice(), data });
     if (names[0].endsWith('.running_var')) out.push({ name: names[0].replace(/running_var$/, 'num_batches_tracked'), shape: [], data: new BigInt64Array(1) });
   }
   return out;

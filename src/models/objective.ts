@@ -114,3 +114,34 @@ export function multiLevelObjective(kind: 'xent' | 'mse', heads: readonly LevelH
     dispose: () => tf.dispose(maps.filter((m): m is tf.Tensor1D => m !== null)),
   };
 }
+
+/**
+ * train.multi_level: semantic_softmax (Ridnik et al. 2021, "ImageNet-21K
+ * Pretraining for the Masses", their SemanticSoftMaxLoss): one softmax
+ * cross-entropy per head, head h over the classes at its depth, with labels
+ * map_h[primary label]; an example whose class is shallower than head h's
+ * depth (map_h = -1) is masked out of that head's loss. Loss =
+ * sum_h w_h x (sum over the batch of the unmasked examples' cross-entropy) / B,
+ * weights as given (not normalised; Ridnik et al.'s depth weighting by
+ * default, train/heads.ts semanticSoftmaxWeights). Targets are smoothed by
+ * `smoothing`. Predictions are the primary head's.
+ */
+export function semanticSoftmaxObjective(heads: readonly LevelHead[], smoothing = 0): Objective & { dispose(): void } {
+  const maps = heads.map((h) => (h.map ? tf.tensor1d(h.map, 'int32') : null));
+  return {
+    loss: (out, y) =>
+      tf.tidy(() => {
+        let sum: tf.Tensor = tf.scalar(0);
+        heads.forEach((h, i) => {
+          const yh = maps[i] ? (tf.gather(maps[i]!, y) as tf.Tensor1D) : y;
+          const valid = yh.greaterEqual(0).toFloat();
+          const t = smoothedTargets(yh.maximum(tf.scalar(0, 'int32')) as tf.Tensor1D, h.numClasses, smoothing);
+          const xent = tf.logSoftmax(out[i]).mul(t).sum(1).neg().mul(valid);
+          sum = sum.add(xent.sum().div(y.shape[0]).mul(h.weight));
+        });
+        return sum as tf.Scalar;
+      }),
+    predict: (out) => out[0].argMax(1) as tf.Tensor1D,
+    dispose: () => tf.dispose(maps.filter((m): m is tf.Tensor1D => m !== null)),
+  };
+}

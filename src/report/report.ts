@@ -1,6 +1,6 @@
 import * as path from 'node:path';
 import sharp from 'sharp';
-import { UsageError } from '../util/errors';
+import { nearest, UsageError } from '../util/errors';
 import { ensureDir, writeFileAtomic } from '../util/fsx';
 import { curveChart, dynamicsMeasures, fileSafe, metricVsKey } from './plots';
 import { renderHtml, runHref } from './html';
@@ -128,7 +128,8 @@ export async function makeReport(o: ReportOptions): Promise<ReportResult> {
   for (const m of metrics) {
     if (!runs.some((r) => metricValue(r.summary, m) !== undefined)) {
       const have = [...new Set(runs.flatMap((r) => Object.keys(r.summary ?? {}).filter((k) => typeof r.summary![k] === 'number')))];
-      throw new UsageError(`--metric '${m}' is in no run's summary.json. Numeric summary keys: ${have.slice(0, 20).join(', ')}${have.length > 20 ? ', ...' : ''}.`);
+      const guess = nearest(m, [...have, ...have.filter((k) => k.endsWith('_acc')).map((k) => k.replace(/_acc$/, '_error'))]);
+      throw new UsageError(`--metric '${m}' is in no run's summary.json.${guess ? ` Did you mean '${guess}'?` : ''} Numeric summary keys: ${have.slice(0, 20).join(', ')}${have.length > 20 ? ', ...' : ''}.`);
     }
   }
   if (!metrics.length) throw new UsageError('the runs have none of the default metrics (test_acc, ...); name some with --metric.');

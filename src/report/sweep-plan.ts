@@ -230,8 +230,15 @@ const sameSettings = (a: Settings, b: Settings) => {
   return key(a) === key(b);
 };
 
-/** Expand a parsed sweep file. `where` names the file in error messages. */
-export function planSweep(doc: unknown, where = 'sweep file'): SweepPlan {
+/**
+ * Expand a parsed sweep file. `where` names the file in error messages;
+ * `mapValue` rewrites a value as it is passed to a run (a path relative to the
+ * sweep file made readable from the working folder), never the run's name.
+ */
+export function planSweep(doc: unknown, where = 'sweep file', mapValue: (key: string, value: unknown) => unknown = (_k, v) => v): SweepPlan {
+  // The values a run is given (--set, and the config sweep-check resolves): paths made readable from
+  // the working folder (see loadSweep). Names and identities keep the values as written.
+  const given = (s: Settings): Settings => s.map(([k, v]) => [k, mapValue(k, v)]);
   if (!isObj(doc)) throw new UsageError(`${where} must be a YAML mapping with name:, base: and stages:.`);
   for (const k of Object.keys(doc)) {
     if (!TOP_KEYS.includes(k)) {
@@ -268,7 +275,7 @@ export function planSweep(doc: unknown, where = 'sweep file'): SweepPlan {
       s.points.forEach((p, i) => {
         const params = paramString(p, short);
         add(
-          { name: sanitizeName(params ? `${s.name}-${params}` : s.name), stage: s.name, command: s.command, from: null, scratch: false, params: p, identity: p, sets: toSets([...s.set, ...p]), settings: [...s.set, ...p], usesBase: true },
+          { name: sanitizeName(params ? `${s.name}-${params}` : s.name), stage: s.name, command: s.command, from: null, scratch: false, params: p, identity: p, sets: toSets(given([...s.set, ...p])), settings: given([...s.set, ...p]), usesBase: true },
           `stages.${s.name} point ${i + 1}`,
         );
       });
@@ -280,7 +287,7 @@ export function planSweep(doc: unknown, where = 'sweep file'): SweepPlan {
       s.points.forEach((p, i) => {
         const parts = [s.name, paramString(src.identity, short), paramString(p, short)].filter(Boolean);
         add(
-          { name: sanitizeName(parts.join('-')), stage: s.name, command: s.command, from: src.name, scratch: false, params: p, identity: [...src.identity, ...p], sets: toSets([...s.set, ...p]), settings: [...src.settings, ...s.set, ...p], usesBase: false },
+          { name: sanitizeName(parts.join('-')), stage: s.name, command: s.command, from: src.name, scratch: false, params: p, identity: [...src.identity, ...p], sets: toSets(given([...s.set, ...p])), settings: [...src.settings, ...given([...s.set, ...p])], usesBase: false },
           `stages.${s.name} point ${i + 1} from '${src.name}'`,
         );
       });
@@ -295,7 +302,7 @@ export function planSweep(doc: unknown, where = 'sweep file'): SweepPlan {
           const level: Settings = [...s.set, ...p].some(([k]) => k === 'train.level') ? [] : [['train.level', FINETUNE_DEFAULT_LEVEL]];
           const own = new Set([...s.set, ...p, ...level].map(([k]) => k));
           const kept = src.identity.filter(([k]) => !own.has(k));
-          const settings = [...src.settings, ...s.set, ...p, ...level];
+          const settings = [...src.settings, ...given([...s.set, ...p, ...level])];
           const parts = [`${s.name}-scratch`, paramString(kept, short), paramString(p, short)].filter(Boolean);
           add(
             { name: sanitizeName(parts.join('-')), stage: s.name, command: s.command, from: null, scratch: true, params: p, identity: [...kept, ...p], sets: toSets(collapse(settings)), settings, usesBase: true },

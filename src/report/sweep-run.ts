@@ -2,7 +2,7 @@ import { spawn } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import * as YAML from 'yaml';
-import { yamlErrorText } from '../config/load';
+import { relativePaths, yamlErrorText } from '../config/load';
 import { readRunFolder } from '../runs/run';
 import * as rd from '../runs/rundir';
 import { SWEEP_PID_ENV } from '../runs/watchdog';
@@ -35,7 +35,19 @@ export function loadSweep(file: string, runsRoot: string, cwd = process.cwd()): 
   }
   const doc = YAML.parseDocument(text, { prettyErrors: true, uniqueKeys: true, merge: true });
   if (doc.errors.length) throw new UsageError(`sweep file '${file}' ${yamlErrorText(doc.errors[0])}`);
-  const plan = planSweep(doc.toJS(), `sweep file '${file}'`);
+  // One rule for paths (README "Names, folders and paths"): a path is relative to the file that says it.
+  // A relative path key in set:/grid:/runs: is the sweep file's, like base:; it is passed to runs as seen
+  // from the working folder (relative inside it, so the tree can move; absolute outside it).
+  const fromFile = (p: string) => {
+    const abs = path.resolve(path.dirname(file), p);
+    const rel = path.relative(cwd, abs);
+    return rel === '' ? '.' : rel.startsWith('..') || path.isAbsolute(rel) ? posix(abs) : posix(rel);
+  };
+  const mapValue = (key: string, v: unknown): unknown => {
+    if (typeof v !== 'string' || v === '' || !relativePaths(setAt(key, v)).length) return v;
+    return key === 'train.level' ? `nodes:${fromFile(v.trim().slice('nodes:'.length).trim())}` : fromFile(v);
+  };
+  const plan = planSweep(doc.toJS(), `sweep file '${file}'`, mapValue);
   let base: string | null = null;
   if (plan.base) {
     const abs = path.resolve(path.dirname(file), plan.base);
@@ -49,6 +61,11 @@ export function loadSweep(file: string, runsRoot: string, cwd = process.cwd()): 
 }
 
 const posix = (p: string) => p.split(path.sep).join('/');
+
+/** `{a: {b: v}}` for the dotted key `a.b`. */
+function setAt(key: string, v: unknown): Record<string, unknown> {
+  return key.split('.').reduceRight<unknown>((acc, k) => ({ [k]: acc }), v) as Record<string, unknown>;
+}
 
 /** The PID in a run's run.lock, or 0. */
 function lockOwnerOf(dir: string): number {

@@ -20,6 +20,7 @@ import { Network } from '../models/network';
 import { UsageError } from '../util/errors';
 import { readJson, writeFileAtomic, writeJsonAtomic } from '../util/fsx';
 import { granularCommand, shellQuote } from '../util/shell';
+import { missingPathHint } from '../util/paths';
 import { readModelWeights, saveLayersModel } from './bundle';
 import { FILES } from './rundir';
 import { GitRecord } from './git';
@@ -106,7 +107,7 @@ export interface SourceRun {
  * `use` says what to give instead.
  */
 export function readSourceRun(dir: string, what = `--from '${dir}'`, use = "Give the folder of a finished 'granular pretrain' run."): SourceRun {
-  if (!fs.existsSync(dir)) throw new UsageError(`${what} does not exist. ${use}`);
+  if (!fs.existsSync(dir)) throw new UsageError(`${what} does not exist. ${missingPathHint(dir)} ${use}`.replace(/\s+/g, ' '));
   if (!fs.statSync(dir).isDirectory()) throw new UsageError(`${what} is a file, not a run folder. ${use}`);
   const run = readRunFolder(dir);
   const cfgFile = path.join(dir, FILES.config);
@@ -116,7 +117,7 @@ export function readSourceRun(dir: string, what = `--from '${dir}'`, use = "Give
     const stage = typeof run.meta.stage === 'string' ? run.meta.stage : 'pretrain';
     throw new UsageError(
       `${what} is not a finished run (status: ${summary ? String(summary.status) : `no ${FILES.summary}, still running or crashed`}). ` +
-        `Resume it with 'granular ${stage} --resume ${dir}' or pick a completed run.`,
+        `Resume it with '${granularCommand()} ${stage} --resume ${shellQuote(dir)}' or pick a completed run.`,
     );
   }
   if (!fs.existsSync(path.join(dir, FILES.model, 'model.json'))) throw new UsageError(`${what} has no ${FILES.model}/model.json; the run did not save its network.`);

@@ -26,7 +26,7 @@ import { CheckpointState, hasCheckpoint, loadCheckpoint, recoverCheckpoint } fro
 import { NamedOptimizer } from './optimizer';
 import { FinetunePlan, headRequest, initialTrainable, parseFreeze, planFinetune } from './finetune';
 import { Interrupted, stopEvaluation } from '../measure/predict';
-import { HeadPlan, headsSummary, levelsName, planHeads, resolveTrainLevels, TrainLevels } from './heads';
+import { HeadPlan, headsSummary, levelsName, planHeads, recordedLevelClasses, resolveTrainLevels, TrainLevels } from './heads';
 import { train } from './loop';
 import { gitRecord } from '../runs/git';
 
@@ -134,7 +134,7 @@ function dataNotes(d: Dataset): string[] {
   if (d.channels?.auto) out.push(`data.channels ${d.channels.channels} (auto: ${d.channels.reason})`);
   const dup = d.duplicates;
   if (dup && dup.test_in_train + dup.test_label_conflicts > 0) {
-    const did = dup.policy === 'drop_test' ? `${dup.dropped} left out of the test set (data.duplicates=drop_test)` : 'kept in the test set (data.duplicates=keep)';
+    const did = dup.kept_all ? 'all kept: they are the whole test set (see the warning above)' : dup.policy === 'drop_test' ? `${dup.dropped} left out of the test set (data.duplicates=drop_test)` : 'kept in the test set (data.duplicates=keep)';
     out.push(`the dataset's own duplicates: ${describeDuplicates(dup)}; ${did}`);
   }
   return out;
@@ -171,14 +171,17 @@ async function prepare(req: StageRequest, cfg: Config, source: SourceRun | null)
   const trained = resolveTrainLevels(data.hierarchy, cfg);
   const level = trained.levels[0];
   for (const l of trained.levels) if (l.classes.length < 2) throw new UsageError(`level '${l.spec}' has only ${l.classes.length} class; training needs at least 2.`);
-  const heads = planHeads(cfg, headRequest(cfg), req.stage, data.hierarchy, trained, source ? { cfg: source.cfg, dir: source.dir } : null, (l) => process.stderr.write(`granular: ${l}\n`));
+  const heads = planHeads(cfg, headRequest(cfg), req.stage, data.hierarchy, trained, source ? { cfg: source.cfg, dir: source.dir, levelClasses: recordedLevelClasses(source.dir) } : null, (l) => process.stderr.write(`granular: ${l}\n`));
   let split: Split;
   // An imported checkpoint (granular import): its training images are unknown, so there is no split to share or overlap to check.
   const external = source !== null && (source.meta as { external?: unknown }).external !== undefined;
   if (external && cfg.finetune.head !== 'new') {
     throw new UsageError(`finetune.head=${cfg.finetune.head} needs the source's class hierarchy; '${source!.dir}' is an imported checkpoint (${String(source!.summary.level)}) without one. Use finetune.head=new.`);
   }
-  const sameData = source !== null && !external && JSON.stringify(source.cfg.data) === JSON.stringify(cfg.data);
+  // Same images: the data settings equal except those that only relabel them (issue 21, item 8: a relabelled
+  // source fine-tuned with data.relabel=null must keep its split, or its validation set may hold the source's training images).
+  const imagesOf = (d: Config['data']) => JSON.stringify({ ...d, relabel: null, relabel_from: null, label_noise: 0 });
+  const sameData = source !== null && !external && imagesOf(source.cfg.data) === imagesOf(cfg.data);
   if (req.resume !== undefined) {
     // The run's own split, its images checked against the content it recorded.
     split = splitFromRecord(data, readSplitRecord(req.resume), `--resume '${req.resume}'`);

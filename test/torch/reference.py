@@ -116,6 +116,10 @@ def main():
         model = vit(size, *[int(v) for v in extra], classes=classes) if arch == 'vit-tiny' and extra else build(arch, size)
         if arch != 'vit-tiny' and classes != NUM_CLASSES:
             model = getattr(torchvision.models, arch)(num_classes=classes)
+        # Exactly torchvision's keys (load_state_dict would add a missing num_batches_tracked itself).
+        want, got = set(model.state_dict()), set(state)
+        if want != got:
+            raise SystemExit(f'keys differ from torchvision: missing {sorted(want - got)[:5]}, unexpected {sorted(got - want)[:5]}')
         model.load_state_dict(state, strict=True)
         model.eval()
         with open(imgs, 'rb') as f:

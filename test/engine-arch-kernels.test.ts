@@ -1,0 +1,50 @@
+import { before, test } from 'node:test';
+import assert from 'node:assert/strict';
+import * as tf from '@tensorflow/tfjs';
+import { registerNativeBackend } from '../src/engine/native-backend';
+import { loadOneDnn, nativeKernelNames } from '../src/engine/native-kernels';
+
+const { addon, why } = loadOneDnn();
+const skip = addon ? false : `native oneDNN kernels unavailable: ${why}`;
+
+before(async () => {
+  if (!addon) return;
+  assert.ok((await registerNativeBackend(2)).native);
+});
+
+/** The same computation on the native backend and on tfjs's cpu backend: max abs difference. */
+async function diff(f: () => tf.Tensor): Promise<number> {
+  await tf.setBackend('native');
+  const a = tf.tidy(f);
+  const av = a.dataSync() as Float32Array;
+  await tf.setBackend('cpu');
+  const b = tf.tidy(f);
+  const bv = b.dataSync() as Float32Array;
+  tf.dispose([a, b]);
+  await tf.setBackend('native');
+  assert.equal(av.length, bv.length);
+  let m = 0;
+  for (let i = 0; i < av.length; i++) m = Math.max(m, Math.abs(av[i] - bv[i]));
+  return m;
+}
+
+test("the ViT's and DenseNet's ops run on native kernels: Softmax, Erf (GELU), Concat, SplitV (its gradient), AvgPoolGrad, BatchMatMul", { skip }, () => {
+  const names = nativeKernelNames('native');
+  for (const k of [tf.Softmax, tf.Erf, tf.Concat, tf.SplitV, tf.AvgPoolGrad, tf.BatchMatMul]) assert.ok(names.includes(k), k);
+});
+
+test('native Softmax, Erf, Concat/SplitV on every axis and AvgPoolGrad equal the cpu kernels', { skip }, async () => {
+  const x = () => tf.randomNormal([4, 3, 7, 9], 0, 3, 'float32', 1);
+  const y = () => tf.randomNormal([4, 3, 7, 5], 0, 3, 'float32', 2);
+  assert.ok((await diff(() => tf.softmax(x()))) <= 1e-7);
+  assert.ok((await diff(() => tf.grad((a: tf.Tensor) => tf.softmax(a).mul(tf.range(0, 9)).sum())(x()))) <= 1e-6);
+  assert.ok((await diff(() => tf.erf(x()))) <= 1e-6);
+  for (const axis of [0, 1, 2, 3]) assert.equal(await diff(() => tf.concat([x(), x().mul(2), x().add(1)], axis)), 0, `concat axis ${axis}`);
+  // Uneven widths on the channel axis (DenseNet), forward and backward (SplitV).
+  assert.equal(await diff(() => tf.concat([x(), y(), x().slice([0, 0, 0, 0], [4, 3, 7, 1])], 3)), 0);
+  assert.equal(await diff(() => tf.grad((a: tf.Tensor) => tf.concat([a, y()], 3).mul(tf.range(0, 14)).sum())(x())), 0);
+  assert.equal(await diff(() => tf.concat(tf.split(x(), [1, 2], 1).map((t, i) => t.mul(i + 1)), 1)), 0);
+  const img = () => tf.randomNormal([3, 9, 8, 5], 0, 3, 'float32', 4) as tf.Tensor4D;
+  assert.ok((await diff(() => tf.grad((a: tf.Tensor) => tf.avgPool(a as tf.Tensor4D, 2, 2, 'valid').square().sum())(img()))) <= 1e-6);
+  assert.ok((await diff(() => tf.grad((a: tf.Tensor) => tf.avgPool(a as tf.Tensor4D, 3, 2, 'valid').square().sum())(img()))) <= 1e-6);
+});
