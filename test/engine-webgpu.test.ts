@@ -17,7 +17,7 @@ import { webgpu } from '../src/engine/backends/webgpu';
 import { registerNativeBackend } from '../src/engine/native-backend';
 import { buildNetwork } from '../src/models/archs';
 import { Rng } from '../src/util/rng';
-import { cli, finalMetrics, modelWeights, QUICKSTART, readJson, runUntil, runWatching, same, scaledError, slow, tmpDir } from './helpers';
+import { cli, finalMetrics, modelWeights, QUICKSTART, readJson, runUntil, runWatching, same, scaledError, skipUnless, slow, tmpDir } from './helpers';
 
 /** The adapter, or why the tests skip (said once, loudly: CI must not pass by skipping). */
 const adapter = webgpu.probe().then((p) => {
@@ -29,7 +29,8 @@ const adapter = webgpu.probe().then((p) => {
 async function onWebGpu(t: { skip(m: string): void }): Promise<boolean> {
   const p = await adapter;
   if (!p.available) {
-    t.skip(`no WebGPU adapter: ${p.detail}`);
+    // Under GRANULAR_REQUIRE_WEBGPU=1 (CI) the missing adapter fails the test instead.
+    t.skip(skipUnless(`no WebGPU adapter: ${p.detail}`) as string);
     return false;
   }
   await initEngine('webgpu');
@@ -142,7 +143,7 @@ const RUN = ['--config', QUICKSTART, '--quiet', '--set', 'model.arch=cnn-small',
 
 async function adapterOrSkip(t: { skip(m: string): void }): Promise<boolean> {
   const p = await adapter;
-  if (!p.available) t.skip(`no WebGPU adapter: ${p.detail}`);
+  if (!p.available) t.skip(skipUnless(`no WebGPU adapter: ${p.detail}`) as string);
   return p.available;
 }
 
