@@ -38,14 +38,14 @@ test('item 1: OOD accuracy of a coarsen run reads the network at the run level, 
   const root = tmpDir();
   const src = path.join(root, 'leaf');
   ok(cli(['pretrain', ...BASE, '--level', 'leaf', '--set', 'train.epochs=12', '--run-dir', src]));
-  // Brightness at severity 1 barely moves these images: the OOD accuracy must sit near test_acc.
-  const ood = ['--set', 'eval.ood=[brightness]', '--set', 'eval.ood_severities=[1]'];
+  // The issue's repro: more noise at severity 1 (scored with fine indices against 2 coarse labels this was 0.104).
+  const ood = ['--set', 'eval.ood_synthetic=[more_noise]', '--set', 'eval.ood_severities=[1]'];
   const ft = path.join(root, 'coarsen');
   ok(cli(['finetune', '--from', src, '--level', 'top', '--freeze', 'all', '--set', 'finetune.head=coarsen', '--set', 'train.epochs=1', ...ood, '--run-dir', ft, '--quiet']));
   const s = summary(ft);
-  assert.ok(Number(s.test_acc) > 0.8, `test_acc ${s.test_acc}`);
-  // Scored with fine indices (24 classes against 2 coarse labels) this was ~0.1.
-  assert.ok(Math.abs(Number(s.ood_acc) - Number(s.test_acc)) < 0.1, `ood_acc ${s.ood_acc} vs test_acc ${s.test_acc}`);
+  assert.ok(Number(s.test_acc) > 0.7, `test_acc ${s.test_acc}`);
+  // Read at the run's level, a shifted 2-class test stays far above chance (0.5); with fine indices it fell to ~0.1.
+  assert.ok(Number(s.ood_acc) > 0.6 && Number(s.ood_acc) <= Number(s.test_acc) + 0.05, `ood_acc ${s.ood_acc} vs test_acc ${s.test_acc}`);
   const r = cli(['eval', ft, '--json', '--quiet', ...ood]);
   ok(r);
   const e = JSON.parse(r.stdout.trim().split('\n').pop()!);

@@ -4,6 +4,8 @@ import { makeReport } from '../report/report';
 import { readRunFolder } from '../runs/run';
 import { exitQuietlyOnEpipe } from '../report/stdout';
 import { UsageError } from '../util/errors';
+import { writeFileAtomic } from '../util/fsx';
+import { compareCsv, compareTable, COMPARE_NOTE, pairedComparison, parseCompare } from '../report/compare';
 import { action, collect } from './common';
 
 export function reportCommand(): Command {
@@ -18,6 +20,7 @@ export function reportCommand(): Command {
     .option('--no-png', 'write SVG plots only')
     .option('--html', 'also write index.html: the tables (sortable, each run linking to its folder) and the plots inline; opens offline', false)
     .option('--target-level <level>', 'score every run at this level in one test_acc@<level> column (default: the fine-tuning runs\' level, else the coarsest trained)')
+    .option('--compare <KEY=A,B>', 'paired comparison: runs that differ only in KEY (same seed and every other setting), mean difference A − B of each --metric with a 95 % t interval, sign test and relative error reduction; repeatable (writes compare.md, compare.csv)', collect, [])
     .option('--underfit-below <acc>', 'flag rows whose pretraining run reached less than this train_acc_final at its own level', '0.8')
     .addHelpText(
       'after',
@@ -39,6 +42,15 @@ freeze N, gradual (...)) can be grouped by like any key.
       const r = await makeReport({ dirs, groupBy: o.groupBy as string[], metrics: o.metric as string[], where: o.where as string[], x: o.x as string | undefined, out, png: o.png !== false, html: Boolean(o.html), targetLevel: o.targetLevel as string | undefined, underfitBelow: underfitBelow(o.underfitBelow as string) });
       process.stdout.write(r.table + '\n');
       for (const n of r.notes) process.stdout.write(`\n${n.replace(/\*\*/g, '')}\n`);
+      const compares = (o.compare as string[]).map(parseCompare);
+      if (compares.length) {
+        const metrics = (o.metric as string[]).length ? (o.metric as string[]) : ['test_acc'];
+        const results = compares.flatMap((c) => metrics.map((m) => pairedComparison(r.runs, c, m)));
+        const table = compareTable(results);
+        writeFileAtomic(path.join(out, 'compare.md'), `# Paired comparisons\n\n${table}\n\n${COMPARE_NOTE}\n`);
+        writeFileAtomic(path.join(out, 'compare.csv'), compareCsv(results));
+        process.stdout.write(`\nPaired comparisons (compare.md):\n${table}\n${COMPARE_NOTE}\n`);
+      }
       if (r.excluded.length) process.stderr.write(`report: ${r.excluded.length} run(s) not completed, left out: ${r.excluded.map((x) => x.dir).slice(0, 5).join(', ')}${r.excluded.length > 5 ? ', ...' : ''}\n`);
       const plots = r.files.filter((f) => f.endsWith('.svg')).length;
       process.stdout.write(`\n${r.runs.length} runs; wrote ${path.join(out, 'report.md')}, summary.csv, runs.csv${o.html ? ', index.html' : ''} and ${plots} plot${plots === 1 ? '' : 's'} (SVG${o.png !== false ? ' + PNG' : ''}) in ${out}\n`);

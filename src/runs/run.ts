@@ -240,14 +240,19 @@ export function completedSummary(base: Record<string, unknown>, final: Record<st
 
 /** summary.json of a run stopped by a signal at a step boundary, with the command that resumes it. */
 export function interruptedSummary(base: Record<string, unknown>, runDir: string, signal: NodeJS.Signals | null, wallSeconds: number): Record<string, unknown> {
-  return { status: 'interrupted', ...base, signal, wall_seconds: wallSeconds, resume: `${granularCommand()} ${base.stage} --resume ${shellQuote(path.resolve(runDir))}` };
+  return { status: 'interrupted', ...base, signal, wall_seconds: wallSeconds, resume: resumeCommand(base, runDir) };
+}
+
+/** The command that continues a run: on its backend, since a resume on another is refused (checkSameEngine). */
+function resumeCommand(base: Record<string, unknown>, runDir: string): string {
+  return `${granularCommand()} ${base.stage} --resume ${shellQuote(path.resolve(runDir))} --backend ${base.backend}`;
 }
 
 /** summary.json of a failed run: the error explained (what happened, what to do), and the stack for bugs. */
 export function failedSummary(base: Record<string, unknown>, err: Error, runDir: string, cfg: Config, wallSeconds: number, expected: boolean): Record<string, unknown> {
   const summary: Record<string, unknown> = { status: 'failed', ...base, error: explainFailure(err, runDir, base.stage as Stage, cfg), error_type: err.name, wall_seconds: wallSeconds };
   // An error that left the last checkpoint valid (a lost GPU device): the run continues with --resume.
-  if ((err as { resumable?: boolean }).resumable === true) Object.assign(summary, { resumable: true, resume: `granular ${base.stage} --resume ${shellQuote(runDir)}` });
+  if ((err as { resumable?: boolean }).resumable === true) Object.assign(summary, { resumable: true, resume: resumeCommand(base, runDir) });
   if (!expected) summary.stack = err.stack;
   return summary;
 }
