@@ -83,7 +83,8 @@ for (const [arch, size, extra, freeze] of [
   ['vit-tiny', 16, ['--set', 'model.patch_size=4', '--set', 'train.optimizer=adam', '--set', 'train.lr=0.001'], 7],
   ['densenet121', 32, ['--set', 'train.lr=0.05'], 2],
 ] as const) {
-  test(`${arch} pretrains, then fine-tunes with --freeze ${freeze}: frozen blocks stay bit-identical, the rest train`, () => {
+  // Slow (a pretraining and a fine-tuning run each; 1-3 min on the wasm kernels); CI runs them (GRANULAR_SLOW=1).
+  test(`${arch} pretrains, then fine-tunes with --freeze ${freeze}: frozen blocks stay bit-identical, the rest train`, slow, () => {
     const dir = tmpDir();
     const model = ['--set', `model.arch=${arch}`, '--set', 'model.width=0.125', '--set', `data.image_size=${size}`, '--set', 'data.synthetic.patch_size=4', ...extra];
     const pre = path.join(dir, 'pre');

@@ -28,7 +28,7 @@ import { resolveConfig } from '../src/config/load';
 import { resolveTrainLevels, semanticSoftmaxWeights } from '../src/train/heads';
 import { transferReinitSeed } from '../src/train/finetune';
 import { UsageError } from '../src/util/errors';
-import { cli, metricRows, modelWeights, QUICKSTART, readJson, same, tmpDir } from './helpers';
+import { cli, metricRows, modelWeights, QUICKSTART, readJson, same, slow, tmpDir } from './helpers';
 
 const BASE = ['--config', QUICKSTART, '--quiet', '--set', 'data.synthetic.train_samples=600', '--set', 'data.synthetic.test_samples=200', '--set', 'eval.dynamics_every=0'];
 const ok = (r: ReturnType<typeof cli>) => assert.equal(r.code, 0, r.stderr);
@@ -130,7 +130,8 @@ test('item 4: the convergence rule (pure): plateau relative to the drop, not an 
   assert.ok(q.some((_, e) => plateauReached(q.slice(0, e + 1), 2)));
 });
 
-test('item 4: converged on real runs: a converged quickstart is true; a tiny learning rate and a run stopped mid-descent are false', () => {
+// Slow (three real training runs); CI runs it (GRANULAR_SLOW=1).
+test('item 4: converged on real runs: a converged quickstart is true; a tiny learning rate and a run stopped mid-descent are false', slow, () => {
   const root = tmpDir();
   const conv = path.join(root, 'conv');
   ok(cli(['pretrain', ...BASE, '--run-dir', conv]));
