@@ -90,6 +90,11 @@ function roundTrip(arch: string, size: number): void {
   const s = readJson(path.join(imp, 'summary.json'));
   assert.equal(s.level, 'external: 10 classes');
   if (arch !== 'vit-tiny') assert.equal(readSourceRun(imp).cfg.model.padding, 'torch');
+  // eval needs a data split, which an imported checkpoint has not: exit 2 saying what to do, nothing written.
+  const ev = cli(['eval', imp, '--quiet']);
+  assert.equal(ev.code, 2, ev.stderr);
+  assert.match(ev.stderr, /imported checkpoint .*no data split.*finetune --from/);
+  assert.ok(!fs.existsSync(path.join(imp, 'eval')), 'a refused eval writes nothing');
   const diff = maxDiff(runLogits(imp, path.join(dir, 'images.f32'), size), readF32(path.join(dir, 'logits.f32')));
   assert.ok(diff <= 1e-4, `${arch}: imported logits differ from PyTorch's by ${diff}`);
   const out = path.join(dir, 'exported.safetensors');
