@@ -120,7 +120,7 @@ export const webgpu: EngineModule = {
   install:
     "On Linux install the Vulkan loader and your GPU's driver (Debian/Ubuntu: apt-get install libvulkan1 mesa-vulkan-drivers, or NVIDIA's driver with its Vulkan ICD), check with 'vulkaninfo --summary', then 'npm ci' so the optional 'webgpu' package is present; or use --backend native or wasm",
   async start(opts) {
-    if (opts.auto && !mayHaveGpu()) return { unavailable: 'no GPU device on this machine (/dev/dri/renderD*, /dev/nvidia*)' };
+    if (opts.auto && !mayHaveGpu()) return { unavailable: 'skipped by --backend auto: no GPU device on this machine (/dev/dri/renderD*, /dev/nvidia*); a software adapter, if doctor lists one, runs with --backend webgpu' };
     const found = await findAdapter();
     if (typeof found === 'string') return { unavailable: found };
     const { adapter, record } = found;
