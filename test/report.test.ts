@@ -196,6 +196,24 @@ test('report: default grouping finds the keys that split the runs (seeds are ave
   assert.match(r.stdout.split('\n')[0], /^\| stage +\| pretrain_level +\| level \(classes\) +\| n +\| test_acc@superclass +\| test_acc +\| test_acc_hard +\|$/);
 });
 
+test('report: pretraining and fine-tuning runs at the same level never share a row; data.cache_dir is not a default grouping key', () => {
+  const runs: FakeRun[] = [];
+  for (const seed of [0, 1]) {
+    const cfg = (stage: string) => `seed: ${seed}\ndata:\n  cache_dir: /tmp/${stage}-${seed}/cache\ntrain:\n  level: top\n`;
+    runs.push({ name: `pretrain-top-${seed}`, config: cfg('a'), summary: { status: 'completed', stage: 'pretrain', level: 'superclass', num_classes: 2, pretrain_level: 'superclass', test_acc: 0.9 } });
+    runs.push({ name: `finetune-top-${seed}`, config: cfg('b') + 'finetune:\n  freeze: 0\n', summary: { status: 'completed', stage: 'finetune', level: 'superclass', num_classes: 2, pretrain_level: 'superclass', test_acc: 0.7, frozen_blocks: 0 } });
+  }
+  const dir = makeRuns(runs);
+  const r = cli(['report', dir, '--group-by', 'pretrain_level', '--out', path.join(dir, 'o'), '--no-png']);
+  assert.equal(r.code, 0, r.stderr);
+  const rows = r.stdout.split('\n').filter((l) => /superclass/.test(l) && /\| 2 +\|/.test(l));
+  assert.equal(rows.length, 2, r.stdout);
+  assert.ok(rows.some((l) => /pretrain/.test(l) && /0\.9000/.test(l)) && rows.some((l) => /finetune/.test(l) && /0\.7000/.test(l)), r.stdout);
+  const d = cli(['report', dir, '--out', path.join(dir, 'o2'), '--no-png']);
+  assert.equal(d.code, 0, d.stderr);
+  assert.doesNotMatch(d.stdout.split('\n')[0], /cache_dir/);
+});
+
 test('report: no runs, a key some runs lack, an unknown metric exit 2 saying which', () => {
   const empty = tmpDir();
   fs.mkdirSync(path.join(empty, 'nothing-here'));

@@ -48,6 +48,8 @@ export interface ReportResult {
 
 const DEFAULT_METRICS = ['test_acc', 'test_acc_easy', 'test_acc_hard', 'val_acc'];
 const SEED_KEYS = new Set(['seed', 'data.seed', 'train.seed', 'name']);
+/** Where files go, not what is computed: never an experiment variable (the same config started from two folders). */
+const PLACE_KEYS = new Set(['data.cache_dir']);
 
 /**
  * Keys to group by when none are given: stage and pretraining level, then every
@@ -57,7 +59,7 @@ const SEED_KEYS = new Set(['seed', 'data.seed', 'train.seed', 'name']);
 export function defaultGroupBy(runs: readonly RunRecord[]): string[] {
   const keys: string[] = [];
   // `regime` says full / linear probe / freeze N / gradual (...): finetune.freeze alone calls a gradual run `0`.
-  const candidates = ['stage', 'pretrain_level', 'regime', ...Object.keys(runs[0]?.config ?? {}).filter((k) => !SEED_KEYS.has(k) && k !== 'finetune.freeze' && !k.startsWith('finetune.unfreeze'))];
+  const candidates = ['stage', 'pretrain_level', 'regime', ...Object.keys(runs[0]?.config ?? {}).filter((k) => !SEED_KEYS.has(k) && !PLACE_KEYS.has(k) && k !== 'finetune.freeze' && !k.startsWith('finetune.unfreeze'))];
   let groups = groupRuns(runs, keys).length;
   for (const k of candidates) {
     if (runs.some((r) => keyValue(r, k) === undefined)) continue;
@@ -115,6 +117,12 @@ export async function makeReport(o: ReportOptions): Promise<ReportResult> {
   const xKey = o.x ?? groupBy.find((k) => k !== 'stage') ?? groupBy[0];
   // A row never averages accuracies of different levels, nor gradual unfreezing with a fixed freeze.
   const splits: string[] = [];
+  // A pretraining run is not a fine-tuning run: pretrain and finetune runs at the same level (a `top` source and its
+  // `top` fine-tunes) would otherwise share a mean because finetune.freeze defaults to 0 in both.
+  if (!groupBy.includes('stage') && mixes(runs, groupBy, (r) => r.summary?.stage)) {
+    groupBy = ['stage', ...groupBy];
+    splits.push('the stage');
+  }
   if (mixes(runs, groupBy, (r) => levelLabel(r))) {
     groupBy = [...groupBy, 'level_classes'];
     splits.push('the trained level');
