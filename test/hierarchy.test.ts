@@ -332,7 +332,7 @@ test('treeFromDag keeps the parent on the longest path, ties broken by id', () =
   assert.equal(h.node('leaf3').depth, 2);
   assert.ok(!h.nodes.has('junk') && !h.nodes.has('junk2'));
   assert.equal(h.nodes.size, 10);
-  assert.deepEqual(h.dag, { multiParentNodes: 2, chosenParent: { x: 'b2', y: 'a' } });
+  assert.deepEqual(h.dag, { multiParentNodes: 2, chosenParent: { x: 'b2', y: 'a' }, allParents: { x: ['a', 'b2'], y: ['a', 'b'] } });
   assert.equal(h.path('leaf1'), 'b/b2/x/first leaf');
   assert.equal(h.maxDepth, 4);
   assertAllCutsNest(h, 'small DAG');
