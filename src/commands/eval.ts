@@ -38,6 +38,10 @@ export function evalCommand(): Command {
       if (bad.length) throw new UsageError(`granular eval only takes eval.* overrides (the run's data, model and training are fixed); got: ${bad.join(', ')}`);
       const overrides = parseSets(sets);
       const run = readSourceRun(runDir, `RUN_DIR '${runDir}'`, "Give the folder of a completed 'granular pretrain' or 'granular finetune' run.");
+      // An imported checkpoint (granular import) has weights but no dataset or split of its own to evaluate on.
+      if ((run.meta as { external?: unknown }).external !== undefined) {
+        throw new UsageError(`'${runDir}' is an imported checkpoint (${String(run.summary.level ?? 'external')}): it has no data split to evaluate on. Fine-tune it on your data first: granular finetune --from '${runDir}' --config YOUR_DATA.yaml, then granular eval on that run.`);
+      }
       const cfg = resolveConfig([tagLayer(run.cfg as unknown as Record<string, unknown>, `${runDir}/config.yaml`), overrides]);
       checkEvalApplies(cfg, `run '${runDir}'`);
       const engine = await initEngine(c.backend, c.threads);
