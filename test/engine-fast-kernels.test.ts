@@ -55,6 +55,20 @@ test('the fast kernels are registered for wasm', () => {
   for (const name of ['Tile', 'MaxPoolGrad', 'Sum', 'Mean']) assert.ok(tf.getKernel(name, 'wasm'), name);
 });
 
+test('UnsortedSegmentSum (the gradient of gather, which the coarsen objective needs) equals the cpu backend', async () => {
+  const rng = new Rng(43);
+  for (const [rows, inner, segments] of [[7, 1, 3], [12, 5, 4], [9, 3, 9]] as const) {
+    const values = randomValues(rng, rows * inner);
+    // Ids include repeats, an empty segment and ones out of range (skipped by both).
+    const ids = Int32Array.from({ length: rows }, (_, i) => (i % 4 === 3 ? (i % 8 === 3 ? -1 : segments) : rng.int(segments - 1)));
+    await assertSame(`unsortedSegmentSum ${rows}x${inner} into ${segments}`, () => tf.unsortedSegmentSum(tf.tensor2d(values, [rows, inner]), tf.tensor1d(ids, 'int32'), segments));
+    await assertSame(`int32 ${rows}x${inner}`, () => tf.unsortedSegmentSum(tf.tensor2d(Int32Array.from(values, (v) => Math.round(v * 10)), [rows, inner], 'int32'), tf.tensor1d(ids, 'int32'), segments));
+  }
+  // Through gather's gradient, as models/objective.ts coarsenedLogProbs takes it.
+  const logits = randomValues(rng, 15);
+  await assertSame('grad of gather', () => tf.grad((l: tf.Tensor) => tf.gather(l, tf.tensor1d([0, 2, 2, 4], 'int32'), 1).square().sum())(tf.tensor2d(logits, [3, 5])));
+});
+
 test('Tile equals the cpu backend for ranks 1-5, float32, int32 and bool', async (t) => {
   const rng = new Rng(41);
   let cases = 0;

@@ -166,9 +166,41 @@ function maxPoolGrad({ inputs, backend, attrs }: Parameters<tf.KernelFunc>[0]): 
 }
 
 /** The kernels, and whether each keeps the original around for the cases it passes on. */
+/**
+ * UnsortedSegmentSum, which the wasm backend lacks: the gradient of
+ * tf.gather (the coarsen objective's per-coarse-class log-sum-exp,
+ * models/objective.ts). out[seg[i], ...] += x[i, ...] for every i whose
+ * segment id is in [0, numSegments), as tfjs's cpu kernel
+ * (unsortedSegmentSumImpl). x [...ids.shape, ...inner]; ids int32 of any rank;
+ * returns [numSegments, ...inner] float32 (as the cpu kernel does).
+ */
+function unsortedSegmentSum({ inputs, backend, attrs }: Parameters<tf.KernelFunc>[0]): tf.TensorInfo {
+  const { x, segmentIds } = inputs as { x: tf.TensorInfo; segmentIds: tf.TensorInfo };
+  const { numSegments } = attrs as unknown as tf.UnsortedSegmentSumAttrs;
+  const wasm = backend as BackendWasm;
+  const n = tf.util.sizeFromShape(segmentIds.shape);
+  const innerShape = x.shape.slice(segmentIds.shape.length);
+  const inner = tf.util.sizeFromShape(innerShape);
+  // float32 whatever x is, as the cpu backend's kernel returns.
+  const out = wasm.makeOutput([numSegments, ...innerShape], 'float32');
+  const dst = wasm.typedArrayFromHeap(out);
+  dst.fill(0);
+  const src = wasm.typedArrayFromHeap(x);
+  const ids = wasm.typedArrayFromHeap(segmentIds);
+  for (let i = 0; i < n; i++) {
+    const seg = ids[i];
+    if (seg < 0 || seg >= numSegments) continue;
+    const o = seg * inner;
+    const a = i * inner;
+    for (let k = 0; k < inner; k++) dst[o + k] += src[a + k];
+  }
+  return out;
+}
+
 export const fastKernels: Array<{ config: tf.KernelConfig; fallsBack: boolean }> = [
   { config: { kernelName: tf.Tile, backendName: WASM, kernelFunc: tile }, fallsBack: false },
   { config: { kernelName: tf.MaxPoolGrad, backendName: WASM, kernelFunc: maxPoolGrad }, fallsBack: false },
+  { config: { kernelName: tf.UnsortedSegmentSum, backendName: WASM, kernelFunc: unsortedSegmentSum }, fallsBack: false },
   // The stock kernel's setupFunc binds its wasm export; ours forwards to it for the fallback.
   { config: { kernelName: tf.Sum, backendName: WASM, kernelFunc: sum, setupFunc: (b) => replaced.get(tf.Sum)?.setupFunc?.(b) }, fallsBack: true },
   { config: { kernelName: tf.Mean, backendName: WASM, kernelFunc: mean, setupFunc: (b) => replaced.get(tf.Mean)?.setupFunc?.(b) }, fallsBack: true },
