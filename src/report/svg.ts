@@ -2,6 +2,14 @@
  * A small SVG chart writer: points joined by lines, vertical error bars, a
  * title, axis labels and a legend. The x axis is numeric or categorical.
  * Text uses a generic sans-serif font so sharp (librsvg) renders it as PNG.
+ *
+ * Why our own and not a plotting library: the report needs one chart kind
+ * (mean ± std lines over a numeric, log or categorical axis) as static SVG
+ * that is inlined into a self-contained index.html and rasterised by sharp.
+ * Vega/Vega-Lite (the well-kept library that renders SVG without a browser)
+ * would add the Vega runtime and its d3 modules, several MB and dozens of
+ * packages, to draw this; Plotly and Chart.js need a browser or a canvas
+ * binding. Revisit if the report needs interactive or many kinds of charts.
  */
 
 export interface Point {

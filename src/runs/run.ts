@@ -307,9 +307,13 @@ export function assignWeights(net: Network, saved: ReadonlyMap<string, tf.Tensor
   }
 }
 
-/** A run's saved network (RUN_DIR/model), head included, into `net` (errors as assignWeights). */
-export function loadRunWeights(net: Network, runDir: string): void {
-  const saved = readModelWeights(path.join(runDir, FILES.model));
+/**
+ * A run's saved network, head included, into `net` (errors as assignWeights):
+ * RUN_DIR/model (the last epoch's) unless `folder` names another, e.g.
+ * FILES.modelBest (the best epoch by val_acc).
+ */
+export function loadRunWeights(net: Network, runDir: string, folder: string = FILES.model): void {
+  const saved = readModelWeights(path.join(runDir, folder));
   try {
     assignWeights(net, saved, runDir, true);
   } finally {

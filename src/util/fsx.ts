@@ -1,21 +1,15 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
+import { sync as writeFileAtomicSync } from 'write-file-atomic';
 
 /**
  * Write a file so that readers see either the old content or the new, never a
- * torn one: write a sibling temp file, fsync it, rename over the target.
+ * torn one: write-file-atomic's synchronous form (a uniquely named sibling temp
+ * file, fsync'd, renamed over the target, removed if anything fails; an
+ * existing file's mode is kept). Data is a string (UTF-8) or bytes.
  */
 export function writeFileAtomic(file: string, data: string | Uint8Array): void {
-  const tmp = `${file}.${process.pid}.tmp`;
-  const fd = fs.openSync(tmp, 'w');
-  try {
-    if (typeof data === 'string') fs.writeSync(fd, data);
-    else fs.writeSync(fd, data);
-    fs.fsyncSync(fd);
-  } finally {
-    fs.closeSync(fd);
-  }
-  fs.renameSync(tmp, file);
+  writeFileAtomicSync(file, typeof data === 'string' ? data : Buffer.from(data.buffer, data.byteOffset, data.byteLength));
 }
 
 export function writeJsonAtomic(file: string, value: unknown): void {
