@@ -13,7 +13,7 @@ import { parseSets, readConfigFile, resolveConfig } from '../src/config/load';
 import { loadDataset } from '../src/data';
 import { taxonomyTree } from '../src/hierarchy/taxonomy';
 import { findRunDirs } from '../src/report/runs';
-import { loadSweep, steps } from '../src/report/sweep-run';
+import { loadSweep, steps } from '../src/sweep/run';
 import { UsageError } from '../src/util/errors';
 import { writeFolderDataset, writeImage } from './data-fixtures';
 import { CLI, cli, metricRows, QUICKSTART, ROOT, slow, tmpDir, TINY } from './helpers';

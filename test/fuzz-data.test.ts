@@ -8,7 +8,7 @@ import * as YAML from 'yaml';
 import { resolveConfig } from '../src/config/load';
 import { loadCatalog } from '../src/data';
 import { decodeAll } from '../src/data/decode';
-import { planSweep } from '../src/report/sweep-plan';
+import { planSweep } from '../src/sweep/plan';
 import { cleanOutcome, FUZZ_RUNS as RUNS, tmpDir } from './helpers';
 
 /**

@@ -4,7 +4,7 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import * as YAML from 'yaml';
-import { planSweep } from '../src/report/sweep-plan';
+import { planSweep } from '../src/sweep/plan';
 import { CLI, cli, QUICKSTART, tmpDir } from './helpers';
 
 /** Sweeps check every run before the first starts: a bad level, value or data folder exits 2 with nothing run. */

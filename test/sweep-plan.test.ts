@@ -1,8 +1,8 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { fingerprint, planSweep, runArgs } from '../src/report/sweep-plan';
+import { fingerprint, planSweep, runArgs } from '../src/sweep/plan';
 import { shellQuote, shellSplit } from '../src/util/shell';
-import { jobVar, shellScript, slurmScript } from '../src/report/sweep-emit';
+import { jobVar, shellScript, slurmScript } from '../src/sweep/emit';
 import { UsageError } from '../src/util/errors';
 
 const DESIGN_EXAMPLE = {

@@ -4,7 +4,7 @@ import { parseSets, readConfigFiles, resolveConfig } from '../config/load';
 import { describeKeys, KeyInfo } from '../config/keys';
 import { originOf } from '../config/provenance';
 import { Config } from '../config/schema';
-import { exitQuietlyOnEpipe } from '../report/stdout';
+import { exitQuietlyOnEpipe } from '../util/stdout';
 import { action, collect } from './common';
 
 type Obj = Record<string, unknown>;

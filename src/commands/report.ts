@@ -2,7 +2,7 @@ import * as path from 'node:path';
 import { Command } from 'commander';
 import { makeReport } from '../report/report';
 import { readRunFolder } from '../runs/run';
-import { exitQuietlyOnEpipe } from '../report/stdout';
+import { exitQuietlyOnEpipe } from '../util/stdout';
 import { nearest, UsageError } from '../util/errors';
 import { writeFileAtomic } from '../util/fsx';
 import { compareCsv, compareTable, COMPARE_NOTE, pairedComparison, parseCompare } from '../report/compare';

@@ -2,13 +2,13 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { Command } from 'commander';
-import { checkSweepRuns } from '../report/sweep-check';
-import { granularPrefix, shellScript, slurmScript } from '../report/sweep-emit';
+import { checkSweepRuns } from '../sweep/check';
+import { granularPrefix, shellScript, slurmScript } from '../sweep/emit';
 import { shellQuote } from '../util/shell';
-import { checkOwnership, execute, loadSweep, Step, steps, writeSweepRecord } from '../report/sweep-run';
+import { checkOwnership, execute, loadSweep, Step, steps, writeSweepRecord } from '../sweep/run';
 import { UsageError } from '../util/errors';
 import { readJson, writeFileAtomic } from '../util/fsx';
-import { exitQuietlyOnEpipe } from '../report/stdout';
+import { exitQuietlyOnEpipe } from '../util/stdout';
 import { action, commonOptions, withCommonOptions } from './common';
 
 export function sweepCommand(): Command {

@@ -236,7 +236,7 @@ const sameSettings = (a: Settings, b: Settings) => {
  * sweep file made readable from the working folder), never the run's name.
  */
 export function planSweep(doc: unknown, where = 'sweep file', mapValue: (key: string, value: unknown) => unknown = (_k, v) => v): SweepPlan {
-  // The values a run is given (--set, and the config sweep-check resolves): paths made readable from
+  // The values a run is given (--set, and the config check.ts resolves): paths made readable from
   // the working folder (see loadSweep). Names and identities keep the values as written.
   const given = (s: Settings): Settings => s.map(([k, v]) => [k, mapValue(k, v)]);
   if (!isObj(doc)) throw new UsageError(`${where} must be a YAML mapping with name:, base: and stages:.`);

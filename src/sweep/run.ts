@@ -8,10 +8,10 @@ import * as rd from '../runs/rundir';
 import { SWEEP_PID_ENV } from '../runs/watchdog';
 import { UsageError } from '../util/errors';
 import { ensureDir, readJson, writeJsonAtomic } from '../util/fsx';
-import { fingerprint, planSweep, PlannedRun, resumeArgs, runArgs, SweepPlan } from './sweep-plan';
+import { fingerprint, planSweep, PlannedRun, resumeArgs, runArgs, SweepPlan } from './plan';
 import { shellSplit } from '../util/shell';
 
-/** The CLI shim every child run goes through (dist/src/report → bin/granular.js). */
+/** The CLI shim every child run goes through (dist/src/sweep → bin/granular.js). */
 const BIN = path.resolve(__dirname, '..', '..', '..', 'bin', 'granular.js');
 
 export type RunState = 'new' | 'completed' | 'failed' | 'interrupted' | 'crashed' | 'running';
@@ -132,7 +132,7 @@ export function checkOwnership(s: LoadedSweep, cwd = process.cwd()): void {
 }
 
 /**
- * What differs between two run fingerprints (sweep-plan.ts fingerprint), in
+ * What differs between two run fingerprints (plan.ts fingerprint), in
  * words: `train.epochs is 9 in the run folder, 2 in the sweep file; seed=1
  * only in the sweep file`.
  */

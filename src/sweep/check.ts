@@ -12,8 +12,8 @@ import { Hierarchy } from '../hierarchy/tree';
 import { blockNames } from '../models/archs';
 import { readRunFolder } from '../runs/run';
 import { UsageError } from '../util/errors';
-import type { LoadedSweep } from './sweep-run';
-import { PlannedRun } from './sweep-plan';
+import type { LoadedSweep } from './run';
+import { PlannedRun } from './plan';
 
 type Obj = Record<string, unknown>;
 

@@ -1,4 +1,4 @@
-import { PlannedRun, runArgs, SweepPlan } from './sweep-plan';
+import { PlannedRun, runArgs, SweepPlan } from './plan';
 import { granularCommand, shellQuote } from '../util/shell';
 import { FILES } from '../runs/rundir';
 
