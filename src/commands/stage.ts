@@ -4,6 +4,11 @@ import { Stage } from '../runs/run';
 import { stopWithSweep } from '../runs/watchdog';
 import { runStage, StageOutcome } from '../train/stage';
 import { granularCommand, shellQuote } from '../util/shell';
+import { driveSweep, sweepOptions } from './sweep';
+import { refuseCommaListsWithoutMultirun, multirunDoc } from '../sweep/multirun';
+import { sweepFromDoc } from '../sweep/run';
+import { UsageError } from '../util/errors';
+import { exitQuietlyOnEpipe } from '../util/stdout';
 import { action, collect, commonOptions, withCommonOptions } from './common';
 
 /** The options pretrain and finetune share, with the action that runs the stage. */
@@ -14,10 +19,21 @@ export function stageCommand(cmd: Command, stage: Stage): Command {
     .option('--run-dir <dir>', 'exact output folder (must not exist or be empty)')
     .option('--resume <run_dir>', 'continue a crashed or interrupted run exactly where its checkpoint left it')
     .option('--force', 'with --resume: continue on another backend or thread count (no longer bit-identical)', false)
-    .option('--json', 'print the final line on stdout as one JSON object (summary.json plus run_dir), for scripts', false);
+    .option('--json', 'print the final line on stdout as one JSON object (summary.json plus run_dir), for scripts', false)
+    .option('-m, --multirun', 'one run per value of every comma list in --set/--level' + (stage === 'finetune' ? '/--freeze' : '') + ' (--set seed=0,1,2; the cross product of several), run as a sweep: checked first, resumable, --dry-run/--emit (Hydra\'s -m)', false)
+    .option('--sweep-name <name>', `with -m: runs go to <runs-root>/<name>/ (default ${stage}-multirun); the same command again resumes them`)
+    .option('--runs-root <dir>', 'with -m: the folder that holds <name>/ (default runs)')
+    .option('--jobs <n>', 'with -m: runs at once (as granular sweep --jobs)')
+    .option('--retry', 'with -m: run failed runs again', false)
+    .option('--dry-run', "with -m: check every run and print one command per run that still needs work; run nothing", false)
+    .option('--emit <kind>', 'with -m: write a shell or slurm script instead of running (as granular sweep --emit)');
   withCommonOptions(cmd);
   return cmd.action(
     action(async (o: Record<string, unknown>) => {
+      if (o.multirun) return multirun(stage, o);
+      const sweepOnly = ['sweepName', 'runsRoot', 'jobs', 'emit', 'retry', 'dryRun'].filter((k) => o[k] !== undefined && o[k] !== false);
+      if (sweepOnly.length) throw new UsageError(`${sweepOnly.map(flagOf).join(', ')} ${sweepOnly.length > 1 ? 'belong' : 'belongs'} to a multirun: add -m (--multirun), or drop ${sweepOnly.length > 1 ? 'them' : 'it'}.`);
+      refuseCommaListsWithoutMultirun(o.set as string[], o.level as string | undefined);
       stopWithSweep();
       const out = await runStage({
         stage,
@@ -36,6 +52,28 @@ export function stageCommand(cmd: Command, stage: Stage): Command {
       return out.exitCode;
     }),
   );
+}
+
+const flagOf = (k: string) => `--${k.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`)}`;
+
+/**
+ * `granular pretrain|finetune -m ...`: the comma lists of --set (and --level,
+ * --freeze) expanded into a one-stage sweep (sweep/multirun.ts) and driven as
+ * `granular sweep` drives a sweep file: every run checked before any starts,
+ * completed runs skipped, interrupted ones resumed, --dry-run and --emit.
+ */
+async function multirun(stage: Stage, o: Record<string, unknown>): Promise<number> {
+  exitQuietlyOnEpipe();
+  const single = ['runDir', 'resume', 'json', 'force'].filter((k) => o[k] !== undefined && o[k] !== false);
+  if (single.length) throw new UsageError(`${single.map(flagOf).join(', ')} ${single.length > 1 ? 'are' : 'is'} for one run; -m runs a sweep (runs go to <runs-root>/<sweep-name>/<run>/, and the same command again resumes them). Drop ${single.length > 1 ? 'them' : 'it'}.`);
+  const configs = o.config as string[];
+  if (configs.length > 1) throw new UsageError(`-m takes at most one --config (got ${configs.length}: ${configs.join(', ')}): compose them into one file, or write a sweep file (granular sweep) whose base: is one of them and whose set: holds the rest.`);
+  const name = (o.sweepName as string | undefined) ?? `${stage}-multirun`;
+  const doc = multirunDoc({ command: stage, sets: o.set as string[], level: o.level as string | undefined, freeze: o.freeze as string | undefined, from: o.from as string | undefined, name });
+  if (configs.length) doc.base = configs[0];
+  const commandLine = ['granular', ...process.argv.slice(2)];
+  const sweep = sweepFromDoc(doc, { file: null, where: 'the command line', dir: process.cwd(), runsRoot: (o.runsRoot as string | undefined) ?? 'runs', commandLine });
+  return driveSweep(sweep, { ...sweepOptions(o), stages: [] }, commonOptions(o));
 }
 
 /**

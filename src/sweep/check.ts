@@ -10,7 +10,7 @@ import { transformCatalog } from '../data/catalog';
 import { clusterSplit } from '../hierarchy/transform';
 import { Hierarchy } from '../hierarchy/tree';
 import { blockNames } from '../models/archs';
-import { readRunFolder } from '../runs/run';
+import { readRunFolder, readSourceRun } from '../runs/run';
 import { UsageError } from '../util/errors';
 import type { LoadedSweep } from './run';
 import { PlannedRun } from './plan';
@@ -42,7 +42,7 @@ export async function checkSweepRuns(s: LoadedSweep, cwd = process.cwd()): Promi
   const hierarchies = new Map<string, Promise<Hierarchy>>();
   const out: CheckedRun[] = [];
   for (const r of s.plan.runs) {
-    const where = `sweep file '${s.file}', run '${r.name}' (stage ${r.stage})`;
+    const where = `${s.where}, run '${r.name}' (stage ${r.stage})`;
     try {
       let cfg: Config;
       let own: Obj[];
@@ -53,6 +53,14 @@ export async function checkSweepRuns(s: LoadedSweep, cwd = process.cwd()): Promi
         cfg = resolveConfig([tagLayer(structuredClone(src) as unknown as Obj, `the config of '${r.from}'`), ...own], `run '${r.name}'`);
         const locked = Object.keys(src.model).find((k) => JSON.stringify((src.model as Obj)[k]) !== JSON.stringify((cfg.model as Obj)[k]));
         if (locked) throw new UsageError(`model.${locked} is locked by its source run '${r.from}'.`);
+      } else if (r.source) {
+        // A run folder outside the sweep (from_run:, multirun --from): its config, then base:, then the run's own
+        // settings, as 'granular finetune --from DIR --config BASE --set ...' layers them.
+        const src = readSourceRun(path.resolve(cwd, r.source), s.file === null ? `--from '${r.source}'` : `from_run '${r.source}'`, 'Give the folder of a completed pretrain or finetune run.');
+        own = [base, setsLayer(r.settings)];
+        cfg = resolveConfig([tagLayer(structuredClone(src.cfg) as unknown as Obj, `the config of '${r.source}'`), ...own], `run '${r.name}'`);
+        const locked = Object.keys(src.cfg.model).find((k) => JSON.stringify((src.cfg.model as Obj)[k]) !== JSON.stringify((cfg.model as Obj)[k]));
+        if (locked) throw new UsageError(`model.${locked} is locked by its source run '${r.source}'.`);
       } else {
         own = [base, setsLayer(r.settings)];
         cfg = resolveConfig(own, `run '${r.name}'`);
@@ -74,7 +82,7 @@ export async function checkSweepRuns(s: LoadedSweep, cwd = process.cwd()): Promi
       }
       out.push({ run: r, cfg, level: level.name, classes: level.classes.length });
     } catch (e) {
-      if (e instanceof UsageError) throw new UsageError(`${where}: ${e.message}\nNothing was run. Fix the sweep file (or its base config), then run the sweep again.`);
+      if (e instanceof UsageError) throw new UsageError(`${where}: ${e.message}\nNothing was run. Fix ${s.file === null ? 'the command (or its --config file), then run it' : 'the sweep file (or its base config), then run the sweep'} again.`);
       throw e;
     }
   }

@@ -21,8 +21,14 @@ export interface PlannedRun {
   /** The stage (its key under `stages:`) and the command it runs. */
   stage: string;
   command: Command;
-  /** Name of the run this one fine-tunes from (`--from`), if any. */
+  /** Name of the run of this sweep this one fine-tunes from (`--from`), if any. */
   from: string | null;
+  /**
+   * A completed run folder outside the sweep that this run fine-tunes from
+   * (a stage's `from_run:`, or multirun's --from), as the command is given it
+   * (relative to the working folder, or absolute); null for none.
+   */
+  source: string | null;
   /** A from-scratch baseline added by `scratch: true`. */
   scratch: boolean;
   /** The grid point or explicit run entry of this stage. */
@@ -58,7 +64,7 @@ export interface SweepPlan {
 }
 
 const TOP_KEYS = ['name', 'base', 'stages', 'description'];
-const STAGE_KEYS = ['command', 'from', 'grid', 'set', 'runs', 'scratch'];
+const STAGE_KEYS = ['command', 'from', 'from_run', 'grid', 'set', 'runs', 'scratch'];
 const COMMANDS: Command[] = ['pretrain', 'finetune'];
 
 const isObj = (v: unknown): v is Obj => typeof v === 'object' && v !== null && !Array.isArray(v);
@@ -133,6 +139,7 @@ interface StageSpec {
   name: string;
   command: Command;
   from: string | null;
+  fromRun: string | null;
   set: Settings;
   points: Settings[];
   scratch: boolean;
@@ -157,6 +164,10 @@ function parseStage(name: string, raw: unknown, where: string, kc: ReturnType<ty
   }
   const from = raw.from === undefined || raw.from === null ? null : String(raw.from);
   if (from !== null && command === 'pretrain') throw new UsageError(`${where}: ${at}.from: a pretrain stage cannot start from another run; use a finetune stage.`);
+  if (raw.from_run !== undefined && raw.from_run !== null && (typeof raw.from_run !== 'string' || !raw.from_run.trim())) throw new UsageError(`${where}: ${at}.from_run must be the path of a completed run folder.`);
+  const fromRun = typeof raw.from_run === 'string' ? raw.from_run.trim() : null;
+  if (fromRun !== null && command === 'pretrain') throw new UsageError(`${where}: ${at}.from_run: a pretrain stage cannot start from another run; use a finetune stage.`);
+  if (fromRun !== null && from !== null) throw new UsageError(`${where}: ${at} has both from: (a stage of this sweep) and from_run: (a run folder); keep one.`);
 
   let set: Settings = [];
   if (raw.set !== undefined && raw.set !== null) {
@@ -187,13 +198,14 @@ function parseStage(name: string, raw: unknown, where: string, kc: ReturnType<ty
 
   if (raw.scratch !== undefined && typeof raw.scratch !== 'boolean') throw new UsageError(`${where}: ${at}.scratch must be true or false.`);
   const scratch = raw.scratch === true;
-  if (from !== null) {
+  if (from !== null || fromRun !== null) {
     const model = [...set, ...points.flat()].find(([k]) => k === 'model' || k.startsWith('model.'));
     if (model) throw new UsageError(`${where}: ${at}: '${model[0]}' is locked by the pretrained runs this stage starts from; grid it in the stage they come from.`);
   }
   if (scratch && command !== 'finetune') throw new UsageError(`${where}: ${at}.scratch: from-scratch baselines belong to a finetune stage.`);
+  if (scratch && fromRun !== null) throw new UsageError(`${where}: ${at}.scratch: from-scratch baselines are made for from: stages; for a from_run: stage add a stage without from_run: that sets the same keys.`);
   if (scratch && from === null) throw new UsageError(`${where}: ${at}.scratch: this stage has no from:, so its runs already train from scratch; remove scratch: true.`);
-  return { name, command, from, set, points, scratch };
+  return { name, command, from, fromRun, set, points, scratch };
 }
 
 /** Stages in dependency order (file order where free); unknown or circular `from` is an error. */
@@ -233,9 +245,15 @@ const sameSettings = (a: Settings, b: Settings) => {
 /**
  * Expand a parsed sweep file. `where` names the file in error messages;
  * `mapValue` rewrites a value as it is passed to a run (a path relative to the
- * sweep file made readable from the working folder), never the run's name.
+ * sweep file made readable from the working folder), never the run's name;
+ * `mapPath` does the same for a stage's `from_run:` folder.
  */
-export function planSweep(doc: unknown, where = 'sweep file', mapValue: (key: string, value: unknown) => unknown = (_k, v) => v): SweepPlan {
+export function planSweep(
+  doc: unknown,
+  where = 'sweep file',
+  mapValue: (key: string, value: unknown) => unknown = (_k, v) => v,
+  mapPath: (p: string) => string = (p) => p,
+): SweepPlan {
   // The values a run is given (--set, and the config check.ts resolves): paths made readable from
   // the working folder (see loadSweep). Names and identities keep the values as written.
   const given = (s: Settings): Settings => s.map(([k, v]) => [k, mapValue(k, v)]);
@@ -275,7 +293,7 @@ export function planSweep(doc: unknown, where = 'sweep file', mapValue: (key: st
       s.points.forEach((p, i) => {
         const params = paramString(p, short);
         add(
-          { name: sanitizeName(params ? `${s.name}-${params}` : s.name), stage: s.name, command: s.command, from: null, scratch: false, params: p, identity: p, sets: toSets(given([...s.set, ...p])), settings: given([...s.set, ...p]), usesBase: true },
+          { name: sanitizeName(params ? `${s.name}-${params}` : s.name), stage: s.name, command: s.command, from: null, source: s.fromRun === null ? null : mapPath(s.fromRun), scratch: false, params: p, identity: p, sets: toSets(given([...s.set, ...p])), settings: given([...s.set, ...p]), usesBase: true },
           `stages.${s.name} point ${i + 1}`,
         );
       });
@@ -287,7 +305,7 @@ export function planSweep(doc: unknown, where = 'sweep file', mapValue: (key: st
       s.points.forEach((p, i) => {
         const parts = [s.name, paramString(src.identity, short), paramString(p, short)].filter(Boolean);
         add(
-          { name: sanitizeName(parts.join('-')), stage: s.name, command: s.command, from: src.name, scratch: false, params: p, identity: [...src.identity, ...p], sets: toSets(given([...s.set, ...p])), settings: [...src.settings, ...given([...s.set, ...p])], usesBase: false },
+          { name: sanitizeName(parts.join('-')), stage: s.name, command: s.command, from: src.name, source: null, scratch: false, params: p, identity: [...src.identity, ...p], sets: toSets(given([...s.set, ...p])), settings: [...src.settings, ...given([...s.set, ...p])], usesBase: false },
           `stages.${s.name} point ${i + 1} from '${src.name}'`,
         );
       });
@@ -305,7 +323,7 @@ export function planSweep(doc: unknown, where = 'sweep file', mapValue: (key: st
           const settings = [...src.settings, ...given([...s.set, ...p, ...level])];
           const parts = [`${s.name}-scratch`, paramString(kept, short), paramString(p, short)].filter(Boolean);
           add(
-            { name: sanitizeName(parts.join('-')), stage: s.name, command: s.command, from: null, scratch: true, params: p, identity: [...kept, ...p], sets: toSets(collapse(settings)), settings, usesBase: true },
+            { name: sanitizeName(parts.join('-')), stage: s.name, command: s.command, from: null, source: null, scratch: true, params: p, identity: [...kept, ...p], sets: toSets(collapse(settings)), settings, usesBase: true },
             `stages.${s.name} scratch baseline for point ${i + 1}`,
           );
         });
@@ -321,7 +339,7 @@ export function runArgs(run: PlannedRun, opts: { base: string | null; runsDir: s
   return [
     run.command,
     ...(run.usesBase && opts.base ? ['--config', opts.base] : []),
-    ...(run.from ? ['--from', dir(run.from)] : []),
+    ...(run.from ? ['--from', dir(run.from)] : run.source ? ['--from', run.source] : []),
     ...run.sets.flatMap((s) => ['--set', s]),
     '--run-dir',
     dir(run.name),

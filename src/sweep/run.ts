@@ -17,7 +17,12 @@ const BIN = path.resolve(__dirname, '..', '..', '..', 'bin', 'granular.js');
 export type RunState = 'new' | 'completed' | 'failed' | 'interrupted' | 'crashed' | 'running';
 
 export interface LoadedSweep {
-  file: string;
+  /** The sweep file, or null for a multirun from the command line (./multirun.ts). */
+  file: string | null;
+  /** What asked for the sweep, for messages: `sweep file 'x.yaml'`, or `the command line`. */
+  where: string;
+  /** A multirun's command line (`granular pretrain -m ...`), recorded in sweep.json; absent for a sweep file. */
+  commandLine?: string[];
   plan: SweepPlan;
   /** The base config as given to child runs (relative to the working folder), or null. */
   base: string | null;
@@ -35,11 +40,23 @@ export function loadSweep(file: string, runsRoot: string, cwd = process.cwd()): 
   }
   const doc = YAML.parseDocument(text, { prettyErrors: true, uniqueKeys: true, merge: true });
   if (doc.errors.length) throw new UsageError(`sweep file '${file}' ${yamlErrorText(doc.errors[0])}`);
+  return sweepFromDoc(doc.toJS(), { file, where: `sweep file '${file}'`, dir: path.dirname(file), runsRoot, cwd });
+}
+
+/**
+ * Expand a sweep document (a parsed sweep file, or the one a multirun stands
+ * for: ./multirun.ts) with the sweep planner. `dir`: the folder its relative
+ * paths (base:, path-valued keys, from_run:) are read against — the sweep
+ * file's, or the working folder for the command line. Errors: UsageError.
+ */
+export function sweepFromDoc(doc: unknown, o: { file: string | null; where: string; dir: string; runsRoot: string; cwd?: string; commandLine?: string[] }): LoadedSweep {
+  const cwd = o.cwd ?? process.cwd();
+  const where = o.where;
   // One rule for paths (README "Names, folders and paths: the rules"): a path is relative to the file that says it.
   // A relative path key in set:/grid:/runs: is the sweep file's, like base:; it is passed to runs as seen
   // from the working folder (relative inside it, so the tree can move; absolute outside it).
   const fromFile = (p: string) => {
-    const abs = path.resolve(path.dirname(file), p);
+    const abs = path.resolve(o.dir, p);
     const rel = path.relative(cwd, abs);
     return rel === '' ? '.' : rel.startsWith('..') || path.isAbsolute(rel) ? posix(abs) : posix(rel);
   };
@@ -47,20 +64,23 @@ export function loadSweep(file: string, runsRoot: string, cwd = process.cwd()): 
     if (typeof v !== 'string' || v === '' || !relativePaths(setAt(key, v)).length) return v;
     return key === 'train.level' ? `nodes:${fromFile(v.trim().slice('nodes:'.length).trim())}` : fromFile(v);
   };
-  const plan = planSweep(doc.toJS(), `sweep file '${file}'`, mapValue);
+  const plan = planSweep(doc, where, mapValue, fromFile);
   let base: string | null = null;
   if (plan.base) {
-    const abs = path.resolve(path.dirname(file), plan.base);
-    if (!fs.existsSync(abs)) throw new UsageError(`sweep file '${file}': base: '${plan.base}' does not exist (looked for ${abs}; the path is relative to the sweep file).`);
+    const abs = path.resolve(o.dir, plan.base);
+    if (!fs.existsSync(abs)) throw new UsageError(`${where}: base: '${plan.base}' does not exist (looked for ${abs}; the path is relative to ${o.file === null ? 'the working folder' : 'the sweep file'}).`);
     // Inside the tree: relative, so the tree can move; outside it: absolute, so it still can.
     const rel = path.relative(cwd, abs);
     base = rel.startsWith('..') || path.isAbsolute(rel) ? posix(abs) : posix(rel);
   }
-  const runsDir = posix(path.relative(cwd, path.resolve(cwd, runsRoot, plan.name)));
-  return { file, plan, base, runsDir };
+  const runsDir = posix(path.relative(cwd, path.resolve(cwd, o.runsRoot, plan.name)));
+  return { file: o.file, where, ...(o.commandLine ? { commandLine: o.commandLine } : {}), plan, base, runsDir };
 }
 
 const posix = (p: string) => p.split(path.sep).join('/');
+
+/** How to give a sweep that clashes with a run tree another home. */
+const renameHint = (s: LoadedSweep) => (s.file === null ? 'Give this multirun another --sweep-name, or use --runs-root.' : 'Rename this sweep (name:) or use --runs-root.');
 
 /** `{a: {b: v}}` for the dotted key `a.b`. */
 function setAt(key: string, v: unknown): Record<string, unknown> {
@@ -92,7 +112,9 @@ export function runState(dir: string): RunState {
 
 interface SweepRecord {
   name: string;
-  sweep_file: string;
+  /** The sweep file, relative to runs/<sweep>/; for a multirun, the command line instead. */
+  sweep_file?: string;
+  command_line?: string[];
   runs: Record<string, { stage: string; command: string[] }>;
 }
 
@@ -107,13 +129,13 @@ export function checkOwnership(s: LoadedSweep, cwd = process.cwd()): void {
   if (fs.existsSync(recFile)) {
     const rec = readJson<SweepRecord>(recFile);
     if (rec.name !== s.plan.name) {
-      throw new UsageError(`run folder '${s.runsDir}' belongs to another sweep ('${rec.name}', from ${rec.sweep_file}). Rename this sweep (name:) or use --runs-root.`);
+      throw new UsageError(`run folder '${s.runsDir}' belongs to another sweep ('${rec.name}', from ${rec.sweep_file ?? (rec.command_line ?? []).join(' ')}). ${renameHint(s)}`);
     }
   } else if (fs.existsSync(dir)) {
     const names = new Set(s.plan.runs.map((r) => r.name));
     const strangers = fs.readdirSync(dir).filter((f) => fs.existsSync(path.join(dir, f, rd.FILES.config)) && !names.has(f));
     if (strangers.length) {
-      throw new UsageError(`run folder '${s.runsDir}' already holds runs that are not part of sweep '${s.plan.name}' (${strangers.slice(0, 3).join(', ')}${strangers.length > 3 ? ', ...' : ''}) and has no sweep.json. Rename this sweep (name:) or use --runs-root.`);
+      throw new UsageError(`run folder '${s.runsDir}' already holds runs that are not part of sweep '${s.plan.name}' (${strangers.slice(0, 3).join(', ')}${strangers.length > 3 ? ', ...' : ''}) and has no sweep.json. ${renameHint(s)}`);
     }
   }
   for (const r of s.plan.runs) {
@@ -123,9 +145,9 @@ export function checkOwnership(s: LoadedSweep, cwd = process.cwd()): void {
     const want = fingerprint(runArgs(r, { base: s.base, runsDir: s.runsDir }));
     if (had !== want) {
       throw new UsageError(
-        `run folder '${s.runsDir}/${r.name}' was started with other settings than this sweep asks for: ${fingerprintChanges(had, want)} ` +
+        `run folder '${s.runsDir}/${r.name}' was started with other settings than this sweep asks for: ${fingerprintChanges(had, want, s.file === null ? 'on the command line' : 'in the sweep file')} ` +
           `(its command.txt: ${fs.readFileSync(cmdFile, 'utf8').trim()}). It belongs to another sweep or an older version of this one: ` +
-          `move it away, or give this sweep another name:.`,
+          `move it away, or ${s.file === null ? 'give this multirun another --sweep-name' : 'give this sweep another name:'}.`,
       );
     }
   }
@@ -136,17 +158,17 @@ export function checkOwnership(s: LoadedSweep, cwd = process.cwd()): void {
  * words: `train.epochs is 9 in the run folder, 2 in the sweep file; seed=1
  * only in the sweep file`.
  */
-export function fingerprintChanges(had: string, want: string): string {
+export function fingerprintChanges(had: string, want: string, asked = 'in the sweep file'): string {
   const a = JSON.parse(had) as { command: string; from: string; sets: string[] };
   const b = JSON.parse(want) as { command: string; from: string; sets: string[] };
   const byKey = (sets: string[]) => new Map(sets.map((x) => [x.slice(0, Math.max(0, x.indexOf('='))).trim(), x.slice(x.indexOf('=') + 1)]));
   const [ka, kb] = [byKey(a.sets), byKey(b.sets)];
   const out: string[] = [];
-  if (a.command !== b.command) out.push(`the command is ${a.command} in the run folder, ${b.command} in the sweep file`);
-  if (a.from !== b.from) out.push(`--from is '${a.from}' in the run folder, '${b.from}' in the sweep file`);
+  if (a.command !== b.command) out.push(`the command is ${a.command} in the run folder, ${b.command} ${asked}`);
+  if (a.from !== b.from) out.push(`--from is '${a.from}' in the run folder, '${b.from}' ${asked}`);
   for (const [k, v] of kb) {
-    if (!ka.has(k)) out.push(`${k}=${v} only in the sweep file`);
-    else if (ka.get(k) !== v) out.push(`${k} is ${ka.get(k)} in the run folder, ${v} in the sweep file`);
+    if (!ka.has(k)) out.push(`${k}=${v} only ${asked}`);
+    else if (ka.get(k) !== v) out.push(`${k} is ${ka.get(k)} in the run folder, ${v} ${asked}`);
   }
   for (const [k, v] of ka) if (!kb.has(k)) out.push(`${k}=${v} only in the run folder`);
   return out.length ? out.join('; ') : 'the order of its settings differs';
@@ -157,7 +179,7 @@ export function writeSweepRecord(s: LoadedSweep, cwd = process.cwd()): void {
   ensureDir(dir);
   const rec: SweepRecord = {
     name: s.plan.name,
-    sweep_file: posix(path.relative(dir, path.resolve(cwd, s.file))),
+    ...(s.file !== null ? { sweep_file: posix(path.relative(dir, path.resolve(cwd, s.file))) } : { command_line: s.commandLine ?? [] }),
     runs: Object.fromEntries(s.plan.runs.map((r) => [r.name, { stage: r.stage, command: ['granular', ...runArgs(r, { base: s.base, runsDir: s.runsDir })] }])),
   };
   writeJsonAtomic(path.join(dir, rd.FILES.sweep), rec);
