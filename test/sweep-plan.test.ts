@@ -170,3 +170,13 @@ test('the Slurm script: one array per stage, sizes, and the afterok dependency',
   const sh = shellScript(plan, { base: 'configs/quickstart.yaml', runsDir: 'runs/label-granularity', rootFromSweepDir: '../..' });
   assert.equal(sh.split('\n').filter((l) => l.startsWith('run_one ')).length, 45);
 });
+
+test('from_run: a finetune stage fine-tunes every run from a run folder outside the sweep (--from PATH, with base:)', () => {
+  const plan = planSweep({ name: 's', base: 'b.yaml', stages: { finetune: { from_run: 'old/pre', grid: { 'finetune.freeze': [0, 'all'] } } } }, 'sweep file', undefined, (p) => `mapped/${p}`);
+  assert.deepEqual(plan.runs.map((r) => r.source), ['mapped/old/pre', 'mapped/old/pre']);
+  assert.deepEqual(runArgs(plan.runs[1], { base: 'b.yaml', runsDir: 'runs/s' }), ['finetune', '--config', 'b.yaml', '--from', 'mapped/old/pre', '--set', 'finetune.freeze=all', '--run-dir', 'runs/s/finetune-freeze=all']);
+  usage({ name: 's', stages: { pretrain: { from_run: 'x' } } }, /stages\.pretrain\.from_run: a pretrain stage cannot start from another run/);
+  usage({ name: 's', stages: { pretrain: {}, finetune: { from: 'pretrain', from_run: 'x' } } }, /has both from: .* and from_run: .*keep one/);
+  usage({ name: 's', stages: { finetune: { from_run: 'x', scratch: true } } }, /scratch: from-scratch baselines are made for from: stages/);
+  usage({ name: 's', stages: { finetune: { from_run: 'x', set: { 'model.arch': 'resnet8' } } } }, /'model\.arch' is locked/);
+});
