@@ -128,7 +128,7 @@ test('run.lock: a holder freshly killed is waited for until stale, then taken ov
   assert.deepEqual(fs.readdirSync(dir), [], 'nothing left once released');
 });
 
-test('run.lock: a holder whose lock is taken from it (replaced by another process) stops at once', async () => {
+test('run.lock: a holder whose lock is taken from it (replaced by another process) stops at once', { timeout: 30_000 }, async () => {
   const dir = tmpDir();
   const a = spawn(process.execPath, [runLockScript(), dir], { env });
   await watch(a).line('HELD');
