@@ -2,7 +2,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { cli, metricRows, QUICKSTART, readJson, tmpDir } from './helpers';
+import { cli, metricRows, QUICKSTART, readJson, slow, tmpDir } from './helpers';
 
 /**
  * Issue 22, item 8: a run interrupted after early stopping (or convergence)
@@ -41,7 +41,7 @@ for (const [rule, sets, event] of [
   ['early stopping', ['--set', 'train.early_stop.patience=2', '--set', 'train.lr=0.2'], 'early_stop'],
   ['train.until_converged', ['--set', 'train.until_converged={patience: 2}', '--set', 'train.lr=0.05'], 'converged'],
 ] as const) {
-  test(`a run stopped by SIGTERM right after ${rule} decided to stop resumes to the uninterrupted run's end, bit for bit`, () => {
+  test(`a run stopped by SIGTERM right after ${rule} decided to stop resumes to the uninterrupted run's end, bit for bit`, slow, () => {
     const root = tmpDir();
     const whole = path.join(root, 'whole');
     let r = cli(['pretrain', ...CNN, ...sets, '--run-dir', whole], { env });

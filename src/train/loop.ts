@@ -73,7 +73,8 @@ export async function train(job: TrainJob): Promise<TrainResult> {
     carry.dynamics_seconds = (carry.dynamics_seconds ?? 0) + seconds;
     unfreezer?.observe(m, rowEpoch, step);
   };
-  let last: Record<string, number> = job.previousRow ?? {};
+  // The last epoch row before the checkpoint (metrics.jsonl's, without its `kind`): summary.json's when no epoch follows.
+  let last: Record<string, number> = Object.fromEntries(Object.entries(job.previousRow ?? {}).filter(([k]) => k !== 'kind'));
   // Mean training loss of every finished epoch (from metrics.jsonl when resuming): the convergence rule reads them.
   const doneRows = readMetrics(runDir).filter((r) => r.kind === 'epoch' && Number(r.epoch) >= 1);
   const epochLosses = doneRows.map((r) => Number(r.train_loss));
