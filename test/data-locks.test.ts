@@ -3,11 +3,9 @@ import assert from 'node:assert/strict';
 import { spawn, spawnSync, ChildProcess } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { tmpDir } from './helpers';
+import { needsUnshare, tmpDir } from './helpers';
 
-// Separate PID namespaces need root (or user namespaces) and util-linux unshare.
-const canUnshare = spawnSync('unshare', ['--pid', '--fork', '--mount-proc', 'true']).status === 0;
-const needsUnshare = canUnshare ? {} : { skip: 'needs `unshare --pid --fork --mount-proc` (root, util-linux)' };
+// Separate PID namespaces need root (or user namespaces) and util-linux unshare; CI requires them (GRANULAR_REQUIRE_UNSHARE=1).
 
 /** A process that takes the record cache lock `file`, prints HELD, holds it `ms`, releases it and prints RELEASED. */
 function holderScript(): string {

@@ -271,3 +271,49 @@ export function terminalScreen(raw: string): string {
   }
   return lines.join('\n');
 }
+
+/**
+ * Tests across PID namespaces: `unshare --pid --fork --mount-proc` needs root
+ * (or user namespaces) and util-linux. CI sets GRANULAR_REQUIRE_UNSHARE=1, so
+ * there a machine that cannot do it fails the test file instead of skipping.
+ */
+export const needsUnshare = {
+  skip: skipUnless(spawnSync('unshare', ['--pid', '--fork', '--mount-proc', 'true']).status === 0 ? null : 'needs `unshare --pid --fork --mount-proc` (root, util-linux)', 'GRANULAR_REQUIRE_UNSHARE'),
+};
+
+/**
+ * A script that takes the run lock of folder argv[2] (src/runs/runlock.ts),
+ * prints `HELD <ms> pid <pid>`, holds it argv[3] ms (default: until killed),
+ * releases it and prints `RELEASED <ms>`; a refusal prints `REFUSED <message>`
+ * and a takeover `NOTE <note>` before HELD. Returns the script's path.
+ */
+export function runLockScript(): string {
+  const file = path.join(tmpDir(), 'hold-run-lock.js');
+  const rundir = path.resolve(__dirname, '..', 'src', 'runs', 'rundir.js');
+  fs.writeFileSync(
+    file,
+    `const rd = require(${JSON.stringify(rundir)});
+const dir = process.argv[2];
+let note;
+try { note = rd.acquireLock(dir); } catch (e) { console.log('REFUSED ' + e.message); process.exit(3); }
+if (note) console.log('NOTE ' + note);
+console.log('HELD ' + Date.now() + ' pid ' + process.pid);
+const ms = Number(process.argv[3] || 1e9);
+setTimeout(() => { rd.releaseLock(dir); console.log('RELEASED ' + Date.now()); }, ms);
+`,
+  );
+  return file;
+}
+
+/** Hold `dir`'s run lock in a child process (a live run, as far as anyone else can tell); resolves once it is held. */
+export function holdRunLock(dir: string, env: Record<string, string> = {}): Promise<ReturnType<typeof spawn>> {
+  const child = spawn(process.execPath, [runLockScript(), dir], { stdio: ['ignore', 'pipe', 'inherit'], env: { ...process.env, ...env } });
+  return new Promise((resolve, reject) => {
+    let out = '';
+    child.stdout!.on('data', (d) => {
+      out += d;
+      if (/^HELD /m.test(out)) resolve(child);
+    });
+    child.on('exit', () => reject(new Error(`the lock holder exited: ${out}`)));
+  });
+}

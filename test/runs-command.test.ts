@@ -3,11 +3,11 @@ import assert from 'node:assert/strict';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { readRun } from '../src/report/runs';
-import { cli, needsPty, QUICKSTART, readJson, tmpDir, TINY, tty } from './helpers';
+import { cli, holdRunLock, needsPty, QUICKSTART, readJson, tmpDir, TINY, tty } from './helpers';
 
 const base = ['--config', QUICKSTART, ...TINY, '--quiet'];
 
-test('granular runs: one line per run folder with status, stage, level, classes, freeze, test_acc, age; --json', { ...needsPty }, () => {
+test('granular runs: one line per run folder with status, stage, level, classes, freeze, test_acc, age; --json', { ...needsPty }, async () => {
   const root = tmpDir();
   const runs = path.join(root, 'runs');
   const pre = path.join(runs, 'pre');
@@ -22,8 +22,15 @@ test('granular runs: one line per run folder with status, stage, level, classes,
   // A running one: a live process (this test) holds its lock.
   const live = path.join(runs, 'live');
   fs.cpSync(crashed, live, { recursive: true });
-  fs.writeFileSync(path.join(live, 'run.lock'), `${process.pid}\n`);
+  const holder = await holdRunLock(live);
+  try {
+    listed(runs, root, pre);
+  } finally {
+    holder.kill('SIGKILL');
+  }
+});
 
+function listed(runs: string, root: string, pre: string): void {
   const r = tty(['runs', runs]);
   assert.equal(r.code, 0, r.screen);
   const line = (name: string) => r.screen.split('\n').find((l) => l.startsWith(name + ' ')) ?? '';
@@ -55,7 +62,7 @@ test('granular runs: one line per run folder with status, stage, level, classes,
   assert.equal(none.code, 0);
   assert.match(none.stdout, /no runs yet/);
   assert.equal(cli(['runs', path.join(root, 'nope')]).code, 2);
-});
+}
 
 test('doctor --json: the backend, threads, kernels and a working training step as one JSON object', () => {
   const r = cli(['doctor', '--json']);

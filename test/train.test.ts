@@ -2,7 +2,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { cli, finalMetrics, metricRows, modelWeights, QUICKSTART, readJson, runUntil, same, tmpDir, TINY } from './helpers';
+import { cli, finalMetrics, holdRunLock, metricRows, modelWeights, QUICKSTART, readJson, runUntil, same, tmpDir, TINY } from './helpers';
 
 const base = ['--config', QUICKSTART, '--quiet'];
 
@@ -49,18 +49,22 @@ test('SIGINT stops at a step boundary: exit 130, status interrupted, and --resum
   assert.deepEqual(finalMetrics(cut), finalMetrics(whole));
 });
 
-test('--resume refuses overrides and a live owner', () => {
+test('--resume refuses overrides and a live owner', async () => {
   const dir = path.join(tmpDir(), 'run');
   assert.equal(cli(['pretrain', ...base, ...TINY, '--run-dir', dir]).code, 0);
   fs.rmSync(path.join(dir, 'summary.json'));
   let r = cli(['pretrain', '--resume', dir, '--set', 'train.lr=0.1']);
   assert.equal(r.code, 2);
   assert.match(r.stderr, /--resume continues a run exactly as configured/);
-  // A lock held by a live process (this test's own) is refused.
-  fs.writeFileSync(path.join(dir, 'run.lock'), `${process.pid}\n`);
-  r = cli(['pretrain', '--resume', dir]);
+  // A lock held by a live process (its heartbeat moves) is refused, naming it.
+  const holder = await holdRunLock(dir);
+  try {
+    r = cli(['pretrain', '--resume', dir]);
+  } finally {
+    holder.kill('SIGKILL');
+  }
   assert.equal(r.code, 2);
-  assert.match(r.stderr, new RegExp(`in use by process ${process.pid}`));
+  assert.match(r.stderr, new RegExp(`in use by process ${holder.pid} on host`));
   r = cli(['finetune', '--resume', dir.replace('run', 'nope')]);
   assert.equal(r.code, 2);
 });

@@ -28,6 +28,7 @@ import { contentHash, decodeImage, DECODE_PARALLEL, forEachParallel } from './de
 import { changedHere, changedInBackground, FileLayout, stampJob, statIdentity } from './stamp';
 import { crc32 } from 'node:zlib';
 import * as lockfile from 'proper-lockfile';
+import { LOCK_STALE_MS, LOCK_UPDATE_MS } from '../util/lock-timing';
 
 /** Bump when decoding changes (v3: EXIF orientation, aspect-preserving resize + centre crop, records). */
 export const RECORD_VERSION = 3;
@@ -314,8 +315,6 @@ export function storeBase(format: string, identity: string, size: number, channe
   return `${format}-${key}-${size}x${channels}`;
 }
 
-/** A lock not refreshed for this long belongs to a process that is gone (killed, or its machine or container). */
-const LOCK_STALE_MS = Math.max(2000, Number(process.env.GRANULAR_LOCK_STALE_MS ?? 10_000));
 
 /**
  * Take the store's lock while adding records; while another process holds
@@ -329,7 +328,7 @@ const LOCK_STALE_MS = Math.max(2000, Number(process.env.GRANULAR_LOCK_STALE_MS ?
  * time), `check()` throws before anything else is written.
  */
 export async function lockStore(file: string, log: (l: string) => void): Promise<{ unlock: () => void; check: () => void }> {
-  const opts = { realpath: false, lockfilePath: file, stale: LOCK_STALE_MS, update: Math.max(1000, LOCK_STALE_MS / 4) };
+  const opts = { realpath: false, lockfilePath: file, stale: LOCK_STALE_MS, update: LOCK_UPDATE_MS };
   let lost: Error | null = null;
   let said = false;
   for (;;) {

@@ -1,7 +1,8 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { UsageError } from '../util/errors';
-import { claimNewDir, createExclusive, isNonEmptyDir, readJson, sanitizeName, sleepSync, writeFileAtomic, writeJsonAtomic } from '../util/fsx';
+import { claimNewDir, isNonEmptyDir, readJson, sanitizeName, writeFileAtomic, writeJsonAtomic } from '../util/fsx';
+import { LOCK_FILE, LOCK_INFO_FILE } from './runlock';
 
 /**
  * The run folder: every file a run writes, and the rules for creating one.
@@ -13,7 +14,10 @@ export const FILES = {
   hierarchy: 'hierarchy.json',
   split: 'split.json',
   env: 'env.json',
-  lock: 'run.lock',
+  /** A heartbeat lock folder while a process runs it (runlock.ts); absent once the run ended. */
+  lock: LOCK_FILE,
+  /** Beside run.lock: host, pid and start time of its holder, for messages only. */
+  lockInfo: LOCK_INFO_FILE,
   metrics: 'metrics.jsonl',
   summary: 'summary.json',
   run: 'run.json',
@@ -115,83 +119,5 @@ function readSummaryOrNull(dir: string): Record<string, unknown> | null {
   }
 }
 
-export function isAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (e) {
-    return (e as NodeJS.ErrnoException).code === 'EPERM';
-  }
-}
-
-function lockOwner(file: string): number | null {
-  try {
-    const pid = Number(fs.readFileSync(file, 'utf8').trim());
-    return Number.isInteger(pid) && pid > 0 ? pid : 0;
-  } catch {
-    return null; // no such lock
-  }
-}
-
-/**
- * Take the run's lock (run.lock holds the owner's PID, as the run folder
- * contract says, so a PID file rather than a lock library's own format). It
- * is created exclusively, so of two processes only one gets it; a live owner
- * is refused; a dead owner's stale lock is taken over under a second
- * exclusive lock (`run.lock.takeover`), so two processes cannot both take it
- * over. With `fresh`, a folder that holds anything besides the lock (another
- * run got there first) is refused too. Returns a note when a stale lock was
- * taken over. Errors: UsageError (exit 2) naming the owner.
- */
-export function acquireLock(dir: string, fresh = false): string | null {
-  const file = path.join(dir, FILES.lock);
-  const me = `${process.pid}\n`;
-  let note: string | null = null;
-  for (let attempt = 0; ; attempt++) {
-    if (createExclusive(file, me)) break;
-    const pid = lockOwner(file);
-    if (pid === null) continue; // released in between: try again
-    if (pid === process.pid) break;
-    if (pid && isAlive(pid)) {
-      throw new UsageError(`run '${dir}' is in use by process ${pid} (run.lock). Wait for it to finish, or stop it first.`);
-    }
-    const guard = `${file}.takeover`;
-    if (!createExclusive(guard, me)) {
-      const taker = lockOwner(guard);
-      if (taker && taker !== process.pid && isAlive(taker)) {
-        // Another process is taking the stale lock over: see who wins.
-        if (attempt > 100) throw new UsageError(`run '${dir}' is being taken over by process ${taker} (run.lock.takeover). Wait for it, or stop it first.`);
-        sleepSync(20);
-        continue;
-      }
-      fs.rmSync(guard, { force: true }); // left by a process that died taking over
-      continue;
-    }
-    try {
-      // Still the same stale owner? Then it is ours to replace.
-      if (lockOwner(file) === pid) {
-        fs.rmSync(file, { force: true });
-        if (createExclusive(file, me)) {
-          note = `taking over a stale run.lock left by process ${pid}, which is no longer running`;
-          break;
-        }
-      }
-    } finally {
-      fs.rmSync(guard, { force: true });
-    }
-  }
-  if (fresh) {
-    const others = fs.readdirSync(dir).filter((f) => f !== FILES.lock);
-    if (others.length) {
-      releaseLock(dir);
-      throw new UsageError(`run folder '${dir}' was filled by another process (${others.slice(0, 3).join(', ')}) while this run was being prepared. Choose another --run-dir.`);
-    }
-  }
-  return note;
-}
-
-/** Remove the run's lock if this process holds it. */
-export function releaseLock(dir: string): void {
-  const file = path.join(dir, FILES.lock);
-  if (lockOwner(file) === process.pid) fs.rmSync(file, { force: true });
-}
+// The run's lock: a heartbeat lock (runlock.ts); these are its entry points.
+export { acquireLock, isAlive, lockStatus, releaseLock } from './runlock';

@@ -87,23 +87,11 @@ function setAt(key: string, v: unknown): Record<string, unknown> {
   return key.split('.').reduceRight<unknown>((acc, k) => ({ [k]: acc }), v) as Record<string, unknown>;
 }
 
-/** The PID in a run's run.lock, or 0. */
-function lockOwnerOf(dir: string): number {
-  try {
-    return Number(fs.readFileSync(path.join(dir, rd.FILES.lock), 'utf8').trim()) || 0;
-  } catch {
-    return 0;
-  }
-}
-
 export function runState(dir: string): RunState {
   const run = readRunFolder(dir);
   if (run.configText === null) return 'new';
-  const lock = path.join(dir, rd.FILES.lock);
-  if (fs.existsSync(lock)) {
-    const pid = Number(fs.readFileSync(lock, 'utf8').trim());
-    if (pid && rd.isAlive(pid)) return 'running';
-  }
+  // Liveness is run.lock's heartbeat (runlock.ts), never a PID: a run killed a moment ago counts as running until it goes stale.
+  if (rd.lockStatus(dir).live) return 'running';
   const s = run.summary;
   if (!s) return 'crashed';
   if (s.status === 'completed' || s.status === 'failed' || s.status === 'interrupted') return s.status;
@@ -307,8 +295,8 @@ export async function execute(s: LoadedSweep, todo: Step[], o: ExecOptions): Pro
   const watching = new Set<Promise<void>>();
   const adopt = (st: Step) => {
     const dir = path.resolve(cwd, s.runsDir, st.run.name);
-    const owner = lockOwnerOf(dir);
-    log(`waiting for ${st.run.name}: it is running in process ${owner} (run.lock); runs that start from it wait too`);
+    const owner = rd.lockStatus(dir).holder;
+    log(`waiting for ${st.run.name}: it is running in ${owner} (run.lock); runs that start from it wait too`);
     const p = new Promise<void>((resolve) => {
       const tick = () => {
         if (stopping) return resolve();
@@ -330,7 +318,7 @@ export async function execute(s: LoadedSweep, todo: Step[], o: ExecOptions): Pro
         } else {
           status.set(st.run.name, 'failed');
           res.failed.push(st.run.name);
-          log(`adopted ${st.run.name}: ${state} (exit code of process ${owner} unknown); see its summary.json`);
+          log(`adopted ${st.run.name}: ${state} (exit code of ${owner} unknown); see its summary.json`);
         }
         resolve();
       };

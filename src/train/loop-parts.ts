@@ -193,9 +193,33 @@ export function checkpointer(job: TrainJob, carry: Record<string, number>, start
   };
 }
 
+/**
+ * Fault injection for tests: with GRANULAR_FAULT_SIGNAL_AFTER_EPOCH=`N:SIGNAL`
+ * (e.g. `3:SIGTERM`), the process sends itself SIGNAL right after writing
+ * epoch N's checkpoint, the window between an epoch's last write and the
+ * run's end that a poll of checkpoint/state.json cannot hit reliably. Unset:
+ * nothing happens.
+ */
+export function faultAfterCheckpoint(epoch: number): void {
+  const spec = process.env.GRANULAR_FAULT_SIGNAL_AFTER_EPOCH;
+  if (!spec) return;
+  const [at, sig] = spec.split(':');
+  if (Number(at) === epoch) process.kill(process.pid, (sig || 'SIGTERM') as NodeJS.Signals);
+}
+
+/**
+ * Whether the loop decided to end before train.epochs: `carry` (checkpointed
+ * with every epoch) records the epoch early stopping stopped at
+ * (stopped_epoch) or train.until_converged found the plateau
+ * (converged_epoch). Resuming from such a checkpoint must not train on.
+ */
+export function loopEnded(carry: Record<string, number>): boolean {
+  return carry.stopped_epoch !== undefined || carry.converged_epoch !== undefined;
+}
+
 /** A run's final metrics for summary.json: the carried values, the last epoch row and dynamics row, and early_stopped (a boolean). */
 export function finalMetrics(carry: Record<string, number>, last: Record<string, number>, lastDynamics: Record<string, number>): Record<string, number> {
   const final: Record<string, number | boolean> = { ...carry, ...last, ...lastDynamics, early_stopped: carry.stopped_epoch !== undefined };
-  for (const k of ['trainImages', 'trainSeconds', 'num_tensors', 'stopped_epoch']) delete final[k];
+  for (const k of ['trainImages', 'trainSeconds', 'num_tensors', 'stopped_epoch', 'converged_epoch']) delete final[k];
   return final as Record<string, number>;
 }

@@ -13,7 +13,7 @@ import { decodeOnDevice, DeviceBatch, DeviceBatches } from './device-batch';
 import { oodMetrics } from '../measure/ood';
 import { evalBatchSize, prefixCache } from '../measure/predict';
 import { learningRate } from './schedule';
-import { BestEpoch, checkpointer, DynamicsProbes, finalMetrics, startState, TrainJob, TrainResult } from './loop-parts';
+import { BestEpoch, checkpointer, DynamicsProbes, faultAfterCheckpoint, finalMetrics, loopEnded, startState, TrainJob, TrainResult } from './loop-parts';
 import { epochLine, eventLine, Progress } from './progress';
 
 /**
@@ -73,13 +73,21 @@ export async function train(job: TrainJob): Promise<TrainResult> {
     carry.dynamics_seconds = (carry.dynamics_seconds ?? 0) + seconds;
     unfreezer?.observe(m, rowEpoch, step);
   };
-  let last: Record<string, number> = job.previousRow ?? {};
+  // The last epoch row before the checkpoint (metrics.jsonl's, without its `kind`): summary.json's when no epoch follows.
+  let last: Record<string, number> = Object.fromEntries(Object.entries(job.previousRow ?? {}).filter(([k]) => k !== 'kind'));
   // Mean training loss of every finished epoch (from metrics.jsonl when resuming): the convergence rule reads them.
   const doneRows = readMetrics(runDir).filter((r) => r.kind === 'epoch' && Number(r.epoch) >= 1);
   const epochLosses = doneRows.map((r) => Number(r.train_loss));
   // ... and each epoch's learning rate (at its last step): a plateau that only came with an annealed rate is no convergence.
   const epochLrs = doneRows.map((r) => Number(r.lr));
   let lastDynamicsStep = -1;
+  if (job.resumeFrom) {
+    // The last dynamics row before the checkpoint (metrics.jsonl keeps no later ones) is summary.json's, unless a later one replaces it:
+    // a run resumed after its last dynamics row must report what the uninterrupted run reports.
+    const rowKeys = new Set(['kind', 'epoch', 'step', 'seconds', ...Object.keys(rowBase())]);
+    const prev = readMetrics(runDir).filter((r) => r.kind === 'dynamics').pop();
+    if (prev) lastDynamics = Object.fromEntries(Object.entries(prev).filter(([k, v]) => !rowKeys.has(k) && typeof v === 'number')) as Record<string, number>;
+  }
   if (step === 0) {
     // The state before training: chance accuracy and alignment at initialisation.
     const t0 = performance.now();
@@ -116,7 +124,9 @@ export async function train(job: TrainJob): Promise<TrainResult> {
   try {
 
     const everySteps = cfg.train.checkpoint_every_steps;
-    for (; epoch < cfg.train.epochs && step < totalSteps; epoch++) {
+    // A checkpoint written after the loop decided to end (early stop, convergence) carries that decision:
+    // a run resumed from it trains no further epoch, as the uninterrupted run did not.
+    for (; epoch < cfg.train.epochs && step < totalSteps && !loopEnded(carry); epoch++) {
       // The shuffle is drawn from the state at the epoch's start, which a
       // mid-epoch checkpoint stores, so a resumed epoch replays the same order.
       const epochStart = rng.state();
@@ -203,7 +213,10 @@ export async function train(job: TrainJob): Promise<TrainResult> {
       epochLrs.push(learningRate(cfg.train.schedule, cfg.train.lr, Math.max(0, step - 1), totalSteps, warmup));
       // train.until_converged: this epoch is the last once the training loss has plateaued.
       const plateau = cfg.train.until_converged !== null && epoch + 1 < cfg.train.epochs && plateauReached(epochLosses, cfg.train.until_converged.patience, epochLrs);
-      if (plateau) lastEpoch = true;
+      if (plateau) {
+        lastEpoch = true;
+        carry.converged_epoch = epoch + 1;
+      }
       if (plateau && dynamicsOn && lastDynamicsStep !== step) await dynamicsRow(epoch + 1);
       const evalNow = (epoch + 1) % cfg.eval.every === 0 || lastEpoch;
       const valAcc = evalNow ? await validate(target, valLabels, cache?.val) : NaN;
@@ -239,6 +252,7 @@ export async function train(job: TrainJob): Promise<TrainResult> {
         out.line(`converged after epoch ${epoch + 1}: ${reason}`);
       }
       await checkpoint({ epoch: epoch + 1, step, rng: rng.state(), trainableBlocks: trainable.flags, schedule, carry });
+      faultAfterCheckpoint(epoch + 1);
       if (stopNow || plateau) break;
     }
   } finally {

@@ -93,41 +93,6 @@ export function sleepSync(ms: number): void {
   Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, ms);
 }
 
-/**
- * Create `file` holding `content` only if it does not exist, in one step:
- * the content is written to a temp file that is then hard-linked to the name
- * (link() fails on an existing name), so no reader ever sees it empty. Where
- * the filesystem has no hard links, an exclusive open ('wx') does it.
- * Returns false if the file exists.
- */
-export function createExclusive(file: string, content: string): boolean {
-  const tmp = `${file}.${process.pid}.tmp`;
-  fs.writeFileSync(tmp, content);
-  try {
-    fs.linkSync(tmp, file);
-    return true;
-  } catch (e) {
-    const code = (e as NodeJS.ErrnoException).code;
-    if (code === 'EEXIST') return false;
-    if (code !== 'EPERM' && code !== 'ENOTSUP' && code !== 'EOPNOTSUPP' && code !== 'EXDEV') throw e;
-    let fd: number;
-    try {
-      fd = fs.openSync(file, 'wx');
-    } catch (e2) {
-      if ((e2 as NodeJS.ErrnoException).code === 'EEXIST') return false;
-      throw e2;
-    }
-    try {
-      fs.writeSync(fd, content);
-    } finally {
-      fs.closeSync(fd);
-    }
-    return true;
-  } finally {
-    fs.rmSync(tmp, { force: true });
-  }
-}
-
 export function ensureDir(dir: string): void {
   fs.mkdirSync(dir, { recursive: true });
 }
