@@ -63,7 +63,7 @@ const CASES: Array<[string, number, number, Record<string, unknown>]> = [
 ];
 
 for (const [label, size, channels, model] of CASES) {
-  test(`ONNX export of ${label}: onnxruntime's logits equal granular's (NCHW input)`, async () => {
+  test(`ONNX export of ${label}: onnxruntime's logits equal granular's (NCHW input)`, async (t) => {
     const cfg = resolveConfig([{ name: 'onnx-test', seed: 3, model, data: { image_size: size, channels } }]);
     const net = buildNetwork(cfg, [size, size, channels], 5);
     const images = tf.randomNormal([2, size, size, channels], 0, 1, 'float32', 7) as tf.Tensor4D;
@@ -74,6 +74,7 @@ for (const [label, size, channels, model] of CASES) {
       ours.dispose();
       const got = await onnxLogits(await networkToOnnx(net), images, 'nchw');
       const d = maxDiff(got, want);
+      t.diagnostic(`${label}: max abs difference ${d.toExponential(2)}`);
       assert.ok(d <= 1e-4, `${label}: onnxruntime's logits differ from granular's by ${d}`);
       assert.ok(Math.max(...want.map(Math.abs)) > 1e-3, 'the logits are not all ~0 (the comparison means something)');
     } finally {
