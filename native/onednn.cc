@@ -1128,6 +1128,122 @@ napi_value AvgPoolGrad(napi_env env, napi_callback_info info) {
   });
 }
 
+// layerNorm(x, gamma | null, beta | null, y, mean, invStd, rows, cols, epsilon):
+// layer normalisation over the last axis of a row-major [rows, cols] array
+// (Ba et al. 2016; nn.LayerNorm): per row the mean and biased variance in
+// float64 (two passes), invStd = 1 / sqrt(variance + epsilon), then
+// y = (x - mean) * invStd * gamma + beta. Saves x, mean and invStd for the
+// backward pass, no normalised copy (as PyTorch's native_layer_norm). Rows
+// split over threads; each row is computed by one thread, so results do not
+// depend on the thread count. Loops rather than oneDNN's
+// layer_normalization primitive: float64 statistics like the batch-norm
+// kernels above, no primitive per shape, and row-independent results.
+napi_value LayerNorm(napi_env env, napi_callback_info info) {
+  return guarded(env, [&]() {
+    auto a = args(env, info, 9);
+    int64_t rows = 0, D = 0;
+    double eps = 0;
+    check(env, napi_get_value_int64(env, a[6], &rows), "rows must be an integer");
+    check(env, napi_get_value_int64(env, a[7], &D), "cols must be an integer");
+    check(env, napi_get_value_double(env, a[8], &eps), "epsilon must be a number");
+    if (rows <= 0 || D <= 0) throw JsError{"granular_onednn: layerNorm: sizes must be positive"};
+    const float* x = floatData(env, a[0], rows * D, "x");
+    const float* gamma = isNullish(env, a[1]) ? nullptr : floatData(env, a[1], D, "gamma");
+    const float* beta = isNullish(env, a[2]) ? nullptr : floatData(env, a[2], D, "beta");
+    float* y = floatData(env, a[3], rows * D, "y");
+    float* meanOut = floatData(env, a[4], rows, "mean");
+    float* invOut = floatData(env, a[5], rows, "invStd");
+#pragma omp parallel for schedule(static) if (rows * D >= 16384)
+    for (int64_t r = 0; r < rows; r++) {
+      const float* xr = x + r * D;
+      float* yr = y + r * D;
+      double s = 0;
+      for (int64_t j = 0; j < D; j++) s += xr[j];
+      const double mean = s / D;
+      double v = 0;
+      for (int64_t j = 0; j < D; j++) {
+        const double d = xr[j] - mean;
+        v += d * d;
+      }
+      const double inv = 1.0 / std::sqrt(v / D + eps);
+      meanOut[r] = static_cast<float>(mean);
+      invOut[r] = static_cast<float>(inv);
+      const float m = static_cast<float>(mean), k = static_cast<float>(inv);
+      for (int64_t j = 0; j < D; j++) {
+        float t = (xr[j] - m) * k;
+        if (gamma) t *= gamma[j];
+        if (beta) t += beta[j];
+        yr[j] = t;
+      }
+    }
+    return undefinedValue(env);
+  });
+}
+
+// layerNormGrad(dy, x, mean, invStd, gamma | null, dx, dGamma, dBeta, rows, cols):
+// the gradient of layerNorm. Per row, with xhat = (x - mean) * invStd
+// (recomputed) and g = dy * gamma, in float64:
+//   dx = invStd * (g - mean_j(g) - xhat * mean_j(g * xhat));
+// over all rows (float64 partial sums per thread in fixed row ranges, added in
+// thread order): dGamma = sum dy * xhat, dBeta = sum dy.
+napi_value LayerNormGrad(napi_env env, napi_callback_info info) {
+  return guarded(env, [&]() {
+    auto a = args(env, info, 10);
+    int64_t rows = 0, D = 0;
+    check(env, napi_get_value_int64(env, a[8], &rows), "rows must be an integer");
+    check(env, napi_get_value_int64(env, a[9], &D), "cols must be an integer");
+    if (rows <= 0 || D <= 0) throw JsError{"granular_onednn: layerNormGrad: sizes must be positive"};
+    const float* dy = floatData(env, a[0], rows * D, "dy");
+    const float* x = floatData(env, a[1], rows * D, "x");
+    const float* mean = floatData(env, a[2], rows, "mean");
+    const float* inv = floatData(env, a[3], rows, "invStd");
+    const float* gamma = isNullish(env, a[4]) ? nullptr : floatData(env, a[4], D, "gamma");
+    float* dx = floatData(env, a[5], rows * D, "dx");
+    float* dGamma = floatData(env, a[6], D, "dGamma");
+    float* dBeta = floatData(env, a[7], D, "dBeta");
+    const int threads = omp_get_max_threads();
+    std::vector<double> partial(static_cast<size_t>(threads) * D * 2, 0.0);
+#pragma omp parallel num_threads(threads)
+    {
+      const int t = omp_get_thread_num(), nt = omp_get_num_threads();
+      const int64_t begin = rows * t / nt, end = rows * (t + 1) / nt;
+      double* sb = partial.data() + static_cast<size_t>(t) * D * 2;
+      double* sg = sb + D;
+      for (int64_t r = begin; r < end; r++) {
+        const float* dyr = dy + r * D;
+        const float* xr = x + r * D;
+        const double m = mean[r], k = inv[r];
+        double s1 = 0, s2 = 0;
+        for (int64_t j = 0; j < D; j++) {
+          const double xh = (xr[j] - m) * k;
+          const double g = static_cast<double>(dyr[j]) * (gamma ? gamma[j] : 1.0);
+          s1 += g;
+          s2 += g * xh;
+          sb[j] += dyr[j];
+          sg[j] += dyr[j] * xh;
+        }
+        const double c1 = s1 / D, c2 = s2 / D;
+        float* dxr = dx + r * D;
+        for (int64_t j = 0; j < D; j++) {
+          const double xh = (xr[j] - m) * k;
+          const double g = static_cast<double>(dyr[j]) * (gamma ? gamma[j] : 1.0);
+          dxr[j] = static_cast<float>(k * (g - c1 - xh * c2));
+        }
+      }
+    }
+    for (int64_t j = 0; j < D; j++) {
+      double b = 0, g = 0;
+      for (int t = 0; t < threads; t++) {
+        b += partial[(static_cast<size_t>(t) * 2) * D + j];
+        g += partial[(static_cast<size_t>(t) * 2 + 1) * D + j];
+      }
+      dBeta[j] = static_cast<float>(b);
+      dGamma[j] = static_cast<float>(g);
+    }
+    return undefinedValue(env);
+  });
+}
+
 // setThreads(n): the OpenMP threads oneDNN and the loops above use; returns the count in effect.
 napi_value SetThreads(napi_env env, napi_callback_info info) {
   return guarded(env, [&]() {
@@ -1184,6 +1300,8 @@ napi_value Init(napi_env env, napi_value exports) {
       {"concatRows", nullptr, ConcatRows, nullptr, nullptr, nullptr, napi_default, nullptr},
       {"splitRows", nullptr, SplitRows, nullptr, nullptr, nullptr, napi_default, nullptr},
       {"avgPoolGrad", nullptr, AvgPoolGrad, nullptr, nullptr, nullptr, napi_default, nullptr},
+      {"layerNorm", nullptr, LayerNorm, nullptr, nullptr, nullptr, napi_default, nullptr},
+      {"layerNormGrad", nullptr, LayerNormGrad, nullptr, nullptr, nullptr, napi_default, nullptr},
   };
   napi_define_properties(env, exports, sizeof(props) / sizeof(props[0]), props);
   return exports;

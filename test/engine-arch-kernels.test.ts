@@ -3,6 +3,9 @@ import assert from 'node:assert/strict';
 import * as tf from '@tensorflow/tfjs';
 import { registerNativeBackend } from '../src/engine/native-backend';
 import { loadOneDnn, nativeKernelNames } from '../src/engine/native-kernels';
+import { engineCapabilities, LAYER_NORM, LAYER_NORM_GRAD } from '../src/engine';
+import { layerNorm } from '../src/models/layer-norm';
+import { TorchLayerNorm } from '../src/models/torch-layers';
 
 const { addon, why } = loadOneDnn();
 const skip = addon ? false : `native oneDNN kernels unavailable: ${why}`;
@@ -47,4 +50,37 @@ test('native Softmax, Erf, Concat/SplitV on every axis and AvgPoolGrad equal the
   const img = () => tf.randomNormal([3, 9, 8, 5], 0, 3, 'float32', 4) as tf.Tensor4D;
   assert.ok((await diff(() => tf.grad((a: tf.Tensor) => tf.avgPool(a as tf.Tensor4D, 2, 2, 'valid').square().sum())(img()))) <= 1e-6);
   assert.ok((await diff(() => tf.grad((a: tf.Tensor) => tf.avgPool(a as tf.Tensor4D, 3, 2, 'valid').square().sum())(img()))) <= 1e-6);
+});
+
+test('fused LayerNorm (native GranularLayerNorm and its gradient) equals the composed ops on the cpu backend: values and the gradients of x, gamma, beta', { skip }, async () => {
+  const D = 24;
+  const x = () => tf.add(tf.randomNormal([3, 5, D], 0, 2, 'float32', 5), tf.randomNormal([3, 5, 1], 0, 4, 'float32', 6));
+  const gamma = () => tf.randomNormal([D], 1, 0.3, 'float32', 7);
+  const beta = () => tf.randomNormal([D], 0, 0.3, 'float32', 8);
+  const r = () => tf.randomNormal([3, 5, D], 0, 1, 'float32', 9);
+  // layerNorm picks the fused kernels on native (Capabilities.fusedLayerNorm), the composed ops on cpu.
+  assert.ok((await diff(() => layerNorm(x(), gamma(), beta(), 1e-6))) <= 1e-5, 'forward');
+  for (const i of [0, 1, 2]) {
+    const d = await diff(() => tf.grads((a: tf.Tensor, g: tf.Tensor, b: tf.Tensor) => layerNorm(a, g, b, 1e-6).mul(r()).sum())([x(), gamma(), beta()])[i]);
+    assert.ok(d <= 1e-5, `gradient of input ${['x', 'gamma', 'beta'][i]} differs by ${d}`);
+  }
+});
+
+test("granular's LayerNorm layer runs as the fused kernels on native and as composed ops on cpu", { skip }, async () => {
+  const kernelsOf = async () => {
+    const layer = new TorchLayerNorm({ name: `ln_${tf.getBackend()}`, epsilon: 1e-6 });
+    const info = await tf.profile(() => tf.grad((a: tf.Tensor) => (layer.apply(a) as tf.Tensor).sum())(tf.ones([2, 3, 8])));
+    layer.dispose();
+    return new Set(info.kernelNames);
+  };
+  await tf.setBackend('native');
+  assert.ok(engineCapabilities().fusedLayerNorm);
+  const native = await kernelsOf();
+  assert.ok(native.has(LAYER_NORM) && native.has(LAYER_NORM_GRAD), [...native].join(', '));
+  assert.ok(!native.has(tf.Rsqrt), 'no composed LayerNorm on native');
+  await tf.setBackend('cpu');
+  assert.equal(engineCapabilities().fusedLayerNorm, false);
+  const cpu = await kernelsOf();
+  assert.ok(!cpu.has(LAYER_NORM) && cpu.has(tf.Rsqrt), [...cpu].join(', '));
+  await tf.setBackend('native');
 });

@@ -5,3 +5,6 @@
  */
 export const BATCH_NORM_TRAIN = 'GranularBatchNormTrain';
 export const BATCH_NORM_TRAIN_GRAD = 'GranularBatchNormTrainGrad';
+/** LayerNorm over the last axis and its gradient (models/layer-norm.ts, where Capabilities.fusedLayerNorm). */
+export const LAYER_NORM = 'GranularLayerNorm';
+export const LAYER_NORM_GRAD = 'GranularLayerNormGrad';

@@ -21,7 +21,7 @@
  */
 import * as path from 'node:path';
 import * as tf from '@tensorflow/tfjs';
-import { BATCH_NORM_TRAIN, BATCH_NORM_TRAIN_GRAD } from './kernel-names';
+import { BATCH_NORM_TRAIN, BATCH_NORM_TRAIN_GRAD, LAYER_NORM, LAYER_NORM_GRAD } from './kernel-names';
 import type { BackendWasm } from '@tensorflow/tfjs-backend-wasm';
 import type { NativeBackend } from './native-backend';
 
@@ -56,6 +56,11 @@ export interface OneDnnAddon {
   concatRows(inputs: Float32Array[], widths: number[], out: Float32Array, outer: number): void;
   splitRows(x: Float32Array, outputs: Float32Array[], widths: number[], outer: number): void;
   avgPoolGrad(dy: Float32Array, dx: Float32Array, geometry: number[]): void;
+  layerNorm(x: Float32Array, gamma: Float32Array | null, beta: Float32Array | null, y: Float32Array, mean: Float32Array, invStd: Float32Array, rows: number, cols: number, epsilon: number): void;
+  layerNormGrad(
+    dy: Float32Array, x: Float32Array, mean: Float32Array, invStd: Float32Array, gamma: Float32Array | null,
+    dx: Float32Array, dGamma: Float32Array, dBeta: Float32Array, rows: number, cols: number,
+  ): void;
 }
 
 const ADDON_FUNCTIONS: Array<keyof OneDnnAddon> = [
@@ -81,6 +86,8 @@ const ADDON_FUNCTIONS: Array<keyof OneDnnAddon> = [
   'concatRows',
   'splitRows',
   'avgPoolGrad',
+  'layerNorm',
+  'layerNormGrad',
 ];
 
 /** Where `npm run build:native` puts the addon (this file runs from dist/src/engine/). */
@@ -89,8 +96,8 @@ export const ADDON_PATH = path.join(__dirname, '..', '..', '..', 'native', 'buil
 /** The environment variable that turns the native kernels off (`GRANULAR_NATIVE=0`). */
 export const NATIVE_ENV = 'GRANULAR_NATIVE';
 
-/** Kernel names of the fused training-mode batch norm (src/models/batchnorm.ts), native backend only. */
-export { BATCH_NORM_TRAIN, BATCH_NORM_TRAIN_GRAD };
+/** Kernel names of the fused training-mode batch norm (src/models/batchnorm.ts) and LayerNorm (src/models/layer-norm.ts), native backend only. */
+export { BATCH_NORM_TRAIN, BATCH_NORM_TRAIN_GRAD, LAYER_NORM, LAYER_NORM_GRAD };
 
 let loaded: { addon: OneDnnAddon | null; why: string | null } | null = null;
 
@@ -553,6 +560,39 @@ function batchNormTrainGrad(args: KernelArgs): tf.TensorInfo[] {
 }
 
 /**
+ * GranularLayerNorm: inputs x [..., D], gamma [D], beta [D] (each optional
+ * but x); attribute epsilon; outputs y (x's shape), and per row of x viewed
+ * as [rows, D] the mean and 1/sqrt(variance + epsilon), each [rows].
+ * native/onednn.cc LayerNorm has the definition.
+ */
+function layerNorm(args: KernelArgs): tf.TensorInfo[] {
+  const { x, gamma, beta } = args.inputs as Record<string, tf.TensorInfo | undefined>;
+  const { epsilon } = args.attrs as unknown as { epsilon: number };
+  const D = x!.shape[x!.shape.length - 1];
+  const n = tf.util.sizeFromShape(x!.shape);
+  const perRow = (t: tf.TensorInfo | undefined) => !t || tf.util.sizeFromShape(t.shape) === D;
+  if (!allFloat32(x, gamma, beta) || n === 0 || !perRow(gamma) || !perRow(beta)) {
+    throw new Error(`${LAYER_NORM}: float32 x [..., D] with gamma and beta [D] expected, got x [${x!.shape}] ${x!.dtype}`);
+  }
+  const b = io(args.backend);
+  const [y, mean, invStd] = [b.out(x!.shape), b.out([n / D]), b.out([n / D])];
+  const view = (t: tf.TensorInfo | undefined) => (t ? b.f32(t) : null);
+  addon.layerNorm(b.f32(x!), view(gamma), view(beta), b.f32(y), b.f32(mean), b.f32(invStd), n / D, D, epsilon);
+  return [y, mean, invStd];
+}
+
+/** GranularLayerNormGrad: inputs dy, x, mean, invStd, gamma (optional); outputs dx, dGamma, dBeta. */
+function layerNormGrad(args: KernelArgs): tf.TensorInfo[] {
+  const { dy, x, mean, invStd, gamma } = args.inputs as Record<string, tf.TensorInfo | undefined>;
+  const D = x!.shape[x!.shape.length - 1];
+  const n = tf.util.sizeFromShape(x!.shape);
+  const b = io(args.backend);
+  const outs = [b.out(x!.shape), b.out([D]), b.out([D])];
+  addon.layerNormGrad(b.f32(dy!), b.f32(x!), b.f32(mean!), b.f32(invStd!), gamma ? b.f32(gamma) : null, b.f32(outs[0]), b.f32(outs[1]), b.f32(outs[2]), n / D, D);
+  return outs;
+}
+
+/**
  * Transpose of any dtype and rank, by output-order strided copy (the cpu
  * backend's kernel computes every element's source index from scratch: ~10x
  * slower at the sizes the two-layer network transposes each step). Native
@@ -692,6 +732,8 @@ const kernels: Record<string, NativeKernel> = {
   [tf.AvgPoolGrad]: { kernelFunc: avgPoolGrad as tf.KernelFunc, wasm: false },
   [BATCH_NORM_TRAIN]: { kernelFunc: batchNormTrain as unknown as tf.KernelFunc, wasm: false },
   [BATCH_NORM_TRAIN_GRAD]: { kernelFunc: batchNormTrainGrad as unknown as tf.KernelFunc, wasm: false },
+  [LAYER_NORM]: { kernelFunc: layerNorm as unknown as tf.KernelFunc, wasm: false },
+  [LAYER_NORM_GRAD]: { kernelFunc: layerNormGrad as unknown as tf.KernelFunc, wasm: false },
   ...Object.fromEntries(
     Object.keys(BINARY_OPS).map((name) => [name, { kernelFunc: ((args: KernelArgs) => binary(name, args)) as tf.KernelFunc, wasm: BINARY_OPS[name] <= 4 }]),
   ),

@@ -28,6 +28,12 @@ export interface Capabilities {
    */
   fusedBatchNormTrain: boolean;
   /**
+   * GranularLayerNorm and its gradient are kernels of this backend:
+   * models/layer-norm.ts then runs LayerNorm as one op forward and one
+   * backward (elsewhere: composed from mean, sub, mul, rsqrt, add).
+   */
+  fusedLayerNorm: boolean;
+  /**
    * A bias-free linear Conv2D layer should train as tf.conv2d rather than
    * tfjs-layers' fused conv2d (models/archs.ts plainConv): the unneeded
    * gradient of the images is skipped, with the same bits on this backend.

@@ -1,4 +1,5 @@
 import * as tf from '@tensorflow/tfjs';
+import { layerNorm } from './layer-norm';
 
 /**
  * Layers whose arithmetic follows PyTorch's modules exactly, so a torchvision
@@ -10,6 +11,16 @@ import * as tf from '@tensorflow/tfjs';
  */
 
 type Init = ReturnType<typeof tf.initializers.heNormal>;
+
+/** The shape of a single-input layer's input (tfjs passes one shape or a list of them). */
+function inputShapeOf(inputShape: tf.Shape | tf.Shape[]): tf.Shape {
+  return (Array.isArray(inputShape[0]) ? inputShape[0] : inputShape) as tf.Shape;
+}
+
+/** The tensor of a single-input layer's call (tfjs passes one tensor or a list). */
+function inputOf(inputs: tf.Tensor | tf.Tensor[]): tf.Tensor {
+  return Array.isArray(inputs) ? inputs[0] : inputs;
+}
 
 /**
  * nn.Conv2d(padding=p) in NHWC/HWIO: a convolution with `pad` zero pixels on
@@ -40,7 +51,7 @@ export class TorchConv2D extends tf.layers.Layer {
   }
 
   override build(inputShape: tf.Shape | tf.Shape[]): void {
-    const s = (Array.isArray(inputShape[0]) ? inputShape[0] : inputShape) as tf.Shape;
+    const s = inputShapeOf(inputShape);
     const inC = s[s.length - 1] as number;
     this.kernel = this.addWeight('kernel', [this.kernelSize, this.kernelSize, inC, this.filters], 'float32', this.init ?? tf.initializers.heNormal({}));
     if (this.useBias) this.bias = this.addWeight('bias', [this.filters], 'float32', tf.initializers.zeros());
@@ -48,13 +59,13 @@ export class TorchConv2D extends tf.layers.Layer {
   }
 
   override computeOutputShape(inputShape: tf.Shape | tf.Shape[]): tf.Shape {
-    const s = (Array.isArray(inputShape[0]) ? inputShape[0] : inputShape) as tf.Shape;
+    const s = inputShapeOf(inputShape);
     const out = (n: number | null) => (n === null ? null : Math.floor((n + 2 * this.pad - this.kernelSize) / this.stride) + 1);
     return [s[0], out(s[1]), out(s[2]), this.filters];
   }
 
   override call(inputs: tf.Tensor | tf.Tensor[]): tf.Tensor {
-    const x = (Array.isArray(inputs) ? inputs[0] : inputs) as tf.Tensor4D;
+    const x = inputOf(inputs) as tf.Tensor4D;
     return tf.tidy(() => {
       const y = tf.conv2d(x, this.kernel!.read() as tf.Tensor4D, this.stride, this.pad);
       return this.bias ? tf.add(y, this.bias.read()) : y;
@@ -81,13 +92,13 @@ export class TorchMaxPool2D extends tf.layers.Layer {
   }
 
   override computeOutputShape(inputShape: tf.Shape | tf.Shape[]): tf.Shape {
-    const s = (Array.isArray(inputShape[0]) ? inputShape[0] : inputShape) as tf.Shape;
+    const s = inputShapeOf(inputShape);
     const out = (n: number | null) => (n === null ? null : Math.floor((n + 2 * this.pad - this.poolSize) / this.stride) + 1);
     return [s[0], out(s[1]), out(s[2]), s[3]];
   }
 
   override call(inputs: tf.Tensor | tf.Tensor[]): tf.Tensor {
-    const x = (Array.isArray(inputs) ? inputs[0] : inputs) as tf.Tensor4D;
+    const x = inputOf(inputs) as tf.Tensor4D;
     return tf.maxPool(x, this.poolSize, this.stride, this.pad);
   }
 
@@ -116,7 +127,7 @@ export class TokenEmbedding extends tf.layers.Layer {
   }
 
   override build(inputShape: tf.Shape | tf.Shape[]): void {
-    const s = (Array.isArray(inputShape[0]) ? inputShape[0] : inputShape) as number[];
+    const s = inputShapeOf(inputShape) as number[];
     const [gh, gw, d] = [s[1], s[2], s[3]];
     // timm: cls_token ~ N(0, 1e-6), pos_embed ~ trunc_normal(std 0.02).
     if (this.classToken) this.cls = this.addWeight('cls_token', [1, 1, d], 'float32', tf.initializers.randomNormal({ mean: 0, stddev: 1e-6, seed: this.seed }));
@@ -125,12 +136,12 @@ export class TokenEmbedding extends tf.layers.Layer {
   }
 
   override computeOutputShape(inputShape: tf.Shape | tf.Shape[]): tf.Shape {
-    const s = (Array.isArray(inputShape[0]) ? inputShape[0] : inputShape) as number[];
+    const s = inputShapeOf(inputShape) as number[];
     return [s[0], s[1] * s[2] + (this.classToken ? 1 : 0), s[3]];
   }
 
   override call(inputs: tf.Tensor | tf.Tensor[]): tf.Tensor {
-    const x = Array.isArray(inputs) ? inputs[0] : inputs;
+    const x = inputOf(inputs);
     return tf.tidy(() => {
       const [b, gh, gw, d] = x.shape;
       let t = x.reshape([b, gh * gw, d]);
@@ -169,7 +180,7 @@ export class MultiHeadSelfAttention extends tf.layers.Layer {
   }
 
   override build(inputShape: tf.Shape | tf.Shape[]): void {
-    const s = (Array.isArray(inputShape[0]) ? inputShape[0] : inputShape) as number[];
+    const s = inputShapeOf(inputShape) as number[];
     const d = s[s.length - 1];
     if (d % this.heads) throw new Error(`attention width ${d} is not a multiple of ${this.heads} heads`);
     const tn = (seed: number) => tf.initializers.truncatedNormal({ mean: 0, stddev: 0.02, seed });
@@ -181,11 +192,11 @@ export class MultiHeadSelfAttention extends tf.layers.Layer {
   }
 
   override computeOutputShape(inputShape: tf.Shape | tf.Shape[]): tf.Shape {
-    return (Array.isArray(inputShape[0]) ? inputShape[0] : inputShape) as tf.Shape;
+    return inputShapeOf(inputShape);
   }
 
   override call(inputs: tf.Tensor | tf.Tensor[]): tf.Tensor {
-    const x = Array.isArray(inputs) ? inputs[0] : inputs;
+    const x = inputOf(inputs);
     return tf.tidy(() => {
       const [b, t, d] = x.shape;
       const h = this.heads;
@@ -209,7 +220,8 @@ export class MultiHeadSelfAttention extends tf.layers.Layer {
  * var the biased variance (Ba et al. 2016). Weights `gamma`, `beta` [D] as
  * tf.layers.layerNormalization names them; that layer tiles its statistics and
  * weights to the input's shape, and tile's gradient is one slice per copy
- * (28k slices per step in a 12-block ViT), so this one broadcasts.
+ * (28k slices per step in a 12-block ViT), so this one broadcasts, and runs
+ * as one fused kernel where the backend has it (./layer-norm.ts).
  */
 export class TorchLayerNorm extends tf.layers.Layer {
   static readonly className = 'TorchLayerNorm';
@@ -223,7 +235,7 @@ export class TorchLayerNorm extends tf.layers.Layer {
   }
 
   override build(inputShape: tf.Shape | tf.Shape[]): void {
-    const s = (Array.isArray(inputShape[0]) ? inputShape[0] : inputShape) as number[];
+    const s = inputShapeOf(inputShape) as number[];
     const d = s[s.length - 1];
     this.gamma = this.addWeight('gamma', [d], 'float32', tf.initializers.ones());
     this.beta = this.addWeight('beta', [d], 'float32', tf.initializers.zeros());
@@ -231,15 +243,12 @@ export class TorchLayerNorm extends tf.layers.Layer {
   }
 
   override computeOutputShape(inputShape: tf.Shape | tf.Shape[]): tf.Shape {
-    return (Array.isArray(inputShape[0]) ? inputShape[0] : inputShape) as tf.Shape;
+    return inputShapeOf(inputShape);
   }
 
   override call(inputs: tf.Tensor | tf.Tensor[]): tf.Tensor {
-    const x = Array.isArray(inputs) ? inputs[0] : inputs;
-    return tf.tidy(() => {
-      const { mean, variance } = tf.moments(x, -1, true);
-      return tf.add(tf.mul(tf.mul(tf.sub(x, mean), tf.rsqrt(tf.add(variance, this.epsilon))), this.gamma!.read()), this.beta!.read());
-    });
+    const x = inputOf(inputs);
+    return layerNorm(x, this.gamma!.read(), this.beta!.read(), this.epsilon);
   }
 
   override getConfig(): tf.serialization.ConfigDict {
@@ -258,12 +267,12 @@ export class TokenPool extends tf.layers.Layer {
   }
 
   override computeOutputShape(inputShape: tf.Shape | tf.Shape[]): tf.Shape {
-    const s = (Array.isArray(inputShape[0]) ? inputShape[0] : inputShape) as tf.Shape;
+    const s = inputShapeOf(inputShape);
     return [s[0], s[2]];
   }
 
   override call(inputs: tf.Tensor | tf.Tensor[]): tf.Tensor {
-    const x = Array.isArray(inputs) ? inputs[0] : inputs;
+    const x = inputOf(inputs);
     return tf.tidy(() => {
       if (this.mode === 'avg') return x.mean(1);
       const [b, , d] = x.shape;

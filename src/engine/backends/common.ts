@@ -1,7 +1,7 @@
 /** Helpers the backend modules share. */
 import * as os from 'node:os';
 import * as tf from '@tensorflow/tfjs';
-import { BATCH_NORM_TRAIN } from '../kernel-names';
+import { BATCH_NORM_TRAIN, LAYER_NORM } from '../kernel-names';
 import { Capabilities } from '../types';
 
 /** Loads a package; returns null, or the first line of why it does not load. */
@@ -39,7 +39,21 @@ export function hasFusedBatchNorm(backendName: string): boolean {
   return tf.getKernel(BATCH_NORM_TRAIN, backendName) !== undefined;
 }
 
+/** Whether the fused LayerNorm kernel is registered for `backendName` now. */
+export function hasFusedLayerNorm(backendName: string): boolean {
+  return tf.getKernel(LAYER_NORM, backendName) !== undefined;
+}
+
 /** Capabilities of a backend whose tensors live in ordinary (or wasm) memory. */
 export function hostCapabilities(backendName: string, over: Partial<Capabilities> = {}): Capabilities {
-  return { syncReadback: true, maxTensorBytes: null, fusedBatchNormTrain: hasFusedBatchNorm(backendName), plainConvTraining: false, uint8Tensors: true, deviceMemory: false, ...over };
+  return {
+    syncReadback: true,
+    maxTensorBytes: null,
+    fusedBatchNormTrain: hasFusedBatchNorm(backendName),
+    fusedLayerNorm: hasFusedLayerNorm(backendName),
+    plainConvTraining: false,
+    uint8Tensors: true,
+    deviceMemory: false,
+    ...over,
+  };
 }

@@ -162,6 +162,6 @@ export const webgpu: EngineModule = {
     return { available: true, detail: adapterName(found.record), adapter: found.record };
   },
   capabilities(): Capabilities {
-    return { syncReadback: false, maxTensorBytes: started?.limit ?? null, fusedBatchNormTrain: false, plainConvTraining: false, uint8Tensors: false, deviceMemory: true };
+    return { syncReadback: false, maxTensorBytes: started?.limit ?? null, fusedBatchNormTrain: false, fusedLayerNorm: false, plainConvTraining: false, uint8Tensors: false, deviceMemory: true };
   },
 };
