@@ -1,33 +1,19 @@
-/** Parse CSV text (RFC 4180 quoting; comma separated; blank lines skipped). */
-export function parseCsv(text: string): string[][] {
-  const rows: string[][] = [];
-  let row: string[] = [];
-  let cell = '';
-  let quoted = false;
-  let i = 0;
-  if (text.charCodeAt(0) === 0xfeff) i = 1; // byte-order mark
-  const endRow = () => {
-    row.push(cell);
-    cell = '';
-    if (row.length > 1 || row[0].trim() !== '') rows.push(row.map((c) => c.trim()));
-    row = [];
-  };
-  for (; i < text.length; i++) {
-    const ch = text[i];
-    if (quoted) {
-      if (ch === '"') {
-        if (text[i + 1] === '"') {
-          cell += '"';
-          i++;
-        } else quoted = false;
-      } else cell += ch;
-    } else if (ch === '"') quoted = true;
-    else if (ch === ',') {
-      row.push(cell);
-      cell = '';
-    } else if (ch === '\n') endRow();
-    else if (ch !== '\r') cell += ch;
+import { parse } from 'csv-parse/sync';
+import { UsageError } from '../util/errors';
+
+/**
+ * Parse CSV text with csv-parse (RFC 4180: comma separated, "quoted" fields
+ * with "" for a quote, LF, CRLF or CR line ends, a byte-order mark ignored).
+ * Rows may differ in length; cells are trimmed; rows whose only cell is blank
+ * are skipped. Malformed text (an unclosed quote, a quote followed by text)
+ * is a UsageError naming `file` and the line.
+ */
+export function parseCsv(text: string, file = 'CSV text'): string[][] {
+  let rows: string[][];
+  try {
+    rows = parse(text, { bom: true, record_delimiter: ['\r\n', '\n', '\r'], relax_column_count: true, relax_quotes: true, skip_empty_lines: true, trim: true }) as string[][];
+  } catch (e) {
+    throw new UsageError(`${file} is not valid CSV: ${(e as Error).message}. Fix the quoting (a quote inside a quoted field is written "").`);
   }
-  if (cell !== '' || row.length) endRow();
-  return rows;
+  return rows.map((r) => r.map((c) => c.trim())).filter((r) => r.length > 1 || r[0] !== '');
 }

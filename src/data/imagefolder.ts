@@ -22,7 +22,7 @@ export function imagefolderCatalog(cfg: Config): Catalog {
     throw new UsageError(`cannot read the taxonomy '${taxFile}'. imagefolder needs a taxonomy.csv (header: level names coarsest to finest; last column: leaf folder names); set data.taxonomy if it lives elsewhere.`);
   }
   // Names are compared in NFC: folders written on macOS are often NFD, typed tables NFC.
-  const rows = parseCsv(text).map((r) => r.map(nfc));
+  const rows = parseCsv(text, taxFile).map((r) => r.map(nfc));
   if (rows.length < 2) throw new UsageError(`${taxFile}: needs a header row and at least one class row.`);
   const levels = rows[0];
   if (levels.some((l) => l === '')) throw new UsageError(`${taxFile}: the header has an empty level name.`);
