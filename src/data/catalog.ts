@@ -224,12 +224,7 @@ export async function materialize(cat0: Catalog, cfg: Config, log: Log = stderrL
     // Stamps everything again (saying how many changed) and decodes what changed.
     const again = await syncRecords(syncOptions);
     const broken = again.bad.filter((b) => b.index < nTrain && synced.record[b.index] >= 0);
-    if (broken.length) {
-      throw new UsageError(
-        `${broken.length} training image(s) changed since they were cached and can no longer be decoded: ${broken.slice(0, 3).map((b) => `${ids[b.index]} (${b.reason})`).join(', ')}. ` +
-          'Fix them and start the run again.',
-      );
-    }
+    if (broken.length) throw new TrainImagesBroken(broken.map((b) => `${ids[b.index]} (${b.reason})`));
     let k = 0;
     for (let i = 0; i < nTrain; i++) {
       if (synced.record[i] < 0) continue;
@@ -244,6 +239,20 @@ export async function materialize(cat0: Catalog, cfg: Config, log: Log = stderrL
     duplicateTestIds: found && cfg.data.duplicates === 'drop_test' && !allDuplicates ? new Map(testAll.ids.flatMap((id, j) => (dups.duplicate[j] ? [[id, hashHex(testAll.hashes, j)] as [string, string]] : []))) : new Map(),
     ...(pending ? { trainVerified: () => (settled ??= settle()) } : {}),
   };
+}
+
+/**
+ * Dataset.trainVerified's answer when training images changed since they were
+ * cached into files that cannot be decoded: a cold cache would have skipped
+ * them (data.on_bad_image), which changes the listing and so the split, so
+ * the caller loads the dataset again (without deferring), before any run
+ * folder exists. Left uncaught it is a usage error (exit 2).
+ */
+export class TrainImagesBroken extends UsageError {
+  constructor(readonly images: string[]) {
+    super(`${images.length} training image(s) changed since they were cached and can no longer be decoded: ${listSome(images, 3)}. Fix them and start the run again.`);
+    this.name = 'TrainImagesBroken';
+  }
 }
 
 /**

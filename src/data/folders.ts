@@ -45,7 +45,10 @@ export interface Entry {
 export function listEntries(dir: string): Entry[] {
   const byName = new Map<string, string>();
   const out: Entry[] = [];
-  for (const e of fs.readdirSync(dir, { withFileTypes: true })) {
+  const entries = fs.readdirSync(dir, { withFileTypes: true });
+  // A name that is not valid UTF-8 reads back with U+FFFD in it, a path that names nothing on disk.
+  if (entries.some((e) => e.name.includes('\uFFFD'))) refuseNonUtf8(dir, entries);
+  for (const e of entries) {
     if (e.name.startsWith('.')) continue;
     const name = nfc(e.name);
     const prev = byName.get(name);
@@ -76,6 +79,33 @@ export function listEntries(dir: string): Entry[] {
     out.push({ name, onDisk: e.name, abs, kind, link, ...(error ? { error } : {}) });
   }
   return out;
+}
+
+/** A file name as it would be typed in JavaScript: printable ASCII as it is, every other byte as \xNN. */
+export function escapeName(raw: Buffer): string {
+  let out = '';
+  for (const b of raw) out += b >= 0x20 && b < 0x7f && b !== 0x5c ? String.fromCharCode(b) : `\\x${b.toString(16).padStart(2, '0')}`;
+  return out;
+}
+
+/**
+ * Refuse (UsageError) the first image or folder of `dir` whose name on disk
+ * is not valid UTF-8: ids are text (split.json, the record cache), and the
+ * decoded name (with U+FFFD) names no file. Hidden entries and files that are
+ * not images are left alone, as the listing leaves them.
+ */
+function refuseNonUtf8(dir: string, entries: fs.Dirent[]): void {
+  const kinds = new Map(entries.map((e) => [e.name, e]));
+  for (const raw of fs.readdirSync(dir, { encoding: 'buffer' })) {
+    const name = raw.toString('utf8');
+    if (Buffer.from(name, 'utf8').equals(raw) || name.startsWith('.')) continue;
+    const e = kinds.get(name);
+    if (!IMAGE_EXT.test(name) && !e?.isDirectory()) continue;
+    throw new UsageError(
+      `'${dir}' holds ${IMAGE_EXT.test(name) ? 'an image' : 'a folder'} whose name is not valid UTF-8: "${escapeName(raw)}" (bytes ${[...raw].map((b) => b.toString(16).padStart(2, '0')).join(' ')}). ` +
+        'granular records image names as text, so it cannot name this one. Rename it to UTF-8 (e.g. convmv -f latin1 -t utf-8 --notest -r on the folder, for names written in Latin-1), or move it out of the dataset.',
+    );
+  }
 }
 
 /**
@@ -117,7 +147,8 @@ export function listImages(root: string, rel: string, relOnDisk = rel, cache?: L
 /** An image's name in a listing: its NFC name, or [NFC name, name on disk] where they differ. */
 type ListedName = string | [string, string];
 
-const LISTING_VERSION = 2;
+/** 3: listings that held a name which is not valid UTF-8 (now refused) are not reused. */
+const LISTING_VERSION = 3;
 
 /** What a folder's stat says for the listing cache. */
 interface FolderTime {

@@ -7,7 +7,7 @@
  * One store per (format, dataset source, stored size, channels, decoder
  * version), in `cache_dir`:
  *   <base>.u8, <base>.1.u8, ...   shards of `records_per_shard` records (no file over 1 GiB)
- *   <base>.stats                  per record, per channel: sum and sum of squares (float64), for data.normalize=dataset
+ *   <base>.stats                  per record: per channel sum and sum of squares (float64), then the CRC-32 of those bytes, for data.normalize=dataset
  *   <base>.catalog                the catalogue: per image id its stamp, record, content hash (binary, below; CRC-32 of its body in the header)
  *   <base>.sums                   per record: the CRC-32 of its bytes, checked every time a record is read
  *   <base>.damaged                written when a record failed its check: the next run decodes everything again
@@ -17,13 +17,19 @@
  * catalogue (rewritten atomically) points at it, so a run reading the store
  * meanwhile keeps consistent pixels. A fresh store holds the records in
  * catalogue order (train images, then test images).
+ *
+ * Faults on the cache path end in a message that says what to do: a cache
+ * folder that cannot be written is used read-only when it holds every image
+ * (exit 2 naming it otherwise); a full disk stops the decode with exit 2 and
+ * the files cut back to what the catalogue vouches for; a damaged statistics
+ * entry is recomputed from its (checksummed) record; an image that could not
+ * be read is tried again on the next run.
  */
 import { createHash } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { UsageError } from '../util/errors';
-import { writeFileAtomic } from '../util/fsx';
 import { contentHash, decodeImage, DECODE_PARALLEL, forEachParallel } from './decode';
 import { changedHere, changedInBackground, FileLayout, stampJob, statIdentity } from './stamp';
 import { crc32 } from 'node:zlib';
@@ -37,6 +43,90 @@ const CATALOG_MAGIC = 'granular-catalog';
 const SHARD_BYTES = Number(process.env.GRANULAR_SHARD_BYTES ?? 2 ** 30);
 /** Bytes of a content hash (contentHash's 16 hex digits). */
 export const HASH_BYTES = 8;
+
+/**
+ * Bytes of one record's entry in `<base>.stats`: per channel the sum and the
+ * sum of squares of its bytes (2 x channels float64), then the CRC-32 (zlib)
+ * of those 16 x channels bytes (uint32 LE) and 4 bytes of padding.
+ */
+export function statsEntryBytes(channels: number): number {
+  return 16 * channels + 8;
+}
+
+export function statsPath(loc: Pick<StoreLocation, 'dir' | 'base'>): string {
+  return path.join(loc.dir, `${loc.base}.stats`);
+}
+
+/** errno codes of a folder that cannot be written here (permissions, a read-only mount). */
+const NOT_WRITABLE = new Set(['EACCES', 'EPERM', 'EROFS']);
+/** errno codes of a full disk (or quota). */
+const DISK_FULL = new Set(['ENOSPC', 'EDQUOT']);
+
+/**
+ * A reason an image was skipped that comes from reading its file (Node's
+ * system errors: "EACCES: permission denied, open ..."), not from decoding
+ * its bytes: such a skip is checked again on the next run, since permissions,
+ * mounts and links get fixed without the file changing.
+ */
+const READ_FAILURE = /^E[A-Z]+: /;
+
+/**
+ * Write all of `buf` at `position` (a short write on a full disk is continued
+ * until the disk says ENOSPC, never taken as done).
+ */
+function writeFull(fd: number, buf: Uint8Array, position: number): void {
+  let off = 0;
+  while (off < buf.length) {
+    const n = fs.writeSync(fd, buf, off, buf.length - off, position + off);
+    if (n <= 0) throw Object.assign(new Error(`ENOSPC: no bytes written at offset ${position + off}`), { code: 'ENOSPC' });
+    off += n;
+  }
+}
+
+/**
+ * Replace `file` with `data` atomically: a temporary name, every byte checked
+ * written (writeFull) and synced, then renamed; on failure the temporary
+ * file is removed. The cache's own rather than util/fsx's writeFileAtomic,
+ * because a catalogue cut short by a full disk must never be renamed into
+ * place and a full disk must not keep a half-written temporary file.
+ */
+function replaceFile(file: string, data: Uint8Array): void {
+  const tmp = `${file}.${process.pid}.tmp`;
+  try {
+    const fd = fs.openSync(tmp, 'w');
+    try {
+      writeFull(fd, data, 0);
+      fs.fsyncSync(fd);
+    } finally {
+      fs.closeSync(fd);
+    }
+    fs.renameSync(tmp, file);
+  } catch (e) {
+    fs.rmSync(tmp, { force: true });
+    throw e;
+  }
+}
+
+/**
+ * A failed write into the cache folder `dir` as the error a user acts on:
+ * a full disk or a folder that cannot be written is a UsageError (exit 2,
+ * before any run folder exists) naming the folder and what to do; anything
+ * else is returned as it is.
+ */
+function cacheWriteError(e: unknown, dir: string, needBytes: number): Error {
+  const code = (e as NodeJS.ErrnoException).code ?? '';
+  const where = (e as NodeJS.ErrnoException).path ?? dir;
+  if (DISK_FULL.has(code)) {
+    return new UsageError(
+      `the disk holding the record cache folder '${dir}' is full (${code}) while writing ${where}; this dataset's records need about ${(needBytes / 1e6).toFixed(1)} MB there. ` +
+        'The cache was cut back to what it held before (nothing half-written is kept). Free space on that disk, or set data.cache_dir to a folder on a disk with room.',
+    );
+  }
+  if (NOT_WRITABLE.has(code)) {
+    return new UsageError(`cannot write in the record cache folder '${dir}' (${code}: ${where}). Make the folder writable for this user, or set data.cache_dir to a writable folder (null: a temporary one per run).`);
+  }
+  return e as Error;
+}
 
 /** Where an image's bytes come from, and what tells that it changed. */
 export interface ImageSource {
@@ -192,6 +282,8 @@ interface Catalogue {
     body_crc32: number;
     /** Folder (absolute) -> its statIdentity (device, inode, mtime, ctime) when its images were last stamped. */
     folders: Record<string, number>;
+    /** Bytes per record in <base>.stats (statsEntryBytes: its entries carry a CRC-32). */
+    stats_bytes: number;
   };
   stampA: Float64Array;
   stampB: Float64Array;
@@ -241,6 +333,7 @@ function decodeCatalogue(buf: Buffer): Catalogue {
   const need = at + 16 * n + pad8(4 * n) + HASH_BYTES * n + header.ids_bytes;
   if (buf.length !== need) throw new Error(`it is ${buf.length} bytes, expected ${need} (cut off or damaged)`);
   if (typeof header.body_crc32 !== 'number') throw new Error('it was written by an older granular, without checksums');
+  if (header.stats_bytes !== statsEntryBytes(header.channels)) throw new Error('it was written by an older granular, without checksums on its normalisation statistics');
   if (crc32(buf.subarray(at)) !== header.body_crc32) throw new Error('its contents fail their checksum (flipped or zeroed bytes)');
   // Copies: the Buffer's memory may be unaligned for typed-array views.
   const f64 = () => {
@@ -409,7 +502,7 @@ function loadCatalogue(dir: string, base: string, expect: { format: string; iden
 }
 
 /** Per record and channel: sum and sum of squares of the bytes (for data.normalize=dataset). */
-function recordStats(px: Uint8Array, channels: number): Float64Array {
+export function recordStats(px: Uint8Array, channels: number): Float64Array {
   const out = new Float64Array(2 * channels);
   for (let j = 0; j < px.length; j += channels) {
     for (let c = 0; c < channels; c++) {
@@ -430,13 +523,34 @@ export async function syncRecords(o: SyncOptions): Promise<Synced> {
   const { size, channels, source, ids, log } = o;
   const n = ids.length;
   const dir = o.cacheDir ?? temporaryDir();
-  fs.mkdirSync(dir, { recursive: true });
   const base = storeBase(o.format, source.identity, size, channels);
   const { recordBytes, perShard } = layout(size, channels, o.shardBytes);
-  const lock = await lockStore(path.join(dir, `${base}.lk`), log);
+  const needBytes = n * (recordBytes + statsEntryBytes(channels) + 4 + 16 + HASH_BYTES);
+  // A folder this process cannot write (permissions, a read-only mount): a
+  // cache built there before is used read-only, without the lock (records are
+  // append-only and the catalogue replaced atomically, so a writer elsewhere
+  // cannot tear what is read); anything that needs decoding is refused below.
+  let lock: { unlock: () => void; check: () => void } | null = null;
+  let readOnly: string | null = null;
+  try {
+    fs.mkdirSync(dir, { recursive: true });
+    lock = await lockStore(path.join(dir, `${base}.lk`), log);
+  } catch (e) {
+    const code = (e as NodeJS.ErrnoException).code ?? '';
+    if (DISK_FULL.has(code)) throw cacheWriteError(e, dir, needBytes);
+    if (!NOT_WRITABLE.has(code)) throw e;
+    readOnly = code;
+  }
+  const refuseReadOnly = (what: string) =>
+    new UsageError(`the record cache folder '${dir}' cannot be written by this process (${readOnly}) and ${what}. Make the folder writable for this user, or set data.cache_dir to a writable folder (null: a temporary one per run).`);
   try {
     const expect = { format: o.format, identity: source.identity, size, channels, shardBytes: o.shardBytes };
     const { cat: old, problem } = loadCatalogue(dir, base, expect);
+    if (readOnly) {
+      if (problem) throw refuseReadOnly(`its record cache ${path.join(dir, base)}.* cannot be used (${problem}), so the ${n} images cannot be decoded into it`);
+      if (!old) throw refuseReadOnly(`holds no record cache of this data (${path.join(dir, base)}.*), so the ${n} images cannot be decoded into it`);
+      log(`the record cache folder '${dir}' is read-only here (${readOnly}): using its records as they are`);
+    }
     if (problem) log(`warning: the record cache ${path.join(dir, base)}.* cannot be used: ${problem}. Decoding all ${n} images again.`);
     if (!old && !problem && o.cacheDir) warnOldCaches(dir, o.format, log);
 
@@ -483,6 +597,7 @@ export async function syncRecords(o: SyncOptions): Promise<Synced> {
     const todo: number[] = [];
     const missing: string[] = [];
     let changed = 0;
+    let retried = 0;
     const defer = o.verify === 'files' && o.deferred && old && source.files && old.header.ids_hash === listHash && old.header.listed === n ? o.deferred : null;
     const deferredK: number[] = [];
     for (let k = 0; k < n; k++) {
@@ -504,9 +619,15 @@ export async function syncRecords(o: SyncOptions): Promise<Synced> {
         [stampA[k], stampB[k]] = st;
       }
       if (e >= 0 && old!.record[e] >= 0 && old!.stampA[e] === stampA[k] && old!.stampB[e] === stampB[k]) {
+        const why = old!.header.bad[String(old!.record[e])];
+        // A file that could not be read (permissions, a dangling link) may be readable now without changing: try it again.
+        if (why !== undefined && READ_FAILURE.test(why) && readableNow(source, ids[k])) {
+          retried++;
+          todo.push(k);
+          continue;
+        }
         record[k] = old!.record[e];
         hash.set(old!.hash.subarray(e * HASH_BYTES, (e + 1) * HASH_BYTES), k * HASH_BYTES);
-        const why = old!.header.bad[String(record[k])];
         if (why !== undefined) badOut[String(record[k])] = why;
       } else {
         if (e >= 0 && old!.record[e] >= 0) changed++;
@@ -519,8 +640,15 @@ export async function syncRecords(o: SyncOptions): Promise<Synced> {
       throw new UsageError(source.missing?.(missing) ?? `${missing.length} image(s) vanished while the dataset was being read: ${some}. Run again once the dataset stops changing.`);
     }
     if (changed) log(`${changed} image(s) changed since they were cached (size or modification time): decoding them again`);
+    if (retried) log(`${retried} image(s) that could not be read before can be read now: decoding them`);
+    if (readOnly && todo.length) {
+      const some = `${todo.slice(0, 5).map((k) => ids[k]).join(', ')}${todo.length > 5 ? ` and ${todo.length - 5} more` : ''}`;
+      throw refuseReadOnly(`${todo.length} image(s) are not in its record cache yet (new, changed or readable again since it was built: ${some}), so they cannot be decoded into it`);
+    }
 
     const loc: StoreLocation = { dir, base, size, channels, recordBytes, perShard, count: old ? old.header.records : 0 };
+    /** Records the catalogue on disk vouches for: a failed decode cuts the files back to them. */
+    let catalogued = loc.count;
     // Entries of the old catalogue that this listing did not ask for stay (with their bad-image reasons).
     const kept: number[] = [];
     if (old) {
@@ -554,15 +682,17 @@ export async function syncRecords(o: SyncOptions): Promise<Synced> {
         header: {
           magic: CATALOG_MAGIC, version: RECORD_VERSION, format: o.format, identity: source.identity, size, channels,
           record_bytes: recordBytes, records_per_shard: perShard, records: loc.count, entries: m, listed: n, ids_hash: listHash, ids_bytes: blob.length, bad: badOut, folders, body_crc32: 0,
+          stats_bytes: statsEntryBytes(channels),
         },
         stampA: all(stampA, old?.stampA), stampB: all(stampB, old?.stampB), record: all(record, old?.record), hash: hashes, idsBlob: blob,
       };
-      lock.check();
-      writeFileAtomic(path.join(dir, `${base}.catalog`), encodeCatalogue(cat));
+      lock!.check();
+      replaceFile(path.join(dir, `${base}.catalog`), encodeCatalogue(cat));
+      catalogued = loc.count;
       const badList = Object.entries(badOut).map(([r, reason]) => ({ index: Number(r), reason })).sort((a, b) => a.index - b.index);
       const shards = Array.from({ length: Math.ceil(loc.count / perShard) }, (_, s) => path.basename(shardPath(loc, s)));
       const meta = { version: RECORD_VERSION, format: o.format, identity: source.identity, size, channels, record_bytes: recordBytes, records_per_shard: perShard, count: loc.count, images: n, shards, bad: badList, ...(lastDecode ? { last_decode: lastDecode } : {}) };
-      writeFileAtomic(path.join(dir, `${base}.json`), JSON.stringify(meta, null, 1) + '\n');
+      replaceFile(path.join(dir, `${base}.json`), Buffer.from(JSON.stringify(meta, null, 1) + '\n'));
     };
     // Small datasets decode in a blink: say nothing then.
     if (todo.length >= 1000) {
@@ -570,13 +700,21 @@ export async function syncRecords(o: SyncOptions): Promise<Synced> {
       else if (todo.length > changed) log(`decoding ${todo.length - changed} image(s) not in the record cache yet`);
     }
     let lastDecode: { images: number; seconds: number } | null = null;
-    if (todo.length) {
-      const t0 = performance.now();
-      await decodeInto(o, loc, ids, todo, record, hash, badOut, writeCatalogue);
-      lastDecode = { images: todo.length, seconds: (performance.now() - t0) / 1000 };
-    }
     const foldersMoved = o.verify === 'folders' && JSON.stringify(folders) !== JSON.stringify(old?.header.folders ?? {});
-    if (todo.length || !old || old.header.ids_hash !== listHash || old.header.listed !== n || foldersMoved) writeCatalogue();
+    try {
+      if (todo.length) {
+        const t0 = performance.now();
+        await decodeInto(o, loc, ids, todo, record, hash, badOut, writeCatalogue);
+        lastDecode = { images: todo.length, seconds: (performance.now() - t0) / 1000 };
+      }
+      // Read-only: nothing is rewritten (a listing in another order or with other folder stamps is matched again next time).
+      if (!readOnly && (todo.length || !old || old.header.ids_hash !== listHash || old.header.listed !== n || foldersMoved)) writeCatalogue();
+    } catch (e) {
+      const err = cacheWriteError(e, dir, needBytes);
+      // A full disk or a file that cannot be written: records past what the catalogue vouches for go (the lock is still ours).
+      if (err instanceof UsageError) truncateStore(loc, catalogued);
+      throw err;
+    }
     // Decoded again from scratch: the damage is gone.
     if (problem) fs.rmSync(damagedPath(dir, base), { force: true });
     const bad: Synced['bad'] = [];
@@ -596,8 +734,37 @@ export async function syncRecords(o: SyncOptions): Promise<Synced> {
     }
     return { loc, record, hash, bad, decoded: todo.length, ...(pending ? { pending } : {}) };
   } finally {
-    lock.unlock();
+    lock?.unlock();
   }
+}
+
+/** Whether image `id` can be opened and read now (sources without `head`: assumed not, its skip stands). */
+function readableNow(source: ImageSource, id: string): boolean {
+  if (!source.head) return false;
+  try {
+    source.head(id, 1);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * Cut the store's shards, statistics and checksums back to its first `count`
+ * records (what the catalogue on disk vouches for), freeing what a failed
+ * decode appended; best effort (a file that cannot be cut stays, unreferenced).
+ */
+function truncateStore(loc: StoreLocation, count: number): void {
+  const cut = (file: string, bytes: number) => {
+    try {
+      if ((fs.statSync(file, { throwIfNoEntry: false })?.size ?? 0) > bytes) fs.truncateSync(file, bytes);
+    } catch {
+      // unreferenced bytes: the next decode appends over them
+    }
+  };
+  for (let s = 0; fs.existsSync(shardPath(loc, s)); s++) cut(shardPath(loc, s), Math.min(Math.max(count - s * loc.perShard, 0), loc.perShard) * loc.recordBytes);
+  cut(statsPath(loc), count * statsEntryBytes(loc.channels));
+  cut(sumsPath(loc), count * 4);
 }
 
 /**
@@ -621,11 +788,18 @@ async function decodeInto(
     }
     return f;
   };
-  const statsFile = path.join(loc.dir, `${loc.base}.stats`);
+  const statsFile = statsPath(loc);
   const statsFd = fs.openSync(statsFile, fs.existsSync(statsFile) ? 'r+' : 'w+');
   const sumsFile = sumsPath(loc);
-  const sumsFd = fs.openSync(sumsFile, fs.existsSync(sumsFile) ? 'r+' : 'w+');
+  let sumsFd = -1;
+  try {
+    sumsFd = fs.openSync(sumsFile, fs.existsSync(sumsFile) ? 'r+' : 'w+');
+  } catch (e) {
+    fs.closeSync(statsFd);
+    throw e;
+  }
   const sum = new Uint32Array(1);
+  const statBytes = statsEntryBytes(channels);
   const zeros = new Uint8Array(recordBytes);
   let done = 0;
   let sinceSave = 0;
@@ -651,11 +825,10 @@ async function decodeInto(
         bad[String(r)] = (e as Error).message.split('\n')[0];
         px = zeros;
       }
-      fs.writeSync(fd(Math.floor(r / perShard)), px, 0, recordBytes, (r % perShard) * recordBytes);
-      const st = recordStats(px, channels);
-      fs.writeSync(statsFd, new Uint8Array(st.buffer), 0, st.byteLength, r * st.byteLength);
+      writeFull(fd(Math.floor(r / perShard)), px.subarray(0, recordBytes), (r % perShard) * recordBytes);
+      writeFull(statsFd, statsEntry(recordStats(px, channels)), r * statBytes);
       sum[0] = crc32(px.subarray(0, recordBytes));
-      fs.writeSync(sumsFd, new Uint8Array(sum.buffer), 0, 4, r * 4);
+      writeFull(sumsFd, new Uint8Array(sum.buffer), r * 4);
       // Only now may a catalogue vouch for it; until then it reads as not decoded.
       record[k] = r;
       written = Math.max(written, r + 1);
@@ -686,6 +859,14 @@ async function decodeInto(
   if (todo.length >= 1000) o.log(`decoded ${todo.length} images in ${secs.toFixed(1)} s (${Math.round(todo.length / secs)} img/s)`);
 }
 
+/** One record's entry of <base>.stats (statsEntryBytes): its sums, then their CRC-32. */
+function statsEntry(st: Float64Array): Buffer {
+  const out = Buffer.alloc(st.byteLength + 8);
+  out.set(new Uint8Array(st.buffer, st.byteOffset, st.byteLength));
+  out.writeUInt32LE(crc32(out.subarray(0, st.byteLength)), st.byteLength);
+  return out;
+}
+
 /** Decode caches of granular before records (one <format>-<32 hex>.u8 per file list): name them once. */
 function warnOldCaches(dir: string, format: string, log: (l: string) => void): void {
   let old: string[] = [];
@@ -701,22 +882,74 @@ function warnOldCaches(dir: string, format: string, log: (l: string) => void): v
 
 /**
  * Per-channel mean and standard deviation (of pixel values scaled to [0, 1])
- * over the records `rows`, from the per-record sums written at decode time.
+ * over the records `rows`, from the per-record sums written at decode time
+ * (`<base>.stats`, statsEntryBytes). An entry that fails its CRC-32, is cut
+ * off or missing is never used: it is recomputed from its record (which the
+ * reader checks against its own checksum), written back where the folder
+ * allows, and `log` says how many. A damaged record itself is a UsageError
+ * (RecordCacheDamaged's message: the next run decodes the images again).
  */
-export function recordMeanStd(loc: StoreLocation, rows: ArrayLike<number>): { mean: number[]; std: number[] } {
+export function recordMeanStd(loc: StoreLocation, rows: ArrayLike<number>, log: (line: string) => void = (l) => process.stderr.write(`granular: ${l}\n`)): { mean: number[]; std: number[] } {
   const C = loc.channels;
-  const per = 2 * C * 8;
-  const fd = fs.openSync(path.join(loc.dir, `${loc.base}.stats`), 'r');
+  const per = statsEntryBytes(C);
+  const file = statsPath(loc);
+  let fd = -1;
+  try {
+    fd = fs.openSync(file, 'r');
+  } catch {
+    // missing or unreadable: every entry is recomputed below
+  }
   const s = new Float64Array(2 * C);
-  const buf = new Float64Array(2 * C);
-  const bytes = new Uint8Array(buf.buffer);
+  const entry = new Uint8Array(per);
+  const view = Buffer.from(entry.buffer);
+  const sums = new Float64Array(entry.buffer, 0, 2 * C);
+  let reader: RecordReader | null = null;
+  let px: Uint8Array | null = null;
+  let writer: number | null = null;
+  let repaired = 0;
+  let rewritten = 0;
   try {
     for (let i = 0; i < rows.length; i++) {
-      if (fs.readSync(fd, bytes, 0, per, rows[i] * per) !== per) throw new Error(`the record cache's ${loc.base}.stats is cut off; delete the cache's ${loc.base}.* files`);
-      for (let j = 0; j < 2 * C; j++) s[j] += buf[j];
+      const r = rows[i];
+      const ok = fd >= 0 && fs.readSync(fd, entry, 0, per, r * per) === per && crc32(entry.subarray(0, 16 * C)) === view.readUInt32LE(16 * C);
+      if (!ok) {
+        reader ??= new RecordReader(loc);
+        px ??= new Uint8Array(loc.recordBytes);
+        try {
+          reader.read(r, px, 0);
+        } catch (e) {
+          // Before any run folder exists (the normalisation is settled first): exit 2, the message says what to do.
+          if (e instanceof RecordCacheDamaged) throw new UsageError(e.message);
+          throw e;
+        }
+        const fixed = statsEntry(recordStats(px, C));
+        entry.set(fixed);
+        repaired++;
+        if (writer === null) {
+          try {
+            writer = fs.openSync(file, fs.existsSync(file) ? 'r+' : 'w+');
+          } catch {
+            writer = -1; // read-only: recomputed every time, still never read as garbage
+          }
+        }
+        if (writer >= 0) {
+          try {
+            writeFull(writer, fixed, r * per);
+            rewritten++;
+          } catch {
+            // a full disk: the value used is the recomputed one all the same
+          }
+        }
+      }
+      for (let j = 0; j < 2 * C; j++) s[j] += sums[j];
     }
   } finally {
-    fs.closeSync(fd);
+    if (fd >= 0) fs.closeSync(fd);
+    if (writer !== null && writer >= 0) fs.closeSync(writer);
+    reader?.close();
+  }
+  if (repaired) {
+    log(`warning: ${repaired} entr${repaired === 1 ? 'y' : 'ies'} of the normalisation statistics ${file} failed their checksum or were missing: recomputed from the records${rewritten === repaired ? ' and written back' : ` (${rewritten} written back)`}`);
   }
   const count = rows.length * loc.size * loc.size;
   const mean = Array.from({ length: C }, (_, c) => s[c] / count / 255);

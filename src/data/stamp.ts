@@ -36,7 +36,8 @@ export function statIdentity(st: fs.Stats): number {
  * [size in bytes, statIdentity] of the file at `abs` (links followed);
  * [-1, the link's identity] for a symbolic link that cannot be followed
  * (listed as an image that cannot be read, so decoding reports it as
- * unreadable, never as vanished); null when there is nothing there.
+ * unreadable, never as vanished); [-1, -1] when it cannot even be looked up
+ * (EACCES on a folder above it); null when there is nothing there.
  */
 export function fileStamp(abs: string): [number, number] | null {
   let st: fs.Stats | undefined;
@@ -46,7 +47,13 @@ export function fileStamp(abs: string): [number, number] | null {
     st = undefined; // ELOOP, EACCES, ...: as for a dangling link below
   }
   if (st) return [st.size, statIdentity(st)];
-  const link = fs.lstatSync(abs, { throwIfNoEntry: false });
+  let link: fs.Stats | undefined;
+  try {
+    link = fs.lstatSync(abs, { throwIfNoEntry: false });
+  } catch {
+    // EACCES on a folder above it, ...: listed, so an image that cannot be read (its skip is checked again next run)
+    return [-1, -1];
+  }
   return link?.isSymbolicLink() ? [-1, statIdentity(link)] : null;
 }
 

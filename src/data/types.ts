@@ -44,6 +44,8 @@ export interface Dataset {
    * background (LoadOptions.deferTrainStamps): resolves, once they are checked
    * (and any that changed decoded again, their records and hashes replaced in
    * train), to how many changed. Await it before reading training pixels.
+   * Rejects with TrainImagesBroken (./catalog) when a changed image can no
+   * longer be decoded: load the dataset again, without deferring.
    */
   trainVerified?: () => Promise<number>;
 }

@@ -11,6 +11,7 @@ import { applyNormalization, inputNormalization } from '../data/normalize';
 import { checkSourceOverlap } from '../data/overlap';
 import { Dataset } from '../data/types';
 import { describeDuplicates } from '../data/duplicates';
+import { listSome, TrainImagesBroken } from '../data/catalog';
 import { BackendChoice, engineCapabilities, EngineInfo, initEngine } from '../engine';
 import { coarserLevels, Level } from '../hierarchy/tree';
 import { buildNetwork } from '../models/archs';
@@ -159,14 +160,17 @@ interface Prepared {
   modelBuildSeconds: number;
 }
 
-/** Everything that can be wrong with a request is found here, before any file is written. */
-async function prepare(req: StageRequest, cfg: Config, source: SourceRun | null): Promise<Prepared> {
+/**
+ * Everything that can be wrong with a request is found here, before any file is written.
+ * `defer`: whether the training images' stamps may be checked on a worker thread meanwhile.
+ */
+async function prepare(req: StageRequest, cfg: Config, source: SourceRun | null, defer = true): Promise<Prepared> {
   checkEvalApplies(cfg);
   const engine = await initEngine(req.backend, req.threads);
   // A fresh pretraining-style run reads no training pixels before its first
-  // step (beyond the test set's initial evaluation), so the training images'
-  // stamps are checked on a worker thread meanwhile (train() awaits it).
-  const deferTrainStamps = req.resume === undefined && source === null && cfg.data.normalize !== 'dataset' && !cfg.data.relabel?.startsWith('cluster:');
+  // step, so the training images' stamps are checked on a worker thread while
+  // the rest is prepared; the check ends before the run folder exists (below).
+  const deferTrainStamps = defer && req.resume === undefined && source === null && cfg.data.normalize !== 'dataset' && !cfg.data.relabel?.startsWith('cluster:');
   const data = await loadDataset(cfg, undefined, { deferTrainStamps });
   const trained = resolveTrainLevels(data.hierarchy, cfg);
   const level = trained.levels[0];
@@ -216,6 +220,16 @@ async function prepare(req: StageRequest, cfg: Config, source: SourceRun | null)
   });
   const plan = planFinetune(cfg, req.stage, net, source?.dir ?? null, data.shape, heads.sourceHead);
   const modelBuildSeconds = (performance.now() - builtFrom) / 1000;
+  if (data.trainVerified) {
+    try {
+      await data.trainVerified();
+    } catch (e) {
+      if (!(e instanceof TrainImagesBroken)) throw e;
+      // A cold cache would skip them (or refuse, data.on_bad_image=fail) when listing, and split without them: so does this run.
+      process.stderr.write(`granular: ${e.images.length} training image(s) changed since they were cached and can no longer be decoded (${listSome(e.images, 3)}): loading the dataset again\n`);
+      return prepare(req, cfg, source, false);
+    }
+  }
   return { cfg, source, data, split, level, trained, heads, coarser: coarserLevels(data.hierarchy, level), trainLabels, flipped, net, plan, engine, modelBuildSeconds };
 }
 
