@@ -86,9 +86,9 @@ function writeFull(fd: number, buf: Uint8Array, position: number): void {
 /**
  * Replace `file` with `data` atomically: a temporary name, every byte checked
  * written (writeFull) and synced, then renamed; on failure the temporary
- * file is removed. The cache's own rather than util/fsx's writeFileAtomic,
- * because a catalogue cut short by a full disk must never be renamed into
- * place and a full disk must not keep a half-written temporary file.
+ * file is removed. The cache's own rather than util/fsx's writeFileAtomic
+ * (write-file-atomic), which takes one write call's count as the whole file:
+ * a catalogue cut short by a full disk must never be renamed into place.
  */
 function replaceFile(file: string, data: Uint8Array): void {
   const tmp = `${file}.${process.pid}.tmp`;
