@@ -4,10 +4,10 @@
  *
  *   npm run dataset:fashion-mnist -- [--out datasets/fashion-mnist] [--train-per-class N] [--test-per-class N] [--seed S] [--source DIR]
  *
- * The hierarchy (group -> kind -> item) and why: src/data/fashion-mnist.ts.
+ * The hierarchy (group -> kind -> item) and why: src/data/formats/fashion-mnist.ts.
  */
 import { parseArgs } from 'node:util';
-import { FASHION_MNIST_SYSTEM, makeFashionMnist } from '../src/data/fashion-mnist';
+import { FASHION_MNIST_SYSTEM, makeFashionMnist } from '../src/data/formats/fashion-mnist';
 import { UsageError } from '../src/util/errors';
 
 function count(v: string | undefined, flag: string): number | null {
@@ -32,7 +32,7 @@ usage: npm run dataset:fashion-mnist -- [--out DIR] [--train-per-class N|all] [-
   --source DIR           folder of the IDX files (default ${FASHION_MNIST_SYSTEM}, Debian's dataset-fashion-mnist)
 
 The hierarchy: group (clothing, accessory) -> kind (top, warm, long, footwear, bag) -> item (10);
-why, in src/data/fashion-mnist.ts. Then: npx granular hierarchy --set data.format=imagefolder --set data.root=DIR
+why, in src/data/formats/fashion-mnist.ts. Then: npx granular hierarchy --set data.format=imagefolder --set data.root=DIR
 `;
 
 async function main(): Promise<void> {

@@ -6,8 +6,8 @@ import * as tf from '@tensorflow/tfjs';
 import '../src/models/smooth-relu';
 import { parseConfigYaml } from '../src/config/load';
 import { loadDataset } from '../src/data';
-import { gatherFloats } from '../src/data/store';
-import { makeSplit } from '../src/data/split';
+import { gatherFloats } from '../src/data/cache/store';
+import { makeSplit } from '../src/data/labels/split';
 import { cli, metricRows, QUICKSTART, readJson, tmpDir, TINY } from './helpers';
 import { loadOneDnn } from '../src/engine/native-kernels';
 

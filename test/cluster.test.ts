@@ -1,8 +1,8 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import * as path from 'node:path';
-import { kmeans } from '../src/data/kmeans';
-import { clusterLabels } from '../src/data/relabel';
+import { kmeans } from '../src/data/labels/kmeans';
+import { clusterLabels } from '../src/data/labels/relabel';
 import { clusterSplit } from '../src/hierarchy/transform';
 import { coarserLevels, Hierarchy } from '../src/hierarchy/tree';
 import { Rng } from '../src/util/rng';

@@ -4,8 +4,8 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { parseSets, resolveConfig } from '../src/config/load';
 import { loadDataset } from '../src/data';
-import { decodeImage } from '../src/data/decode';
-import { readAll } from '../src/data/store';
+import { decodeImage } from '../src/data/formats/decode';
+import { readAll } from '../src/data/cache/store';
 import { cli, readJson, tmpDir } from './helpers';
 import { writeFolderDataset, writeImage } from './data-fixtures';
 

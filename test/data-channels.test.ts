@@ -5,7 +5,7 @@ import * as path from 'node:path';
 import sharp from 'sharp';
 import { parseSets, resolveConfig } from '../src/config/load';
 import { loadDataset } from '../src/data';
-import { colourFromHeader, fileColour } from '../src/data/channels';
+import { colourFromHeader, fileColour } from '../src/data/labels/channels';
 import { cli, readJson, tmpDir } from './helpers';
 import { writeFolderDataset } from './data-fixtures';
 

@@ -4,8 +4,8 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { parseSets, resolveConfig } from '../src/config/load';
 import { loadDataset } from '../src/data';
-import { makeSplit } from '../src/data/split';
-import { readAll } from '../src/data/store';
+import { makeSplit } from '../src/data/labels/split';
+import { readAll } from '../src/data/cache/store';
 import { UsageError } from '../src/util/errors';
 import { cli, tmpDir } from './helpers';
 

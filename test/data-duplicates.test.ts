@@ -4,7 +4,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { parseSets, resolveConfig } from '../src/config/load';
 import { loadDataset } from '../src/data';
-import { findDuplicates } from '../src/data/duplicates';
+import { findDuplicates } from '../src/data/labels/duplicates';
 import { UsageError } from '../src/util/errors';
 import { cli, readJson, tmpDir } from './helpers';
 import { writeFolderDataset } from './data-fixtures';

@@ -5,7 +5,7 @@ import * as path from 'node:path';
 import sharp from 'sharp';
 import { parseSets, readConfigFile, resolveConfig } from '../src/config/load';
 import { loadDataset } from '../src/data';
-import { readAll } from '../src/data/store';
+import { readAll } from '../src/data/cache/store';
 import { tmpDir } from './helpers';
 import { writeFolderDataset } from './data-fixtures';
 

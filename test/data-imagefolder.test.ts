@@ -4,7 +4,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { parseSets, resolveConfig } from '../src/config/load';
 import { loadDataset } from '../src/data';
-import { readAll } from '../src/data/store';
+import { readAll } from '../src/data/cache/store';
 import { UsageError } from '../src/util/errors';
 import { cli, readJson, tmpDir } from './helpers';
 import { LEAVES, TAXONOMY, writeFolderDataset } from './data-fixtures';

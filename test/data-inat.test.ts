@@ -4,7 +4,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { parseSets, resolveConfig } from '../src/config/load';
 import { loadDataset } from '../src/data';
-import { scanTopLevelArrays } from '../src/data/jsonscan';
+import { scanTopLevelArrays } from '../src/data/formats/jsonscan';
 import { UsageError } from '../src/util/errors';
 import { cli, readJson, tmpDir } from './helpers';
 import { writeImage } from './data-fixtures';

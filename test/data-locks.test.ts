@@ -10,7 +10,7 @@ import { needsUnshare, tmpDir } from './helpers';
 /** A process that takes the record cache lock `file`, prints HELD, holds it `ms`, releases it and prints RELEASED. */
 function holderScript(): string {
   const file = path.join(tmpDir(), 'holder.js');
-  const records = path.resolve(__dirname, '..', 'src', 'data', 'records.js');
+  const records = path.resolve(__dirname, '..', 'src', 'data', 'cache', 'records.js');
   fs.writeFileSync(
     file,
     `const { lockStore } = require(${JSON.stringify(records)});

@@ -4,8 +4,8 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { parseSets, resolveConfig } from '../src/config/load';
 import { loadDataset } from '../src/data';
-import { readAll } from '../src/data/store';
-import { ZipFile } from '../src/data/zip';
+import { readAll } from '../src/data/cache/store';
+import { ZipFile } from '../src/data/formats/zip';
 
 const ZIP = path.resolve(__dirname, '..', '..', '..', 'shared', 'data', 'omniglot', 'images_background_small1.zip');
 const skip = fs.existsSync(ZIP) ? {} : { skip: `the Omniglot zip is missing (${ZIP})` };

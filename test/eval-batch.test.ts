@@ -4,7 +4,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { parseSets, resolveConfig } from '../src/config/load';
 import { loadDataset } from '../src/data';
-import { makeSplit } from '../src/data/split';
+import { makeSplit } from '../src/data/labels/split';
 import { buildNetwork } from '../src/models/archs';
 import { classify, evalBatchSize } from '../src/measure/predict';
 import { makeProbe, probeLoss, sharpness } from '../src/measure/dynamics';

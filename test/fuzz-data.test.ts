@@ -7,7 +7,7 @@ import sharp from 'sharp';
 import * as YAML from 'yaml';
 import { resolveConfig } from '../src/config/load';
 import { loadCatalog } from '../src/data';
-import { decodeAll } from '../src/data/decode';
+import { decodeAll } from '../src/data/formats/decode';
 import { planSweep } from '../src/sweep/plan';
 import { cleanOutcome, FUZZ_RUNS as RUNS, tmpDir } from './helpers';
 

@@ -4,7 +4,7 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { Hierarchy, Level, coarsening, coarserLevels, treeFromDag } from '../src/hierarchy/tree';
-import { syntheticHierarchy } from '../src/data/synthetic';
+import { syntheticHierarchy } from '../src/data/formats/synthetic';
 import { UsageError } from '../src/util/errors';
 
 /** ../shared/data/wordnet beside the checkout: the nearest ancestor of this file that has it. */

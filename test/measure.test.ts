@@ -2,7 +2,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { accuracy, argmaxRows, coarsenProbs, topkAccuracy } from '../src/measure/accuracy';
 import { alignment, randomDirections } from '../src/measure/alignment';
-import { orthonormalPatterns } from '../src/data/synthetic';
+import { orthonormalPatterns } from '../src/data/formats/synthetic';
 import { Rng } from '../src/util/rng';
 
 const f32 = (xs: number[]) => Float32Array.from(xs);

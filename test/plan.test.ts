@@ -2,7 +2,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import * as tf from '@tensorflow/tfjs';
 import { parseSets, resolveConfig } from '../src/config/load';
-import { syntheticHierarchy } from '../src/data/synthetic';
+import { syntheticHierarchy } from '../src/data/formats/synthetic';
 import { buildNetwork } from '../src/models/archs';
 import { batchNormModes, parseFreeze, planFinetune } from '../src/train/finetune';
 import { UsageError } from '../src/util/errors';

@@ -1,7 +1,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { BatchSource, BatchSpec, InlineBatches, PrefetchedBatches } from '../src/data/prefetch';
-import { FloatStore } from '../src/data/store';
+import { BatchSource, BatchSpec, InlineBatches, PrefetchedBatches } from '../src/data/cache/prefetch';
+import { FloatStore } from '../src/data/cache/store';
 import { sharedFloat32 } from '../src/data/types';
 import { Rng } from '../src/util/rng';
 import { cli, metricRows, tmpDir } from './helpers';

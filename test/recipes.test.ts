@@ -5,7 +5,7 @@ import * as path from 'node:path';
 import sharp from 'sharp';
 import { readConfigFile, resolveConfig } from '../src/config/load';
 import { ARCHS } from '../src/models/archs';
-import { FASHION_MNIST_SYSTEM, makeFashionMnist } from '../src/data/fashion-mnist';
+import { FASHION_MNIST_SYSTEM, makeFashionMnist } from '../src/data/formats/fashion-mnist';
 import { Rng } from '../src/util/rng';
 import { runStage } from '../src/train/stage';
 import { cli, readJson, ROOT, slow, tmpDir } from './helpers';

@@ -2,12 +2,12 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { parseSets, resolveConfig } from '../src/config/load';
 import { Config } from '../src/config/schema';
-import { levelLabels, makeSplit, noisyLabels, splitFromRecord, splitRecord, stratifiedOrder } from '../src/data/split';
-import { syntheticHierarchy } from '../src/data/synthetic';
+import { levelLabels, makeSplit, noisyLabels, splitFromRecord, splitRecord, stratifiedOrder } from '../src/data/labels/split';
+import { syntheticHierarchy } from '../src/data/formats/synthetic';
 import { Dataset, Examples } from '../src/data/types';
 import { UsageError } from '../src/util/errors';
 import { Rng } from '../src/util/rng';
-import { FloatStore } from '../src/data/store';
+import { FloatStore } from '../src/data/cache/store';
 
 function cfgOf(...sets: string[]): Config {
   return resolveConfig([parseSets(sets)]);

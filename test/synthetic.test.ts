@@ -2,11 +2,11 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { parseSets, resolveConfig } from '../src/config/load';
 import { Config } from '../src/config/schema';
-import { SyntheticPlan, loadSynthetic, orthonormalPatterns, planSynthetic, renderSamples } from '../src/data/synthetic';
+import { SyntheticPlan, loadSynthetic, orthonormalPatterns, planSynthetic, renderSamples } from '../src/data/formats/synthetic';
 import { Examples } from '../src/data/types';
 import { UsageError } from '../src/util/errors';
 import { Rng } from '../src/util/rng';
-import { FloatStore, readAll } from '../src/data/store';
+import { FloatStore, readAll } from '../src/data/cache/store';
 
 function cfgOf(...sets: string[]): Config {
   return resolveConfig([parseSets(sets)]);

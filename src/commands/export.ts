@@ -1,7 +1,7 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { Command } from 'commander';
-import { IMAGENET_MEAN, IMAGENET_STD } from '../data/store';
+import { IMAGENET_MEAN, IMAGENET_STD } from '../data/cache/store';
 import { initEngine } from '../engine';
 import { buildNetwork } from '../models/archs';
 import { exportStateDict, NameStyle } from '../models/checkpoint';

@@ -2,7 +2,7 @@ import { Command } from 'commander';
 import { parseSets, readConfigFiles, resolveConfig } from '../config/load';
 import { listDataset } from '../data';
 import { Hierarchy, Level } from '../hierarchy/tree';
-import { makeSplit } from '../data/split';
+import { makeSplit } from '../data/labels/split';
 import { action, collect, commonOptions, withCommonOptions } from './common';
 
 export interface LevelStats {

@@ -246,7 +246,7 @@ const evalSection = z
   .object({
     ood: z.array(z.enum(['gaussian_noise', 'gaussian_blur', 'contrast', 'brightness', 'jpeg', 'pixelate'])).default([]).describe('image corruptions for the OOD test (not for synthetic data)'),
     ood_root: nullableStr().describe('an external OOD test folder, one folder of images per class (ood_acc@external)'),
-    ood_synthetic: z.array(z.enum(['weak_common', 'more_noise', 'all_hard'])).default([]).describe('generator-side covariate shifts for synthetic data (see src/data/synthetic.ts)'),
+    ood_synthetic: z.array(z.enum(['weak_common', 'more_noise', 'all_hard'])).default([]).describe('generator-side covariate shifts for synthetic data (see src/data/formats/synthetic.ts)'),
     ood_severities: z.array(int().min(0).max(5)).default([1, 2, 3, 4, 5]).describe('severities of each corruption or shift (0 = identity)'),
     batch_size: int()
       .positive()

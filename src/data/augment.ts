@@ -1,6 +1,6 @@
 import { Rng } from '../util/rng';
 
-/** random_resized_crop is drawn while reading the stored image (./store.ts); the others act here. */
+/** random_resized_crop is drawn while reading the stored image (./cache/store.ts); the others act here. */
 export type AugmentKind = 'flip' | 'crop' | 'random_resized_crop';
 
 /**

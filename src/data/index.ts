@@ -1,14 +1,14 @@
 import { checkDataRoot } from '../config/data-root';
 import { Config } from '../config/schema';
 import { UsageError } from '../util/errors';
-import { Catalog, listCatalog, LoadOptions, Log, materialize, stderrLog } from './catalog';
-import { cifarCatalog } from './cifar';
-import { imagefolderCatalog } from './imagefolder';
-import { inatCatalog } from './inat';
-import { omniglotCatalog } from './omniglot';
-import { clusterRelabelDataset, relabel } from './relabel';
-import { loadSynthetic, syntheticChannels } from './synthetic';
-import { wordnetCatalog } from './wordnet';
+import { Catalog, listCatalog, LoadOptions, Log, materialize, stderrLog } from './cache/catalog';
+import { cifarCatalog } from './formats/cifar';
+import { imagefolderCatalog } from './formats/imagefolder';
+import { inatCatalog } from './formats/inat';
+import { omniglotCatalog } from './formats/omniglot';
+import { clusterRelabelDataset, relabel } from './labels/relabel';
+import { loadSynthetic, syntheticChannels } from './formats/synthetic';
+import { wordnetCatalog } from './formats/wordnet';
 import { Dataset } from './types';
 
 /** The hierarchy and image list of a file-based format, before decoding. */

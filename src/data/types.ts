@@ -1,11 +1,11 @@
 import { Hierarchy } from '../hierarchy/tree';
-import { ChannelsDecision } from './channels';
-import { DuplicatesRecord } from './duplicates';
-import { PixelStore } from './store';
+import { ChannelsDecision } from './labels/channels';
+import { DuplicatesRecord } from './labels/duplicates';
+import { PixelStore } from './cache/store';
 
 /** A set of examples: labels and ids in memory, pixels in a store (in memory or the on-disk record cache). */
 export interface Examples {
-  /** Pixels, read by example index (./store.ts). */
+  /** Pixels, read by example index (./cache/store.ts). */
   x: PixelStore;
   /** Dataset class index (into Hierarchy.classes) per example. */
   y: Int32Array;
@@ -44,7 +44,7 @@ export interface Dataset {
    * background (LoadOptions.deferTrainStamps): resolves, once they are checked
    * (and any that changed decoded again, their records and hashes replaced in
    * train), to how many changed. Await it before reading training pixels.
-   * Rejects with TrainImagesBroken (./catalog) when a changed image can no
+   * Rejects with TrainImagesBroken (./cache/catalog) when a changed image can no
    * longer be decoded: load the dataset again, without deferring.
    */
   trainVerified?: () => Promise<number>;
@@ -66,7 +66,7 @@ export function hashHex(hashes: Uint8Array, i: number): string {
 
 /**
  * A Float32Array on a SharedArrayBuffer. Example pixels live in one, so the
- * batch prefetch worker (./prefetch.ts) reads them without a copy.
+ * batch prefetch worker (./cache/prefetch.ts) reads them without a copy.
  */
 export function sharedFloat32(n: number): Float32Array {
   return new Float32Array(new SharedArrayBuffer(n * Float32Array.BYTES_PER_ELEMENT));

@@ -109,7 +109,7 @@ export function shuffleParents(h: Hierarchy, seed: number): Transformed {
  * dataset's classes, and the finer levels of the original tree are dropped
  * (the pseudo-classes replace them). Which example lands in which
  * pseudo-class is decided by the caller (k-means on features; see
- * data/relabel.ts): `pseudoOf(levelClass, cluster)` gives its new class index.
+ * data/labels/relabel.ts): `pseudoOf(levelClass, cluster)` gives its new class index.
  * The depth below the level is named `cluster` when every class of the level
  * sits at one depth.
  */

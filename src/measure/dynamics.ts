@@ -1,5 +1,5 @@
 import * as tf from '@tensorflow/tfjs';
-import { PixelStore } from '../data/store';
+import { PixelStore } from '../data/cache/store';
 import { Network, NamedVariable } from '../models/network';
 import { lossOf } from '../models/loss';
 import { Rng } from '../util/rng';

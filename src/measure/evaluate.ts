@@ -6,7 +6,7 @@
  */
 import * as tf from '@tensorflow/tfjs';
 import { Config } from '../config/schema';
-import { levelLabels, Split } from '../data/split';
+import { levelLabels, Split } from '../data/labels/split';
 import { Dataset, Examples } from '../data/types';
 import { Level } from '../hierarchy/tree';
 import { Network } from '../models/network';

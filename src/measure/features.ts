@@ -8,7 +8,7 @@ import { Network } from '../models/network';
 import { readModelWeights } from '../runs/bundle';
 import * as rd from '../runs/rundir';
 import { readRunFolder, readSplitRecord } from '../runs/run';
-import { Normalization } from '../data/store';
+import { Normalization } from '../data/cache/store';
 import { UsageError } from '../util/errors';
 import { prefixFeatures } from './predict';
 

@@ -1,13 +1,13 @@
 import * as fs from 'node:fs';
 import { Config } from '../config/schema';
-import { decodeAll } from '../data/decode';
-import { FloatStore, gatherFloats, RecordStore } from '../data/store';
-import { listImages, subfolders } from '../data/folders';
+import { decodeAll } from '../data/formats/decode';
+import { FloatStore, gatherFloats, RecordStore } from '../data/cache/store';
+import { listImages, subfolders } from '../data/formats/folders';
 import { UsageError } from '../util/errors';
 import { corrupt, Corruption } from '../data/corruptions';
-import { renderShifted, SyntheticShift } from '../data/synthetic';
+import { renderShifted, SyntheticShift } from '../data/formats/synthetic';
 import { Dataset, Examples } from '../data/types';
-import { levelLabels, Split } from '../data/split';
+import { levelLabels, Split } from '../data/labels/split';
 import { Level } from '../hierarchy/tree';
 import { Network } from '../models/network';
 import { evalBatchSize, predictProbs } from './predict';

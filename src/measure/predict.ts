@@ -1,6 +1,6 @@
 import * as tf from '@tensorflow/tfjs';
-import { FloatStore } from '../data/store';
-import { Split } from '../data/split';
+import { FloatStore } from '../data/cache/store';
+import { Split } from '../data/labels/split';
 import { Dataset, Examples, sharedFloat32 } from '../data/types';
 import { Network } from '../models/network';
 import { argmaxRows } from './accuracy';

@@ -12,7 +12,7 @@ import * as path from 'node:path';
 import * as tf from '@tensorflow/tfjs';
 import { configToYaml, parseConfigYaml } from '../config/load';
 import { Config } from '../config/schema';
-import { SplitRecord } from '../data/split';
+import { SplitRecord } from '../data/labels/split';
 import { Dataset } from '../data/types';
 import { asOutOfMemory, EngineIdentity, EngineInfo, engineMismatch, outOfMemoryAdvice } from '../engine';
 import { Hierarchy, Level } from '../hierarchy/tree';

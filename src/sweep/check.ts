@@ -6,7 +6,7 @@ import { Config } from '../config/schema';
 import { FINETUNE_DEFAULT_LEVEL, levelSpecs, namesLevel, primaryLevelSpec } from '../config/stage-level';
 import { checkFinetuneSettings, headRequest } from '../train/finetune';
 import { loadCatalog, loadDataset } from '../data';
-import { transformCatalog } from '../data/catalog';
+import { transformCatalog } from '../data/cache/catalog';
 import { clusterSplit } from '../hierarchy/transform';
 import { Hierarchy } from '../hierarchy/tree';
 import { blockNames } from '../models/archs';

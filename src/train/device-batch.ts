@@ -20,8 +20,8 @@
  */
 import * as tf from '@tensorflow/tfjs';
 import { AugmentKind } from '../data/augment';
-import { Batch } from '../data/prefetch';
-import { codeTable, PixelStore } from '../data/store';
+import { Batch } from '../data/cache/prefetch';
+import { codeTable, PixelStore } from '../data/cache/store';
 
 /** Whether batches of `store` go to the device as codes (see the file comment). */
 export function decodeOnDevice(store: PixelStore, augment: readonly AugmentKind[], deviceMemory: boolean): boolean {

@@ -6,7 +6,7 @@
 import * as tf from '@tensorflow/tfjs';
 import { Config } from '../config/schema';
 import { Dataset } from '../data/types';
-import { Split } from '../data/split';
+import { Split } from '../data/labels/split';
 import { dynamicsMetrics } from '../measure/evaluate';
 import { makeProbe, Probe } from '../measure/dynamics';
 import { coarsenedLogProbs, coarsenMembership } from '../models/objective';

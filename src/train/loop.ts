@@ -1,11 +1,11 @@
 import * as tf from '@tensorflow/tfjs';
-import { levelLabels } from '../data/split';
+import { levelLabels } from '../data/labels/split';
 import { alignmentMetrics, evaluate, isDynamicsStep, trainAccuracy, validate } from '../measure/evaluate';
 import { convergence, majorityRate, plateauReached } from '../measure/convergence';
 import { makeObjective } from './heads';
 import { appendMetrics, readMetrics } from '../runs/rundir';
 import { RunFailure } from '../util/errors';
-import { Batch, batchSource } from '../data/prefetch';
+import { Batch, batchSource } from '../data/cache/prefetch';
 import { batchNormModes, Unfreezer } from './finetune';
 import { TrainableSet } from './trainable';
 import { StepLog, READ_EVERY } from './step-log';

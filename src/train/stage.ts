@@ -6,12 +6,12 @@ import { configToYaml, parseConfigYaml, parseSets, configFileList, readConfigFil
 import { tagLayer } from '../config/provenance';
 import { FINETUNE_DEFAULT_LEVEL, namesLevel } from '../config/stage-level';
 import { loadDataset } from '../data';
-import { levelLabels, makeSplit, noisyLabels, restrictToLevel, Split, splitFromRecord, splitRecord } from '../data/split';
-import { applyNormalization, inputNormalization } from '../data/normalize';
-import { checkSourceOverlap } from '../data/overlap';
+import { levelLabels, makeSplit, noisyLabels, restrictToLevel, Split, splitFromRecord, splitRecord } from '../data/labels/split';
+import { applyNormalization, inputNormalization } from '../data/labels/normalize';
+import { checkSourceOverlap } from '../data/labels/overlap';
 import { Dataset } from '../data/types';
-import { describeDuplicates } from '../data/duplicates';
-import { listSome, TrainImagesBroken } from '../data/catalog';
+import { describeDuplicates } from '../data/labels/duplicates';
+import { listSome, TrainImagesBroken } from '../data/cache/catalog';
 import { BackendChoice, engineCapabilities, EngineInfo, initEngine } from '../engine';
 import { coarserLevels, Level } from '../hierarchy/tree';
 import { buildNetwork } from '../models/archs';

@@ -1,8 +1,8 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import sharp from 'sharp';
-import { UsageError } from '../util/errors';
-import { Rng } from '../util/rng';
+import { UsageError } from '../../util/errors';
+import { Rng } from '../../util/rng';
 import { readIdx } from './idx';
 
 /** Where Debian's dataset-fashion-mnist package installs the four IDX files. */
@@ -129,7 +129,7 @@ export async function makeFashionMnist(o: FashionMnistOptions): Promise<{ train:
       path.join(tmp, 'README.txt'),
       `Fashion-MNIST (Xiao, Rasul & Vollgraf 2017, MIT licence) as an imagefolder for granular.\n` +
         `Made from ${o.source} with train_per_class=${o.trainPerClass ?? 'all'}, test_per_class=${o.testPerClass ?? 'all'}, seed=${o.seed}.\n` +
-        `File names are the image's index in the original IDX file. taxonomy.csv: group,kind,item (see src/data/fashion-mnist.ts).\n`,
+        `File names are the image's index in the original IDX file. taxonomy.csv: group,kind,item (see src/data/formats/fashion-mnist.ts).\n`,
     );
     fs.renameSync(tmp, o.out);
   } catch (e) {

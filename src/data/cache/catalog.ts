@@ -1,16 +1,16 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { Config } from '../config/schema';
-import { filterClasses } from '../hierarchy/transform';
-import { Hierarchy } from '../hierarchy/tree';
-import { UsageError } from '../util/errors';
+import { Config } from '../../config/schema';
+import { filterClasses } from '../../hierarchy/transform';
+import { Hierarchy } from '../../hierarchy/tree';
+import { UsageError } from '../../util/errors';
 import { fileStamp, filePath } from './stamp';
 import { HASH_BYTES, ImageSource, syncRecords } from './records';
-import { relabel } from './relabel';
-import { ChannelsDecision, decideChannels } from './channels';
-import { describeDuplicates, findDuplicates, refuseDuplicates } from './duplicates';
+import { relabel } from '../labels/relabel';
+import { ChannelsDecision, decideChannels } from '../labels/channels';
+import { describeDuplicates, findDuplicates, refuseDuplicates } from '../labels/duplicates';
 import { RecordStore } from './store';
-import { Dataset, Examples, hashHex } from './types';
+import { Dataset, Examples, hashHex } from '../types';
 
 /**
  * The images of one part of a dataset, as columns: half a million images must
@@ -257,7 +257,7 @@ export class TrainImagesBroken extends UsageError {
 
 /**
  * data.channels for a file-based dataset: the configured 1 or 3, or for
- * `auto` what the training images' headers say (./channels.ts). Settles
+ * `auto` what the training images' headers say (../labels/channels.ts). Settles
  * cfg.data.channels, so config.yaml records the value a run used.
  */
 export async function settleChannels(cat: Catalog, cfg: Config): Promise<ChannelsDecision> {

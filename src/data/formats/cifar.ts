@@ -20,12 +20,12 @@
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { Config } from '../config/schema';
-import { Hierarchy, joinNames } from '../hierarchy/tree';
-import { UsageError } from '../util/errors';
-import { Catalog, Refs } from './catalog';
+import { Config } from '../../config/schema';
+import { Hierarchy, joinNames } from '../../hierarchy/tree';
+import { UsageError } from '../../util/errors';
+import { Catalog, Refs } from '../cache/catalog';
 import { requireRoot } from './folders';
-import { ImageSource } from './records';
+import { ImageSource } from '../cache/records';
 
 const SIDE = 32;
 const PIXELS = SIDE * SIDE * 3;

@@ -1,9 +1,9 @@
-import { Config } from '../config/schema';
-import { Hierarchy } from '../hierarchy/tree';
-import { UsageError } from '../util/errors';
-import { Rng } from '../util/rng';
-import { FloatStore } from './store';
-import { Dataset, Examples, sharedFloat32 } from './types';
+import { Config } from '../../config/schema';
+import { Hierarchy } from '../../hierarchy/tree';
+import { UsageError } from '../../util/errors';
+import { Rng } from '../../util/rng';
+import { FloatStore } from '../cache/store';
+import { Dataset, Examples, sharedFloat32 } from '../types';
 
 /**
  * Hierarchical multi-view data (Hong et al. 2024), rendered as images.

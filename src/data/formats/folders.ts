@@ -1,12 +1,12 @@
 import { createHash } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { Config } from '../config/schema';
-import { UsageError } from '../util/errors';
-import { Rng } from '../util/rng';
-import { Refs } from './catalog';
-import { joinPlain, writeFileAtomic } from '../util/fsx';
-import { statIdentity } from './stamp';
+import { Config } from '../../config/schema';
+import { UsageError } from '../../util/errors';
+import { Rng } from '../../util/rng';
+import { Refs } from '../cache/catalog';
+import { joinPlain, writeFileAtomic } from '../../util/fsx';
+import { statIdentity } from '../cache/stamp';
 
 export const IMAGE_EXT = /\.(png|jpe?g|ppm|pgm|pbm|pnm|webp|tiff?|gif)$/i;
 

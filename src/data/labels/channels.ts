@@ -5,8 +5,8 @@
  * the key, and grey scans stay one channel.
  */
 import sharp from 'sharp';
-import { Config } from '../config/schema';
-import { UsageError } from '../util/errors';
+import { Config } from '../../config/schema';
+import { UsageError } from '../../util/errors';
 
 /** How data.channels was settled for a run: the value, and why (start line, config.yaml, split.json). */
 export interface ChannelsDecision {

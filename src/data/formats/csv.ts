@@ -1,5 +1,5 @@
 import { parse } from 'csv-parse/sync';
-import { UsageError } from '../util/errors';
+import { UsageError } from '../../util/errors';
 
 /**
  * Parse CSV text with csv-parse (RFC 4180: comma separated, "quoted" fields

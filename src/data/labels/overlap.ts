@@ -1,9 +1,9 @@
-import { Config } from '../config/schema';
-import { UsageError } from '../util/errors';
-import { Log } from './catalog';
-import { loadDataset } from './index';
+import { Config } from '../../config/schema';
+import { UsageError } from '../../util/errors';
+import { Log } from '../cache/catalog';
+import { loadDataset } from '..';
 import { Split, SplitRecord } from './split';
-import { Dataset, hashHex, SourceOverlap } from './types';
+import { Dataset, hashHex, SourceOverlap } from '../types';
 
 /**
  * The content hashes of the images a source run trained on: from its

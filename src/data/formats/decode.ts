@@ -76,7 +76,7 @@ export const DECODE_PARALLEL = Math.max(8, 2 * Number(process.env.UV_THREADPOOL_
 
 /**
  * Decode a few images into memory (an external OOD folder, tests); datasets go
- * through the record cache (./records.ts) instead. Failures are collected, never thrown.
+ * through the record cache (../cache/records.ts) instead. Failures are collected, never thrown.
  */
 export async function decodeAll(items: readonly ImageBytes[], size: number, channels: 1 | 3, parallel = DECODE_PARALLEL): Promise<Decoded> {
   const per = size * size * channels;

@@ -1,5 +1,5 @@
 import * as fs from 'node:fs';
-import { UsageError } from '../util/errors';
+import { UsageError } from '../../util/errors';
 
 const LBRACE = 0x7b, RBRACE = 0x7d, LBRACK = 0x5b, RBRACK = 0x5d, QUOTE = 0x22, BSLASH = 0x5c, COLON = 0x3a, COMMA = 0x2c;
 

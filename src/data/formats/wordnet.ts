@@ -1,9 +1,9 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { Config } from '../config/schema';
-import { readEdgeList, readNames, wordnetTree } from '../hierarchy/wordnet';
-import { UsageError } from '../util/errors';
-import { Catalog, folderSource } from './catalog';
+import { Config } from '../../config/schema';
+import { readEdgeList, readNames, wordnetTree } from '../../hierarchy/wordnet';
+import { UsageError } from '../../util/errors';
+import { Catalog, folderSource } from '../cache/catalog';
 import { folderRefs, requireRoot, scanClassFolders } from './folders';
 
 /**

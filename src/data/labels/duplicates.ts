@@ -10,9 +10,9 @@
  * "Same content" is the same file bytes (the content hash of decode.ts,
  * 64 bits of SHA-1), as for the leak check: a re-encoded copy is not found.
  */
-import { Config } from '../config/schema';
-import { UsageError } from '../util/errors';
-import { HASH_BYTES } from './records';
+import { Config } from '../../config/schema';
+import { UsageError } from '../../util/errors';
+import { HASH_BYTES } from '../cache/records';
 
 /** What data.duplicates found and did; split.json and summary.json record it, start lines print it. */
 export interface DuplicatesRecord {

@@ -1,9 +1,9 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { Config } from '../config/schema';
-import { taxonomyTree } from '../hierarchy/taxonomy';
-import { UsageError } from '../util/errors';
-import { Catalog, folderSource, listSome } from './catalog';
+import { Config } from '../../config/schema';
+import { taxonomyTree } from '../../hierarchy/taxonomy';
+import { UsageError } from '../../util/errors';
+import { Catalog, folderSource, listSome } from '../cache/catalog';
 import { parseCsv } from './csv';
 import { folderRefs, nfc, requireRoot, scanClassFolders } from './folders';
 

@@ -1,8 +1,8 @@
-import { Config } from '../config/schema';
-import { recordMeanStd } from './records';
-import { IMAGENET_MEAN, IMAGENET_STD, Normalization } from './store';
+import { Config } from '../../config/schema';
+import { recordMeanStd } from '../cache/records';
+import { IMAGENET_MEAN, IMAGENET_STD, Normalization } from '../cache/store';
 import { Split } from './split';
-import { Dataset } from './types';
+import { Dataset } from '../types';
 
 /**
  * The per-channel input normalisation of data.normalize for this run:

@@ -1,6 +1,6 @@
 import * as fs from 'node:fs';
 import * as zlib from 'node:zlib';
-import { UsageError } from '../util/errors';
+import { UsageError } from '../../util/errors';
 
 /**
  * An IDX array (LeCun's MNIST file format, also Fashion-MNIST's): unsigned

@@ -1,12 +1,12 @@
 import * as path from 'node:path';
-import { Config } from '../config/schema';
-import { clusterSplit, randomSplit, shuffleParents } from '../hierarchy/transform';
-import { Hierarchy, Level } from '../hierarchy/tree';
-import { runFeatures } from '../measure/features';
-import { UsageError } from '../util/errors';
-import { Rng } from '../util/rng';
+import { Config } from '../../config/schema';
+import { clusterSplit, randomSplit, shuffleParents } from '../../hierarchy/transform';
+import { Hierarchy, Level } from '../../hierarchy/tree';
+import { runFeatures } from '../../measure/features';
+import { UsageError } from '../../util/errors';
+import { Rng } from '../../util/rng';
 import { kmeans, nearestCenter } from './kmeans';
-import { Dataset } from './types';
+import { Dataset } from '../types';
 
 /**
  * data.relabel on class labels, for any format (no pixels involved):

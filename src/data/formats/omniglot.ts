@@ -1,18 +1,18 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { Config } from '../config/schema';
-import { Hierarchy, joinNames } from '../hierarchy/tree';
-import { UsageError } from '../util/errors';
-import { Catalog, refsOf } from './catalog';
-import { ImageSource } from './records';
+import { Config } from '../../config/schema';
+import { Hierarchy, joinNames } from '../../hierarchy/tree';
+import { UsageError } from '../../util/errors';
+import { Catalog, refsOf } from '../cache/catalog';
+import { ImageSource } from '../cache/records';
 import { ZipEntry, ZipFile } from './zip';
 
 /**
  * Where the project's copy lives: ../shared/data/omniglot beside the checkout
- * (found from this file, dist/src/data/, not from the working folder, so a
+ * (found from this file, dist/src/data/formats/, not from the working folder, so a
  * run reads the same zips from any folder); data.root overrides it.
  */
-export const OMNIGLOT_DEFAULT = path.resolve(__dirname, '..', '..', '..', '..', 'shared', 'data', 'omniglot');
+export const OMNIGLOT_DEFAULT = path.resolve(__dirname, '..', '..', '..', '..', '..', 'shared', 'data', 'omniglot');
 /** Drawers 01-15 train, 16-20 test: every character is in both parts, drawn by different people. */
 export const OMNIGLOT_TRAIN_DRAWERS = 15;
 

@@ -14,10 +14,10 @@
  */
 import * as path from 'node:path';
 import { Worker } from 'node:worker_threads';
-import { Rng } from '../util/rng';
-import { augmentBatch, AugmentKind } from './augment';
+import { Rng } from '../../util/rng';
+import { augmentBatch, AugmentKind } from '../augment';
 import { PixelStore, StoreSpec } from './store';
-import { sharedFloat32 } from './types';
+import { sharedFloat32 } from '../types';
 
 export const FREE = 0;
 export const READY = 1;

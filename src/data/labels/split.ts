@@ -1,9 +1,9 @@
 import { createHash } from 'node:crypto';
-import { Config } from '../config/schema';
-import { Level } from '../hierarchy/tree';
-import { UsageError } from '../util/errors';
-import { Rng } from '../util/rng';
-import { Dataset, Examples, hashHex } from './types';
+import { Config } from '../../config/schema';
+import { Level } from '../../hierarchy/tree';
+import { UsageError } from '../../util/errors';
+import { Rng } from '../../util/rng';
+import { Dataset, Examples, hashHex } from '../types';
 
 /** Indices into a dataset's train and test examples for one run. */
 export interface Split {

@@ -1,4 +1,4 @@
-import { Rng } from '../util/rng';
+import { Rng } from '../../util/rng';
 
 /** The result of k-means on n points of dimension d. */
 export interface KMeansResult {

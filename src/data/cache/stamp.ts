@@ -1,12 +1,12 @@
 /**
  * Stamps of image files, [size, mtimeMs], which tell the record cache that an
- * image changed (src/data/records.ts), and the check of many stamps on a
+ * image changed (src/data/cache/records.ts), and the check of many stamps on a
  * worker thread while a run starts.
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { Worker } from 'node:worker_threads';
-import { joinPlain } from '../util/fsx';
+import { joinPlain } from '../../util/fsx';
 
 /**
  * A file's identity beyond its size: device, inode, modification and status

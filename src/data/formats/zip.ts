@@ -1,6 +1,6 @@
 import * as fs from 'node:fs';
 import * as zlib from 'node:zlib';
-import { UsageError } from '../util/errors';
+import { UsageError } from '../../util/errors';
 
 /**
  * A small zip reader: the central directory gives every entry's offset, so an

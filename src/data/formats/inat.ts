@@ -1,11 +1,11 @@
 import * as path from 'node:path';
-import { Config } from '../config/schema';
-import { taxonomyTree, TaxonRow } from '../hierarchy/taxonomy';
-import { joinNames } from '../hierarchy/tree';
-import { UsageError } from '../util/errors';
-import { Catalog, folderSource, listSome, Log, Refs, refsOf } from './catalog';
+import { Config } from '../../config/schema';
+import { taxonomyTree, TaxonRow } from '../../hierarchy/taxonomy';
+import { joinNames } from '../../hierarchy/tree';
+import { UsageError } from '../../util/errors';
+import { Catalog, folderSource, listSome, Log, Refs, refsOf } from '../cache/catalog';
 import { findOnDisk, nfc } from './folders';
-import { ImageSource } from './records';
+import { ImageSource } from '../cache/records';
 import { scanTopLevelArrays } from './jsonscan';
 
 export const INAT_LEVELS = ['kingdom', 'phylum', 'class', 'order', 'family', 'genus', 'species'];

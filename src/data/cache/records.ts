@@ -29,12 +29,12 @@ import { createHash } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { UsageError } from '../util/errors';
-import { contentHash, decodeImage, DECODE_PARALLEL, forEachParallel } from './decode';
+import { UsageError } from '../../util/errors';
+import { contentHash, decodeImage, DECODE_PARALLEL, forEachParallel } from '../formats/decode';
 import { changedHere, changedInBackground, FileLayout, stampJob, statIdentity } from './stamp';
 import { crc32 } from 'node:zlib';
 import * as lockfile from 'proper-lockfile';
-import { LOCK_STALE_MS, LOCK_UPDATE_MS } from '../util/lock-timing';
+import { LOCK_STALE_MS, LOCK_UPDATE_MS } from '../../util/lock-timing';
 
 /** Bump when decoding changes (v3: EXIF orientation, aspect-preserving resize + centre crop, records). */
 export const RECORD_VERSION = 3;

@@ -11,7 +11,7 @@
  * (v - mean) / std. A store rebuilds itself from its plain-data `spec()` on
  * any thread, which is how the prefetch worker reads the same pixels.
  */
-import { Rng } from '../util/rng';
+import { Rng } from '../../util/rng';
 import { RecordReader, StoreLocation } from './records';
 
 /** Per-channel input normalisation (data.normalize); null = none. */
