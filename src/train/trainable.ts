@@ -52,7 +52,7 @@ export class TrainableSet {
    * tfjs-backend-cpu's generic binary kernel, whose compiled loop V8 shares
    * among every binary kernel made from it; an int32 Equal in every step made
    * the float32 LessEqual of the smooth ReLU's gradient about twice as slow
-   * (bench/README.md "No synchronous readback").
+   * (measured in bench/README.md, section No synchronous readback).
    */
   step(x: tf.Tensor, y: tf.Tensor1D, blockTraining: boolean[], objective: Objective, optimizer: NamedOptimizer, lr: number): { loss: tf.Scalar; pred: tf.Tensor1D } {
     let predTensor: tf.Tensor | null = null;
