@@ -11,21 +11,18 @@
  *
  * Backends: `native` (the default engine when the addon is built), `wasm`
  * (wasm with the native kernels), `wasm-only` (GRANULAR_NATIVE=0). Random
- * inputs, 1000 classes, SGD with momentum 0.9, softmax cross-entropy; the
- * step is src/train/loop.ts's (variableGrads over net.forward in training
- * mode, NamedOptimizer, loss read back). The fastest of `repeat` blocks of
- * `steps` steps counts (a shared machine only ever slows a block down).
+ * inputs, 1000 classes; the timed step and loop are bench/timing.ts's (the
+ * training loop's step, SGD with momentum 0.9, losses read every
+ * READ_EVERY steps, the fastest of `repeat` blocks of `steps` steps).
  * PyTorch: bench/torch_bench.py, as in `npm run bench`.
  */
 import { spawnSync } from 'node:child_process';
 import * as path from 'node:path';
-import * as tf from '@tensorflow/tfjs';
 import { resolveConfig } from '../src/config/load';
 import { initEngine, parseBackend } from '../src/engine/backend';
 import { buildNetwork } from '../src/models/archs';
 import { READ_EVERY } from '../src/train/step-log';
-import { NamedOptimizer } from '../src/train/optimizer';
-import { Rng } from '../src/util/rng';
+import { timeTraining } from './timing';
 
 const CLASSES = 1000;
 const LR = 0.01;
@@ -87,48 +84,13 @@ async function measureGranular(o: Options): Promise<Result> {
   const stem = arch === 'resnet18' || arch === 'resnet50' ? o.stem : null;
   const cfg = resolveConfig([{ seed: 0, model: { arch, stem }, data: { image_size: size, channels: 3 } }], 'the bench config');
   const net = buildNetwork(cfg, shape, CLASSES);
-  const vars = net.variables().filter((v) => v.trainable);
-  const byTfName = new Map(vars.map((v) => [v.variable.name, v.name]));
-  const varByName = new Map(vars.map((v) => [v.name, v.variable]));
-  const training = net.blocks.map(() => true);
-  const optimizer = new NamedOptimizer({ kind: 'sgd', momentum: 0.9, weightDecay: 0 });
-  const rng = new Rng(1);
-  const batches = [0, 1].map(() => ({
-    x: Float32Array.from({ length: o.batch * size * size * 3 }, () => rng.normal()),
-    y: Int32Array.from({ length: o.batch }, () => rng.int(CLASSES)),
-  }));
-  // As the training loop does (src/train/step-log.ts): losses stay on the device and are read every READ_EVERY steps.
-  const pending: tf.Scalar[] = [];
-  const read = async () => {
-    const all = pending.splice(0);
-    if (all.length) await tf.stack(all).data().finally(() => tf.dispose(all));
-  };
-  const step = async (i: number) => {
-    const b = batches[i % 2];
-    const { value, grads } = tf.tidy(() => {
-      const x = tf.tensor4d(b.x, [o.batch, ...shape]);
-      const y = tf.oneHot(tf.tensor1d(b.y, 'int32'), CLASSES);
-      return tf.variableGrads(() => tf.losses.softmaxCrossEntropy(y, net.forward(x, training)) as tf.Scalar, vars.map((v) => v.variable));
-    });
-    optimizer.apply(varByName, new Map(Object.entries(grads).map(([k, g]) => [byTfName.get(k)!, g])), LR);
-    tf.dispose(Object.values(grads));
-    pending.push(value);
-    if (pending.length >= READ_EVERY) await read();
-  };
-  for (let i = 0; i < o.warmup; i++) await step(i);
-  await read();
-  let seconds = Infinity;
-  for (let r = 0; r < o.repeat; r++) {
-    const t0 = performance.now();
-    for (let i = 0; i < o.steps; i++) await step(i);
-    await read();
-    seconds = Math.min(seconds, (performance.now() - t0) / 1000);
-  }
+  // Losses are read every READ_EVERY steps, as the training loop does (src/train/step-log.ts).
+  const t = await timeTraining(net, { batch: o.batch, shape, classes: CLASSES, lr: LR, warmup: o.warmup, repeat: o.repeat, steps: o.steps, readEvery: READ_EVERY });
   return {
-    imagesPerSecond: (o.steps * o.batch) / seconds,
-    msPerStep: (1000 * seconds) / o.steps,
+    imagesPerSecond: t.imagesPerSecond,
+    msPerStep: t.msPerStep,
     maxRssMb: process.resourceUsage().maxRSS / 1024,
-    params: net.paramCount(training),
+    params: t.params,
     engine: `${engine.backend}/${engine.kernels}, ${engine.threads} thread(s)`,
   };
 }

@@ -1,4 +1,4 @@
-import { test } from 'node:test';
+import { before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
@@ -8,7 +8,14 @@ import { makeSplit } from '../src/data/labels/split';
 import { buildNetwork } from '../src/models/archs';
 import { classify, evalBatchSize } from '../src/measure/predict';
 import { makeProbe, probeLoss, sharpness } from '../src/measure/dynamics';
+import { initEngine } from '../src/engine/backend';
 import { readJson, runWatching, tmpDir } from './helpers';
+
+// The wasm engine (with the native kernels where they are built), as a run would use: on tfjs's
+// pure-JS cpu backend the sharpness probes below alone took ~30 s of CPU.
+before(async () => {
+  await initEngine('wasm');
+});
 
 test('eval.batch_size: defaults to the training batch; predictions do not depend on it', async () => {
   assert.equal(evalBatchSize(resolveConfig([parseSets(['train.batch_size=48'])])), 48);

@@ -4,18 +4,23 @@ import * as path from 'node:path';
 import { runStage } from '../src/train/stage';
 import { QUICKSTART, tmpDir } from './helpers';
 
+/** Seed 0 in the default suite; all three seeds and their mean under GRANULAR_SLOW=1 (CI; ~4 min on the wasm kernels). */
+const SEEDS = process.env.GRANULAR_SLOW === '1' ? [0, 1, 2] : [0];
+
 /**
  * The claim `npm start` makes, checked by real training on the quickstart
  * settings (Hong et al. 2024): after pretraining on the finest labels, a linear
  * probe on the coarsest labels classifies *hard* test samples (only leaf
  * features) far better than after pretraining on the coarsest labels, on every
  * seed; and only fine pretraining aligns the filters with the leaf features.
+ * Every seed is checked alike: the default suite checks seed 0 (each seed is
+ * four full runs), GRANULAR_SLOW=1 all three and the mean gap.
  */
-test('fine pretraining beats coarse pretraining on hard samples under a linear probe (seeds 0, 1, 2)', async () => {
+test(`fine pretraining beats coarse pretraining on hard samples under a linear probe (seeds ${SEEDS.join(', ')})`, async () => {
   const root = tmpDir();
   const common = { backend: 'wasm' as const, quiet: true, silent: true, argv: ['test'] };
   const gaps: number[] = [];
-  for (const seed of [0, 1, 2]) {
+  for (const seed of SEEDS) {
     const pre: Record<string, Record<string, unknown>> = {};
     const probe: Record<string, Record<string, unknown>> = {};
     for (const level of ['leaf', 'top']) {
@@ -40,6 +45,9 @@ test('fine pretraining beats coarse pretraining on hard samples under a linear p
     assert.ok(leafAlign > 0.3, `seed ${seed}: align_fine ${pre.leaf.align_fine} vs random ${pre.leaf.align_random} after leaf pretraining`);
     assert.ok(Math.abs(topAlign) < 0.08, `seed ${seed}: align_fine ${pre.top.align_fine} vs random ${pre.top.align_random} after coarse pretraining`);
   }
-  const mean = gaps.reduce((a, b) => a + b, 0) / gaps.length;
-  assert.ok(mean >= 0.12, `mean gap ${mean}`);
+  // The mean over the three seeds (seed 0 alone measures 9.8 points: the mean is a claim about all three).
+  if (SEEDS.length === 3) {
+    const mean = gaps.reduce((a, b) => a + b, 0) / gaps.length;
+    assert.ok(mean >= 0.12, `mean gap ${mean}`);
+  }
 });

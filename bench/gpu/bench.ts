@@ -8,12 +8,11 @@
  *                                 --steps 10 --warmup 3 --repeat 2 --timeout 180 --budget 420 --no-torch]
  *
  * Each measurement is its own child process (webgpu, then PyTorch fp32, then
- * PyTorch AMP), so each peak is that configuration's alone. The step is the
- * training loop's (src/train/loop.ts): variableGrads over net.forward in
- * training mode, NamedOptimizer (SGD, momentum 0.9), softmax cross-entropy,
- * random inputs, 1000 classes; the loss is read back with `await data()`
+ * PyTorch AMP), so each peak is that configuration's alone. The timed step
+ * and loop are bench/timing.ts's (the training loop's step, SGD with momentum
+ * 0.9, softmax cross-entropy, random inputs, 1000 classes; the fastest of
+ * `repeat` blocks of `steps` steps); the loss is read back with `await data()`
  * every step, which also waits for the GPU, as PyTorch's `loss.item()` does.
- * The fastest of `repeat` blocks of `steps` steps counts.
  *
  * Peak GPU memory, two views:
  * - allocator: webgpu, tfjs's buffer pool (`tf.memory().numBytesAllocatedInGPU`
@@ -37,8 +36,7 @@ import * as tf from '@tensorflow/tfjs';
 import { resolveConfig } from '../../src/config/load';
 import { initEngine } from '../../src/engine';
 import { buildNetwork } from '../../src/models/archs';
-import { NamedOptimizer } from '../../src/train/optimizer';
-import { Rng } from '../../src/util/rng';
+import { timeTraining } from '../timing';
 
 const CLASSES = 1000;
 const LR = 0.01;
@@ -122,43 +120,15 @@ async function measureWebgpu(o: Options): Promise<Measurement> {
       `activation '${largest.name}' is ${mib(largest.bytes)} MiB at batch ${o.batch}, over this device's largest tensor (maxStorageBufferBindingSize) of ${mib(limit)} MiB: lower --batch or --size`,
     );
   }
-  const vars = net.variables().filter((v) => v.trainable);
-  const byTfName = new Map(vars.map((v) => [v.variable.name, v.name]));
-  const varByName = new Map(vars.map((v) => [v.name, v.variable]));
-  const training = net.blocks.map(() => true);
-  const optimizer = new NamedOptimizer({ kind: 'sgd', momentum: 0.9, weightDecay: 0 });
-  const rng = new Rng(1);
-  const batches = [0, 1].map(() => ({
-    x: Float32Array.from({ length: o.batch * size * size * 3 }, () => rng.normal()),
-    y: Int32Array.from({ length: o.batch }, () => rng.int(CLASSES)),
-  }));
-  let lastLoss = NaN;
-  const step = async (i: number) => {
-    const b = batches[i % 2];
-    const { value, grads } = tf.tidy(() => {
-      const x = tf.tensor4d(b.x, [o.batch, ...shape]);
-      const y = tf.oneHot(tf.tensor1d(b.y, 'int32'), CLASSES);
-      return tf.variableGrads(() => tf.losses.softmaxCrossEntropy(y, net.forward(x, training)) as tf.Scalar, vars.map((v) => v.variable));
-    });
-    optimizer.apply(varByName, new Map(Object.entries(grads).map(([k, g]) => [byTfName.get(k)!, g])), LR);
-    lastLoss = (await value.data())[0];
-    tf.dispose([value, ...Object.values(grads)]);
-    if (!Number.isFinite(lastLoss)) throw new Error(`step ${i}: loss is ${lastLoss}`);
-  };
-  for (let i = 0; i < o.warmup; i++) await step(i);
-  let seconds = Infinity;
-  for (let r = 0; r < o.repeat; r++) {
-    const t0 = performance.now();
-    for (let i = 0; i < o.steps; i++) await step(i);
-    seconds = Math.min(seconds, (performance.now() - t0) / 1000);
-  }
+  // The loss is read back every step (readEvery 1), which also waits for the GPU, as PyTorch's loss.item() does.
+  const t = await timeTraining(net, { batch: o.batch, shape, classes: CLASSES, lr: LR, warmup: o.warmup, repeat: o.repeat, steps: o.steps, readEvery: 1 });
   const memory = tf.memory() as tf.MemoryInfo & { numBytesAllocatedInGPU?: number };
   return {
-    imagesPerSecond: (o.steps * o.batch) / seconds,
-    msPerStep: (1000 * seconds) / o.steps,
+    imagesPerSecond: t.imagesPerSecond,
+    msPerStep: t.msPerStep,
     allocatorBytes: memory.numBytesAllocatedInGPU ?? NaN,
-    params: net.paramCount(training),
-    lastLoss,
+    params: t.params,
+    lastLoss: t.lastLoss,
     device: engine.device,
   };
 }
