@@ -103,11 +103,15 @@ function treatmentKeys(ra: readonly RunRecord[], rb: readonly RunRecord[]): Set<
   }));
 }
 
-/** Everything about a run that must match its partner: every config key but KEY, the treatment's keys and the run's name, and the source's config. */
+/**
+ * Everything about a run that must match its partner: every config key but KEY, the treatment's keys and the run's name, and the source's config.
+ * A key set to null and an absent key are the same setting (as in treatmentKeys): a run without a schedule stores
+ * `finetune.unfreeze: null`, one with a schedule `finetune.unfreeze.stop: null` and no `finetune.unfreeze`.
+ */
 function signature(run: RunRecord, key: string, treatment: ReadonlySet<string>): string {
-  const own = Object.entries(run.config).filter(([k]) => k !== key && !NOT_SETTINGS.has(k) && !treatment.has(k));
+  const own = Object.entries(run.config).filter(([k, v]) => v != null && k !== key && !NOT_SETTINGS.has(k) && !treatment.has(k));
   // Comparing pretraining levels (scratch included: it has no source) is comparing sources: their configs are what differs.
-  const src = key === 'pretrain_level' ? [] : Object.entries(run.source ?? {}).filter(([k]) => `source.${k}` !== key && !NOT_SETTINGS.has(k));
+  const src = key === 'pretrain_level' ? [] : Object.entries(run.source ?? {}).filter(([k, v]) => v != null && `source.${k}` !== key && !NOT_SETTINGS.has(k));
   return JSON.stringify([own.sort(([x], [y]) => (x < y ? -1 : 1)), src.sort(([x], [y]) => (x < y ? -1 : 1))]);
 }
 
