@@ -81,6 +81,16 @@ test('paired comparison: pairs by seed and every other setting; interval, RER an
   assert.equal(rr.n, 5);
   assert.deepEqual(rr.treatment, ['finetune.unfreeze.every', 'finetune.unfreeze.order']);
   assert.deepEqual(rr.pairs.map((p) => [p.a, p.b]), [0, 1, 2, 3, 4].map((sd) => [`k${sd}`, `F${sd}`]));
+  // The verdict follows the metric's sense: a lower error is better; a metric without a sense only says which side is higher.
+  const errRuns = [0, 1, 2, 3, 4].flatMap((sd) => [
+    { ...run(`e3-${sd}`, sd, 'leaf', 0, { 'finetune.freeze': 3 }), summary: { status: 'completed', stage: 'finetune', test_error: 0.3 + 0.01 * sd, align_fine: 0.5 } },
+    { ...run(`e0-${sd}`, sd, 'leaf', 0, { 'finetune.freeze': 0 }), summary: { status: 'completed', stage: 'finetune', test_error: 0.4 + 0.012 * sd, align_fine: 0.3 + 0.01 * sd } },
+  ]);
+  const re = pairedComparison(errRuns, { key: 'finetune.freeze', a: '3', b: '0' }, 'test_error');
+  assert.ok(re.hi < 0, 'freeze 3 has the lower error on every pair');
+  assert.equal(re.verdict, '3 better');
+  assert.equal(pairedComparison(errRuns, { key: 'finetune.freeze', a: '3', b: '0' }, 'align_fine').verdict, '3 higher');
+  assert.equal(pairedComparison(errRuns.map((r) => ({ ...r, summary: { ...r.summary, test_acc: 1 - (r.summary.test_error as number) } })), { key: 'finetune.freeze', a: '3', b: '0' }, 'test_acc').verdict, '3 better');
   // Two runs with the same settings on one side: ambiguous, refused naming both.
   assert.throws(() => pairedComparison([...runs, run('dup', 0, 'leaf', 0.5)], { key: 'pretrain_level', a: 'leaf', b: 'superclass' }, 'test_acc'), /'f0' and 'dup' both have/);
   assert.throws(() => pairedComparison(runs, { key: 'pretrain_level', a: 'leaf', b: 'genus' }, 'test_acc'), /no completed run has pretrain_level=genus/);
