@@ -69,6 +69,28 @@ test('paired comparison: pairs by seed and every other setting; interval, RER an
   assert.equal(rs.n, 6);
   assert.deepEqual(rs.treatment, ['finetune.unfreeze.every']);
   assert.ok(Math.abs(rs.diff - 0.1) < 1e-9);
+  // As real configs store them: a run without a schedule has `finetune.unfreeze: null`, a gradual run
+  // has the schedule's keys with `finetune.unfreeze.stop: null` and no `finetune.unfreeze` key.
+  // Null and absent are the same setting, so these still pair (EXPERIMENTS.md section 4's runs did not).
+  const schedule = { 'finetune.unfreeze.every': 1, 'finetune.unfreeze.order': 'top-down', 'finetune.unfreeze.stop': null };
+  const real = [0, 1, 2, 3, 4].flatMap((sd) => [
+    { ...run(`k${sd}`, sd, 'leaf', 0.72 + 0.001 * sd, schedule), meta: { sweep_stage: 'gradual-k1' } },
+    { ...run(`F${sd}`, sd, 'leaf', 0.71, { 'finetune.unfreeze': null }), meta: { sweep_stage: 'full' } },
+  ]);
+  const rr = pairedComparison(real, { key: 'sweep_stage', a: 'gradual-k1', b: 'full' }, 'test_acc');
+  assert.equal(rr.n, 5);
+  assert.deepEqual(rr.treatment, ['finetune.unfreeze.every', 'finetune.unfreeze.order']);
+  assert.deepEqual(rr.pairs.map((p) => [p.a, p.b]), [0, 1, 2, 3, 4].map((sd) => [`k${sd}`, `F${sd}`]));
+  // The verdict follows the metric's sense: a lower error is better; a metric without a sense only says which side is higher.
+  const errRuns = [0, 1, 2, 3, 4].flatMap((sd) => [
+    { ...run(`e3-${sd}`, sd, 'leaf', 0, { 'finetune.freeze': 3 }), summary: { status: 'completed', stage: 'finetune', test_error: 0.3 + 0.01 * sd, align_fine: 0.5 } },
+    { ...run(`e0-${sd}`, sd, 'leaf', 0, { 'finetune.freeze': 0 }), summary: { status: 'completed', stage: 'finetune', test_error: 0.4 + 0.012 * sd, align_fine: 0.3 + 0.01 * sd } },
+  ]);
+  const re = pairedComparison(errRuns, { key: 'finetune.freeze', a: '3', b: '0' }, 'test_error');
+  assert.ok(re.hi < 0, 'freeze 3 has the lower error on every pair');
+  assert.equal(re.verdict, '3 better');
+  assert.equal(pairedComparison(errRuns, { key: 'finetune.freeze', a: '3', b: '0' }, 'align_fine').verdict, '3 higher');
+  assert.equal(pairedComparison(errRuns.map((r) => ({ ...r, summary: { ...r.summary, test_acc: 1 - (r.summary.test_error as number) } })), { key: 'finetune.freeze', a: '3', b: '0' }, 'test_acc').verdict, '3 better');
   // Two runs with the same settings on one side: ambiguous, refused naming both.
   assert.throws(() => pairedComparison([...runs, run('dup', 0, 'leaf', 0.5)], { key: 'pretrain_level', a: 'leaf', b: 'superclass' }, 'test_acc'), /'f0' and 'dup' both have/);
   assert.throws(() => pairedComparison(runs, { key: 'pretrain_level', a: 'leaf', b: 'genus' }, 'test_acc'), /no completed run has pretrain_level=genus/);

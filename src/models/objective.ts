@@ -93,12 +93,16 @@ export interface LevelHead {
 }
 
 /**
- * train.level as a list: sum over heads of weight_h / sum(weights) x loss_h,
- * where head h's labels are map_h[primary label] (each listed level is a
- * coarsening of the first). Predictions are the primary head's.
+ * The part multiLevelObjective and semanticSoftmaxObjective share: per head h,
+ * its labels map_h[primary label] (the primary labels when map_h is null),
+ * loss = sum_h headLoss(logits_h [B x K_h], labels_h [B], h) (each term
+ * weighted by headLoss itself), predictions = argmax of the primary head
+ * (outputs[0]); `dispose` frees the label maps.
  */
-export function multiLevelObjective(kind: 'xent' | 'mse', heads: readonly LevelHead[], smoothing = 0): Objective & { dispose(): void } {
-  const total = heads.reduce((a, h) => a + h.weight, 0);
+function perHeadObjective(
+  heads: readonly LevelHead[],
+  headLoss: (logits: tf.Tensor, labels: tf.Tensor1D, head: LevelHead) => tf.Scalar,
+): Objective & { dispose(): void } {
   const maps = heads.map((h) => (h.map ? tf.tensor1d(h.map, 'int32') : null));
   return {
     loss: (out, y) =>
@@ -106,13 +110,25 @@ export function multiLevelObjective(kind: 'xent' | 'mse', heads: readonly LevelH
         let sum: tf.Tensor = tf.scalar(0);
         heads.forEach((h, i) => {
           const yh = maps[i] ? (tf.gather(maps[i]!, y) as tf.Tensor1D) : y;
-          sum = sum.add(lossOf(kind, out[i], yh, h.numClasses, smoothing).mul(h.weight / total));
+          sum = sum.add(headLoss(out[i], yh, h));
         });
         return sum as tf.Scalar;
       }),
     predict: (out) => out[0].argMax(1) as tf.Tensor1D,
     dispose: () => tf.dispose(maps.filter((m): m is tf.Tensor1D => m !== null)),
   };
+}
+
+/**
+ * train.level as a list: sum over heads of weight_h / sum(weights) x loss_h,
+ * where head h's labels are map_h[primary label] (each listed level is a
+ * coarsening of the first). Predictions are the primary head's.
+ */
+export function multiLevelObjective(kind: 'xent' | 'mse', heads: readonly LevelHead[], smoothing = 0): Objective & { dispose(): void } {
+  const total = heads.reduce((a, h) => a + h.weight, 0);
+  return perHeadObjective(heads, (logits, yh, h) =>
+    lossOf(kind, logits, yh, h.numClasses, smoothing).mul(h.weight / total) as tf.Scalar,
+  );
 }
 
 /**
@@ -127,21 +143,10 @@ export function multiLevelObjective(kind: 'xent' | 'mse', heads: readonly LevelH
  * `smoothing`. Predictions are the primary head's.
  */
 export function semanticSoftmaxObjective(heads: readonly LevelHead[], smoothing = 0): Objective & { dispose(): void } {
-  const maps = heads.map((h) => (h.map ? tf.tensor1d(h.map, 'int32') : null));
-  return {
-    loss: (out, y) =>
-      tf.tidy(() => {
-        let sum: tf.Tensor = tf.scalar(0);
-        heads.forEach((h, i) => {
-          const yh = maps[i] ? (tf.gather(maps[i]!, y) as tf.Tensor1D) : y;
-          const valid = yh.greaterEqual(0).toFloat();
-          const t = smoothedTargets(yh.maximum(tf.scalar(0, 'int32')) as tf.Tensor1D, h.numClasses, smoothing);
-          const xent = tf.logSoftmax(out[i]).mul(t).sum(1).neg().mul(valid);
-          sum = sum.add(xent.sum().div(y.shape[0]).mul(h.weight));
-        });
-        return sum as tf.Scalar;
-      }),
-    predict: (out) => out[0].argMax(1) as tf.Tensor1D,
-    dispose: () => tf.dispose(maps.filter((m): m is tf.Tensor1D => m !== null)),
-  };
+  return perHeadObjective(heads, (logits, yh, h) => {
+    const valid = yh.greaterEqual(0).toFloat();
+    const t = smoothedTargets(yh.maximum(tf.scalar(0, 'int32')) as tf.Tensor1D, h.numClasses, smoothing);
+    const xent = tf.logSoftmax(logits).mul(t).sum(1).neg().mul(valid);
+    return xent.sum().div(yh.shape[0]).mul(h.weight) as tf.Scalar;
+  });
 }

@@ -5,9 +5,10 @@
  * with a 95 % t interval, an exact two-sided sign test (the test to read
  * when n < 5, where the t interval rests on a normality it cannot check),
  * and the relative error reduction (err_B − err_A) / err_B (Hong et al.
- * 2023) with its interval. A verdict says "A better", "B better" or
- * "not resolved" (the interval spans 0, or n < 5 and the sign test's
- * p ≥ 0.05, which it always is below 6 pairs). Pure functions on run
+ * 2023) with its interval. A verdict says "A better", "B better" (by the
+ * metric's sense: higher accuracy, lower error, loss or severity; "A higher" /
+ * "B higher" for metrics without one) or "not resolved" (the interval spans 0,
+ * or n < 5 and the sign test's p ≥ 0.05, which it always is below 6 pairs). Pure functions on run
  * records: no tensors.
  */
 import { UsageError } from '../util/errors';
@@ -103,11 +104,15 @@ function treatmentKeys(ra: readonly RunRecord[], rb: readonly RunRecord[]): Set<
   }));
 }
 
-/** Everything about a run that must match its partner: every config key but KEY, the treatment's keys and the run's name, and the source's config. */
+/**
+ * Everything about a run that must match its partner: every config key but KEY, the treatment's keys and the run's name, and the source's config.
+ * A key set to null and an absent key are the same setting (as in treatmentKeys): a run without a schedule stores
+ * `finetune.unfreeze: null`, one with a schedule `finetune.unfreeze.stop: null` and no `finetune.unfreeze`.
+ */
 function signature(run: RunRecord, key: string, treatment: ReadonlySet<string>): string {
-  const own = Object.entries(run.config).filter(([k]) => k !== key && !NOT_SETTINGS.has(k) && !treatment.has(k));
+  const own = Object.entries(run.config).filter(([k, v]) => v != null && k !== key && !NOT_SETTINGS.has(k) && !treatment.has(k));
   // Comparing pretraining levels (scratch included: it has no source) is comparing sources: their configs are what differs.
-  const src = key === 'pretrain_level' ? [] : Object.entries(run.source ?? {}).filter(([k]) => `source.${k}` !== key && !NOT_SETTINGS.has(k));
+  const src = key === 'pretrain_level' ? [] : Object.entries(run.source ?? {}).filter(([k, v]) => v != null && `source.${k}` !== key && !NOT_SETTINGS.has(k));
   return JSON.stringify([own.sort(([x], [y]) => (x < y ? -1 : 1)), src.sort(([x], [y]) => (x < y ? -1 : 1))]);
 }
 
@@ -161,8 +166,25 @@ export function pairedComparison(runs: readonly RunRecord[], spec: { key: string
   const rer = isAcc ? t.mean / errB : NaN;
   const spans = !(t.lo > 0 || t.hi < 0);
   const small = pairs.length < 5 && signP >= 0.05;
-  const verdict = spans || small ? 'not resolved' : t.mean > 0 ? `${a} better` : `${b} better`;
+  const higher = t.mean > 0 ? a : b;
+  const lower = t.mean > 0 ? b : a;
+  const sense = metricSense(metric);
+  const verdict = spans || small ? 'not resolved' : sense === 'higher' ? `${higher} better` : sense === 'lower' ? `${lower} better` : `${higher} higher`;
   return { key, a, b, metric, n: pairs.length, diff: t.mean, lo: t.lo, hi: t.hi, aAbove, aBelow, signP, rer, rerLo: isAcc ? t.lo / errB : NaN, rerHi: isAcc ? t.hi / errB : NaN, verdict, treatment: [...treatment].sort(), pairs };
+}
+
+/**
+ * Which way a metric improves, for the verdict: 'higher' for accuracies (`*_acc`, `*_top5`,
+ * with or without `@qualifier`), 'lower' for errors, losses and mistake severities
+ * (`*_error`, `*_loss`, `*mistake_severity`, `*_hdist*`), null for the rest (alignment,
+ * Fisher trace, sharpness, block counts: the verdict then says which side is higher,
+ * not which is better).
+ */
+export function metricSense(metric: string): 'higher' | 'lower' | null {
+  const base = metric.split('@')[0];
+  if (/(^|_)(acc|top5)$/.test(base)) return 'higher';
+  if (/(^|_)(error|loss)$|mistake_severity$|(^|_)hdist$/.test(base)) return 'lower';
+  return null;
 }
 
 const pct = (x: number, digits = 2) => (Number.isFinite(x) ? `${(x * 100).toFixed(digits)}` : '–');
@@ -190,4 +212,4 @@ export const COMPARE_NOTE =
   'Pairs: runs equal in every setting but the compared key (seed included). Interval: 95 % t over the pairs. ' +
   'Sign test: exact, two-sided; below 5 pairs a verdict also needs it, and it cannot reach p < 0.05 there (3 of 3 pairs: p = 0.25; 4 of 4: 0.125), so such a comparison is "not resolved" however consistent. ' +
   'RER = (err_B − err_A) / err_B with err = 1 − accuracy (Hong et al. 2023); its interval is the difference\'s over the mean err_B. ' +
-  'A verdict names a winner only when the interval excludes 0 (and, below 5 pairs, the sign test is significant).';
+  'A verdict names a winner only when the interval excludes 0 (and, below 5 pairs, the sign test is significant): higher accuracy, lower error, loss or mistake severity; for other metrics (alignment, Fisher trace, ...) it names the higher side, not a better one.';
