@@ -72,6 +72,9 @@ interface Result {
   imagesPerSecond: number;
   msPerStep: number;
   maxRssMb: number;
+  /** PyTorch only: its version and the BLAS library its process loaded. */
+  torch?: string;
+  blas?: string;
   params: number;
   engine?: string;
 }
@@ -119,8 +122,8 @@ function runTorch(py: string, o: Options, arch: string, size: number, threads: n
     '--batch', String(o.batch), '--classes', String(CLASSES), '--lr', String(LR), '--size', String(size), '--stem', o.stem];
   const r = spawnSync(py, args, { encoding: 'utf8' });
   if (r.status !== 0) return `failed (exit ${r.status ?? r.signal}): ${r.stderr.trim().split('\n').slice(-1)[0]}`;
-  const j = JSON.parse(r.stdout.trim().split('\n').slice(-1)[0]) as { images_per_second: number; ms_per_step: number; max_rss_mb: number; params: number };
-  return { imagesPerSecond: j.images_per_second, msPerStep: j.ms_per_step, maxRssMb: j.max_rss_mb, params: j.params };
+  const j = JSON.parse(r.stdout.trim().split('\n').slice(-1)[0]) as { images_per_second: number; ms_per_step: number; max_rss_mb: number; params: number; torch?: string; blas?: string };
+  return { imagesPerSecond: j.images_per_second, msPerStep: j.ms_per_step, maxRssMb: j.max_rss_mb, params: j.params, torch: j.torch, blas: j.blas };
 }
 
 const f0 = (n: number) => n.toFixed(0);
@@ -145,10 +148,11 @@ async function main(): Promise<void> {
           const g = runGranular(o, arch, size, threads, backend);
           const t = py ? runTorch(py, o, arch, size, threads) : 'skipped';
           const gs = typeof g === 'string' ? g : `${f1(g.imagesPerSecond)} img/s (${f0(g.msPerStep)} ms/step), peak RSS ${f0(g.maxRssMb)} MB, ${g.params} params [${g.engine}]`;
-          const ts = typeof t === 'string' ? t : `${f1(t.imagesPerSecond)} img/s (${f0(t.msPerStep)} ms/step), peak RSS ${f0(t.maxRssMb)} MB, ${t.params} params`;
+          const ts = typeof t === 'string' ? t : `${f1(t.imagesPerSecond)} img/s (${f0(t.msPerStep)} ms/step), peak RSS ${f0(t.maxRssMb)} MB, ${t.params} params, torch ${t.torch ?? '?'}, BLAS ${t.blas ?? '?'}`;
           console.log(`\n== ${arch} ${size}px batch ${o.batch}, ${threads} thread(s), ${backend} ==\ngranular: ${gs}\npytorch:  ${ts}`);
           if (typeof g !== 'string' && typeof t !== 'string') {
             if (g.params !== t.params) console.log(`WARNING: parameter counts differ (granular ${g.params}, PyTorch ${t.params})`);
+            if (t.blas && /\/blas\/libblas\.so/.test(t.blas)) console.log('WARNING: PyTorch runs on the reference (netlib) BLAS, many times slower at matmul than OpenBLAS: not a fair peer (apt-get install libopenblas0-pthread)');
             console.log(`ratios: speed ${(g.imagesPerSecond / t.imagesPerSecond).toFixed(2)}x PyTorch, peak RSS ${(g.maxRssMb / t.maxRssMb).toFixed(2)}x PyTorch`);
           }
           const gi = typeof g === 'string' ? ['failed', '', ''] : [g.engine ?? backend, f1(g.imagesPerSecond), `${f0(g.maxRssMb)} MB`];

@@ -147,6 +147,18 @@ def build(arch, classes, stem="imagenet", width=1.0, size=224):
     raise SystemExit(f"torch_bench: unknown arch {arch}")
 
 
+def blas_library():
+    """The BLAS shared library this process loaded (Debian's python3-torch links libblas.so.3,
+    whichever implementation update-alternatives selects: the reference netlib BLAS of libblas3
+    is many times slower at matmul-heavy networks than OpenBLAS; install libopenblas0-pthread)."""
+    try:
+        with open("/proc/self/maps") as f:
+            libs = {line.split()[-1] for line in f if "blas" in line.lower() and "/" in line}
+        return ", ".join(sorted(libs)) or "unknown"
+    except OSError:
+        return "unknown"
+
+
 def main():
     p = argparse.ArgumentParser()
     p.add_argument("--arch", required=True)
@@ -196,6 +208,7 @@ def main():
         # Linux reports KiB.
         "max_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         "torch": torch.__version__,
+        "blas": blas_library(),
     }))
 
 
