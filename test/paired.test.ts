@@ -2,7 +2,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { pairedComparison, signTestP, tInterval, tQuantile975 } from '../src/report/compare';
+import { compareTable, isFractionMetric, pairedComparison, signTestP, tInterval, tQuantile975 } from '../src/report/compare';
 import { RunRecord } from '../src/report/runs';
 import { cli, tmpDir } from './helpers';
 
@@ -119,4 +119,20 @@ test('report --compare KEY=A,B prints and writes the paired table', () => {
   const bad = cli(['report', root, '--compare', 'pretrain_level=leaf', '--out', out, '--no-png']);
   assert.equal(bad.code, 2);
   assert.match(bad.stderr, /expected KEY=A,B/);
+});
+
+test('compare table: accuracy differences in points, other metrics in their own units', () => {
+  const base = { key: 'k', a: 'x', b: 'y', n: 5, aAbove: 5, aBelow: 0, signP: 0.0625, rer: NaN, rerLo: NaN, rerHi: NaN, verdict: 'x higher', treatment: [], pairs: [] };
+  const table = compareTable([
+    { ...base, metric: 'test_acc', diff: 0.0123, lo: 0.004, hi: 0.02 },
+    { ...base, metric: 'trainable_blocks', diff: -1, lo: -1, hi: -1 },
+    { ...base, metric: 'fisher_trace', diff: 0.25, lo: 0.125, hi: 0.375 },
+  ]);
+  const rows = table.split('\n').slice(2);
+  assert.match(rows[0], /\| \+1\.23 \| \[\+0\.40, \+2\.00\] \|/);
+  assert.match(rows[1], /\| -1 \| \[-1, -1\] \|/);
+  assert.match(rows[2], /\| \+0\.25 \| \[\+0\.125, \+0\.375\] \|/);
+  assert.equal(isFractionMetric('ood_acc@superclass'), true);
+  assert.equal(isFractionMetric('test_error'), true);
+  assert.equal(isFractionMetric('mistake_severity'), false);
 });

@@ -189,12 +189,29 @@ export function metricSense(metric: string): 'higher' | 'lower' | null {
 
 const pct = (x: number, digits = 2) => (Number.isFinite(x) ? `${(x * 100).toFixed(digits)}` : '–');
 
-/** One markdown table of paired results. Differences in points (×100); RER in %. */
+/**
+ * Whether a metric is a fraction in [0, 1] (accuracies, top-5, error rates), whose
+ * differences the table gives in percentage points (×100). Every other metric (losses,
+ * mistake severity, Fisher trace, block counts) keeps its own units.
+ */
+export function isFractionMetric(metric: string): boolean {
+  return /(^|_)(acc|top5|error)$/.test(metric.split('@')[0]);
+}
+
+/** A difference in the metric's table units: points for fractions, the metric's own units else. */
+function diffUnits(x: number, fraction: boolean): string {
+  if (!Number.isFinite(x)) return '–';
+  const sign = x >= 0 ? '+' : '';
+  return fraction ? `${sign}${pct(x)}` : `${sign}${Number(x.toPrecision(4))}`;
+}
+
+/** One markdown table of paired results. Differences in points (×100) for fraction metrics (accuracy, error), else in the metric's own units; RER in %. */
 export function compareTable(results: readonly PairedResult[]): string {
-  const head = '| comparison | metric | n pairs | mean diff A − B (points) | 95 % t interval | A above / below B | sign test p | RER (err_B − err_A)/err_B | RER interval | verdict |';
+  const head = '| comparison | metric | n pairs | mean diff A − B (points for accuracy/error, else in the metric units) | 95 % t interval | A above / below B | sign test p | RER (err_B − err_A)/err_B | RER interval | verdict |';
   const sep = '| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |';
   const rows = results.map((r) => {
-    const signed = (x: number) => (Number.isFinite(x) ? `${x >= 0 ? '+' : ''}${pct(x)}` : '–');
+    const fraction = isFractionMetric(r.metric);
+    const signed = (x: number) => diffUnits(x, fraction);
     const also = r.treatment.length ? ` (with ${r.treatment.slice(0, 3).join(', ')}${r.treatment.length > 3 ? ', ...' : ''})` : '';
     return `| ${r.key}: ${r.a} vs ${r.b}${also} | ${r.metric} | ${r.n} | ${signed(r.diff)} | [${signed(r.lo)}, ${signed(r.hi)}] | ${r.aAbove} / ${r.aBelow} | ${r.signP.toFixed(3)} | ${Number.isFinite(r.rer) ? `${pct(r.rer, 1)} %` : '–'} | ${Number.isFinite(r.rerLo) ? `[${pct(r.rerLo, 1)}, ${pct(r.rerHi, 1)}] %` : '–'} | ${r.verdict} |`;
   });
