@@ -12,7 +12,7 @@ import { cli, needsUnshare, QUICKSTART, runLockScript, tmpDir, TINY } from './he
 
 const STALE_MS = 2000;
 const env = { ...process.env, GRANULAR_LOCK_STALE_MS: String(STALE_MS), GRANULAR_THREADS: '1' };
-const SWEEP_RUN = path.resolve(__dirname, '..', 'src', 'report', 'sweep-run.js');
+const SWEEP_RUN = path.resolve(__dirname, '..', 'src', 'sweep', 'run.js');
 
 /** Everything `p` prints, and a promise for the first line starting with `word`. */
 function watch(p: ChildProcess): { out: () => string; line: (word: string) => Promise<string> } {
@@ -43,9 +43,9 @@ function inNamespace(code: string): { status: number | null; stdout: string; std
   return { status: r.status, stdout: r.stdout, stderr: r.stderr };
 }
 
-/** A holder of `dir`'s run lock in a PID namespace of its own, at PID ~60 there: a PID no process has in a fresh namespace. */
+/** A holder of `dir`s run lock in a PID namespace of its own, at PID ~60 there: a PID no process has in a fresh namespace. --kill-child: killing unshare kills the namespace (its PID 1 and, with it, every process in it), so no holder outlives the test and keeps its output pipe open. */
 function holderInNamespace(dir: string, ms: number): ChildProcess {
-  return spawn('unshare', ['--pid', '--fork', '--mount-proc', 'sh', '-c', `for i in $(seq 60); do /bin/true; done; ${process.execPath} ${runLockScript()} ${dir} ${ms} & wait`], { env });
+  return spawn('unshare', ['--pid', '--fork', '--kill-child', '--mount-proc', 'sh', '-c', `for i in $(seq 60); do /bin/true; done; ${process.execPath} ${runLockScript()} ${dir} ${ms} & wait`], { env });
 }
 
 /** A small completed run, made resumable again (no summary.json: it looks crashed). */
@@ -87,7 +87,7 @@ test('run.lock across PID namespaces: a live run in another namespace is seen as
 test('run.lock: a run killed as PID 1 of its namespace leaves a lock taken over once its heartbeat is stale; --resume completes', needsUnshare, async () => {
   const dir = crashedRun();
   // node is PID 1 of the new namespace, as a run is in a container.
-  const a = spawn('unshare', ['--pid', '--fork', '--mount-proc', process.execPath, runLockScript(), dir], { env });
+  const a = spawn('unshare', ['--pid', '--fork', '--kill-child', '--mount-proc', process.execPath, runLockScript(), dir], { env });
   const aw = watch(a);
   const held = await aw.line('HELD');
   assert.match(held, / pid 1$/);
