@@ -121,7 +121,7 @@ class Trainer {
     const x = tf.tensor(batch.x, [batch.y.length, ...SHAPE]);
     const y = tf.tensor1d(batch.y, 'int32');
     try {
-      this.log.push({ b: batch.y.length, epoch: 1, step: 0, lr: LR }, this.trainable.step(x, y, this.training, this.objective, this.optimizer, LR), batch.y);
+      this.log.push({ b: batch.y.length, epoch: 1, step: 0, lr: LR }, this.trainable.step(x, y, this.training, this.objective, this.optimizer, LR));
     } finally {
       tf.dispose([x, y]);
     }

@@ -1,19 +1,9 @@
 import * as path from 'node:path';
-import type MarkdownIt from 'markdown-it';
+import MarkdownIt from 'markdown-it';
 import { escapeXml } from './svg';
 
-let markdownIt: MarkdownIt | null = null;
-/**
- * The notes' markdown (`**Flag: ...**`, `code`) as HTML; raw HTML in a note
- * stays text. markdown-it is loaded on first use: every CLI process imports
- * this module through the report command, and loading markdown-it costs
- * ~25 ms of CPU that only `report --html` needs.
- */
-function markdown(): MarkdownIt {
-  // eslint-disable-next-line @typescript-eslint/no-require-imports
-  markdownIt ??= new (require('markdown-it') as typeof MarkdownIt)({ html: false, linkify: false, typographer: false });
-  return markdownIt;
-}
+/** The notes' markdown (`**Flag: ...**`, `code`) as HTML; raw HTML in a note stays text. */
+const markdown = new MarkdownIt({ html: false, linkify: false, typographer: false });
 
 /**
  * `report --html`: one self-contained index.html (no network, no files beside
@@ -128,7 +118,7 @@ export function renderHtml(r: HtmlReport): string {
 </head>
 <body>
 <h1>${escapeXml(r.title)}</h1>
-${r.notes.map((n) => `<p>${markdown().renderInline(n)}</p>`).join('\n')}
+${r.notes.map((n) => `<p>${markdown.renderInline(n)}</p>`).join('\n')}
 ${r.tables.map(table).join('\n')}
 ${r.charts.length ? `<h2>Plots</h2>\n<div class="charts">\n${charts}\n</div>` : ''}
 <script>${SCRIPT}</script>

@@ -31,15 +31,10 @@ export function decodeOnDevice(store: PixelStore, augment: readonly AugmentKind[
   return possible && (deviceMemory || env === '1');
 }
 
-/**
- * A batch on the device: x [b, ...shape] float32, y [b] int32; `labels` is a
- * host copy of y (the step's hits are counted on the host, ./step-log.ts).
- * The caller disposes x and y.
- */
+/** A batch on the device: x [b, ...shape] float32, y [b] int32. The caller disposes x and y. */
 export interface DeviceBatch {
   x: tf.Tensor;
   y: tf.Tensor1D;
-  labels: Int32Array;
   b: number;
 }
 
@@ -55,13 +50,11 @@ export class DeviceBatches {
   toDevice(batch: Batch): DeviceBatch {
     const { b } = batch;
     const size = this.shape.reduce((a, c) => a * c, 1);
-    // A copy: the batch's buffer goes back to the prefetch worker.
-    const labels = batch.y.slice(0, b);
-    const y = tf.tensor1d(labels, 'int32');
-    if (!this.table) return { x: tf.tensor(batch.x.subarray(0, b * size), [b, ...this.shape], 'float32'), y, labels, b };
+    const y = tf.tensor1d(batch.y.subarray(0, b), 'int32');
+    if (!this.table) return { x: tf.tensor(batch.x.subarray(0, b * size), [b, ...this.shape], 'float32'), y, b };
     const table = this.table;
     const x = tf.tidy(() => tf.gather(table, tf.tensor(batch.x.subarray(0, b * size), [b, ...this.shape], 'int32')));
-    return { x, y, labels, b };
+    return { x, y, b };
   }
 
   dispose(): void {

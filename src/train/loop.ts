@@ -166,7 +166,7 @@ export async function train(job: TrainJob): Promise<TrainResult> {
         const b = cur.b;
         const lr = learningRate(cfg.train.schedule, cfg.train.lr, step, totalSteps, warmup);
         try {
-          log.push({ b, epoch: epoch + 1, step: step + 1, lr }, trainable.step(cur.x, cur.y, batchNormModes(plan, trainable.flags), objective, job.optimizer, lr), cur.labels);
+          log.push({ b, epoch: epoch + 1, step: step + 1, lr }, trainable.step(cur.x, cur.y, batchNormModes(plan, trainable.flags), objective, job.optimizer, lr));
         } finally {
           tf.dispose([cur.x, cur.y]);
         }

@@ -348,7 +348,11 @@ export async function runStage(req: StageRequest): Promise<StageOutcome> {
       dataReady: () => (dataReady ??= trainImagesChecked()),
     });
     const wall = wallBefore + (Date.now() - started) / 1000;
-    if (result.stoppedEarly) {
+    // A signal that arrived after the last step but before the run could complete (final
+    // evaluation, saving) still interrupts it: the run stays resumable from its last checkpoint,
+    // and --resume completes it (trains nothing more, evaluates and saves); a stop asked for
+    // before completion never leaves a run reported completed.
+    if (result.stoppedEarly || interrupted !== null) {
       summary = interruptedSummary(base, runDir, interrupted, wall);
       exitCode = interrupted === 'SIGINT' ? 130 : 143;
     } else {

@@ -13,12 +13,6 @@
  * loop accumulates them on the host in float64, in step order, exactly as it
  * did when it read each step: train_loss and train_acc are bit-identical, and
  * a non-finite loss is still pinned to the step that produced it.
- *
- * A step's hits are counted here, on the host: its predicted classes come back
- * with the losses and are compared with the labels the host kept. No Equal
- * kernel runs on the device (on the CPU backends tfjs's generic binary
- * kernel, shared with the training step's own comparisons, slowed them down:
- * see TrainableSet.step).
  */
 import * as tf from '@tensorflow/tfjs';
 
@@ -38,32 +32,23 @@ export interface StepInfo {
   lr: number;
 }
 
-/** A step read back: its mean loss (float32) and number of correct predictions (counted on the host). */
+/** A step read back: its mean loss (float32) and number of correct predictions. */
 export interface StepValues extends StepInfo {
   loss: number;
   hits: number;
 }
 
 export class StepLog {
-  private pending: Array<{ info: StepInfo; loss: tf.Scalar; pred: tf.Tensor1D; labels: Int32Array }> = [];
+  private pending: Array<{ info: StepInfo; loss: tf.Scalar; hits: tf.Scalar }> = [];
 
   /** Steps not read yet. */
   get length(): number {
     return this.pending.length;
   }
 
-  /**
-   * Keep a step's device tensors (the log owns and disposes them): its loss
-   * (float32 scalar) and predicted classes (int32 [b]), with the batch's true
-   * classes on the host (`labels`, length b, not copied: the caller must not
-   * reuse the array).
-   */
-  push(info: StepInfo, values: { loss: tf.Scalar; pred: tf.Tensor1D }, labels: Int32Array): void {
-    if (values.pred.size !== info.b || labels.length !== info.b) {
-      tf.dispose([values.loss, values.pred]);
-      throw new Error(`step ${info.step}: ${values.pred.size} predictions and ${labels.length} labels for a batch of ${info.b}`);
-    }
-    this.pending.push({ info, ...values, labels });
+  /** Keep a step's device scalars (the log owns and disposes them). */
+  push(info: StepInfo, values: { loss: tf.Scalar; hits: tf.Scalar }): void {
+    this.pending.push({ info, ...values });
   }
 
   /** Read every pending step in one readback; returns their values in step order and empties the log. */
@@ -72,31 +57,23 @@ export class StepLog {
     if (!p.length) return [];
     this.pending = [];
     try {
-      // The losses (float32) and the predictions (int32), each in one vector; both reads in flight together.
-      const losses = tf.stack(p.map((s) => s.loss));
-      const preds = p.length === 1 ? p[0].pred : tf.concat(p.map((s) => s.pred));
-      let l: Float32Array;
-      let pr: Int32Array;
+      // [losses..., hits...] in one float32 vector (hit counts <= batch size are exact in float32).
+      const packed = tf.tidy(() => tf.concat([tf.stack(p.map((s) => s.loss)), tf.cast(tf.stack(p.map((s) => s.hits)), 'float32')]));
+      let v: Float32Array;
       try {
-        [l, pr] = (await Promise.all([losses.data(), preds.data()])) as [Float32Array, Int32Array];
+        v = (await packed.data()) as Float32Array;
       } finally {
-        tf.dispose(preds === p[0].pred ? [losses] : [losses, preds]);
+        packed.dispose();
       }
-      let at = 0;
-      return p.map((s, i) => {
-        let hits = 0;
-        for (let k = 0; k < s.info.b; k++) if (pr[at + k] === s.labels[k]) hits++;
-        at += s.info.b;
-        return { ...s.info, loss: l[i], hits };
-      });
+      return p.map((s, i) => ({ ...s.info, loss: v[i], hits: v[p.length + i] }));
     } finally {
-      tf.dispose(p.flatMap((s) => [s.loss, s.pred]));
+      tf.dispose(p.flatMap((s) => [s.loss, s.hits]));
     }
   }
 
   /** Drop pending steps unread (a run that ends on an error). */
   dispose(): void {
-    tf.dispose(this.pending.flatMap((s) => [s.loss, s.pred]));
+    tf.dispose(this.pending.flatMap((s) => [s.loss, s.hits]));
     this.pending = [];
   }
 }

@@ -39,22 +39,14 @@ export class TrainableSet {
    * scale. `objective` says what the loss is (models/objective.ts: plain,
    * coarsened or multi-level).
    *
-   * Nothing is read back: the returned tensors (the batch's mean loss, a
-   * float32 scalar, and the predicted class of each image at the run's level,
-   * int32 [b]) stay on the device for the caller to read in groups
-   * (./step-log.ts, which counts the hits on the host against the labels),
-   * and the caller disposes them. So the update is applied whatever the
-   * loss: a non-finite loss is found when its group is read, and the run
-   * fails then, before anything is measured or saved from the network it left
-   * behind.
-   *
-   * Hits are not counted here with tf.equal: on the CPU backends that runs
-   * tfjs-backend-cpu's generic binary kernel, whose compiled loop V8 shares
-   * among every binary kernel made from it; an int32 Equal in every step made
-   * the float32 LessEqual of the smooth ReLU's gradient about twice as slow
-   * (measured in bench/README.md, section No synchronous readback).
+   * Nothing is read back: the returned scalars (the batch's mean loss,
+   * float32, and its number of correct predictions at the run's level, int32)
+   * stay on the device for the caller to read in groups (./step-log.ts), and
+   * the caller disposes them. So the update is applied whatever the loss: a
+   * non-finite loss is found when its group is read, and the run fails then,
+   * before anything is measured or saved from the network it left behind.
    */
-  step(x: tf.Tensor, y: tf.Tensor1D, blockTraining: boolean[], objective: Objective, optimizer: NamedOptimizer, lr: number): { loss: tf.Scalar; pred: tf.Tensor1D } {
+  step(x: tf.Tensor, y: tf.Tensor1D, blockTraining: boolean[], objective: Objective, optimizer: NamedOptimizer, lr: number): { loss: tf.Scalar; hits: tf.Scalar } {
     let predTensor: tf.Tensor | null = null;
     const { value, grads } = tf.tidy(() =>
       tf.variableGrads(() => {
@@ -66,12 +58,10 @@ export class TrainableSet {
     try {
       const named = new Map(Object.entries(grads).map(([k, g]) => [this.byTfName.get(k)!, g]));
       optimizer.apply(this.varByName, named, (name) => lr * this.lrOf.get(name)!);
-      return { loss: value, pred: predTensor as unknown as tf.Tensor1D };
-    } catch (e) {
-      tf.dispose([value, predTensor!]);
-      throw e;
+      const hits = tf.tidy(() => tf.sum(tf.equal(predTensor as unknown as tf.Tensor, y)));
+      return { loss: value, hits: hits as tf.Scalar };
     } finally {
-      tf.dispose(Object.values(grads));
+      tf.dispose([predTensor!, ...Object.values(grads)]);
     }
   }
 
