@@ -9,6 +9,12 @@ export const ROOT = path.resolve(__dirname, '..', '..');
 export const CLI = path.join(ROOT, 'bin', 'granular.js');
 export const QUICKSTART = path.join(ROOT, 'configs', 'quickstart.yaml');
 
+// A killed run's lock is taken over once its heartbeat is this old (src/util/lock-timing.ts;
+// default 10 s, refreshed every second at this setting). Every test that kills a run and
+// resumes it would otherwise sleep out the default 10 s; the tests of the stale rule itself
+// set their own value. Children of the tests inherit it.
+process.env.GRANULAR_LOCK_STALE_MS ??= '3000';
+
 export function tmpDir(prefix = 'granular-test-'): string {
   return fs.mkdtempSync(path.join(os.tmpdir(), prefix));
 }
