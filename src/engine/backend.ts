@@ -116,20 +116,40 @@ export interface EngineIdentity {
   backend: string;
   threads: number;
   kernels?: string;
+  /** env.json's native_kernels, e.g. "oneDNN 2.6.3 (OpenMP, avx2), 2 threads". */
+  native_kernels?: string;
   adapter?: Pick<AdapterRecord, 'device' | 'description'>;
+}
+
+/**
+ * The instruction set oneDNN generated its kernels for, from a native_kernels
+ * description ("oneDNN 2.6.3 (OpenMP, avx2), 2 threads" -> "avx2"); null when
+ * the description does not name one (runs recorded before it was, or no
+ * native kernels). Two CPUs with different sets (avx2, avx512_core) run
+ * different kernels and sum in a different order: results agree to ~1e-6,
+ * not to the bit.
+ */
+export function nativeIsa(native?: string): string | null {
+  const inParens = /\(([^)]*)\)/.exec(native ?? '')?.[1];
+  const last = inParens?.split(',').pop()?.trim();
+  return last && last !== 'OpenMP' ? last : null;
 }
 
 /**
  * How `now` differs from the engine a run was trained on (`before`, from its
  * env.json), as words and the options that give that engine back; null when
- * they match. Runs from before `kernels` was recorded ran on the backend's
- * own kernels.
+ * they match: same backend, thread count, kernel set, GPU adapter, and for
+ * the native kernels the same CPU instruction set (nativeIsa). Runs from
+ * before `kernels` was recorded ran on the backend's own kernels.
  */
 export function engineMismatch(before: EngineIdentity, now: EngineInfo): { what: string; resume: string } | null {
   const kernels = before.kernels ?? before.backend;
   const gpu = (a?: Pick<AdapterRecord, 'device' | 'description'>) => (a ? `${a.description || a.device}` : null);
   const sameGpu = gpu(before.adapter) === gpu(now.adapter);
-  if (before.backend === now.backend && before.threads === now.threads && kernels === now.kernels && sameGpu) return null;
+  const isaThen = kernels === now.kernels ? nativeIsa(before.native_kernels) : null;
+  const isaNow = nativeIsa(now.native);
+  const sameIsa = isaThen === null || isaNow === null || isaThen === isaNow;
+  if (before.backend === now.backend && before.threads === now.threads && kernels === now.kernels && sameGpu && sameIsa) return null;
   let what = `trained on ${before.backend} with ${before.threads} thread(s); this process has ${now.backend} with ${now.threads}`;
   let hint = '';
   if (kernels !== now.kernels) {
@@ -137,5 +157,7 @@ export function engineMismatch(before: EngineIdentity, now: EngineInfo): { what:
     hint = moduleNamed(before.backend)?.reproduce?.(kernels) ?? '';
   }
   if (!sameGpu) what += ` (GPU: ${gpu(before.adapter) ?? 'none'} then, ${gpu(now.adapter) ?? 'none'} now)`;
-  return { what, resume: `--backend ${before.backend} --threads ${before.threads}${hint}${before.adapter && !sameGpu ? ` on a machine with that GPU and driver` : ''}` };
+  if (!sameIsa) what += ` (CPU kernels for ${isaThen} then, ${isaNow} now: another CPU)`;
+  const where = before.adapter && !sameGpu ? ' on a machine with that GPU and driver' : !sameIsa ? ` on a CPU where oneDNN uses ${isaThen} (doctor prints it)` : '';
+  return { what, resume: `--backend ${before.backend} --threads ${before.threads}${hint}${where}` };
 }

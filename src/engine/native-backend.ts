@@ -326,7 +326,7 @@ let registered = false;
 /**
  * Registers the `native` backend (not yet selected): tfjs's cpu kernels
  * copied, the native ones over them. Returns the native kernels' description
- * ("oneDNN 2.6.3 (OpenMP), 2 threads"), or null and why the addon is unavailable.
+ * ("oneDNN 2.6.3 (OpenMP, avx2), 2 threads"), or null and why the addon is unavailable.
  */
 export async function registerNativeBackend(threads: number): Promise<{ native: string | null; why: string | null }> {
   const { loadOneDnn, registerNativeKernels } = await import('./native-kernels');

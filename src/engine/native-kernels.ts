@@ -771,7 +771,7 @@ function configFor(kernelName: string, backendName: BackendName): tf.KernelConfi
  * Registers the native kernels over whatever kernels `backendName` has now
  * (wasm: call after registerWasmTrainingKernels, before or after
  * tf.setBackend('wasm'); native: ./native-backend does it), with `threads`
- * OpenMP threads. Returns a description such as "oneDNN 2.6.3 (OpenMP), 2
+ * OpenMP threads. Returns a description such as "oneDNN 2.6.3 (OpenMP, avx2), 2
  * threads", or null and why the addon is unavailable. Idempotent.
  */
 export function registerNativeKernels(threads: number, backendName: BackendName = 'wasm'): { native: string | null; why: string | null } {

@@ -68,7 +68,7 @@ export interface Started {
   threads: number;
   /** The kernel set that computes (see EngineInfo.kernels). */
   kernels: string;
-  /** The native library and its threads when the kernels are native, e.g. "oneDNN 2.6.3 (OpenMP), 2 threads". */
+  /** The native library and its threads when the kernels are native, e.g. "oneDNN 2.6.3 (OpenMP, avx2), 2 threads". */
   native?: string;
   /** The processor it computes on, in words. */
   device: string;
@@ -125,7 +125,7 @@ export interface EngineInfo {
    * identity, with the backend: the sets differ in the last bits of their sums.
    */
   kernels: string;
-  /** The native library and its thread count when kernels is 'onednn', e.g. "oneDNN 2.6.3 (OpenMP), 2 threads". */
+  /** The native library and its thread count when kernels is 'onednn', e.g. "oneDNN 2.6.3 (OpenMP, avx2), 2 threads". */
   native?: string;
   /** The GPU adapter (webgpu). Part of the engine's identity: another GPU or driver gives other bits. */
   adapter?: AdapterRecord;

@@ -26,7 +26,7 @@ export const native: EngineModule = {
     const r = await registerNativeBackend(asked);
     if (!r.native) return { unavailable: r.why ?? 'failed to initialise' };
     if (!(await tf.setBackend(NATIVE_BACKEND))) return { unavailable: 'setBackend failed' };
-    // The count OpenMP took, from "oneDNN 2.6.3 (OpenMP), 2 threads".
+    // The count OpenMP took, from "oneDNN 2.6.3 (OpenMP, avx2), 2 threads".
     const threads = Number(/(\d+) threads?$/.exec(r.native)?.[1] ?? asked);
     return { threads, kernels: 'onednn', native: r.native, device: cpuDevice(), guardKernels: true };
   },
