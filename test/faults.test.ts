@@ -215,17 +215,20 @@ test('output folders are claimed atomically: one each for processes asking for t
 });
 
 test('run.lock is taken by exactly one of several processes, fresh or stale (case 23)', async () => {
-  for (const stale of [false, true]) {
+  for (const stale of [null, 'run.lock.d', 'run.lock'] as const) {
     const dir = tmpDir();
     if (stale) {
-      // A lock whose holder died a minute ago: its heartbeat (the folder's mtime) stopped then.
-      fs.mkdirSync(path.join(dir, 'run.lock'));
+      // A lock whose holder died a minute ago: its heartbeat (the folder's mtime) stopped then. Either
+      // today's layout (run.lock.d, and run.lock with a PID that is alive here and decides nothing) or
+      // that of granular between #22 and it (run.lock a heartbeat folder).
+      fs.mkdirSync(path.join(dir, stale));
+      if (stale === 'run.lock.d') fs.writeFileSync(path.join(dir, 'run.lock'), '1\n');
       fs.writeFileSync(path.join(dir, 'run.lock.info'), JSON.stringify({ host: 'elsewhere', pid: 1, started: '2025-01-01T00:00:00Z' }));
       const then = new Date(Date.now() - 60_000);
-      fs.utimesSync(path.join(dir, 'run.lock'), then, then);
+      fs.utimesSync(path.join(dir, stale), then, then);
     }
     const script = `const rd = require(dist + '/src/runs/rundir');
-      try { rd.acquireLock(${JSON.stringify(dir)}); const t0 = Date.now(); Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 1500); const t1 = Date.now(); rd.releaseLock(${JSON.stringify(dir)}); console.log('got ' + t0 + ' ' + t1); }
+      try { rd.acquireLock(${JSON.stringify(dir)}); const t0 = Date.now(); const mine = require('fs').readFileSync(${JSON.stringify(path.join(dir, 'run.lock'))}, 'utf8') === process.pid + '\\n'; Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 1500); const t1 = Date.now(); rd.releaseLock(${JSON.stringify(dir)}); console.log((mine ? 'got ' : 'run.lock is not mine ') + t0 + ' ' + t1); }
       catch (e) { console.log(/is in use by/.test(e.message) ? 'refused' : e.message); }`;
     const got = await race(5, script);
     // Never two holders at once; those that do not get it are refused (a process that starts late, after

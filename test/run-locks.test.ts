@@ -3,11 +3,13 @@ import assert from 'node:assert/strict';
 import { spawn, spawnSync, ChildProcess } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { cli, needsUnshare, QUICKSTART, runLockScript, tmpDir, TINY } from './helpers';
+import { cli, needsUnshare, QUICKSTART, runLockScript, runWatching, tmpDir, TINY } from './helpers';
 
 /**
- * A run's run.lock across PID namespaces (containers sharing a run folder):
- * liveness is the lock's heartbeat, never a PID (issue 22, item 6).
+ * A run's lock across PID namespaces (containers sharing a run folder):
+ * liveness is the heartbeat of run.lock.d, never a PID (issue 22, item 6);
+ * run.lock itself is the holder's PID, as the run-folder contract says
+ * (DESIGN "Run directory"), and older layouts are still understood.
  */
 
 const STALE_MS = 2000;
@@ -78,7 +80,8 @@ test('run.lock across PID namespaces: a live run in another namespace is seen as
     assert.equal(r.code, 2, r.stderr);
     assert.match(r.stderr, new RegExp(`is in use by process ${pid} on host`));
     assert.equal(fs.existsSync(path.join(dir, 'summary.json')), false);
-    assert.ok(fs.statSync(path.join(dir, 'run.lock')).isDirectory(), 'the holder still holds its lock');
+    assert.ok(fs.statSync(path.join(dir, 'run.lock.d')).isDirectory(), 'the holder still holds its lock');
+    assert.equal(fs.readFileSync(path.join(dir, 'run.lock'), 'utf8'), `${pid}\n`, "run.lock is still the holder's PID (in its namespace)");
   } finally {
     a.kill('SIGKILL');
   }
@@ -135,10 +138,112 @@ test('run.lock: a holder whose lock is taken from it (replaced by another proces
   let stderr = '';
   a.stderr!.on('data', (d) => (stderr += d));
   // Another process took it over (as after a stall past the stale time): a new lock folder with a fresh heartbeat.
-  fs.rmSync(path.join(dir, 'run.lock'), { recursive: true });
-  fs.mkdirSync(path.join(dir, 'run.lock'));
+  fs.rmdirSync(path.join(dir, 'run.lock.d'));
+  fs.mkdirSync(path.join(dir, 'run.lock.d'));
   const sig = await new Promise<NodeJS.Signals | null>((r) => a.on('exit', (_c, s) => r(s)));
   assert.equal(sig, 'SIGKILL');
-  assert.match(stderr, /lost .*run\.lock .* another process holds it now .*Stopping at once/);
-  assert.ok(fs.statSync(path.join(dir, 'run.lock')).isDirectory(), "the new holder's lock is left alone");
+  assert.match(stderr, /lost .*run\.lock\.d .* another process holds it now .*Stopping at once/);
+  assert.ok(fs.statSync(path.join(dir, 'run.lock.d')).isDirectory(), "the new holder's lock is left alone");
+});
+
+const sh = (cmd: string) => spawnSync('sh', ['-c', cmd], { encoding: 'utf8' });
+
+test('run.lock is the PID of the process running the run (cat, kill -0); a SIGKILLed run leaves it with a stale heartbeat that --resume takes over; gone after the run', async () => {
+  const dir = path.join(tmpDir(), 'run');
+  const lock = path.join(dir, 'run.lock');
+  let pid = 0;
+  let cat = '';
+  let kill0: number | null = null;
+  const r = await runWatching(['pretrain', '--config', QUICKSTART, '--quiet', '--set', 'train.epochs=12', '--set', 'data.synthetic.test_samples=200', '--run-dir', dir], (child) => {
+    if (!fs.existsSync(path.join(dir, 'checkpoint', 'state.json'))) return false;
+    pid = child.pid!;
+    // What users' scripts do: `cat RUN/run.lock`, `kill -0 $(cat RUN/run.lock)`.
+    cat = sh(`cat '${lock}'`).stdout;
+    kill0 = sh(`kill -0 $(cat '${lock}')`).status;
+    child.kill('SIGKILL');
+    return true;
+  }, { GRANULAR_LOCK_STALE_MS: String(STALE_MS), GRANULAR_THREADS: '1' });
+  assert.equal(r.signal, 'SIGKILL', `the run was killed before it finished: ${r.stderr}`);
+  assert.equal(cat, `${pid}\n`, 'run.lock holds the PID of the running process, then a newline');
+  assert.equal(kill0, 0, 'kill -0 $(cat run.lock) succeeds while the run lives');
+  // Killed: run.lock stays, naming a process that is gone; run.lock.d's heartbeat stops.
+  assert.ok(fs.statSync(lock).isFile(), 'a killed run leaves run.lock behind');
+  assert.equal(fs.readFileSync(lock, 'utf8'), `${pid}\n`);
+  assert.notEqual(sh(`kill -0 $(cat '${lock}')`).status, 0);
+  assert.ok(fs.statSync(path.join(dir, 'run.lock.d')).isDirectory());
+  const state = () => spawnSync(process.execPath, ['-e', `console.log(require(${JSON.stringify(SWEEP_RUN)}).runState(${JSON.stringify(dir)}))`], { env, encoding: 'utf8' }).stdout.trim();
+  await new Promise((res) => setTimeout(res, STALE_MS + 300));
+  assert.equal(state(), 'crashed', 'a stale heartbeat is a crashed run');
+  const res = cli(['pretrain', '--resume', dir, '--quiet'], { env: { GRANULAR_LOCK_STALE_MS: String(STALE_MS), GRANULAR_THREADS: '1' } });
+  assert.equal(res.code, 0, res.stderr);
+  assert.match(res.stderr, new RegExp(`taking over a stale run\\.lock left by process ${pid} on host \\S+`));
+  assert.equal(JSON.parse(fs.readFileSync(path.join(dir, 'summary.json'), 'utf8')).status, 'completed');
+  assert.deepEqual(fs.readdirSync(dir).filter((f) => f.startsWith('run.lock')), [], 'run.lock, run.lock.d and run.lock.info are gone after the run');
+});
+
+/** Hold the lock of `dir` in a child (runLockScript); resolves with the child and its PID once held. */
+async function holder(dir: string): Promise<{ p: ChildProcess; pid: number; out: () => string }> {
+  const p = spawn(process.execPath, [runLockScript(), dir], { env });
+  const w = watch(p);
+  const held = await w.line('HELD');
+  return { p, pid: Number(held.split(' pid ')[1]), out: w.out };
+}
+
+const take = (dir: string) => spawnSync(process.execPath, [runLockScript(), dir, '0'], { env, encoding: 'utf8', timeout: 60_000 }).stdout;
+const stateOf = (dir: string) => spawnSync(process.execPath, ['-e', `console.log(require(${JSON.stringify(SWEEP_RUN)}).runState(${JSON.stringify(dir)}))`], { env, encoding: 'utf8' }).stdout.trim();
+
+test('run.lock of granular before #22 (a PID file, no heartbeat): judged by its PID here; refused while it lives, replaced once it is gone; such a run resumes', async () => {
+  const dir = crashedRun();
+  const sleeper = spawn('sleep', ['60']);
+  try {
+    fs.writeFileSync(path.join(dir, 'run.lock'), `${sleeper.pid}\n`);
+    assert.equal(stateOf(dir), 'running');
+    assert.match(take(dir), new RegExp(`^REFUSED run '.*' is in use by process ${sleeper.pid} \\(run\\.lock, with no heartbeat: written by an older granular\\)`, 'm'));
+    assert.equal(fs.readFileSync(path.join(dir, 'run.lock'), 'utf8'), `${sleeper.pid}\n`, 'a refused process leaves the lock alone');
+  } finally {
+    sleeper.kill('SIGKILL');
+  }
+  await new Promise<void>((res) => (sleeper.exitCode !== null || sleeper.signalCode !== null ? res() : sleeper.on('exit', () => res())));
+  assert.equal(stateOf(dir), 'crashed');
+  const h = await holder(dir);
+  try {
+    assert.match(h.out(), new RegExp(`^NOTE replacing a run\\.lock left by process ${sleeper.pid} \\(older granular\\)`, 'm'));
+    assert.equal(fs.readFileSync(path.join(dir, 'run.lock'), 'utf8'), `${h.pid}\n`, "run.lock is now the new holder's PID");
+  } finally {
+    h.p.kill('SIGKILL');
+  }
+  await new Promise<void>((res) => h.p.on('exit', () => res()));
+  // The whole run: an older granular's crashed run (run.lock with a dead PID, nothing else) resumes.
+  fs.rmSync(path.join(dir, 'run.lock.d'), { recursive: true });
+  fs.rmSync(path.join(dir, 'run.lock.info'));
+  assert.deepEqual(fs.readdirSync(dir).filter((f) => f.startsWith('run.lock')), ['run.lock']);
+  const r = cli(['pretrain', '--resume', dir, '--quiet'], { env: { GRANULAR_LOCK_STALE_MS: String(STALE_MS), GRANULAR_THREADS: '1' } });
+  assert.equal(r.code, 0, r.stderr);
+  assert.match(r.stderr, /replacing a run\.lock left by process \d+ \(older granular\)/);
+  assert.equal(JSON.parse(fs.readFileSync(path.join(dir, 'summary.json'), 'utf8')).status, 'completed');
+  assert.deepEqual(fs.readdirSync(dir).filter((f) => f.startsWith('run.lock')), []);
+});
+
+test('run.lock of granular between #22 and this layout (a heartbeat folder): judged by its mtime; refused while fresh, taken over once stale; such a run resumes', async () => {
+  const dir = crashedRun();
+  const old = path.join(dir, 'run.lock');
+  fs.mkdirSync(old);
+  fs.writeFileSync(path.join(dir, 'run.lock.info'), JSON.stringify({ host: 'elsewhere', pid: 1, started: '2025-01-01T00:00:00Z' }));
+  // A live older holder refreshes the folder's mtime (its PID, 1, would look alive anyway: only the heartbeat counts);
+  // from a process of its own, since the checks below block this one.
+  const beat = spawn('sh', ['-c', `while :; do touch -m -c '${old}'; sleep 0.3; done`]);
+  try {
+    assert.equal(stateOf(dir), 'running');
+    assert.match(take(dir), /^REFUSED run '.*' is in use by process 1 on host elsewhere .*\(run\.lock, its heartbeat is fresh\)/m);
+    assert.ok(fs.statSync(old).isDirectory(), 'a refused process leaves the older lock alone');
+  } finally {
+    beat.kill('SIGKILL');
+  }
+  await new Promise((res) => setTimeout(res, STALE_MS + 300));
+  assert.equal(stateOf(dir), 'crashed');
+  const r = cli(['pretrain', '--resume', dir, '--quiet'], { env: { GRANULAR_LOCK_STALE_MS: String(STALE_MS), GRANULAR_THREADS: '1' } });
+  assert.equal(r.code, 0, r.stderr);
+  assert.match(r.stderr, /taking over a stale run\.lock folder \(older granular\) left by process 1 on host elsewhere/);
+  assert.equal(JSON.parse(fs.readFileSync(path.join(dir, 'summary.json'), 'utf8')).status, 'completed');
+  assert.deepEqual(fs.readdirSync(dir).filter((f) => f.startsWith('run.lock')), [], 'the older lock, its info and ours are all gone after the run');
 });

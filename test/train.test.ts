@@ -18,7 +18,8 @@ test('a run killed with SIGKILL and resumed ends bit-identical to an uninterrupt
     const r = await runUntil(['pretrain', ...RESUMABLE, '--run-dir', cut], cut, at, 'SIGKILL');
     assert.equal(r.signal, 'SIGKILL', 'the run must have been killed before it finished');
     assert.equal(fs.existsSync(path.join(cut, 'summary.json')), false, 'a killed run has no summary');
-    assert.ok(fs.existsSync(path.join(cut, 'run.lock')), 'a killed run leaves its lock behind');
+    assert.ok(fs.statSync(path.join(cut, 'run.lock')).isFile(), 'a killed run leaves run.lock behind');
+    assert.ok(fs.statSync(path.join(cut, 'run.lock.d')).isDirectory(), 'and its heartbeat lock');
     const res = cli(['pretrain', '--resume', cut, '--quiet']);
     assert.equal(res.code, 0, res.stderr);
     assert.match(res.stderr, /taking over a stale run\.lock/);
@@ -42,7 +43,7 @@ test('SIGINT stops at a step boundary: exit 130, status interrupted, and --resum
   const s = readJson(path.join(cut, 'summary.json'));
   assert.equal(s.status, 'interrupted');
   assert.match(r.stdout, /interrupted .* resume with '(\S+ )?\S*granular(\.js)? pretrain --resume/);
-  assert.equal(fs.existsSync(path.join(cut, 'run.lock')), false);
+  assert.deepEqual(fs.readdirSync(cut).filter((f) => f.startsWith('run.lock')), [], 'an interrupted run releases its lock');
   const res = cli(['pretrain', '--resume', cut, '--quiet']);
   assert.equal(res.code, 0, res.stderr);
   assert.equal(readJson(path.join(cut, 'summary.json')).status, 'completed');

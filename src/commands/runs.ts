@@ -12,7 +12,7 @@ import { formatTable } from './hierarchy';
 /** One run folder as `granular runs` lists it. */
 export interface RunLine {
   dir: string;
-  /** completed | failed | interrupted | running (run.lock with a fresh heartbeat) | crashed (no summary, no live lock) */
+  /** completed | failed | interrupted | running (run.lock.d with a fresh heartbeat; run.lock holds its PID) | crashed (no summary, no live lock) */
   status: string;
   stage: string | null;
   level: string | null;
@@ -73,7 +73,7 @@ export function runsCommand(): Command {
     .addHelpText(
       'after',
       `
-status: completed, failed, interrupted (resume it), running (a live process holds run.lock: its heartbeat is fresh),
+status: completed, failed, interrupted (resume it), running (a live process holds the run's lock: the heartbeat of run.lock.d is fresh; run.lock holds its PID),
 crashed (no summary.json and no live process: resume it). age: since the run last wrote.
 Oldest first, so the newest run is next to the prompt.
 

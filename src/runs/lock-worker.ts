@@ -1,23 +1,22 @@
 /**
- * The thread that holds a run's `run.lock` (see runlock.ts). It takes the
- * lock with proper-lockfile when asked and then keeps its heartbeat (the lock
- * folder's mtime) fresh on its own event loop, so a main thread busy for
- * longer than the stale time (a long synchronous kernel, a model save) does
- * not let the lock go stale while the run is alive.
+ * The thread that holds a run's heartbeat lock, `run.lock.d` (see
+ * runlock.ts). It takes the lock with proper-lockfile when asked and then
+ * keeps its heartbeat (the lock folder's mtime) fresh on its own event loop,
+ * so a main thread busy for longer than the stale time (a long synchronous
+ * kernel, a model save) does not let the lock go stale while the run is alive.
  *
  * Messages on `port` (the main thread waits for each reply on `flag`):
  *   {op: 'try'}      -> {ok: true} | {ok: false, code, message}: take the lock
  *                       if it is free; a held lock is never judged stale here;
- *   {op: 'takeover', mtimeMs} -> the same: the main thread judged the lock
- *                       stale (its heartbeat stood at mtimeMs for the stale
- *                       time); under a second lock, `run.lock.takeover`, it is
- *                       removed and taken if its mtime is still mtimeMs, so of
- *                       several processes taking over one stale lock only one
- *                       gets it (proper-lockfile's own stale takeover removes
- *                       and remakes the folder unguarded: two processes could
- *                       both remove the stale one, the second removing the
- *                       first's new lock); `code: 'EBUSY'` while another
- *                       process holds the takeover lock;
+ *   {op: 'takeover', mtimeMs, path?} -> the same: the main thread judged the
+ *                       lock stale (its heartbeat stood at mtimeMs for the
+ *                       stale time); it is removed and taken under a second
+ *                       lock so that of several processes only one gets it
+ *                       (src/util/heartbeat-lock.ts `takeOver`); `code:
+ *                       'EBUSY'` while another process is taking it over. With
+ *                       `path` (an older granular's lock folder, `run.lock`),
+ *                       that folder is only removed, under its own
+ *                       `<path>.takeover` as older granular guarded it;
  *   {op: 'release'}  -> {ok: true} | {ok: false, code, message}.
  * The lock is taken with an infinite `stale`: proper-lockfile then never
  * removes a lock on its own, and a holder whose refresh was late (the machine
@@ -29,7 +28,7 @@
  */
 import * as fs from 'node:fs';
 import { MessagePort, workerData } from 'node:worker_threads';
-import * as lockfile from 'proper-lockfile';
+import { Release, takeLock, takeOver } from '../util/heartbeat-lock';
 
 interface Data {
   port: MessagePort;
@@ -41,7 +40,10 @@ interface Data {
 
 const { port, flag, lockPath, stale, update } = workerData as Data;
 const signal = new Int32Array(flag);
-let release: (() => Promise<void>) | null = null;
+let release: Release | null = null;
+
+type Reply = { ok: boolean; code?: string | null; message?: string };
+const failure = (e: NodeJS.ErrnoException): Reply => ({ ok: false, code: e.code ?? null, message: e.message });
 
 function reply(msg: Reply): void {
   port.postMessage(msg);
@@ -49,40 +51,7 @@ function reply(msg: Reply): void {
   Atomics.notify(signal, 0);
 }
 
-function take(): Promise<() => Promise<void>> {
-  return lockfile.lock(lockPath, { realpath: false, lockfilePath: lockPath, stale: Infinity, update, retries: 0, onCompromised });
-}
-
-type Reply = { ok: boolean; code?: string | null; message?: string };
-const failure = (e: NodeJS.ErrnoException): Reply => ({ ok: false, code: e.code ?? null, message: e.message });
-
-/** Take over the lock whose heartbeat stood at `mtimeMs` (see the header), under the takeover lock. */
-async function takeover(mtimeMs: number): Promise<Reply> {
-  const guard = `${lockPath}.takeover`;
-  let unguard: () => Promise<void>;
-  try {
-    // The guard may itself be left by a process killed while taking over: stale after `stale` ms.
-    unguard = await lockfile.lock(guard, { realpath: false, lockfilePath: guard, stale, update, retries: 0, onCompromised: () => undefined });
-  } catch (e) {
-    const err = e as NodeJS.ErrnoException;
-    return err.code === 'ELOCKED' ? { ok: false, code: 'EBUSY', message: 'another process is taking the lock over' } : failure(err);
-  }
-  let out: Reply;
-  try {
-    const st = fs.statSync(lockPath, { throwIfNoEntry: false });
-    if (st && st.mtimeMs !== mtimeMs) {
-      out = { ok: false, code: 'ELOCKED', message: 'another process took the lock over first' };
-    } else {
-      if (st) fs.rmdirSync(lockPath);
-      release = await take();
-      out = { ok: true };
-    }
-  } catch (e) {
-    out = failure(e as NodeJS.ErrnoException);
-  }
-  await unguard().catch(() => undefined);
-  return out;
-}
+const take = (): Promise<Release> => takeLock(lockPath, update, onCompromised);
 
 function onCompromised(err: Error): void {
   release = null;
@@ -98,7 +67,7 @@ function onCompromised(err: Error): void {
   );
 }
 
-port.on('message', (msg: { op: string; mtimeMs?: number }) => {
+port.on('message', (msg: { op: string; mtimeMs?: number; path?: string }) => {
   if (msg.op === 'try') {
     take().then(
       (r) => {
@@ -108,7 +77,11 @@ port.on('message', (msg: { op: string; mtimeMs?: number }) => {
       (e: NodeJS.ErrnoException) => reply(failure(e)),
     );
   } else if (msg.op === 'takeover') {
-    void takeover(msg.mtimeMs!).then(reply);
+    void takeOver(msg.path ?? lockPath, msg.mtimeMs!, stale, update, msg.path ? null : take).then((t) => {
+      if (!t.ok) return reply(t);
+      if (t.release) release = t.release;
+      reply({ ok: true });
+    });
   } else if (msg.op === 'release') {
     const r = release;
     release = null;

@@ -2,7 +2,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { UsageError } from '../util/errors';
 import { claimNewDir, isNonEmptyDir, readJson, sanitizeName, writeFileAtomic, writeJsonAtomic } from '../util/fsx';
-import { LOCK_FILE, LOCK_INFO_FILE } from './runlock';
+import { LOCK_DIR, LOCK_FILE, LOCK_INFO_FILE } from './runlock';
 
 /**
  * The run folder: every file a run writes, and the rules for creating one.
@@ -14,8 +14,10 @@ export const FILES = {
   hierarchy: 'hierarchy.json',
   split: 'split.json',
   env: 'env.json',
-  /** A heartbeat lock folder while a process runs it (runlock.ts); absent once the run ended. */
+  /** The PID of the process running it (decimal, newline); absent once the run ended (runlock.ts). */
   lock: LOCK_FILE,
+  /** The run's lock: a folder whose mtime its holder refreshes (the heartbeat that alone decides whether it lives). */
+  lockDir: LOCK_DIR,
   /** Beside run.lock: host, pid and start time of its holder, for messages only. */
   lockInfo: LOCK_INFO_FILE,
   metrics: 'metrics.jsonl',

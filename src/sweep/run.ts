@@ -90,7 +90,7 @@ function setAt(key: string, v: unknown): Record<string, unknown> {
 export function runState(dir: string): RunState {
   const run = readRunFolder(dir);
   if (run.configText === null) return 'new';
-  // Liveness is run.lock's heartbeat (runlock.ts), never a PID: a run killed a moment ago counts as running until it goes stale.
+  // Liveness is the heartbeat of run.lock.d (runlock.ts), never the PID in run.lock: a run killed a moment ago counts as running until it goes stale.
   if (rd.lockStatus(dir).live) return 'running';
   const s = run.summary;
   if (!s) return 'crashed';

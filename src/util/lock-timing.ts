@@ -1,7 +1,8 @@
 /**
  * Timing shared by granular's two locks, the record cache's `<base>.lk` and a
- * run's `run.lock`: both are proper-lockfile locks (a folder made with mkdir,
- * whose mtime its holder refreshes), so whether their holder lives is decided
+ * run's `run.lock.d` (beside `run.lock`, which holds the holder's PID): both
+ * are proper-lockfile locks (a folder made with mkdir, whose mtime its holder
+ * refreshes; src/util/heartbeat-lock.ts), so whether their holder lives is decided
  * by that heartbeat, never by a PID (a PID means nothing in another PID
  * namespace, container or host, and PID 1 of a killed container looks alive).
  *

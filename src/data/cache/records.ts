@@ -35,6 +35,7 @@ import { changedHere, changedInBackground, FileLayout, stampJob, statIdentity } 
 import { crc32 } from 'node:zlib';
 import * as lockfile from 'proper-lockfile';
 import { LOCK_STALE_MS, LOCK_UPDATE_MS } from '../../util/lock-timing';
+import { heartbeat, takeLock, takeOver } from '../../util/heartbeat-lock';
 
 /** Bump when decoding changes (v3: EXIF orientation, aspect-preserving resize + centre crop, records). */
 export const RECORD_VERSION = 3;
@@ -415,21 +416,33 @@ export function storeBase(format: string, identity: string, size: number, channe
  * its holder refreshes every LOCK_STALE_MS / 4 (proper-lockfile): liveness is
  * the heartbeat, never a PID, so it holds across PID namespaces, containers
  * and hosts sharing the cache folder (a PID from another namespace means
- * nothing here, and PID 1 is always alive), and a lock whose holder was
- * killed is taken over once its heartbeat is LOCK_STALE_MS old. If the lock
- * is lost meanwhile (the folder removed, the disk stalled past the stale
- * time), `check()` throws before anything else is written.
+ * nothing here, and PID 1 is always alive). A lock whose heartbeat is
+ * LOCK_STALE_MS old (its holder was killed) is taken over, guarded so that of
+ * several processes doing so exactly one gets it (src/util/heartbeat-lock.ts
+ * `takeOver`, shared with the run lock). If the lock is lost meanwhile (the
+ * folder removed or replaced), `check()` throws before anything else is
+ * written. Errors: the file system's (EACCES, EROFS, ENOSPC...) with their code.
  */
 export async function lockStore(file: string, log: (l: string) => void): Promise<{ unlock: () => void; check: () => void }> {
-  const opts = { realpath: false, lockfilePath: file, stale: LOCK_STALE_MS, update: LOCK_UPDATE_MS };
   let lost: Error | null = null;
   let said = false;
+  const take = () => takeLock(file, LOCK_UPDATE_MS, (e: Error) => (lost = e));
   for (;;) {
     try {
-      await lockfile.lock(file, { ...opts, onCompromised: (e: Error) => (lost = e) });
+      await take();
       break;
     } catch (e) {
       if ((e as NodeJS.ErrnoException).code !== 'ELOCKED') throw e;
+    }
+    const beat = heartbeat(file);
+    if (beat !== null && Date.now() - beat >= LOCK_STALE_MS) {
+      const t = await takeOver(file, beat, LOCK_STALE_MS, LOCK_UPDATE_MS, take);
+      if (t.ok) {
+        log(`took over the record cache lock ${file}, whose holder stopped refreshing it ${((Date.now() - beat) / 1000).toFixed(1)} s ago (killed, or its container or host is gone)`);
+        break;
+      }
+      if (t.code !== 'ELOCKED' && t.code !== 'EBUSY') throw Object.assign(new Error(`cannot take over the record cache lock ${file}: ${t.message}`), { code: t.code });
+      // Another process took it over first, or is doing so: wait for that one.
     }
     if (!said) log(`waiting for another process, which is adding images to the record cache (${file}; a lock not refreshed for ${LOCK_STALE_MS / 1000} s is taken over)`);
     said = true;
@@ -439,7 +452,7 @@ export async function lockStore(file: string, log: (l: string) => void): Promise
     unlock: () => {
       if (lost) return;
       try {
-        lockfile.unlockSync(file, opts);
+        lockfile.unlockSync(file, { realpath: false, lockfilePath: file });
       } catch {
         // already released or taken over: nothing of ours to remove
       }
