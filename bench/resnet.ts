@@ -94,7 +94,8 @@ async function measureGranular(o: Options): Promise<Result> {
     msPerStep: t.msPerStep,
     maxRssMb: process.resourceUsage().maxRSS / 1024,
     params: t.params,
-    engine: `${engine.backend}/${engine.kernels}, ${engine.threads} thread(s)`,
+    // The native kernels' description names the instruction set oneDNN uses (avx2, avx512_core): figures from two CPUs differ by it.
+    engine: engine.native ? `${engine.backend}/${engine.native}` : `${engine.backend}/${engine.kernels}, ${engine.threads} thread(s)`,
   };
 }
 
