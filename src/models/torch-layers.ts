@@ -1,4 +1,5 @@
 import * as tf from '@tensorflow/tfjs';
+import { softmaxLastAxis } from './fused-ops';
 import { layerNorm } from './layer-norm';
 
 /**
@@ -204,7 +205,7 @@ export class MultiHeadSelfAttention extends tf.layers.Layer {
       const qkv = tf.add(tf.matMul(x.reshape([b * t, d]), this.qkvKernel!.read() as tf.Tensor2D), this.qkvBias!.read());
       // [B*T, 3D] -> [3, B, heads, T, hd]
       const [q, k, v] = tf.unstack(qkv.reshape([b, t, 3, h, hd]).transpose([2, 0, 3, 1, 4]));
-      const attn = tf.softmax(tf.matMul(q.mul(1 / Math.sqrt(hd)), k, false, true));
+      const attn = softmaxLastAxis(tf.matMul(q.mul(1 / Math.sqrt(hd)), k, false, true));
       const o = tf.matMul(attn, v).transpose([0, 2, 1, 3]).reshape([b * t, d]);
       return tf.add(tf.matMul(o, this.projKernel!.read() as tf.Tensor2D), this.projBias!.read()).reshape([b, t, d]);
     });
