@@ -1278,8 +1278,14 @@ napi_value Softmax(napi_env env, napi_callback_info info) {
     for (int64_t r = 0; r < rows; r++) {
       const float* xr = x + r * cols;
       float* yr = y + r * cols;
-      float m = -INFINITY;
-      for (int64_t j = 0; j < cols; j++) m = std::max(m, xr[j]);
+      // The row maximum in four running maxima (independent compares; NaN is skipped here and propagates through exp).
+      float mx[4] = {-INFINITY, -INFINITY, -INFINITY, -INFINITY};
+      int64_t j = 0;
+      for (; j + 4 <= cols; j += 4) {
+        for (int k = 0; k < 4; k++) mx[k] = std::max(mx[k], xr[j + k]);
+      }
+      for (; j < cols; j++) mx[0] = std::max(mx[0], xr[j]);
+      const float m = std::max(std::max(mx[0], mx[1]), std::max(mx[2], mx[3]));
       const double sum = expShifted(xr, yr, cols, m);
       const double inv = 1.0 / sum;
       for (int64_t j = 0; j < cols; j++) yr[j] = static_cast<float>(yr[j] * inv);
