@@ -23,6 +23,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <cstdlib>
 #include <climits>
 #include <cstring>
 #include <memory>
@@ -1009,7 +1010,8 @@ napi_value AdviseHugePages(napi_env env, napi_callback_info info) {
 // are scalar calls (about 5 ns each here) and these loops vectorize (about
 // 1 ns an element with AVX2). VECTOR_MATH(suffix) defines the loops; they are
 // compiled twice, for AVX2+FMA and for any x86-64 (SSE2), and the AVX2 ones
-// run where the CPU has them (vectorMath() picks once).
+// run where the CPU has them (vectorMath() picks once; GRANULAR_VECTOR_MATH=generic
+// in the environment forces the plain ones, for the tests).
 //
 // expd: exp(x) in float64, branch-free: x = n ln2 + r, |r| <= ln2/2 (ln2 in
 //   two parts, fdlibm's constants), e^r by its Taylor series to r^10
@@ -1103,7 +1105,9 @@ struct VectorMath {
 const VectorMath& vectorMath() {
   static const VectorMath m = [] {
 #if defined(__x86_64__) && defined(__GNUC__)
-    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return VectorMath{geluLoopAvx2, geluGradLoopAvx2, expShiftedLoopAvx2};
+    const char* forced = std::getenv("GRANULAR_VECTOR_MATH");  // "generic": the plain x86-64 loops (tests)
+    const bool generic = forced && std::string(forced) == "generic";
+    if (!generic && __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return VectorMath{geluLoopAvx2, geluGradLoopAvx2, expShiftedLoopAvx2};
 #endif
     return VectorMath{geluLoopGeneric, geluGradLoopGeneric, expShiftedLoopGeneric};
   }();

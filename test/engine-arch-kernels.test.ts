@@ -1,3 +1,4 @@
+import { spawnSync } from 'node:child_process';
 import { before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import * as tf from '@tensorflow/tfjs';
@@ -132,4 +133,19 @@ test("a ViT's MLP runs GELU as the fused kernels on native, its config still say
   const names = new Set(info.kernelNames);
   for (const k of [GELU, GELU_GRAD, SOFTMAX_GRAD]) assert.ok(names.has(k), `${k} not run: ${[...names].join(', ')}`);
   assert.ok(!names.has(tf.Erf), 'no composed GELU');
+});
+
+// The addon's GELU and softmax loops exist twice (AVX2+FMA, and plain x86-64 for older
+// CPUs; native/onednn.cc VECTOR_MATH). This machine runs the AVX2 ones above; the plain
+// ones run the same checks in a child process forced onto them.
+const child = process.env.GRANULAR_VECTOR_MATH === 'generic';
+test('the plain x86-64 GELU and softmax loops pass the same checks (child process, GRANULAR_VECTOR_MATH=generic)', { skip: skip || child || (process.arch !== 'x64' && 'x86-64 only') }, () => {
+  // Without NODE_TEST_CONTEXT (set by the runner we are in) the child reports in TAP on stdout.
+  const { NODE_TEST_CONTEXT: _, ...env } = process.env;
+  const r = spawnSync(process.execPath, ['--test', '--test-reporter', 'tap', '--test-name-pattern', 'fused GELU|native Softmax', __filename], {
+    env: { ...env, GRANULAR_VECTOR_MATH: 'generic' },
+    encoding: 'utf8',
+  });
+  assert.equal(r.status, 0, r.stdout + r.stderr);
+  assert.match(r.stdout, /# pass 2\b/, r.stdout);
 });
