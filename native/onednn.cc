@@ -1389,10 +1389,23 @@ napi_value AvgPoolGrad(napi_env env, napi_callback_info info) {
   });
 }
 
+// sum_{j < n} term(j) in float64 as four running sums (j mod 4) added pairwise at
+// the end: the adds of one row overlap instead of waiting on one another.
+template <typename Term>
+inline double sum4(int64_t n, Term term) {
+  double s[4] = {0, 0, 0, 0};
+  int64_t j = 0;
+  for (; j + 4 <= n; j += 4) {
+    for (int k = 0; k < 4; k++) s[k] += term(j + k);
+  }
+  for (; j < n; j++) s[j & 3] += term(j);
+  return (s[0] + s[1]) + (s[2] + s[3]);
+}
+
 // layerNorm(x, gamma | null, beta | null, y, mean, invStd, rows, cols, epsilon):
 // layer normalisation over the last axis of a row-major [rows, cols] array
 // (Ba et al. 2016; nn.LayerNorm): per row the mean and biased variance in
-// float64 (two passes), invStd = 1 / sqrt(variance + epsilon), then
+// float64 (two passes, each as four running sums, sum4), invStd = 1 / sqrt(variance + epsilon), then
 // y = (x - mean) * invStd * gamma + beta. Saves x, mean and invStd for the
 // backward pass, no normalised copy (as PyTorch's native_layer_norm). Rows
 // split over threads; each row is computed by one thread, so results do not
@@ -1418,14 +1431,12 @@ napi_value LayerNorm(napi_env env, napi_callback_info info) {
     for (int64_t r = 0; r < rows; r++) {
       const float* xr = x + r * D;
       float* yr = y + r * D;
-      double s = 0;
-      for (int64_t j = 0; j < D; j++) s += xr[j];
-      const double mean = s / D;
-      double v = 0;
-      for (int64_t j = 0; j < D; j++) {
+      // Row sums in four running float64 sums (independent adds instead of one chain).
+      const double mean = sum4(D, [&](int64_t j) { return static_cast<double>(xr[j]); }) / D;
+      const double v = sum4(D, [&](int64_t j) {
         const double d = xr[j] - mean;
-        v += d * d;
-      }
+        return d * d;
+      });
       const double inv = 1.0 / std::sqrt(v / D + eps);
       meanOut[r] = static_cast<float>(mean);
       invOut[r] = static_cast<float>(inv);
