@@ -6,6 +6,6 @@
  */
 export { backendNames, engineCapabilities, engineMismatch, initEngine, parseBackend, probeBackends } from './backend';
 export type { AdapterRecord, BackendChoice, Capabilities, EngineIdentity, EngineInfo } from './backend';
-export { BATCH_NORM_TRAIN, BATCH_NORM_TRAIN_GRAD, LAYER_NORM, LAYER_NORM_GRAD } from './kernel-names';
+export { BATCH_NORM_TRAIN, BATCH_NORM_TRAIN_GRAD, GELU, GELU_GRAD, LAYER_NORM, LAYER_NORM_GRAD, SOFTMAX_GRAD } from './kernel-names';
 export { asOutOfMemory, mib, OutOfMemoryError, outOfMemoryAdvice } from './oom';
 export { DeviceLostError, GpuError } from './webgpu-guard';

@@ -21,7 +21,7 @@
  */
 import * as path from 'node:path';
 import * as tf from '@tensorflow/tfjs';
-import { BATCH_NORM_TRAIN, BATCH_NORM_TRAIN_GRAD, LAYER_NORM, LAYER_NORM_GRAD } from './kernel-names';
+import { BATCH_NORM_TRAIN, BATCH_NORM_TRAIN_GRAD, GELU, GELU_GRAD, LAYER_NORM, LAYER_NORM_GRAD, SOFTMAX_GRAD } from './kernel-names';
 import type { BackendWasm } from '@tensorflow/tfjs-backend-wasm';
 import type { NativeBackend } from './native-backend';
 
@@ -61,6 +61,10 @@ export interface OneDnnAddon {
     dy: Float32Array, x: Float32Array, mean: Float32Array, invStd: Float32Array, gamma: Float32Array | null,
     dx: Float32Array, dGamma: Float32Array, dBeta: Float32Array, rows: number, cols: number,
   ): void;
+  gelu(x: Float32Array, y: Float32Array, n: number): void;
+  geluGrad(dy: Float32Array, x: Float32Array, dx: Float32Array, n: number): void;
+  softmaxGrad(dy: Float32Array, y: Float32Array, dx: Float32Array, rows: number, cols: number): void;
+  transpose(x: Float32Array | Int32Array, out: Float32Array | Int32Array, shape: number[], perm: number[]): void;
 }
 
 const ADDON_FUNCTIONS: Array<keyof OneDnnAddon> = [
@@ -88,6 +92,10 @@ const ADDON_FUNCTIONS: Array<keyof OneDnnAddon> = [
   'avgPoolGrad',
   'layerNorm',
   'layerNormGrad',
+  'gelu',
+  'geluGrad',
+  'softmaxGrad',
+  'transpose',
 ];
 
 /** Where `npm run build:native` puts the addon (this file runs from dist/src/engine/). */
@@ -96,8 +104,11 @@ export const ADDON_PATH = path.join(__dirname, '..', '..', '..', 'native', 'buil
 /** The environment variable that turns the native kernels off (`GRANULAR_NATIVE=0`). */
 export const NATIVE_ENV = 'GRANULAR_NATIVE';
 
-/** Kernel names of the fused training-mode batch norm (src/models/batchnorm.ts) and LayerNorm (src/models/layer-norm.ts), native backend only. */
-export { BATCH_NORM_TRAIN, BATCH_NORM_TRAIN_GRAD, LAYER_NORM, LAYER_NORM_GRAD };
+/**
+ * Kernel names of the fused training-mode batch norm (src/models/batchnorm.ts), LayerNorm
+ * (src/models/layer-norm.ts), GELU and softmax gradient (src/models/fused-ops.ts), native backend only.
+ */
+export { BATCH_NORM_TRAIN, BATCH_NORM_TRAIN_GRAD, GELU, GELU_GRAD, LAYER_NORM, LAYER_NORM_GRAD, SOFTMAX_GRAD };
 
 let loaded: { addon: OneDnnAddon | null; why: string | null } | null = null;
 
@@ -595,8 +606,10 @@ function layerNormGrad(args: KernelArgs): tf.TensorInfo[] {
 /**
  * Transpose of any dtype and rank, by output-order strided copy (the cpu
  * backend's kernel computes every element's source index from scratch: ~10x
- * slower at the sizes the two-layer network transposes each step). Native
- * backend only; same values as tf.transpose (a permutation, no arithmetic).
+ * slower at the sizes the two-layer network transposes each step): in the
+ * addon for float32 and int32 up to rank 8 (whole rows by memcpy when the last
+ * axis stays last: the attention's head splits and merges), here otherwise.
+ * Native backend only; same values as tf.transpose (a permutation, no arithmetic).
  */
 function transpose(args: KernelArgs): tf.TensorInfo | tf.TensorInfo[] {
   const { x } = args.inputs as { x: tf.TensorInfo };
@@ -608,6 +621,10 @@ function transpose(args: KernelArgs): tf.TensorInfo | tf.TensorInfo[] {
   const out = native.makeOutputInfo(outShape, x.dtype);
   const dst = native.values(out);
   const rank = x.shape.length;
+  if (rank >= 1 && rank <= 8 && dst.length > 0 && (src instanceof Float32Array || src instanceof Int32Array) && (dst instanceof Float32Array || dst instanceof Int32Array)) {
+    addon.transpose(src, dst, x.shape, perm);
+    return out;
+  }
   const inStrides = new Array<number>(rank);
   for (let i = rank - 1, acc = 1; i >= 0; i--) {
     inStrides[i] = acc;
@@ -706,6 +723,42 @@ function splitV(args: KernelArgs): tf.TensorInfo | tf.TensorInfo[] {
   return outs;
 }
 
+/** GranularGelu: input x (float32); output y = x * Phi(x) (native/onednn.cc Gelu). */
+function gelu(args: KernelArgs): tf.TensorInfo {
+  const { x } = args.inputs as { x: tf.TensorInfo };
+  const n = tf.util.sizeFromShape(x.shape);
+  if (x.dtype !== 'float32') throw new Error(`${GELU}: float32 x expected, got ${x.dtype}`);
+  const b = io(args.backend);
+  const y = b.out(x.shape);
+  if (n > 0) addon.gelu(b.f32(x), b.f32(y), n);
+  return y;
+}
+
+/** GranularGeluGrad: inputs dy, x (same shape); output dx = dy * GELU'(x). */
+function geluGrad(args: KernelArgs): tf.TensorInfo {
+  const { dy, x } = args.inputs as { dy: tf.TensorInfo; x: tf.TensorInfo };
+  const n = tf.util.sizeFromShape(x.shape);
+  if (!allFloat32(dy, x) || !tf.util.arraysEqual(dy.shape, x.shape)) throw new Error(`${GELU_GRAD}: float32 dy and x of one shape expected, got [${dy.shape}] and [${x.shape}]`);
+  const b = io(args.backend);
+  const dx = b.out(x.shape);
+  if (n > 0) addon.geluGrad(b.f32(dy), b.f32(x), b.f32(dx), n);
+  return dx;
+}
+
+/** GranularSoftmaxGrad: inputs dy, y (a softmax's output over the last axis, same shape); output dx = y * (dy - sum(dy * y)) per row. */
+function softmaxGrad(args: KernelArgs): tf.TensorInfo {
+  const { dy, y } = args.inputs as { dy: tf.TensorInfo; y: tf.TensorInfo };
+  const n = tf.util.sizeFromShape(y.shape);
+  if (!allFloat32(dy, y) || !tf.util.arraysEqual(dy.shape, y.shape) || y.shape.length === 0) {
+    throw new Error(`${SOFTMAX_GRAD}: float32 dy and y of one shape (rank >= 1) expected, got [${dy.shape}] and [${y.shape}]`);
+  }
+  const cols = y.shape[y.shape.length - 1];
+  const b = io(args.backend);
+  const dx = b.out(y.shape);
+  if (n > 0) addon.softmaxGrad(b.f32(dy), b.f32(y), b.f32(dx), n / cols, cols);
+  return dx;
+}
+
 interface NativeKernel {
   kernelFunc: tf.KernelFunc;
   /** Also over the wasm kernels (the set that existed before the native backend, with its numerics). */
@@ -734,6 +787,9 @@ const kernels: Record<string, NativeKernel> = {
   [BATCH_NORM_TRAIN_GRAD]: { kernelFunc: batchNormTrainGrad as unknown as tf.KernelFunc, wasm: false },
   [LAYER_NORM]: { kernelFunc: layerNorm as unknown as tf.KernelFunc, wasm: false },
   [LAYER_NORM_GRAD]: { kernelFunc: layerNormGrad as unknown as tf.KernelFunc, wasm: false },
+  [GELU]: { kernelFunc: gelu as unknown as tf.KernelFunc, wasm: false },
+  [GELU_GRAD]: { kernelFunc: geluGrad as unknown as tf.KernelFunc, wasm: false },
+  [SOFTMAX_GRAD]: { kernelFunc: softmaxGrad as unknown as tf.KernelFunc, wasm: false },
   ...Object.fromEntries(
     Object.keys(BINARY_OPS).map((name) => [name, { kernelFunc: ((args: KernelArgs) => binary(name, args)) as tf.KernelFunc, wasm: BINARY_OPS[name] <= 4 }]),
   ),

@@ -1,4 +1,5 @@
 import * as tf from '@tensorflow/tfjs';
+import { softmaxLastAxis } from './fused-ops';
 import { layerNorm } from './layer-norm';
 
 /**
@@ -201,12 +202,13 @@ export class MultiHeadSelfAttention extends tf.layers.Layer {
       const [b, t, d] = x.shape;
       const h = this.heads;
       const hd = d / h;
-      const qkv = tf.add(tf.matMul(x.reshape([b * t, d]), this.qkvKernel!.read() as tf.Tensor2D), this.qkvBias!.read());
+      // Bias added inside the product (one _FusedMatMul, its gradient a column sum): the same float32 sum as matMul then add.
+      const qkv = tf.fused.matMul({ a: x.reshape([b * t, d]), b: this.qkvKernel!.read() as tf.Tensor2D, bias: this.qkvBias!.read() });
       // [B*T, 3D] -> [3, B, heads, T, hd]
       const [q, k, v] = tf.unstack(qkv.reshape([b, t, 3, h, hd]).transpose([2, 0, 3, 1, 4]));
-      const attn = tf.softmax(tf.matMul(q.mul(1 / Math.sqrt(hd)), k, false, true));
+      const attn = softmaxLastAxis(tf.matMul(q.mul(1 / Math.sqrt(hd)), k, false, true));
       const o = tf.matMul(attn, v).transpose([0, 2, 1, 3]).reshape([b * t, d]);
-      return tf.add(tf.matMul(o, this.projKernel!.read() as tf.Tensor2D), this.projBias!.read()).reshape([b, t, d]);
+      return tf.fused.matMul({ a: o, b: this.projKernel!.read() as tf.Tensor2D, bias: this.projBias!.read() }).reshape([b, t, d]);
     });
   }
 

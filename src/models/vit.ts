@@ -2,6 +2,7 @@ import * as tf from '@tensorflow/tfjs';
 import { Config } from '../config/schema';
 import { UsageError } from '../util/errors';
 import { Block } from './network';
+import { withFusedGelu } from './fused-ops';
 import { MultiHeadSelfAttention, TokenEmbedding, TokenPool, TorchLayerNorm } from './torch-layers';
 
 /**
@@ -49,8 +50,11 @@ export function vit(cfg: Config, shape: [number, number, number], arch: VitArch,
   const d = vitDim(arch, cfg.model.width);
   const heads = VIT_SIZES[arch].heads;
   const pool = cfg.model.pool ?? 'token';
-  const dense = (name: string, units: number, activation?: 'gelu') =>
-    tf.layers.dense({ name, units, activation, kernelInitializer: tf.initializers.truncatedNormal({ mean: 0, stddev: 0.02, seed: seeds.next() }) });
+  // GELU runs as one kernel forward and one back where the backend has them (./fused-ops).
+  const dense = (name: string, units: number, activation?: 'gelu') => {
+    const layer = tf.layers.dense({ name, units, activation, kernelInitializer: tf.initializers.truncatedNormal({ mean: 0, stddev: 0.02, seed: seeds.next() }) });
+    return activation === 'gelu' ? withFusedGelu(layer) : layer;
+  };
   const norm = (name: string) => new TorchLayerNorm({ name, epsilon: 1e-6 });
   const proj = tf.layers.conv2d({ name: 'patch_embed_proj', filters: d, kernelSize: p, strides: p, padding: 'valid', useBias: true, kernelInitializer: tf.initializers.leCunNormal({ seed: seeds.next() }) });
   const embed = new TokenEmbedding({ name: 'embed', classToken: pool === 'token', seed: seeds.next() });
