@@ -110,6 +110,11 @@ test('pretrain then finetune: the run folders hold every contract file and sensi
   const rows = metricRows(pre);
   assert.deepEqual(rows.filter((x) => x.kind === 'epoch').map((x) => x.epoch), [0, 1, 2]);
   assert.ok(rows.every((x) => ['epoch', 'dynamics'].includes(String(x.kind)) && typeof x.trainable_params === 'number'));
+  // Every epoch row carries train_loss, train_acc and val_acc (DESIGN.md): null at epoch 0, before any training.
+  for (const row of rows.filter((x) => x.kind === 'epoch')) for (const k of ['train_loss', 'train_acc', 'val_acc']) assert.ok(k in row, `epoch ${row.epoch} row lacks ${k}`);
+  const row0 = rows.find((x) => x.kind === 'epoch' && x.epoch === 0)!;
+  assert.equal(row0.train_loss, null);
+  assert.equal(row0.train_acc, null);
   const split = readJson<{ train: string[]; val: string[]; test: string[]; hash: string }>(path.join(pre, 'split.json'));
   assert.equal(split.train.length + split.val.length, 240);
   assert.equal(new Set([...split.train, ...split.val]).size, 240, 'train and val are disjoint');

@@ -91,11 +91,14 @@ export async function train(job: TrainJob): Promise<TrainResult> {
   if (step === 0) {
     // The state before training: chance accuracy and alignment at initialisation.
     const t0 = performance.now();
-    const init = { ...(await evaluate(target, cache?.test)), ...(await alignmentMetrics(net, data, cfg.data.seed)) };
+    // Every epoch row carries train_loss, train_acc and val_acc (DESIGN.md): at epoch 0 nothing has trained (null), and
+    // val_acc is the untrained network's (null without a validation set). Early stopping and model-best/ start at epoch 1.
+    const val0 = await validate(target, valLabels, cache?.val);
+    const init = { ...(Number.isFinite(val0) ? { val_acc: val0 } : {}), ...(await evaluate(target, cache?.test)), ...(await alignmentMetrics(net, data, cfg.data.seed)) };
     // Part of first_step_seconds: the start-up proper is the rest.
     carry.initial_eval_seconds = (performance.now() - t0) / 1000;
     const row0 = { epoch: 0, step: 0, ...init, ...rowBase() };
-    appendMetrics(runDir, { kind: 'epoch', ...row0 });
+    appendMetrics(runDir, { kind: 'epoch', epoch: 0, step: 0, train_loss: null, train_acc: null, val_acc: null, ...init, ...rowBase() });
     // A 0-epoch run reports the network it starts with.
     last = row0;
     carry = { ...carry, ...Object.fromEntries(Object.entries(init).filter(([k]) => k.startsWith('align')).map(([k, v]) => [`${k}_init`, v])) };
