@@ -46,6 +46,10 @@ test('SIGINT stops at a step boundary: exit 130, status interrupted, and --resum
   assert.equal(r.code, 130);
   const s = readJson(path.join(cut, 'summary.json'));
   assert.equal(s.status, 'interrupted');
+  // epochs_trained: the epochs finished before the stop (the run was stopped once epoch 3's row was written).
+  const finished = metricRows(cut).filter((x) => x.kind === 'epoch').map((x) => Number(x.epoch));
+  assert.ok(Number(s.epochs_trained) >= 3, `epochs_trained ${s.epochs_trained}`);
+  assert.equal(s.epochs_trained, Math.max(...finished));
   assert.match(r.stdout, /interrupted .* resume with '(\S+ )?\S*granular(\.js)? pretrain --resume/);
   assert.deepEqual(fs.readdirSync(cut).filter((f) => f.startsWith('run.lock')), [], 'an interrupted run releases its lock');
   const res = cli(['pretrain', '--resume', cut, '--quiet']);

@@ -22,7 +22,7 @@ import { readJson, writeFileAtomic, writeJsonAtomic } from '../util/fsx';
 import { granularCommand, shellQuote } from '../util/shell';
 import { missingPathHint } from '../util/paths';
 import { readModelWeights, saveLayersModel } from './bundle';
-import { FILES } from './rundir';
+import { FILES, readMetrics } from './rundir';
 import { GitRecord } from './git';
 
 /** The two kinds of training run. */
@@ -240,7 +240,14 @@ export function completedSummary(base: Record<string, unknown>, final: Record<st
 
 /** summary.json of a run stopped by a signal at a step boundary, with the command that resumes it. */
 export function interruptedSummary(base: Record<string, unknown>, runDir: string, signal: NodeJS.Signals | null, wallSeconds: number): Record<string, unknown> {
-  return { status: 'interrupted', ...base, signal, wall_seconds: wallSeconds, resume: resumeCommand(base, runDir) };
+  return { status: 'interrupted', ...base, signal, epochs_trained: epochsFinished(runDir), wall_seconds: wallSeconds, resume: resumeCommand(base, runDir) };
+}
+
+/** Epochs a stopped run finished: the highest epoch of metrics.jsonl's epoch rows (0 before the first ended). */
+function epochsFinished(runDir: string): number {
+  let n = 0;
+  for (const r of readMetrics(runDir)) if (r.kind === 'epoch' && typeof r.epoch === 'number') n = Math.max(n, r.epoch);
+  return n;
 }
 
 /** The command that continues a run: on its backend, since a resume on another is refused (checkSameEngine). */
@@ -250,7 +257,7 @@ function resumeCommand(base: Record<string, unknown>, runDir: string): string {
 
 /** summary.json of a failed run: the error explained (what happened, what to do), and the stack for bugs. */
 export function failedSummary(base: Record<string, unknown>, err: Error, runDir: string, cfg: Config, wallSeconds: number, expected: boolean): Record<string, unknown> {
-  const summary: Record<string, unknown> = { status: 'failed', ...base, error: explainFailure(err, runDir, base.stage as Stage, cfg), error_type: err.name, wall_seconds: wallSeconds };
+  const summary: Record<string, unknown> = { status: 'failed', ...base, error: explainFailure(err, runDir, base.stage as Stage, cfg), error_type: err.name, epochs_trained: epochsFinished(runDir), wall_seconds: wallSeconds };
   // An error that left the last checkpoint valid (a lost GPU device): the run continues with --resume.
   if ((err as { resumable?: boolean }).resumable === true) Object.assign(summary, { resumable: true, resume: resumeCommand(base, runDir) });
   if (!expected) summary.stack = err.stack;
