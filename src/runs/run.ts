@@ -244,9 +244,13 @@ export function interruptedSummary(base: Record<string, unknown>, runDir: string
 }
 
 /** Epochs a stopped run finished: the highest epoch of metrics.jsonl's epoch rows (0 before the first ended). */
-function epochsFinished(runDir: string): number {
+function epochsFinished(runDir: string): number | null {
   let n = 0;
-  for (const r of readMetrics(runDir)) if (r.kind === 'epoch' && typeof r.epoch === 'number') n = Math.max(n, r.epoch);
+  try {
+    for (const r of readMetrics(runDir)) if (r.kind === 'epoch' && typeof r.epoch === 'number') n = Math.max(n, r.epoch);
+  } catch {
+    return null; // unreadable (the error being reported may be that very folder's): unknown
+  }
   return n;
 }
 
