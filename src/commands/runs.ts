@@ -34,8 +34,21 @@ function mtime(file: string): number | null {
   }
 }
 
+/** The level a run trains at and its class count from hierarchy.json (written before training): for runs without a summary yet. */
+function trainedLevel(dir: string): { level: string | null; num_classes: number | null } {
+  try {
+    const h = JSON.parse(fs.readFileSync(path.join(dir, FILES.hierarchy), 'utf8')) as { trained_level?: unknown; levels?: Array<{ name?: unknown; classes?: unknown[] }> };
+    const level = typeof h.trained_level === 'string' ? h.trained_level : null;
+    const classes = h.levels?.find((l) => l.name === level)?.classes;
+    return { level, num_classes: Array.isArray(classes) ? classes.length : null };
+  } catch {
+    return { level: null, num_classes: null };
+  }
+}
+
 export function runLine(r: RunRecord, now = Date.now()): RunLine {
   const s = r.summary ?? {};
+  const fromHierarchy = typeof s.level === 'string' && typeof s.num_classes === 'number' ? null : trainedLevel(r.dir);
   const stage = (s.stage ?? r.meta.stage ?? null) as string | null;
   let freeze: string | null = null;
   if (stage === 'finetune') {
@@ -47,8 +60,8 @@ export function runLine(r: RunRecord, now = Date.now()): RunLine {
     dir: r.dir,
     status: runState(r.dir),
     stage,
-    level: typeof s.level === 'string' ? s.level : null,
-    num_classes: typeof s.num_classes === 'number' ? s.num_classes : null,
+    level: typeof s.level === 'string' ? s.level : (fromHierarchy?.level ?? null),
+    num_classes: typeof s.num_classes === 'number' ? s.num_classes : (fromHierarchy?.num_classes ?? null),
     freeze,
     test_acc: typeof s.test_acc === 'number' ? s.test_acc : null,
     started: typeof r.meta.created === 'string' ? r.meta.created : null,
