@@ -65,6 +65,20 @@ test('report: a level (classes) column, one test_acc@<target> column for every r
   assert.match(bad.stderr, /--target-level 'genus': no run trained at it or is scored at it\. Levels in these runs: superclass, subclass\./);
 });
 
+test('report --compare naming a value no run has is exit 2 before anything is written; a level alias gets a hint', () => {
+  const dir = study();
+  const out = path.join(dir, 'rep');
+  const r = cli(['report', dir, '--where', 'stage=pretrain', '--compare', 'pretrain_level=subclass,top', '--out', out, '--no-png']);
+  assert.equal(r.code, 2, r.stderr);
+  assert.match(r.stderr, /no completed run has pretrain_level=top \(values found: subclass, superclass\)\. Levels are recorded under their names in the hierarchy, not as 'top'/);
+  assert.equal(r.stdout, '', 'no table printed');
+  assert.equal(fs.existsSync(out), false, 'nothing written');
+  // The names found work.
+  const ok = cli(['report', dir, '--where', 'stage=pretrain', '--compare', 'pretrain_level=subclass,superclass', '--out', out, '--no-png']);
+  assert.equal(ok.code, 0, ok.stderr);
+  assert.ok(fs.existsSync(path.join(out, 'compare.md')));
+});
+
 test('report: gradual unfreezing is its own regime, not freeze 0', () => {
   const dir = study();
   const out = path.join(dir, 'rep');

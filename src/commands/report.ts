@@ -1,6 +1,7 @@
 import * as path from 'node:path';
 import { Command } from 'commander';
 import { makeReport } from '../report/report';
+import { RunRecord } from '../report/runs';
 import { readRunFolder } from '../runs/run';
 import { exitQuietlyOnEpipe } from '../util/stdout';
 import { nearest, UsageError } from '../util/errors';
@@ -50,15 +51,19 @@ freeze N, gradual (...)) can be grouped by like any key.
       }
       const digits = Number(o.digits);
       if (!Number.isInteger(digits) || digits < 0 || digits > 10) throw new UsageError(`--digits '${o.digits}' must be a whole number of decimals from 0 to 10.`);
-      const r = await makeReport({ format: format as TableFormat | undefined, digits, dirs, groupBy: o.groupBy as string[], metrics: o.metric as string[], where: o.where as string[], x: o.x as string | undefined, out, png: o.png !== false, html: Boolean(o.html), targetLevel: o.targetLevel as string | undefined, underfitBelow: underfitBelow(o.underfitBelow as string) });
+      // --compare is checked on the runs before any file is written (exit 2 leaves nothing behind).
+      const compares = (o.compare as string[]).map(parseCompare);
+      const compareMetrics = (o.metric as string[]).length ? (o.metric as string[]) : ['test_acc'];
+      let results: Array<ReturnType<typeof pairedComparison>> = [];
+      const check = (runs: RunRecord[]) => {
+        results = compares.flatMap((c) => compareMetrics.map((m) => pairedComparison(runs, c, m)));
+      };
+      const r = await makeReport({ check, format: format as TableFormat | undefined, digits, dirs, groupBy: o.groupBy as string[], metrics: o.metric as string[], where: o.where as string[], x: o.x as string | undefined, out, png: o.png !== false, html: Boolean(o.html), targetLevel: o.targetLevel as string | undefined, underfitBelow: underfitBelow(o.underfitBelow as string) });
       // With --format, stdout is the table alone (paste-ready, or '> table.tex'); the rest goes to stderr.
       const info = r.formatted !== null ? process.stderr : process.stdout;
       process.stdout.write(r.formatted ?? r.table + '\n');
       for (const n of r.notes) info.write(`\n${n.replace(/\*\*/g, '')}\n`);
-      const compares = (o.compare as string[]).map(parseCompare);
       if (compares.length) {
-        const metrics = (o.metric as string[]).length ? (o.metric as string[]) : ['test_acc'];
-        const results = compares.flatMap((c) => metrics.map((m) => pairedComparison(r.runs, c, m)));
         const table = compareTable(results);
         writeFileAtomic(path.join(out, 'compare.md'), `# Paired comparisons\n\n${table}\n\n${COMPARE_NOTE}\n`);
         writeFileAtomic(path.join(out, 'compare.csv'), compareCsv(results));

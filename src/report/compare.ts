@@ -130,7 +130,10 @@ export function pairedComparison(runs: readonly RunRecord[], spec: { key: string
   const [ra, rb] = [side(a), side(b)];
   if (!ra.length || !rb.length) {
     const seen = [...new Set(runs.map((r) => String(keyValue(r, key))))].slice(0, 8);
-    throw new UsageError(`--compare ${key}=${a},${b}: no completed run has ${key}=${ra.length ? b : a} (values found: ${seen.join(', ')}).`);
+    const missing = ra.length ? b : a;
+    // Levels are recorded under their canonical names (DESIGN.md): `--level top` trains at the top level's own name.
+    const alias = /level$/.test(key) && /^(top|leaf|depth:\d+)$/.test(missing) ? ` Levels are recorded under their names in the hierarchy, not as '${missing}' (the level a run trained at is in its summary.json, 'level'): use one of the values found.` : '';
+    throw new UsageError(`--compare ${key}=${a},${b}: no completed run has ${key}=${missing} (values found: ${seen.join(', ')}).${alias}`);
   }
   const treatment = treatmentKeys(ra, rb);
   const index = (rs: RunRecord[], v: string) => {

@@ -11,6 +11,8 @@ import { flagNotes, rowFlags, sourceBudgets } from './flags';
 import { formatTable, TableFormat } from './formats';
 
 export interface ReportOptions {
+  /** Called with the completed runs before anything is written: a UsageError it throws leaves no file behind (--compare's checks). */
+  check?: (runs: RunRecord[]) => void;
   dirs: string[];
   groupBy: string[];
   metrics: string[];
@@ -110,6 +112,7 @@ export async function makeReport(o: ReportOptions): Promise<ReportResult> {
   const runs = all.filter((r) => r.summary?.status === 'completed');
   const excluded = all.filter((r) => r.summary?.status !== 'completed');
   if (!runs.length) throw new UsageError(`none of the ${all.length} run folders below ${o.dirs.join(', ')} has completed (statuses: ${[...new Set(all.map((r) => String(r.summary?.status ?? 'no summary.json')))].join(', ')}).`);
+  o.check?.(runs);
 
   for (const k of o.groupBy) checkKey(runs, k, '--group-by');
   let groupBy = o.groupBy.length ? o.groupBy : defaultGroupBy(runs);
