@@ -73,6 +73,19 @@ test('a read-only prebuilt record cache is used read-only (the run completes, no
   assert.equal(fs.existsSync(path.join(runs, 'c')), false, 'no run folder');
 });
 
+/** Unmount a test's tmpfs, waiting up to 10 s for what still holds a file there (a worker thread, a child's last breath) to let go. */
+function unmount(mnt: string): void {
+  for (let i = 0; ; i++) {
+    try {
+      execFileSync('umount', [mnt], { stdio: 'pipe' });
+      return;
+    } catch (e) {
+      if (i >= 50) throw e;
+      Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 200);
+    }
+  }
+}
+
 test('a full disk under the record cache: exit 2 naming the folder, the files cut back (nothing half-written kept); with room the next load decodes every image right', async (t) => {
   const mnt = tmpDir('granular-tmpfs-');
   try {
@@ -108,10 +121,12 @@ test('a full disk under the record cache: exit 2 naming the folder, the files cu
     const want: number[] = [];
     for (const id of d.train.ids) for (const v of await decodeImage(fs.readFileSync(path.join(root, id)), 96, 3)) want.push(Math.fround(v * (1 / 255)));
     assert.deepEqual(Array.from(readAll(d.train.x, true)), want);
+    // The deferred stamp check reads the store from a worker thread: let it finish before the disk goes away.
+    await d.trainVerified?.();
     d.train.x.close();
     d.test.x.close();
   } finally {
-    execFileSync('umount', [mnt]);
+    unmount(mnt);
   }
 });
 
