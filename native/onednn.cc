@@ -48,6 +48,13 @@ void check(napi_env env, napi_status status, const char* what) {
   if (status != napi_ok) throw JsError{std::string("granular_onednn: ") + what};
 }
 
+// A size argument of kernel `fn`: an integer > 0, else a JsError naming the kernel and the argument.
+int64_t positiveSize(napi_env env, napi_value v, const char* fn, const char* what) {
+  int64_t n = 0;
+  if (napi_get_value_int64(env, v, &n) != napi_ok || n <= 0) throw JsError{std::string("granular_onednn: ") + fn + ": " + what + " must be a positive integer"};
+  return n;
+}
+
 float* floatData(napi_env env, napi_value v, size_t minLength, const char* name) {
   bool isTyped = false;
   check(env, napi_is_typedarray(env, v, &isTyped), "napi_is_typedarray");
@@ -1143,9 +1150,7 @@ void parallelRanges(int64_t n, F f) {
 napi_value Gelu(napi_env env, napi_callback_info info) {
   return guarded(env, [&]() {
     auto a = args(env, info, 3);
-    int64_t n = 0;
-    check(env, napi_get_value_int64(env, a[2], &n), "n must be an integer");
-    if (n <= 0) throw JsError{"granular_onednn: gelu: n must be positive"};
+    const int64_t n = positiveSize(env, a[2], "gelu", "n");
     const float* x = floatData(env, a[0], n, "x");
     float* y = floatData(env, a[1], n, "y");
     parallelRanges(n, [&](int64_t b, int64_t e) { vectorMath().gelu(x, y, b, e); });
@@ -1160,9 +1165,7 @@ napi_value Gelu(napi_env env, napi_callback_info info) {
 napi_value GeluGrad(napi_env env, napi_callback_info info) {
   return guarded(env, [&]() {
     auto a = args(env, info, 4);
-    int64_t n = 0;
-    check(env, napi_get_value_int64(env, a[3], &n), "n must be an integer");
-    if (n <= 0) throw JsError{"granular_onednn: geluGrad: n must be positive"};
+    const int64_t n = positiveSize(env, a[3], "geluGrad", "n");
     const float* dy = floatData(env, a[0], n, "dy");
     const float* x = floatData(env, a[1], n, "x");
     float* dx = floatData(env, a[2], n, "dx");
@@ -1177,10 +1180,7 @@ napi_value GeluGrad(napi_env env, napi_callback_info info) {
 napi_value SoftmaxGrad(napi_env env, napi_callback_info info) {
   return guarded(env, [&]() {
     auto a = args(env, info, 5);
-    int64_t rows = 0, cols = 0;
-    check(env, napi_get_value_int64(env, a[3], &rows), "rows must be an integer");
-    check(env, napi_get_value_int64(env, a[4], &cols), "cols must be an integer");
-    if (rows <= 0 || cols <= 0) throw JsError{"granular_onednn: softmaxGrad: rows and cols must be positive"};
+    const int64_t rows = positiveSize(env, a[3], "softmaxGrad", "rows"), cols = positiveSize(env, a[4], "softmaxGrad", "cols");
     const float* dy = floatData(env, a[0], rows * cols, "dy");
     const float* y = floatData(env, a[1], rows * cols, "y");
     float* dx = floatData(env, a[2], rows * cols, "dx");
@@ -1272,10 +1272,7 @@ napi_value Transpose(napi_env env, napi_callback_info info) {
 napi_value Softmax(napi_env env, napi_callback_info info) {
   return guarded(env, [&]() {
     auto a = args(env, info, 4);
-    int64_t rows = 0, cols = 0;
-    check(env, napi_get_value_int64(env, a[2], &rows), "rows must be an integer");
-    check(env, napi_get_value_int64(env, a[3], &cols), "cols must be an integer");
-    if (rows <= 0 || cols <= 0) throw JsError{"granular_onednn: softmax: rows and cols must be positive"};
+    const int64_t rows = positiveSize(env, a[2], "softmax", "rows"), cols = positiveSize(env, a[3], "softmax", "cols");
     const float* x = floatData(env, a[0], rows * cols, "x");
     float* y = floatData(env, a[1], rows * cols, "out");
 #pragma omp parallel for schedule(static) if (rows * cols >= 32768)
@@ -1415,12 +1412,9 @@ inline double sum4(int64_t n, Term term) {
 napi_value LayerNorm(napi_env env, napi_callback_info info) {
   return guarded(env, [&]() {
     auto a = args(env, info, 9);
-    int64_t rows = 0, D = 0;
+    const int64_t rows = positiveSize(env, a[6], "layerNorm", "rows"), D = positiveSize(env, a[7], "layerNorm", "cols");
     double eps = 0;
-    check(env, napi_get_value_int64(env, a[6], &rows), "rows must be an integer");
-    check(env, napi_get_value_int64(env, a[7], &D), "cols must be an integer");
     check(env, napi_get_value_double(env, a[8], &eps), "epsilon must be a number");
-    if (rows <= 0 || D <= 0) throw JsError{"granular_onednn: layerNorm: sizes must be positive"};
     const float* x = floatData(env, a[0], rows * D, "x");
     const float* gamma = isNullish(env, a[1]) ? nullptr : floatData(env, a[1], D, "gamma");
     const float* beta = isNullish(env, a[2]) ? nullptr : floatData(env, a[2], D, "beta");
@@ -1461,10 +1455,7 @@ napi_value LayerNorm(napi_env env, napi_callback_info info) {
 napi_value LayerNormGrad(napi_env env, napi_callback_info info) {
   return guarded(env, [&]() {
     auto a = args(env, info, 10);
-    int64_t rows = 0, D = 0;
-    check(env, napi_get_value_int64(env, a[8], &rows), "rows must be an integer");
-    check(env, napi_get_value_int64(env, a[9], &D), "cols must be an integer");
-    if (rows <= 0 || D <= 0) throw JsError{"granular_onednn: layerNormGrad: sizes must be positive"};
+    const int64_t rows = positiveSize(env, a[8], "layerNormGrad", "rows"), D = positiveSize(env, a[9], "layerNormGrad", "cols");
     const float* dy = floatData(env, a[0], rows * D, "dy");
     const float* x = floatData(env, a[1], rows * D, "x");
     const float* mean = floatData(env, a[2], rows, "mean");
