@@ -161,7 +161,7 @@ export function hierarchyRecord(h: Hierarchy, level: Level, relabel?: Record<str
   };
 }
 
-/** The records a new run writes before training: config.yaml, command.txt, run.json, hierarchy.json, split.json. */
+/** The records a new run writes before training: config.yaml, command.txt, run.json, hierarchy.json, split.json, and an empty metrics.jsonl. */
 export function writeRunRecords(runDir: string, r: { cfg: Config; meta: RunMeta; argv: string[]; hierarchy: Hierarchy; level: Level; relabel?: Record<string, unknown>; split: Record<string, unknown>; notes?: string[] }): void {
   const notes = r.notes?.length ? `\n${r.notes.join('\n')}` : '';
   writeFileAtomic(path.join(runDir, FILES.config), configToYaml(r.cfg, `resolved config of this ${r.meta.stage} run, written before training\n${r.meta.run_id}${notes}`));
@@ -169,6 +169,8 @@ export function writeRunRecords(runDir: string, r: { cfg: Config; meta: RunMeta;
   writeJsonAtomic(path.join(runDir, FILES.run), r.meta);
   writeJsonAtomic(path.join(runDir, FILES.hierarchy), hierarchyRecord(r.hierarchy, r.level, r.relabel));
   writeJsonAtomic(path.join(runDir, FILES.split), r.split);
+  // metrics.jsonl exists from here on (empty until the epoch-0 row), so `tail -f` can follow a run from its start.
+  fs.closeSync(fs.openSync(path.join(runDir, FILES.metrics), 'a'));
 }
 
 /** env.json: the engine, the machine, and the blocks with which of them are frozen. */
